@@ -1,0 +1,157 @@
+// The store contract: the durable inbox every delivery is written to before it is acknowledged.
+// Stores know nothing about HTTP or handlers; the worker never knows which store it has.
+
+/** A value, or a promise of one: synchronous stores (memory, SQLite) stay synchronous. */
+export type MaybePromise<T> = T | Promise<T>;
+
+/**
+ * Where a recorded event stands.
+ * - `pending`: waiting for its first run (or requeued)
+ * - `retrying`: a run failed; waits until `nextAttemptAt`
+ * - `done`: the handler succeeded; kept until retention purges it (its key keeps deduplicating until then)
+ * - `dead`: given up on (retries exhausted, non-retryable error, or a payload that failed validation)
+ *
+ * An event that is being run is `pending` or `retrying` with a live lease (`leaseUntil > now`).
+ */
+export type EventStatus = 'pending' | 'retrying' | 'done' | 'dead';
+
+export const EVENT_STATUSES: readonly EventStatus[] = ['pending', 'retrying', 'done', 'dead'];
+
+/** What intake hands to `insert`. */
+export interface NewEvent {
+  /** Idempotency key; unique across the store. */
+  key: string;
+  /** Event name as delivered (`customer.created`, …), or `unknown` when the body had none. */
+  event: string;
+  /** Ordering group: events of one customer run one at a time, in arrival order. Null = its own group. */
+  customerId: string | null;
+  /** The raw request body, byte for byte. */
+  body: Uint8Array;
+  /** The selected request headers worth keeping (lower-case names); never the signature. */
+  headers: Record<string, string>;
+  /** Epoch milliseconds when intake received it. */
+  receivedAt: number;
+  /** `pending` for a valid delivery, `dead` for one that failed validation. */
+  status: 'pending' | 'dead';
+  /** Why it is dead, when inserted dead. */
+  lastError?: string | null;
+}
+
+/** A stored event. */
+export interface EventRecord {
+  key: string;
+  event: string;
+  customerId: string | null;
+  body: Uint8Array;
+  headers: Record<string, string>;
+  receivedAt: number;
+  status: EventStatus;
+  /** Arrival order, assigned by the store; increases with each insert. */
+  seq: number;
+  /** Runs started so far (incremented by `claim`, so a crash mid-run counts as an attempt). */
+  attempts: number;
+  /** Epoch ms before which the event must not be claimed. */
+  nextAttemptAt: number;
+  /** Worker that holds the lease, if any. */
+  leaseOwner: string | null;
+  /** Epoch ms when the lease runs out; a lease in the past is free to be taken over. */
+  leaseUntil: number | null;
+  lastError: string | null;
+  /** Epoch ms when it became `done` or `dead`. */
+  finishedAt: number | null;
+}
+
+export interface InsertResult {
+  /** False when the key was already there: nothing was written. */
+  inserted: boolean;
+}
+
+export interface ClaimOptions {
+  /** Unique id of the claiming worker (fencing token for complete/retry/deadLetter/renew). */
+  owner: string;
+  /** At most this many events. */
+  limit: number;
+  /** Lease length in ms from `now`. */
+  leaseMs: number;
+  /** The clock, epoch ms. */
+  now: number;
+}
+
+export interface ListOptions {
+  status?: EventStatus;
+  event?: string;
+  customerId?: string;
+  /** Default 100. */
+  limit?: number;
+  /** Only records with `seq` greater than this (paging). */
+  afterSeq?: number;
+}
+
+export interface RequeueFilter {
+  /** Which statuses to requeue; default `['dead']`. */
+  status?: EventStatus[];
+  event?: string;
+}
+
+export interface PurgeOptions {
+  /** Remove records that finished (`finishedAt`) before this epoch ms. */
+  before: number;
+  /** Default `['done']`; dead letters are purged only when asked for. */
+  status?: Array<'done' | 'dead'>;
+}
+
+export type StatusCounts = Record<EventStatus, number>;
+
+/**
+ * The store contract. Every method may return a value or a promise.
+ *
+ * Rules every implementation keeps (the contract suite in test/stores checks them):
+ * - `insert` is atomic insert-if-absent on `key`, and durable when it returns.
+ * - `claim` returns only due events (`pending`/`retrying`, `nextAttemptAt <= now`) with no live lease, and only the
+ *   head of each ordering group: the lowest-`seq` event of the customer that is still `pending`/`retrying`. A group
+ *   whose head is leased or not yet due yields nothing. At most one event per group per call. Results are in `seq`
+ *   order. Claiming sets the lease and increments `attempts`; two concurrent claims never return the same event.
+ * - `complete`, `retry`, `deadLetter` and `renew` succeed only while `owner` holds the lease (else return false and
+ *   change nothing), so a worker whose lease was taken over cannot overwrite the new owner's outcome.
+ */
+export interface Store {
+  /** Short name for logs, e.g. `sqlite`. */
+  readonly name: string;
+  insert(event: NewEvent): MaybePromise<InsertResult>;
+  claim(options: ClaimOptions): MaybePromise<EventRecord[]>;
+  /** Extend a held lease to `leaseUntil`. */
+  renew(key: string, owner: string, leaseUntil: number): MaybePromise<boolean>;
+  /** Mark done; sets `finishedAt = now`, clears the lease. */
+  complete(key: string, owner: string, now: number): MaybePromise<boolean>;
+  /** Schedule another attempt at `at`; status `retrying`, clears the lease. */
+  retry(key: string, owner: string, at: number, error: string): MaybePromise<boolean>;
+  /** Give up; status `dead`, `finishedAt = now`, clears the lease. */
+  deadLetter(key: string, owner: string, error: string, now: number): MaybePromise<boolean>;
+  /** Put one event back to `pending` (attempts 0, due now, lease and error cleared). False if the key is absent. */
+  requeue(key: string, now: number): MaybePromise<boolean>;
+  /** Requeue every record matching the filter; returns how many. */
+  requeueWhere(filter: RequeueFilter, now: number): MaybePromise<number>;
+  get(key: string): MaybePromise<EventRecord | null>;
+  /** Records in `seq` order. */
+  list(options?: ListOptions): MaybePromise<EventRecord[]>;
+  /** Delete finished records; returns how many. */
+  purge(options: PurgeOptions): MaybePromise<number>;
+  counts(): MaybePromise<StatusCounts>;
+  /** Cheap liveness check for /healthz; throws when the store cannot answer. */
+  ping(): MaybePromise<void>;
+  close(): MaybePromise<void>;
+}
+
+/** Thrown by a store (or by intake on its behalf) when it cannot read or write. Maps to 503 at the edge. */
+export class StoreUnavailableError extends Error {
+  override name = 'StoreUnavailableError';
+}
+
+/** Thrown at start-up when a store's data cannot be used safely (not a database, newer schema, …). */
+export class StoreSchemaError extends Error {
+  override name = 'StoreSchemaError';
+}
+
+export function emptyCounts(): StatusCounts {
+  return { pending: 0, retrying: 0, done: 0, dead: 0 };
+}
