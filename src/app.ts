@@ -1,0 +1,107 @@
+// The Hono app: routes and the mapping of intake results to HTTP. Nothing runtime-specific lives here.
+import { Hono } from 'hono';
+import type { Logger } from './observability/log.ts';
+import type { Metrics } from './observability/metrics.ts';
+import type { IntakeResult } from './intake/intake.ts';
+import type { Store } from './stores/store.ts';
+
+export interface AppDeps {
+  path: string;
+  intake: (request: Request) => Promise<IntakeResult>;
+  store: Store;
+  metrics: Metrics;
+  logger: Logger;
+  /** Called after a new event was recorded, with the runtime's waitUntil when it has one. */
+  onRecorded: (waitUntil: ((p: Promise<unknown>) => void) | null) => void;
+  /** True once shutdown began: intake answers 503 so the sender (or load balancer) goes elsewhere. */
+  isClosing: () => boolean;
+  now: () => number;
+}
+
+const json = (status: number, body: unknown, extra?: Record<string, string>) =>
+  new Response(JSON.stringify(body), {
+    status,
+    headers: { 'content-type': 'application/json', ...extra },
+  });
+
+/** Hono's executionCtx getter throws where the runtime has none (Bun, Deno, Node): ask, don't assume. */
+function waitUntilOf(c: { executionCtx: unknown }): ((p: Promise<unknown>) => void) | null {
+  try {
+    const ctx = c.executionCtx as { waitUntil?: (p: Promise<unknown>) => void } | undefined;
+    if (ctx && typeof ctx.waitUntil === 'function') return (p) => ctx.waitUntil?.(p);
+  } catch {
+    // No execution context on this runtime.
+  }
+  return null;
+}
+
+async function storeCounts(store: Store, timeoutMs: number) {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      Promise.resolve(store.counts()),
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`store did not answer within ${timeoutMs} ms`)), timeoutMs);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+export function createApp(deps: AppDeps): Hono {
+  const app = new Hono();
+  const { path, store, metrics, logger } = deps;
+
+  app.post(path, async (c) => {
+    if (deps.isClosing()) return json(503, { error: 'shutting down' }, { 'retry-after': '1' });
+    const started = performance.now();
+    const r = await deps.intake(c.req.raw);
+    if (r.status === 200) metrics.ackLatency(performance.now() - started);
+    if (r.recorded) deps.onRecorded(waitUntilOf(c));
+    return json(r.status, r.body);
+  });
+
+  app.get('/healthz', async () => {
+    try {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        Promise.resolve(store.ping()),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new Error('store ping timed out')), 2000);
+        }),
+      ]).finally(() => clearTimeout(timer));
+      if (deps.isClosing()) return json(503, { status: 'shutting down' });
+      return json(200, { status: 'ok', store: store.name });
+    } catch (error) {
+      logger.warn('health check failed', { store: store.name, error });
+      return json(503, { status: 'unavailable', store: store.name });
+    }
+  });
+
+  app.get('/metrics', async () => {
+    let counts = null;
+    try {
+      counts = await storeCounts(store, 2000);
+    } catch (error) {
+      logger.warn('metrics: store counts unavailable', { error });
+    }
+    return new Response(metrics.render(counts), {
+      headers: { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' },
+    });
+  });
+
+  const allowed: Record<string, string> = { [path]: 'POST', '/healthz': 'GET, HEAD', '/metrics': 'GET, HEAD' };
+  app.all('*', (c) => {
+    const allow = allowed[c.req.path];
+    if (allow) return json(405, { error: 'method not allowed' }, { allow });
+    return json(404, { error: 'not found' });
+  });
+
+  app.onError((error) => {
+    logger.error('unhandled error in request', { error });
+    return json(500, { error: 'internal error' });
+  });
+
+  return app;
+}

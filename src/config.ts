@@ -1,0 +1,103 @@
+// The server's environment, read and validated with zod at start-up. Web-standard: takes a plain record.
+import { z } from 'zod';
+import { ConfigError } from './receiver.ts';
+
+const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** `500ms`, `10s`, `5m`, `12h`, `7d`, or a plain number of milliseconds. */
+export function parseDuration(value: string): number | null {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$/i.exec(value);
+  if (!m) return null;
+  return Math.round(Number(m[1]) * (UNITS[(m[2] ?? 'ms').toLowerCase()] as number));
+}
+
+/** `256kb`, `1mb`, or a plain number of bytes. */
+export function parseBytes(value: string): number | null {
+  const m = /^\s*(\d+)\s*(b|kb|kib|mb|mib)?\s*$/i.exec(value);
+  if (!m) return null;
+  const unit = (m[2] ?? 'b').toLowerCase();
+  const mult = unit === 'b' ? 1 : unit.startsWith('k') ? 1024 : 1024 * 1024;
+  return Number(m[1]) * mult;
+}
+
+const duration = (example: string) =>
+  z.string().transform((v, ctx) => {
+    const ms = parseDuration(v);
+    if (ms === null || ms <= 0) {
+      ctx.addIssue({ code: 'custom', message: `expected a duration such as ${example}, got ${JSON.stringify(v)}` });
+      return z.NEVER;
+    }
+    return ms;
+  });
+
+const integer = (min: number, max: number) =>
+  z
+    .string()
+    .regex(/^\s*\d+\s*$/, 'expected a whole number')
+    .transform(Number)
+    .pipe(z.number().int().min(min).max(max));
+
+export const envSchema = z.object({
+  LAVA_WEBHOOK_SECRET: z
+    .string({ error: 'is required: the webhook_secret Lava showed when you created the endpoint' })
+    .transform((v) =>
+      v
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean),
+    )
+    .pipe(z.array(z.string()).min(1, 'must hold at least one secret (comma-separated for rotation)')),
+  PORT: integer(0, 65535).default(3000),
+  HOSTNAME: z.string().default('0.0.0.0'),
+  LAVA_WEBHOOK_PATH: z.string().startsWith('/').default('/webhooks/lava'),
+  LAVA_WEBHOOK_STORE: z.enum(['sqlite', 'memory', 'kv', 'postgres']).optional(),
+  LAVA_WEBHOOK_DB: z.string().min(1).default('./data/lava-webhooks.sqlite'),
+  LAVA_WEBHOOK_DURABILITY: z.enum(['normal', 'full']).default('normal'),
+  LAVA_WEBHOOK_KV: z.string().min(1).optional(),
+  DATABASE_URL: z.string().min(1).optional(),
+  LAVA_WEBHOOK_BODY_LIMIT: z
+    .string()
+    .transform((v, ctx) => {
+      const n = parseBytes(v);
+      if (n === null || n < 64) {
+        ctx.addIssue({ code: 'custom', message: `expected a size such as 256kb (at least 64 bytes), got ${JSON.stringify(v)}` });
+        return z.NEVER;
+      }
+      return n;
+    })
+    .default(256 * 1024),
+  LAVA_WEBHOOK_CONCURRENCY: integer(1, 10_000).default(8),
+  LAVA_WEBHOOK_RETENTION: duration('7d').default(7 * 86_400_000),
+  LAVA_WEBHOOK_LEASE: duration('30s').default(30_000),
+  LAVA_WEBHOOK_POLL: duration('1s').default(1_000),
+  LAVA_WEBHOOK_HANDLER_TIMEOUT: duration('60s').default(60_000),
+  LAVA_WEBHOOK_SHUTDOWN_TIMEOUT: duration('10s').default(10_000),
+  LAVA_WEBHOOK_RETRY_SCHEDULE: z
+    .string()
+    .transform((v, ctx) => {
+      const parts = v.split(',').map((p) => parseDuration(p));
+      if (parts.some((p) => p === null)) {
+        ctx.addIssue({ code: 'custom', message: `expected comma-separated durations such as 1s,5s,30s, got ${JSON.stringify(v)}` });
+        return z.NEVER;
+      }
+      return parts as number[];
+    })
+    .optional(),
+  LAVA_WEBHOOK_HANDLERS: z.string().min(1).optional(),
+  LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error', 'silent']).default('info'),
+});
+
+export type ServerConfig = z.output<typeof envSchema>;
+
+/** Parses the environment or throws a ConfigError listing every problem, one per line. */
+export function loadConfig(env: Record<string, string | undefined>): ServerConfig {
+  // An empty variable means "not set" (docker-compose and shells often pass empty strings).
+  const cleaned: Record<string, string> = {};
+  for (const [k, v] of Object.entries(env)) if (v !== undefined && v !== '') cleaned[k] = v;
+  const parsed = envSchema.safeParse(cleaned);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`);
+    throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`);
+  }
+  return parsed.data;
+}

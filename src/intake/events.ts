@@ -1,0 +1,156 @@
+// The zod schemas: the one source of truth for Lava's event names and the payload types handlers receive.
+import { z } from 'zod';
+
+const contact = z
+  .object({
+    phone: z.string().nullable().optional(),
+    email: z.string().nullable().optional(),
+    first_name: z.string().nullable().optional(),
+    last_name: z.string().nullable().optional(),
+  })
+  .loose();
+
+const subscription = z
+  .object({
+    subscription_id: z.string(),
+    plan_id: z.string().nullable().optional(),
+    name: z.string().nullable().optional(),
+    status: z.string().nullable().optional(),
+  })
+  .loose();
+
+/**
+ * The customer object every current Lava event carries in `data`. Only `customer_id` is required; the other known
+ * fields are typed when present, and unknown fields are kept, so a richer payload from Lava never fails validation.
+ */
+export const customerData = z
+  .object({
+    customer_id: z.string().min(1),
+    reference_id: z.string().nullable().optional(),
+    contact: contact.nullable().optional(),
+    subscription: subscription.nullable().optional(),
+    metadata: z.record(z.string(), z.unknown()).nullable().optional(),
+    created_at: z.string().nullable().optional(),
+  })
+  .loose();
+
+const envelopeOf = <N extends string, D extends z.ZodType>(name: N, data: D) =>
+  z.object({ event: z.literal(name), data }).loose();
+
+/** The known events. Handler names and payload types derive from this object alone. */
+export const schemas = {
+  'customer.created': envelopeOf('customer.created', customerData),
+  'customer.wallet.balance.updated': envelopeOf('customer.wallet.balance.updated', customerData),
+  'customer.deleted': envelopeOf('customer.deleted', customerData),
+} as const;
+
+export type EventName = keyof typeof schemas;
+export type EventPayload<N extends EventName> = z.output<(typeof schemas)[N]>;
+export const EVENT_NAMES = Object.keys(schemas) as EventName[];
+
+/**
+ * Lava's legacy `connection.*` events carry a connection object (`connection_id`, `reference_id`,
+ * `connection_secret`). They are mapped to the current names, and `data.customer_id` is filled from
+ * `connection_id`, so one handler serves both; the handler context says which name was delivered.
+ */
+export const LEGACY_EVENTS: Record<string, EventName> = {
+  'connection.created': 'customer.created',
+  'connection.wallet.balance.updated': 'customer.wallet.balance.updated',
+  'connection.deleted': 'customer.deleted',
+};
+
+const legacyData = z.object({ connection_id: z.string().min(1) }).loose();
+
+/** The envelope every delivery must have: an event name and a data object (extra fields are kept). */
+export const envelope = z
+  .object({
+    event: z.string().min(1),
+    data: z.object({ customer_id: z.string().min(1).optional() }).loose(),
+  })
+  .loose();
+
+export type UnknownEventPayload = z.output<typeof envelope>;
+
+export type ParsedEvent =
+  | {
+      ok: true;
+      /** The event name handlers see (a legacy name is mapped to its current one). */
+      name: string;
+      /** The name as delivered. */
+      deliveredAs: string;
+      known: boolean;
+      customerId: string | null;
+      payload: Record<string, unknown>;
+    }
+  | { ok: false; name: string; customerId: string | null; reason: string; issues: z.core.$ZodIssue[] | null };
+
+function summarize(issues: z.core.$ZodIssue[]): string {
+  return issues
+    .slice(0, 5)
+    .map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`)
+    .join('; ');
+}
+
+/** Validates an already JSON-parsed body against the envelope and, for a known event, its schema. */
+export function validateEvent(json: unknown): ParsedEvent {
+  const env = envelope.safeParse(json);
+  if (!env.success) {
+    const name =
+      json && typeof json === 'object' && typeof (json as { event?: unknown }).event === 'string'
+        ? ((json as { event: string }).event as string)
+        : 'unknown';
+    return {
+      ok: false,
+      name,
+      customerId: null,
+      reason: `invalid envelope: ${summarize(env.error.issues)}`,
+      issues: env.error.issues,
+    };
+  }
+  const deliveredAs = env.data.event;
+  let name = deliveredAs;
+  let candidate: Record<string, unknown> = env.data;
+  const legacy = LEGACY_EVENTS[deliveredAs];
+  if (legacy) {
+    const data = legacyData.safeParse(env.data.data);
+    if (!data.success) {
+      return {
+        ok: false,
+        name: legacy,
+        customerId: null,
+        reason: `invalid ${deliveredAs}: ${summarize(data.error.issues)}`,
+        issues: data.error.issues.map((i) => ({ ...i, path: ['data', ...i.path] })),
+      };
+    }
+    name = legacy;
+    candidate = {
+      ...env.data,
+      event: legacy,
+      data: { customer_id: data.data.connection_id, ...data.data },
+    };
+  }
+  const schema = (schemas as Record<string, z.ZodType>)[name];
+  if (!schema) {
+    return {
+      ok: true,
+      name,
+      deliveredAs,
+      known: false,
+      customerId: env.data.data.customer_id ?? null,
+      payload: env.data,
+    };
+  }
+  const parsed = schema.safeParse(candidate);
+  if (!parsed.success) {
+    const cid = env.data.data.customer_id ?? null;
+    return {
+      ok: false,
+      name,
+      customerId: cid,
+      reason: `invalid ${deliveredAs}: ${summarize(parsed.error.issues)}`,
+      issues: parsed.error.issues,
+    };
+  }
+  const payload = parsed.data as Record<string, unknown> & { data: { customer_id: string } };
+  return { ok: true, name, deliveredAs, known: true, customerId: payload.data.customer_id, payload };
+}

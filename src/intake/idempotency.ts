@@ -1,0 +1,42 @@
+// The idempotency key policy: which deliveries count as the same event.
+import { sha256Hex } from './signature.ts';
+
+/** What a key function sees. */
+export interface KeyInput {
+  /** Event name after legacy mapping. */
+  event: string;
+  customerId: string | null;
+  payload: Record<string, unknown>;
+  body: Uint8Array;
+  headers: Headers;
+}
+
+/** Returns the key, or null/undefined to fall back to the default policy. */
+export type KeyFunction = (input: KeyInput) => string | null | undefined | Promise<string | null | undefined>;
+
+/** Events Lava advises deduplicating by customer id: there is one creation and one deletion per customer. */
+const BY_CUSTOMER = new Set(['customer.created', 'customer.deleted']);
+
+/**
+ * The default policy, in order: a `webhook-id` header; a top-level `id` field; `event:customer_id` for
+ * customer.created and customer.deleted; otherwise `event:sha256:<hex of the raw body>`.
+ * A per-event override in `overrides` comes first when it returns a key.
+ */
+export async function idempotencyKey(input: KeyInput, overrides?: Record<string, KeyFunction>): Promise<string> {
+  const custom = overrides?.[input.event];
+  if (custom) {
+    const key = await custom(input);
+    if (key) return `custom:${key}`;
+  }
+  const header = input.headers.get('webhook-id')?.trim();
+  if (header) return `id:${header}`;
+  const id = input.payload.id;
+  if ((typeof id === 'string' && id.length > 0) || (typeof id === 'number' && Number.isFinite(id))) return `id:${id}`;
+  if (BY_CUSTOMER.has(input.event) && input.customerId) return `${input.event}:${input.customerId}`;
+  return `${input.event}:sha256:${await sha256Hex(input.body)}`;
+}
+
+/** Key for a delivery that failed validation: the same bad bytes are one dead letter, not many. */
+export async function invalidKey(body: Uint8Array): Promise<string> {
+  return `invalid:sha256:${await sha256Hex(body)}`;
+}

@@ -1,0 +1,212 @@
+// The request path: bounded read, signature, content type, parse and validate, idempotency key, durable insert.
+// It ends when the event is committed; nothing a handler does can slow the ack or lose the event.
+import type { Logger } from '../observability/log.ts';
+import type { DeliveryOutcome, Metrics } from '../observability/metrics.ts';
+import { type NewEvent, type Store, StoreUnavailableError } from '../stores/store.ts';
+import { BodyTimeoutError, PayloadTooLargeError, readBody } from './body.ts';
+import { validateEvent } from './events.ts';
+import { type KeyFunction, idempotencyKey, invalidKey } from './idempotency.ts';
+import { type Verifier, parseSignatureHeader } from './signature.ts';
+
+export interface IntakeConfig {
+  store: Store;
+  verifier: Verifier;
+  bodyLimit: number;
+  bodyTimeoutMs: number;
+  /** An insert that takes longer answers 503 (the store is hanging). */
+  storeTimeoutMs: number;
+  /** Lower-case names of the request headers stored with each event. */
+  keepHeaders: readonly string[];
+  keyOverrides?: Record<string, KeyFunction>;
+  logger: Logger;
+  metrics: Metrics;
+  now: () => number;
+}
+
+export interface IntakeResult {
+  status: number;
+  body: Record<string, unknown>;
+  outcome: DeliveryOutcome;
+  /** Set when a new pending event was recorded (the worker has work). */
+  recorded?: boolean;
+}
+
+const GENERIC_401 = { error: 'invalid signature' };
+const dec = new TextDecoder('utf-8', { fatal: true });
+
+/** `application/json` with any parameters, or no content type at all. */
+export function isJsonContentType(value: string | null): boolean {
+  if (value === null || value.trim() === '') return true;
+  const type = value.split(';', 1)[0]?.trim().toLowerCase();
+  return type === 'application/json';
+}
+
+async function withTimeout<T>(work: T | Promise<T>, ms: number, what: string): Promise<T> {
+  if (!(work instanceof Promise)) return work;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      work,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new StoreUnavailableError(`${what} did not answer within ${ms} ms`)), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+export function createIntake(config: IntakeConfig) {
+  const { store, verifier, logger, metrics } = config;
+
+  function pickHeaders(headers: Headers): Record<string, string> {
+    const out: Record<string, string> = {};
+    for (const name of config.keepHeaders) {
+      const v = headers.get(name);
+      if (v !== null) out[name] = v.slice(0, 1024);
+    }
+    return out;
+  }
+
+  function result(outcome: DeliveryOutcome, status: number, body: Record<string, unknown>): IntakeResult {
+    metrics.delivery(outcome);
+    return { status, body, outcome };
+  }
+
+  async function insert(event: NewEvent): Promise<{ inserted: boolean } | null> {
+    try {
+      return await withTimeout(store.insert(event), config.storeTimeoutMs, `${store.name} store insert`);
+    } catch (error) {
+      logger.error('store could not record the delivery; answering 503', {
+        outcome: 'store_unavailable',
+        key: event.key,
+        event: event.event,
+        error,
+      });
+      return null;
+    }
+  }
+
+  /** Records an authenticated delivery that cannot be processed, so it is never lost. */
+  async function deadLetter(
+    body: Uint8Array,
+    headers: Headers,
+    name: string,
+    customerId: string | null,
+    reason: string,
+    received: number,
+  ): Promise<boolean> {
+    const key = await invalidKey(body);
+    const stored = await insert({
+      key,
+      event: name,
+      customerId,
+      body,
+      headers: pickHeaders(headers),
+      receivedAt: received,
+      status: 'dead',
+      lastError: reason,
+    });
+    if (stored) logger.warn('delivery rejected and kept as a dead letter', { key, event: name, reason });
+    return stored !== null;
+  }
+
+  return async function intake(request: Request): Promise<IntakeResult> {
+    const received = config.now();
+    const headers = request.headers;
+
+    // 1. Bounded body read.
+    let body: Uint8Array;
+    try {
+      body = await readBody(request, { limit: config.bodyLimit, timeoutMs: config.bodyTimeoutMs });
+    } catch (error) {
+      if (error instanceof PayloadTooLargeError) {
+        logger.warn('body too large', { outcome: 'too_large', reason: error.message });
+        return result('too_large', 413, { error: 'payload too large', limit_bytes: config.bodyLimit });
+      }
+      if (error instanceof BodyTimeoutError) {
+        logger.warn('body timed out', { outcome: 'body_timeout', reason: error.message });
+        return result('body_timeout', 408, { error: 'request body timed out' });
+      }
+      logger.warn('body could not be read', { outcome: 'invalid_payload', error });
+      return result('invalid_payload', 400, { error: 'body could not be read' });
+    }
+
+    // 2. Signature over the raw bytes.
+    const rawSignature = headers.get('x-webhook-signature');
+    const signature = parseSignatureHeader(rawSignature);
+    if (!signature) {
+      logger.warn('signature rejected', {
+        outcome: 'invalid_signature',
+        reason: rawSignature === null ? 'missing X-Webhook-Signature header' : 'malformed signature (not 64 hex digits)',
+      });
+      return result('invalid_signature', 401, GENERIC_401);
+    }
+    const matched = await verifier.verify(body, signature);
+    if (matched < 0) {
+      logger.warn('signature rejected', {
+        outcome: 'invalid_signature',
+        reason: 'signature does not match any configured secret',
+        bytes: body.byteLength,
+      });
+      return result('invalid_signature', 401, GENERIC_401);
+    }
+
+    // 3. Content type (the sender is authenticated from here on: what it sent is kept).
+    const contentType = headers.get('content-type');
+    if (!isJsonContentType(contentType)) {
+      const reason = `unsupported content type ${JSON.stringify(contentType?.slice(0, 100))}`;
+      if (!(await deadLetter(body, headers, 'unknown', null, reason, received))) {
+        return result('store_unavailable', 503, { error: 'store unavailable' });
+      }
+      return result('unsupported_media_type', 415, { error: 'unsupported media type', expected: 'application/json' });
+    }
+
+    // 4. Parse and validate.
+    let json: unknown;
+    try {
+      json = JSON.parse(dec.decode(body));
+    } catch (error) {
+      const reason = `body is not valid JSON: ${(error as Error).message}`.slice(0, 300);
+      if (!(await deadLetter(body, headers, 'unknown', null, reason, received))) {
+        return result('store_unavailable', 503, { error: 'store unavailable' });
+      }
+      return result('invalid_payload', 400, { error: 'invalid payload', issues: [{ message: 'body is not valid JSON' }] });
+    }
+    const parsed = validateEvent(json);
+    if (!parsed.ok) {
+      if (!(await deadLetter(body, headers, parsed.name, parsed.customerId, parsed.reason, received))) {
+        return result('store_unavailable', 503, { error: 'store unavailable' });
+      }
+      const issues = (parsed.issues ?? []).slice(0, 20).map((i) => ({ path: i.path.map(String), message: i.message }));
+      return result('invalid_payload', 400, { error: 'invalid payload', issues });
+    }
+
+    // 5. Idempotency key, 6. durable insert-if-absent.
+    const key = await idempotencyKey(
+      { event: parsed.name, customerId: parsed.customerId, payload: parsed.payload, body, headers },
+      config.keyOverrides,
+    );
+    const stored = await insert({
+      key,
+      event: parsed.name,
+      customerId: parsed.customerId,
+      body,
+      headers: pickHeaders(headers),
+      receivedAt: received,
+      status: 'pending',
+    });
+    const ms = config.now() - received;
+    if (!stored) return result('store_unavailable', 503, { error: 'store unavailable' });
+    const fields = { key, event: parsed.name, customer_id: parsed.customerId, ms, key_slot: matched || undefined };
+    if (!stored.inserted) {
+      logger.info('duplicate delivery ignored', { ...fields, outcome: 'duplicate' });
+      return result('duplicate', 200, { received: true, duplicate: true });
+    }
+    if (!parsed.known) logger.info('unknown event recorded', { ...fields, outcome: 'accepted' });
+    else logger.info('accepted', { ...fields, outcome: 'accepted' });
+    const r = result('accepted', 200, { received: true });
+    r.recorded = true;
+    return r;
+  };
+}

@@ -1,0 +1,122 @@
+// Counters, gauges and a histogram, rendered in the Prometheus text exposition format for GET /metrics.
+
+export type DeliveryOutcome =
+  | 'accepted'
+  | 'duplicate'
+  | 'invalid_signature'
+  | 'invalid_payload'
+  | 'too_large'
+  | 'unsupported_media_type'
+  | 'body_timeout'
+  | 'store_unavailable';
+
+export type RunOutcome = 'ok' | 'retry' | 'dead';
+
+const ACK_BUCKETS_MS = [0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000];
+
+function escapeLabel(value: string): string {
+  return value.replace(/\\/g, '\\\\').replace(/\n/g, '\\n').replace(/"/g, '\\"');
+}
+
+function labels(pairs: Record<string, string>): string {
+  const parts = Object.entries(pairs).map(([k, v]) => `${k}="${escapeLabel(v)}"`);
+  return parts.length ? `{${parts.join(',')}}` : '';
+}
+
+/** A counter family keyed by its label values. */
+class Counter {
+  readonly values = new Map<string, { labels: Record<string, string>; value: number }>();
+  inc(l: Record<string, string>, by = 1): void {
+    const id = labels(l);
+    const entry = this.values.get(id);
+    if (entry) entry.value += by;
+    else this.values.set(id, { labels: l, value: by });
+  }
+  get(l: Record<string, string>): number {
+    return this.values.get(labels(l))?.value ?? 0;
+  }
+}
+
+export class Metrics {
+  readonly deliveries = new Counter();
+  readonly handlerRuns = new Counter();
+  readonly extra = new Map<string, { help: string; type: 'counter' | 'gauge'; counter: Counter }>();
+  readonly ackBuckets: number[] = ACK_BUCKETS_MS.map(() => 0);
+  ackCount = 0;
+  ackSumMs = 0;
+
+  delivery(outcome: DeliveryOutcome): void {
+    this.deliveries.inc({ outcome });
+  }
+
+  handlerRun(event: string, outcome: RunOutcome): void {
+    this.handlerRuns.inc({ event, outcome });
+  }
+
+  ackLatency(ms: number): void {
+    this.ackCount++;
+    this.ackSumMs += ms;
+    for (let i = 0; i < ACK_BUCKETS_MS.length; i++) {
+      if (ms <= (ACK_BUCKETS_MS[i] as number)) this.ackBuckets[i] = (this.ackBuckets[i] as number) + 1;
+    }
+  }
+
+  /** A named counter family for add-ons (relay, …). */
+  counter(name: string, help: string): Counter {
+    let entry = this.extra.get(name);
+    if (!entry) {
+      entry = { help, type: 'counter', counter: new Counter() };
+      this.extra.set(name, entry);
+    }
+    return entry.counter;
+  }
+
+  /** Prometheus text format. Gauges come from the store at scrape time. */
+  render(gauges: { pending: number; retrying: number; dead: number; done: number } | null): string {
+    const out: string[] = [];
+    out.push('# HELP lava_webhooks_deliveries_total Webhook deliveries received, by outcome.');
+    out.push('# TYPE lava_webhooks_deliveries_total counter');
+    for (const o of [
+      'accepted',
+      'duplicate',
+      'invalid_signature',
+      'invalid_payload',
+      'too_large',
+      'unsupported_media_type',
+      'body_timeout',
+      'store_unavailable',
+    ] as const) {
+      out.push(`lava_webhooks_deliveries_total${labels({ outcome: o })} ${this.deliveries.get({ outcome: o })}`);
+    }
+    out.push('# HELP lava_webhooks_handler_runs_total Handler runs, by event and outcome.');
+    out.push('# TYPE lava_webhooks_handler_runs_total counter');
+    for (const { labels: l, value } of this.handlerRuns.values.values()) {
+      out.push(`lava_webhooks_handler_runs_total${labels(l)} ${value}`);
+    }
+    if (gauges) {
+      out.push('# HELP lava_webhooks_pending Recorded events not yet processed (pending or waiting for a retry).');
+      out.push('# TYPE lava_webhooks_pending gauge');
+      out.push(`lava_webhooks_pending ${gauges.pending + gauges.retrying}`);
+      out.push('# HELP lava_webhooks_retrying Events waiting for a retry.');
+      out.push('# TYPE lava_webhooks_retrying gauge');
+      out.push(`lava_webhooks_retrying ${gauges.retrying}`);
+      out.push('# HELP lava_webhooks_dead_letters Events given up on, kept until requeued or purged.');
+      out.push('# TYPE lava_webhooks_dead_letters gauge');
+      out.push(`lava_webhooks_dead_letters ${gauges.dead}`);
+    }
+    out.push('# HELP lava_webhooks_ack_latency_ms Time from request to acknowledgement, in milliseconds.');
+    out.push('# TYPE lava_webhooks_ack_latency_ms histogram');
+    ACK_BUCKETS_MS.forEach((le, i) => {
+      out.push(`lava_webhooks_ack_latency_ms_bucket{le="${le}"} ${this.ackBuckets[i]}`);
+    });
+    out.push(`lava_webhooks_ack_latency_ms_bucket{le="+Inf"} ${this.ackCount}`);
+    out.push(`lava_webhooks_ack_latency_ms_sum ${this.ackSumMs}`);
+    out.push(`lava_webhooks_ack_latency_ms_count ${this.ackCount}`);
+    for (const [name, { help, type, counter }] of this.extra) {
+      out.push(`# HELP ${name} ${help}`);
+      out.push(`# TYPE ${name} ${type}`);
+      for (const { labels: l, value } of counter.values.values()) out.push(`${name}${labels(l)} ${value}`);
+    }
+    return `${out.join('\n')}\n`;
+  }
+}

@@ -1,0 +1,207 @@
+// createLavaWebhooks: wires intake, store, worker, metrics and the Hono app into one `{ fetch }` object.
+import type { Hono } from 'hono';
+import { createApp } from './app.ts';
+import type { KeyFunction } from './intake/idempotency.ts';
+import { createIntake } from './intake/intake.ts';
+import { type VerifierFactory, subtleVerifier } from './intake/signature.ts';
+import { type LogLevel, type Logger, jsonLogger } from './observability/log.ts';
+import { Metrics } from './observability/metrics.ts';
+import { type HandlerMap, type UnknownHandler, createDispatcher } from './processing/dispatch.ts';
+import { DEFAULT_RETRY_SCHEDULE_MS, type RetryPolicy } from './processing/retry.ts';
+import { type DrainOptions, type ProcessFn, type Worker, createWorker } from './processing/worker.ts';
+import type { Store } from './stores/store.ts';
+
+export interface LavaWebhooksOptions {
+  /** The webhook secret Lava showed when the endpoint was created. */
+  secret?: string;
+  /** Several secrets during a rotation (new and old); a delivery signed with any of them is accepted. */
+  secrets?: readonly string[];
+  /** Where events are recorded before the 200. */
+  store: Store;
+  /** One handler per known event; payloads are typed and validated. */
+  handlers?: HandlerMap;
+  /** Runs for events this version does not know (new Lava events are kept, not rejected). */
+  onUnknown?: UnknownHandler;
+  /**
+   * Replaces the handler dispatch entirely (e.g. the relay). Receives each claimed record; throw to retry.
+   * When set, `handlers` and `onUnknown` are not used.
+   */
+  process?: ProcessFn;
+  /** Route that receives deliveries. Default `/webhooks/lava`. */
+  path?: string;
+  /** Largest body accepted, in bytes; larger answers 413 before it is buffered. Default 256 KiB. */
+  bodyLimit?: number;
+  /** The whole body must arrive within this many ms, else 408. Default 10 000 (Lava's own timeout). */
+  bodyTimeoutMs?: number;
+  /** An insert slower than this answers 503. Default 5 000. */
+  storeTimeoutMs?: number;
+  /** Handlers running at once (across customers; one at a time per customer). Default 8. */
+  concurrency?: number;
+  /** Lease on an event being run; renewed while it runs, reclaimed after a crash once expired. Default 30 000. */
+  leaseMs?: number;
+  /** How often the background loop looks for due retries and expired leases. Default 1 000. */
+  pollMs?: number;
+  /** A handler running longer is aborted and retried. Default 60 000. */
+  handlerTimeoutMs?: number;
+  /** Retry waits (ms) after each failed run, and the jitter fraction. Default about 1 s, 5 s, 30 s, 2 min, 10 min, 1 h; ±20 %. */
+  retry?: Partial<RetryPolicy>;
+  /** Completed events (and their idempotency keys) are purged after this many ms. Default 7 days. */
+  retentionMs?: number;
+  /** Per-event idempotency key functions, tried before the default policy. */
+  idempotencyKey?: Record<string, KeyFunction>;
+  /** Request headers stored with each event (lower-case). */
+  keepHeaders?: readonly string[];
+  /** Signature verifier; default SubtleCrypto. Runtime entries may pass a faster native one. */
+  verifier?: VerifierFactory;
+  logger?: Logger;
+  /** Used when `logger` is not given. Default `info`. */
+  logLevel?: LogLevel;
+  /** The clock (tests). Default Date.now. */
+  now?: () => number;
+}
+
+export interface LavaWebhooks {
+  /** The web-standard entry point: `fetch(request, env?, executionCtx?)`. */
+  fetch: (request: Request, env?: unknown, executionCtx?: unknown) => Response | Promise<Response>;
+  /** The Hono app underneath, to mount in a larger app (`app.route('/', lava.app)`). */
+  app: Hono;
+  store: Store;
+  metrics: Metrics;
+  worker: Worker;
+  logger: Logger;
+  /** Starts the background loop: retries, crash recovery and retention (long-running servers). */
+  start(): void;
+  /** Processes everything due now and resolves when done (serverless, cron, tests). */
+  drain(options?: DrainOptions): Promise<{ processed: number }>;
+  /** Deletes completed events older than the retention period; returns how many. */
+  purge(): Promise<number>;
+  /** Graceful shutdown: intake answers 503, running handlers get up to `deadlineMs`, then the store closes. */
+  close(deadlineMs?: number): Promise<void>;
+}
+
+/** A configuration mistake, thrown at construction with a message that says how to fix it. */
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+export const DEFAULT_KEEP_HEADERS = [
+  'content-type',
+  'user-agent',
+  'webhook-id',
+  'x-request-id',
+  'x-webhook-signature',
+] as const;
+const DAY = 86_400_000;
+
+function positive(name: string, value: number | undefined, fallback: number): number {
+  const v = value ?? fallback;
+  if (!Number.isFinite(v) || v <= 0) throw new ConfigError(`${name} must be a positive number, got ${value}`);
+  return v;
+}
+
+export function createLavaWebhooks(options: LavaWebhooksOptions): LavaWebhooks {
+  const secrets = (options.secrets ?? (options.secret !== undefined ? [options.secret] : []))
+    .map((s) => s.trim())
+    .filter((s) => s.length > 0);
+  if (secrets.length === 0) {
+    throw new ConfigError(
+      'createLavaWebhooks: no webhook secret — pass `secret` (the webhook_secret Lava showed when you created the endpoint) or `secrets: [new, old]`',
+    );
+  }
+  if (!options.store) throw new ConfigError('createLavaWebhooks: `store` is required, e.g. memoryStore() or sqliteStore({ path })');
+  const now = options.now ?? Date.now;
+  const logger = options.logger ?? jsonLogger({ level: options.logLevel ?? 'info' });
+  const metrics = new Metrics();
+  const store = options.store;
+  const retentionMs = positive('retentionMs', options.retentionMs, 7 * DAY);
+  const path = options.path ?? '/webhooks/lava';
+  if (!path.startsWith('/')) throw new ConfigError(`path must start with "/", got ${JSON.stringify(path)}`);
+
+  const intake = createIntake({
+    store,
+    verifier: (options.verifier ?? subtleVerifier)(secrets),
+    bodyLimit: positive('bodyLimit', options.bodyLimit, 256 * 1024),
+    bodyTimeoutMs: positive('bodyTimeoutMs', options.bodyTimeoutMs, 10_000),
+    storeTimeoutMs: positive('storeTimeoutMs', options.storeTimeoutMs, 5_000),
+    keepHeaders: (options.keepHeaders ?? DEFAULT_KEEP_HEADERS).map((h) => h.toLowerCase()),
+    keyOverrides: options.idempotencyKey,
+    logger,
+    metrics,
+    now,
+  });
+
+  const worker = createWorker({
+    store,
+    process: options.process ?? createDispatcher(options.handlers ?? {}, options.onUnknown, logger),
+    concurrency: positive('concurrency', options.concurrency, 8),
+    leaseMs: positive('leaseMs', options.leaseMs, 30_000),
+    pollMs: positive('pollMs', options.pollMs, 1_000),
+    handlerTimeoutMs: positive('handlerTimeoutMs', options.handlerTimeoutMs, 60_000),
+    retry: {
+      scheduleMs: options.retry?.scheduleMs ?? DEFAULT_RETRY_SCHEDULE_MS,
+      jitter: options.retry?.jitter ?? 0.2,
+    },
+    logger,
+    metrics,
+    now,
+  });
+
+  let closing = false;
+  let started = false;
+  let retentionTimer: ReturnType<typeof setInterval> | undefined;
+
+  async function purge(): Promise<number> {
+    const n = await store.purge({ before: now() - retentionMs });
+    if (n > 0) logger.info('retention: purged completed events', { purged: n });
+    return n;
+  }
+
+  const app = createApp({
+    path,
+    intake,
+    store,
+    metrics,
+    logger,
+    now,
+    isClosing: () => closing,
+    onRecorded(waitUntil) {
+      if (started) {
+        void worker.notify();
+        return;
+      }
+      // No loop (serverless): process right after the ack, kept alive by waitUntil where the runtime has one.
+      const work = worker.drain().catch((error) => logger.error('processing after the ack failed', { error }));
+      waitUntil?.(work);
+    },
+  });
+
+  return {
+    fetch: (request, env, executionCtx) =>
+      app.fetch(request, env as never, executionCtx as Parameters<Hono['fetch']>[2]),
+    app,
+    store,
+    metrics,
+    worker,
+    logger,
+    start() {
+      if (started) return;
+      started = true;
+      worker.start();
+      const every = Math.min(retentionMs, 3_600_000);
+      const tick = () => purge().catch((error) => logger.warn('retention purge failed', { error }));
+      retentionTimer = setInterval(tick, every);
+      (retentionTimer as { unref?: () => void }).unref?.();
+      void tick();
+    },
+    drain: (o) => worker.drain(o),
+    purge,
+    async close(deadlineMs = 10_000) {
+      if (closing) return;
+      closing = true;
+      if (retentionTimer) clearInterval(retentionTimer);
+      const { unfinished } = await worker.stop(deadlineMs);
+      await store.close();
+      logger.info('closed', { unfinished });
+    },
+  };
+}

@@ -1,0 +1,34 @@
+// Test helpers: signed requests made the way Lava makes them.
+import { createHmac } from 'node:crypto';
+
+export const SECRET = 'whsec_test_secret_for_the_suite';
+
+/** Lava's own documented way: Node's createHmac over the raw body, lowercase hex. */
+export function lavaSign(secret: string, body: string | Uint8Array): string {
+  return createHmac('sha256', secret).update(body).digest('hex');
+}
+
+export function signedRequest(
+  url: string,
+  body: string | Uint8Array,
+  { secret = SECRET, headers = {} as Record<string, string>, method = 'POST' } = {},
+): Request {
+  return new Request(url, {
+    method,
+    headers: { 'content-type': 'application/json', 'x-webhook-signature': lavaSign(secret, body), ...headers },
+    body: body as BodyInit,
+  });
+}
+
+export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** Polls `check` until it returns truthy or `timeoutMs` passes. */
+export async function waitFor<T>(check: () => T | Promise<T>, timeoutMs = 5000, what = 'condition'): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await check();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await sleep(10);
+  }
+}
