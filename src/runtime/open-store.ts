@@ -1,0 +1,68 @@
+// Picks and opens the store the environment asks for; shared by the server and the CLI.
+// Store modules are imported lazily, so a runtime never loads a driver it does not use.
+import type { ServerConfig } from '../config.ts';
+import type { Store } from '../stores/store.ts';
+
+export type StoreKind = 'sqlite' | 'memory' | 'kv' | 'postgres';
+
+export const isDeno = typeof (globalThis as { Deno?: unknown }).Deno !== 'undefined';
+export const isBun = typeof (globalThis as { Bun?: unknown }).Bun !== 'undefined';
+
+type StoreSettings = Pick<
+  ServerConfig,
+  'LAVA_WEBHOOK_STORE' | 'LAVA_WEBHOOK_DB' | 'LAVA_WEBHOOK_DURABILITY' | 'LAVA_WEBHOOK_KV' | 'DATABASE_URL'
+>;
+
+/** Explicit choice first; then Postgres when DATABASE_URL is set; Deno KV on Deno; SQLite elsewhere. */
+export function chooseStore(config: StoreSettings): StoreKind {
+  if (config.LAVA_WEBHOOK_STORE) return config.LAVA_WEBHOOK_STORE;
+  if (config.DATABASE_URL) return 'postgres';
+  return isDeno ? 'kv' : 'sqlite';
+}
+
+export interface OpenedStore {
+  store: Store;
+  kind: StoreKind;
+  /** Where it points, for the start-up log line (never a password). */
+  where: string;
+}
+
+function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return '(unparsable DATABASE_URL)';
+  }
+}
+
+export async function openStore(config: StoreSettings): Promise<OpenedStore> {
+  const kind = chooseStore(config);
+  switch (kind) {
+    case 'memory': {
+      const { memoryStore } = await import('../stores/memory.ts');
+      return { store: memoryStore(), kind, where: 'memory (lost on exit)' };
+    }
+    case 'sqlite': {
+      const { sqliteStore } = await import('../stores/sqlite.ts');
+      const store = sqliteStore({ path: config.LAVA_WEBHOOK_DB, durability: config.LAVA_WEBHOOK_DURABILITY });
+      return { store, kind, where: `${config.LAVA_WEBHOOK_DB} (durability ${config.LAVA_WEBHOOK_DURABILITY})` };
+    }
+    case 'kv': {
+      const { denoKvStore } = await import('../stores/deno-kv.ts');
+      const store = denoKvStore({ path: config.LAVA_WEBHOOK_KV });
+      await store.ping();
+      return { store, kind, where: config.LAVA_WEBHOOK_KV ?? 'default Deno KV database' };
+    }
+    case 'postgres': {
+      const url = config.DATABASE_URL;
+      if (!url) throw new Error('LAVA_WEBHOOK_STORE=postgres needs DATABASE_URL');
+      const { postgresStore } = await import('../stores/postgres.ts');
+      const { sqlClient } = await import('./sql-client.ts');
+      const store = postgresStore({ sql: await sqlClient(url) });
+      await store.ping();
+      return { store, kind, where: redactUrl(url) };
+    }
+  }
+}

@@ -1,0 +1,447 @@
+// Intake over a real HTTP server: every status the request path can answer, and what it stores for each.
+import assert from 'node:assert/strict';
+import { connect } from 'node:net';
+import { after, before, describe, test } from 'node:test';
+import {
+  type HandlerMap,
+  type LavaWebhooksOptions,
+  type Store,
+  createLavaWebhooks,
+  jsonLogger,
+  memoryStore,
+  sign,
+} from '../src/mod.ts';
+import { samplePayload } from '../src/samples.ts';
+import { SECRET, lavaSign, signedRequest, waitFor } from './helpers/lava.ts';
+import { type Served, serve } from './helpers/serve.ts';
+
+interface Harness {
+  served: Served;
+  url: string;
+  store: Store;
+  logs: string[];
+  lava: ReturnType<typeof createLavaWebhooks>;
+  close(): Promise<void>;
+}
+
+async function harness(options: Partial<LavaWebhooksOptions> = {}): Promise<Harness> {
+  const logs: string[] = [];
+  const store = options.store ?? memoryStore();
+  const lava = createLavaWebhooks({
+    secret: SECRET,
+    store,
+    logger: jsonLogger({ level: 'debug', write: (l) => logs.push(l) }),
+    ...options,
+  });
+  lava.start();
+  const served = await serve(lava.fetch);
+  return {
+    served,
+    url: `${served.url}/webhooks/lava`,
+    store,
+    logs,
+    lava,
+    async close() {
+      await served.close();
+      await lava.close(1000);
+    },
+  };
+}
+
+function post(url: string, body: string | Uint8Array, init: { secret?: string; headers?: Record<string, string> } = {}) {
+  return fetch(signedRequest(url, body, init));
+}
+
+const created = (customerId: string, extra: Record<string, unknown> = {}) =>
+  JSON.stringify(samplePayload('customer.created', { customerId, extra }));
+
+describe('intake over HTTP', () => {
+  let h: Harness;
+  const runs: Array<{ event: string; customer: string; key: string; deliveredAs: string }> = [];
+  const handlers: HandlerMap = {
+    'customer.created': (e, ctx) => {
+      runs.push({ event: e.event, customer: e.data.customer_id, key: ctx.key, deliveredAs: ctx.deliveredAs });
+    },
+    'customer.wallet.balance.updated': (e, ctx) => {
+      runs.push({ event: e.event, customer: e.data.customer_id, key: ctx.key, deliveredAs: ctx.deliveredAs });
+    },
+    'customer.deleted': (e, ctx) => {
+      runs.push({ event: e.event, customer: e.data.customer_id, key: ctx.key, deliveredAs: ctx.deliveredAs });
+    },
+  };
+  const unknown: string[] = [];
+  before(async () => {
+    h = await harness({
+      handlers,
+      onUnknown: (e) => {
+        unknown.push(e.event);
+      },
+      bodyLimit: 4096,
+      bodyTimeoutMs: 1000,
+    });
+  });
+  after(async () => {
+    await h.close();
+  });
+
+  test('POST /webhooks/lava accepts a delivery signed the way Lava documents it (createHmac hex)', async () => {
+    const body = created('cus_accept');
+    const res = await post(h.url, body);
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get('content-type'), 'application/json');
+    assert.deepEqual(await res.json(), { received: true });
+    await waitFor(() => runs.find((r) => r.customer === 'cus_accept'), 3000, 'handler run');
+    const rec = await h.store.get('customer.created:cus_accept');
+    assert.ok(rec);
+    assert.equal(new TextDecoder().decode(rec.body), body, 'raw bytes stored as received');
+    assert.equal(rec.headers['content-type'], 'application/json');
+  });
+
+  test('the signature header is accepted in upper case and with surrounding white space', async () => {
+    const body = created('cus_case');
+    const sig = ` ${lavaSign(SECRET, body).toUpperCase()}\t`;
+    const res = await fetch(h.url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'X-Webhook-Signature': sig },
+      body,
+    });
+    assert.equal(res.status, 200);
+  });
+
+  test('sign() from the library agrees with createHmac', async () => {
+    const body = created('cus_sign');
+    assert.equal(await sign(SECRET, body), lavaSign(SECRET, body));
+  });
+
+  test('missing, malformed and wrong signatures all answer one generic 401, and the reason is only logged', async () => {
+    const body = created('cus_bad_sig');
+    const bodies: string[] = [];
+    const cases: Array<Record<string, string>> = [
+      {},
+      { 'x-webhook-signature': 'abc' },
+      { 'x-webhook-signature': 'z'.repeat(64) },
+      { 'x-webhook-signature': lavaSign('another-secret', body) },
+      { 'x-webhook-signature': `sha256=${lavaSign(SECRET, body)}` },
+      { 'x-webhook-signature': '' },
+    ];
+    for (const headers of cases) {
+      const res = await fetch(h.url, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', ...headers },
+        body,
+      });
+      assert.equal(res.status, 401);
+      bodies.push(await res.text());
+    }
+    assert.equal(new Set(bodies).size, 1, 'one generic body for every signature failure');
+    assert.deepEqual(JSON.parse(bodies[0] as string), { error: 'invalid signature' });
+    assert.equal(await h.store.get('customer.created:cus_bad_sig'), null, 'nothing stored');
+    const reasons = h.logs.filter((l) => l.includes('signature rejected')).join('\n');
+    assert.match(reasons, /missing X-Webhook-Signature/);
+    assert.match(reasons, /malformed signature/);
+    assert.match(reasons, /does not match any configured secret/);
+    const everything = h.logs.join('\n');
+    assert.ok(!everything.includes(SECRET), 'the secret never reaches a log');
+    assert.ok(!everything.includes(lavaSign('another-secret', body)), 'a signature never reaches a log');
+  });
+
+  test('a valid signature over a tampered body is rejected', async () => {
+    const body = created('cus_tamper');
+    const res = await fetch(h.url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-webhook-signature': lavaSign(SECRET, body) },
+      body: body.replace('cus_tamper', 'cus_tamp3r'),
+    });
+    assert.equal(res.status, 401);
+  });
+
+  test('content types: JSON with parameters or none at all is accepted; anything else is 415 and kept as a dead letter', async () => {
+    for (const [i, ct] of ['application/json; charset=utf-8', 'APPLICATION/JSON', null].entries()) {
+      const body = created(`cus_ct_${i}`);
+      const headers: Record<string, string> = { 'x-webhook-signature': lavaSign(SECRET, body) };
+      const bytes = new TextEncoder().encode(body);
+      // A Uint8Array body gets no default content type from fetch.
+      if (ct) headers['content-type'] = ct;
+      const res = await fetch(h.url, { method: 'POST', headers, body: bytes });
+      assert.equal(res.status, 200, `content type ${ct}`);
+    }
+    const body = created('cus_ct_text');
+    const res = await post(h.url, body, { headers: { 'content-type': 'text/plain' } });
+    assert.equal(res.status, 415);
+    assert.deepEqual(await res.json(), { error: 'unsupported media type', expected: 'application/json' });
+    const dead = await h.store.list({ status: 'dead' });
+    const kept = dead.find((r) => new TextDecoder().decode(r.body) === body);
+    assert.ok(kept, 'the authenticated delivery is kept');
+    assert.match(kept.lastError ?? '', /unsupported content type "text\/plain"/);
+  });
+
+  test('a body that is not JSON is 400 and kept as a dead letter with its reason', async () => {
+    const body = '{"event": "customer.created", "data": {';
+    const res = await post(h.url, body);
+    assert.equal(res.status, 400);
+    const json = (await res.json()) as { error: string };
+    assert.equal(json.error, 'invalid payload');
+    const dead = (await h.store.list({ status: 'dead' })).find((r) => new TextDecoder().decode(r.body) === body);
+    assert.ok(dead);
+    assert.match(dead.lastError ?? '', /not valid JSON/);
+  });
+
+  test('a schema-invalid event is 400 with the issues, and kept as a dead letter with its reason', async () => {
+    const body = JSON.stringify({ event: 'customer.deleted', data: { customer_id: 42 } });
+    const res = await post(h.url, body);
+    assert.equal(res.status, 400);
+    const json = (await res.json()) as { issues: Array<{ path: string[]; message: string }> };
+    assert.deepEqual(json.issues[0]?.path, ['data', 'customer_id']);
+    const dead = (await h.store.list({ status: 'dead' })).find((r) => new TextDecoder().decode(r.body) === body);
+    assert.ok(dead);
+    assert.equal(dead.event, 'customer.deleted');
+    assert.match(dead.lastError ?? '', /data\.customer_id/);
+    // The same bad delivery twice is still one dead letter.
+    assert.equal((await post(h.url, body)).status, 400);
+    const all = (await h.store.list({ status: 'dead', limit: 1000 })).filter(
+      (r) => new TextDecoder().decode(r.body) === body,
+    );
+    assert.equal(all.length, 1);
+  });
+
+  test('an envelope without data is 400; unknown fields are kept, not rejected', async () => {
+    assert.equal((await post(h.url, JSON.stringify({ event: 'customer.created' }))).status, 400);
+    assert.equal((await post(h.url, JSON.stringify([1, 2]))).status, 400);
+    const body = created('cus_extra', { livemode: true, api_version: '2026-01' });
+    assert.equal((await post(h.url, body)).status, 200);
+  });
+
+  test('a body over the limit is 413 when Content-Length says so', async () => {
+    const big = JSON.stringify({ ...samplePayload('customer.created'), pad: 'x'.repeat(5000) });
+    const res = await post(h.url, big);
+    assert.equal(res.status, 413);
+    assert.deepEqual(await res.json(), { error: 'payload too large', limit_bytes: 4096 });
+  });
+
+  test('a body over the limit is 413 when streamed without Content-Length', async () => {
+    const chunk = new TextEncoder().encode('x'.repeat(1024));
+    let sent = 0;
+    const stream = new ReadableStream<Uint8Array>({
+      pull(controller) {
+        if (sent >= 64) controller.close();
+        else {
+          sent++;
+          controller.enqueue(chunk);
+        }
+      },
+    });
+    const res = await fetch(h.url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-webhook-signature': 'a'.repeat(64) },
+      body: stream,
+      duplex: 'half',
+    } as RequestInit);
+    assert.equal(res.status, 413);
+    await res.body?.cancel();
+  });
+
+  test('a chunked body without Content-Length is cut off at the limit (no header to trust or lie)', async () => {
+    // Raw socket, chunked: the size is only known by counting, so the bound must hold while reading.
+    const payload = 'x'.repeat(10_000);
+    const status = await new Promise<string>((resolve, reject) => {
+      const socket = connect(h.served.port, '127.0.0.1', () => {
+        socket.write(
+          `POST /webhooks/lava HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nX-Webhook-Signature: ${'a'.repeat(64)}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n`,
+        );
+        for (let i = 0; i < payload.length; i += 1000) {
+          const part = payload.slice(i, i + 1000);
+          socket.write(`${part.length.toString(16)}\r\n${part}\r\n`);
+        }
+        socket.write('0\r\n\r\n');
+      });
+      let data = '';
+      socket.on('data', (d) => {
+        data += d.toString();
+      });
+      socket.on('end', () => resolve(data.split('\r\n')[0] ?? ''));
+      socket.on('error', (e) => (data ? resolve(data.split('\r\n')[0] ?? '') : reject(e)));
+      setTimeout(() => {
+        socket.destroy();
+        resolve(data.split('\r\n')[0] ?? 'timeout');
+      }, 4000);
+    });
+    assert.match(status, /^HTTP\/1\.1 413/);
+  });
+
+  test('the idempotency key: webhook-id header, then a top-level id, then event+customer, then event+body hash', async () => {
+    let body = created('cus_key1');
+    assert.equal((await post(h.url, body, { headers: { 'webhook-id': 'msg_1' } })).status, 200);
+    assert.ok(await h.store.get('id:msg_1'));
+    body = created('cus_key2', { id: 'evt_123' });
+    assert.equal((await post(h.url, body)).status, 200);
+    assert.ok(await h.store.get('id:evt_123'));
+    const b1 = JSON.stringify(samplePayload('customer.wallet.balance.updated', { customerId: 'cus_bal', data: { balance: '1.00' } }));
+    const b2 = JSON.stringify(samplePayload('customer.wallet.balance.updated', { customerId: 'cus_bal', data: { balance: '2.00' } }));
+    assert.deepEqual(await (await post(h.url, b1)).json(), { received: true });
+    assert.deepEqual(await (await post(h.url, b2)).json(), { received: true }, 'a new balance is a new event');
+    assert.deepEqual(await (await post(h.url, b1)).json(), { received: true, duplicate: true });
+    const keys = (await h.store.list({ customerId: 'cus_bal' })).map((r) => r.key);
+    assert.equal(keys.length, 2);
+    assert.ok(keys.every((k) => /^customer\.wallet\.balance\.updated:sha256:[0-9a-f]{64}$/.test(k)));
+  });
+
+  test('a duplicate delivery answers 200 duplicate:true and the handler runs once', async () => {
+    const body = created('cus_dup');
+    assert.deepEqual(await (await post(h.url, body)).json(), { received: true });
+    assert.deepEqual(await (await post(h.url, body)).json(), { received: true, duplicate: true });
+    await waitFor(() => runs.find((r) => r.customer === 'cus_dup'), 3000, 'handler run');
+    await h.lava.drain();
+    assert.equal(runs.filter((r) => r.customer === 'cus_dup').length, 1);
+  });
+
+  test('50 concurrent identical deliveries give exactly one handler run', async () => {
+    const body = created('cus_storm');
+    const answers = await Promise.all(
+      Array.from({ length: 50 }, async () => (await post(h.url, body)).json() as Promise<Record<string, unknown>>),
+    );
+    assert.equal(answers.filter((a) => a.duplicate === undefined).length, 1);
+    assert.equal(answers.filter((a) => a.duplicate === true).length, 49);
+    await waitFor(() => runs.find((r) => r.customer === 'cus_storm'), 3000, 'handler run');
+    await h.lava.drain();
+    assert.equal(runs.filter((r) => r.customer === 'cus_storm').length, 1);
+  });
+
+  test('legacy connection.* events are mapped to the current handler, which sees the delivered name', async () => {
+    const body = JSON.stringify(samplePayload('connection.created', { customerId: 'conn_1' }));
+    assert.equal((await post(h.url, body)).status, 200);
+    const run = await waitFor(() => runs.find((r) => r.customer === 'conn_1'), 3000, 'legacy run');
+    assert.equal(run.event, 'customer.created');
+    assert.equal(run.deliveredAs, 'connection.created');
+    assert.equal(run.key, 'customer.created:conn_1');
+  });
+
+  test('an unknown event is recorded and handed to onUnknown (forward compatible)', async () => {
+    const body = JSON.stringify({ event: 'customer.plan.changed', data: { customer_id: 'cus_new', plan: 'x' } });
+    assert.equal((await post(h.url, body)).status, 200);
+    await waitFor(() => unknown.includes('customer.plan.changed'), 3000, 'onUnknown');
+    const rec = (await h.store.list({ event: 'customer.plan.changed' }))[0];
+    assert.equal(rec?.status, 'done');
+  });
+
+  test('GET /healthz, GET /metrics, 405 with Allow, JSON 404', async () => {
+    const health = await fetch(`${h.served.url}/healthz`);
+    assert.equal(health.status, 200);
+    assert.deepEqual(await health.json(), { status: 'ok', store: 'memory' });
+    const metrics = await (await fetch(`${h.served.url}/metrics`)).text();
+    assert.match(metrics, /lava_webhooks_deliveries_total\{outcome="accepted"\} [1-9]/);
+    assert.match(metrics, /lava_webhooks_deliveries_total\{outcome="invalid_signature"\} [1-9]/);
+    assert.match(metrics, /lava_webhooks_deliveries_total\{outcome="duplicate"\} [1-9]/);
+    assert.match(metrics, /lava_webhooks_deliveries_total\{outcome="too_large"\} [1-9]/);
+    assert.match(metrics, /lava_webhooks_deliveries_total\{outcome="unsupported_media_type"\} [1-9]/);
+    assert.match(metrics, /lava_webhooks_deliveries_total\{outcome="invalid_payload"\} [1-9]/);
+    assert.match(metrics, /lava_webhooks_handler_runs_total\{event="customer.created",outcome="ok"\} [1-9]/);
+    assert.match(metrics, /^lava_webhooks_pending \d+$/m);
+    assert.match(metrics, /^lava_webhooks_dead_letters [1-9]\d*$/m);
+    assert.match(metrics, /^lava_webhooks_ack_latency_ms_count [1-9]\d*$/m);
+    const get = await fetch(h.url);
+    assert.equal(get.status, 405);
+    assert.equal(get.headers.get('allow'), 'POST');
+    assert.deepEqual(await get.json(), { error: 'method not allowed' });
+    const put = await fetch(`${h.served.url}/healthz`, { method: 'PUT' });
+    assert.equal(put.status, 405);
+    const missing = await fetch(`${h.served.url}/nope`, { method: 'POST' });
+    assert.equal(missing.status, 404);
+    assert.deepEqual(await missing.json(), { error: 'not found' });
+  });
+});
+
+describe('intake options', () => {
+  test('secret rotation: deliveries signed with any configured secret pass, others fail', async () => {
+    const h = await harness({ secrets: ['whsec_new', 'whsec_old'] });
+    try {
+      assert.equal((await post(h.url, created('r1'), { secret: 'whsec_new' })).status, 200);
+      assert.equal((await post(h.url, created('r2'), { secret: 'whsec_old' })).status, 200);
+      assert.equal((await post(h.url, created('r3'), { secret: SECRET })).status, 401);
+    } finally {
+      await h.close();
+    }
+  });
+
+  test('a store that throws on insert answers 503, never 200', async () => {
+    const store = memoryStore();
+    store.insert = () => {
+      throw new Error('disk full');
+    };
+    const h = await harness({ store });
+    try {
+      const res = await post(h.url, created('s1'));
+      assert.equal(res.status, 503);
+      assert.deepEqual(await res.json(), { error: 'store unavailable' });
+      assert.ok(h.logs.some((l) => l.includes('store could not record') && l.includes('disk full')));
+      // A schema-invalid delivery that cannot be dead-lettered is 503 too: nothing is silently lost.
+      assert.equal((await post(h.url, '{"event":"customer.created","data":{}}')).status, 503);
+    } finally {
+      await h.close();
+    }
+  });
+
+  test('a store that hangs on insert answers 503 within the store timeout', async () => {
+    const store = memoryStore();
+    store.insert = () => new Promise(() => {});
+    const h = await harness({ store, storeTimeoutMs: 200 });
+    try {
+      const t0 = Date.now();
+      const res = await post(h.url, created('s2'));
+      assert.equal(res.status, 503);
+      assert.ok(Date.now() - t0 < 2000);
+      const health = await fetch(`${h.served.url}/healthz`);
+      assert.equal(health.status, 200, 'ping still answers');
+    } finally {
+      await h.close();
+    }
+  });
+
+  test('/healthz is 503 when the store does not answer', async () => {
+    const store = memoryStore();
+    store.ping = () => {
+      throw new Error('gone');
+    };
+    const h = await harness({ store });
+    try {
+      assert.equal((await fetch(`${h.served.url}/healthz`)).status, 503);
+    } finally {
+      await h.close();
+    }
+  });
+
+  test('a body that never finishes arriving is cut off with 408 and does not block other deliveries', async () => {
+    const h = await harness({ bodyTimeoutMs: 300 });
+    try {
+      const stalled = new Promise<string>((resolve) => {
+        const socket = connect(h.served.port, '127.0.0.1', () => {
+          socket.write(
+            `POST /webhooks/lava HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 500\r\nX-Webhook-Signature: ${'a'.repeat(64)}\r\n\r\n{"event":`,
+          );
+        });
+        let data = '';
+        socket.on('data', (d) => {
+          data += d.toString();
+          if (data.includes('\r\n\r\n')) {
+            socket.destroy();
+            resolve(data.split('\r\n')[0] ?? '');
+          }
+        });
+        socket.on('error', () => resolve(data.split('\r\n')[0] ?? 'error'));
+        setTimeout(() => {
+          socket.destroy();
+          resolve(data.split('\r\n')[0] ?? 'timeout');
+        }, 5000);
+      });
+      // Meanwhile a normal delivery goes straight through.
+      assert.equal((await post(h.url, created('fast'))).status, 200);
+      assert.match(await stalled, /^HTTP\/1\.1 408/);
+    } finally {
+      await h.close();
+    }
+  });
+
+  test('createLavaWebhooks() refuses to start without a secret, with a message that says what to do', () => {
+    assert.throws(() => createLavaWebhooks({ store: memoryStore() }), /no webhook secret.*webhook_secret/);
+    assert.throws(() => createLavaWebhooks({ secret: '  ', store: memoryStore() }), /no webhook secret/);
+  });
+});
