@@ -130,7 +130,11 @@ export function createWorker(options: WorkerOptions): Worker {
           reject(error);
         }, options.handlerTimeoutMs);
       });
-      await Promise.race([Promise.resolve().then(() => options.process(record, abort.signal)), timedOut]);
+      // Shutdown, a timeout or a lost lease ends the run here even if the handler ignores its signal.
+      const aborted = new Promise<never>((_, reject) => {
+        abort.signal.addEventListener('abort', () => reject(abort.signal.reason), { once: true });
+      });
+      await Promise.race([Promise.resolve().then(() => options.process(record, abort.signal)), timedOut, aborted]);
       clearInterval(renewal);
       const ok = await store.complete(record.key, owner, now());
       metrics.handlerRun(record.event, 'ok');

@@ -1,0 +1,359 @@
+// Processing after the ack: retries, dead letters, per-customer order, crash recovery, shutdown, drain.
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import {
+  type HandlerMap,
+  type LavaWebhooksOptions,
+  NonRetryableError,
+  createLavaWebhooks,
+  jsonLogger,
+  memoryStore,
+} from '../src/mod.ts';
+import { nextAttemptDelay } from '../src/processing/retry.ts';
+import { samplePayload } from '../src/samples.ts';
+import { SECRET, signedRequest, sleep, waitFor } from './helpers/lava.ts';
+
+const URL_ = 'http://receiver.test/webhooks/lava';
+
+function receiver(options: Partial<LavaWebhooksOptions>) {
+  const logs: string[] = [];
+  const lava = createLavaWebhooks({
+    secret: SECRET,
+    store: memoryStore(),
+    logger: jsonLogger({ level: 'debug', write: (l) => logs.push(l) }),
+    pollMs: 20,
+    ...options,
+  });
+  return { lava, logs };
+}
+
+async function deliver(lava: { fetch: (r: Request) => Response | Promise<Response> }, payload: unknown) {
+  const res = await lava.fetch(signedRequest(URL_, JSON.stringify(payload)));
+  assert.equal(res.status, 200, await res.clone().text());
+  return res;
+}
+
+const balance = (customerId: string, n: number) =>
+  samplePayload('customer.wallet.balance.updated', { customerId, data: { balance: String(n) } });
+
+describe('retry policy', () => {
+  test('nextAttemptDelay() follows the schedule with bounded jitter, then gives up', () => {
+    const policy = { scheduleMs: [1000, 5000, 30000], jitter: 0.2 };
+    assert.equal(nextAttemptDelay(policy, 1, undefined, () => 0), 800);
+    assert.equal(nextAttemptDelay(policy, 1, undefined, () => 1), 1200);
+    assert.equal(nextAttemptDelay(policy, 2, undefined, () => 0.5), 5000);
+    assert.equal(nextAttemptDelay(policy, 3, undefined, () => 0.5), 30000);
+    assert.equal(nextAttemptDelay(policy, 4), null);
+    assert.equal(nextAttemptDelay(policy, 1, { retryAfterMs: 9000 }, () => 0.5), 9000, 'Retry-After wins when later');
+  });
+});
+
+describe('worker', () => {
+  test('a failing handler is retried with backoff, then becomes a dead letter with its last error', async () => {
+    let calls = 0;
+    const attempts: number[] = [];
+    const { lava } = receiver({
+      retry: { scheduleMs: [20, 40], jitter: 0 },
+      handlers: {
+        'customer.created': (_e, ctx) => {
+          calls++;
+          attempts.push(ctx.attempt);
+          throw new Error(`boom ${calls}`);
+        },
+      },
+    });
+    lava.start();
+    await deliver(lava, samplePayload('customer.created', { customerId: 'c1' }));
+    const rec = await waitFor(async () => {
+      const r = await lava.store.get('customer.created:c1');
+      return r?.status === 'dead' ? r : null;
+    }, 5000, 'dead letter');
+    assert.equal(calls, 3, 'first run + 2 retries');
+    assert.deepEqual(attempts, [1, 2, 3]);
+    assert.equal(rec.lastError, 'Error: boom 3');
+    assert.equal(rec.attempts, 3);
+    const metrics = lava.metrics.render(null);
+    assert.match(metrics, /handler_runs_total\{event="customer.created",outcome="retry"\} 2/);
+    assert.match(metrics, /handler_runs_total\{event="customer.created",outcome="dead"\} 1/);
+    await lava.close();
+  });
+
+  test('a NonRetryableError dead-letters at once; requeue() runs it again after the fix', async () => {
+    let fixed = false;
+    let ok = 0;
+    const { lava } = receiver({
+      handlers: {
+        'customer.deleted': () => {
+          if (!fixed) throw new NonRetryableError('customer unknown here');
+          ok++;
+        },
+      },
+    });
+    lava.start();
+    await deliver(lava, samplePayload('customer.deleted', { customerId: 'gone' }));
+    const key = 'customer.deleted:gone';
+    await waitFor(async () => (await lava.store.get(key))?.status === 'dead', 3000, 'dead');
+    assert.equal((await lava.store.get(key))?.attempts, 1);
+    assert.match((await lava.store.get(key))?.lastError ?? '', /NonRetryableError: customer unknown here/);
+    fixed = true;
+    assert.equal(await lava.store.requeue(key, Date.now()), true);
+    await lava.drain();
+    await waitFor(async () => (await lava.store.get(key))?.status === 'done', 3000, 'done after requeue');
+    assert.equal(ok, 1);
+    await lava.close();
+  });
+
+  test('events of one customer run one at a time in arrival order; customers run concurrently', async () => {
+    const order = new Map<string, number[]>();
+    let running = 0;
+    let maxRunning = 0;
+    const perCustomer = new Map<string, number>();
+    const { lava } = receiver({
+      concurrency: 4,
+      handlers: {
+        'customer.wallet.balance.updated': async (e) => {
+          const c = e.data.customer_id;
+          perCustomer.set(c, (perCustomer.get(c) ?? 0) + 1);
+          assert.equal(perCustomer.get(c), 1, `two events of ${c} ran at once`);
+          running++;
+          maxRunning = Math.max(maxRunning, running);
+          await sleep(Math.random() * 8);
+          const list = order.get(c) ?? [];
+          list.push(Number(e.data.balance));
+          order.set(c, list);
+          running--;
+          perCustomer.set(c, (perCustomer.get(c) ?? 1) - 1);
+        },
+      },
+    });
+    lava.start();
+    const customers = ['a', 'b', 'c', 'd', 'e', 'f'];
+    // Arrival order per customer is 0..9; deliveries of different customers interleave, several in flight at once.
+    for (let n = 0; n < 10; n++) {
+      await Promise.all(customers.map((c) => deliver(lava, balance(c, n))));
+    }
+    await waitFor(() => [...order.values()].reduce((s, l) => s + l.length, 0) === 60, 10_000, 'all runs');
+    for (const c of customers) assert.deepEqual(order.get(c), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], `order of ${c}`);
+    assert.ok(maxRunning > 1, 'different customers ran concurrently');
+    assert.ok(maxRunning <= 4, 'concurrency limit held');
+    await lava.close();
+  });
+
+  test('a retrying event holds back the same customer’s later events; a dead letter releases them', async () => {
+    const seen: string[] = [];
+    let failFirst = true;
+    const { lava } = receiver({
+      retry: { scheduleMs: [60], jitter: 0 },
+      handlers: {
+        'customer.wallet.balance.updated': (e) => {
+          if (e.data.balance === '1' && failFirst) {
+            failFirst = false;
+            throw new Error('transient');
+          }
+          seen.push(String(e.data.balance));
+        },
+      },
+    });
+    lava.start();
+    await deliver(lava, balance('x', 1));
+    await deliver(lava, balance('x', 2));
+    await waitFor(() => seen.length === 2, 3000, 'both');
+    assert.deepEqual(seen, ['1', '2']);
+    await lava.close();
+  });
+
+  test('the handler context carries key, attempt, received-at, headers, a logger and an AbortSignal', async () => {
+    let ctxSeen: Record<string, unknown> | null = null;
+    const { lava, logs } = receiver({
+      handlers: {
+        'customer.created': (e, ctx) => {
+          ctx.logger.info('hello from handler');
+          ctxSeen = {
+            key: ctx.key,
+            attempt: ctx.attempt,
+            receivedAt: ctx.receivedAt instanceof Date,
+            header: ctx.headers['content-type'],
+            signal: ctx.signal instanceof AbortSignal,
+            id: e.data.customer_id,
+          };
+        },
+      },
+    });
+    await deliver(lava, samplePayload('customer.created', { customerId: 'ctx1' }));
+    await lava.drain();
+    assert.deepEqual(ctxSeen, {
+      key: 'customer.created:ctx1',
+      attempt: 1,
+      receivedAt: true,
+      header: 'application/json',
+      signal: true,
+      id: 'ctx1',
+    });
+    const line = logs.map((l) => JSON.parse(l)).find((l) => l.msg === 'hello from handler');
+    assert.equal(line.key, 'customer.created:ctx1');
+    assert.equal(line.customer_id, 'ctx1');
+    await lava.close();
+  });
+
+  test('a handler that runs past its timeout is aborted and retried', async () => {
+    let calls = 0;
+    let aborted = false;
+    const { lava } = receiver({
+      handlerTimeoutMs: 80,
+      retry: { scheduleMs: [10], jitter: 0 },
+      handlers: {
+        'customer.created': async (_e, ctx) => {
+          calls++;
+          if (calls === 1) {
+            await new Promise<void>((resolve) => ctx.signal.addEventListener('abort', () => resolve()));
+            aborted = true;
+          }
+        },
+      },
+    });
+    lava.start();
+    await deliver(lava, samplePayload('customer.created', { customerId: 'slow' }));
+    await waitFor(async () => (await lava.store.get('customer.created:slow'))?.status === 'done', 3000, 'done');
+    assert.equal(calls, 2);
+    assert.equal(aborted, true);
+    assert.match((await lava.store.get('customer.created:slow'))?.lastError ?? '', /timed out/);
+    await lava.close();
+  });
+
+  test('crash recovery: an event whose worker died is taken over once its lease expires', async () => {
+    const store = memoryStore();
+    const ran: string[] = [];
+    const body = new TextEncoder().encode(JSON.stringify(samplePayload('customer.created', { customerId: 'crash' })));
+    await store.insert({
+      key: 'customer.created:crash',
+      event: 'customer.created',
+      customerId: 'crash',
+      body,
+      headers: {},
+      receivedAt: Date.now(),
+      status: 'pending',
+    });
+    // What a process killed mid-run leaves behind: a claimed event whose lease nobody renews.
+    const [claimed] = await store.claim({ owner: 'killed-process', limit: 1, leaseMs: 150, now: Date.now() });
+    assert.equal(claimed?.key, 'customer.created:crash');
+    const second = receiver({
+      store,
+      handlers: { 'customer.created': (e) => void ran.push(e.data.customer_id) },
+    });
+    second.lava.start();
+    await sleep(80);
+    assert.equal(ran.length, 0, 'a live lease is respected');
+    await waitFor(() => ran.length === 1, 3000, 'taken over');
+    const rec = await store.get('customer.created:crash');
+    assert.equal(rec?.status, 'done');
+    assert.equal(rec?.attempts, 2, 'the interrupted run counts as an attempt');
+    assert.equal(await store.complete('customer.created:crash', 'killed-process', Date.now()), false);
+    await second.lava.close();
+  });
+
+  test('close() drains: intake answers 503, running handlers finish within the deadline, the store closes', async () => {
+    let finished = false;
+    const { lava } = receiver({
+      handlers: {
+        'customer.created': async () => {
+          await sleep(100);
+          finished = true;
+        },
+      },
+    });
+    lava.start();
+    await deliver(lava, samplePayload('customer.created', { customerId: 'drain' }));
+    await waitFor(() => lava.worker.running === 1, 2000, 'running');
+    await lava.close(2000);
+    assert.equal(finished, true);
+    const res = await lava.fetch(signedRequest(URL_, JSON.stringify(samplePayload('customer.created'))));
+    assert.equal(res.status, 503);
+    await assert.rejects(async () => {
+      await lava.store.counts();
+    });
+  });
+
+  test('close() past its deadline aborts running handlers through their signal', async () => {
+    let abortedWith = '';
+    const { lava } = receiver({
+      handlers: {
+        'customer.created': (_e, ctx) =>
+          new Promise<void>((resolve) =>
+            ctx.signal.addEventListener('abort', () => {
+              abortedWith = String((ctx.signal.reason as Error)?.message);
+              resolve();
+            }),
+          ),
+      },
+    });
+    lava.start();
+    await deliver(lava, samplePayload('customer.created', { customerId: 'stuck' }));
+    await waitFor(() => lava.worker.running === 1, 2000, 'running');
+    await lava.close(50);
+    assert.equal(abortedWith, 'shutting down');
+  });
+
+  test('drain() processes everything due without a background loop (serverless)', async () => {
+    const seen: string[] = [];
+    const handlers: HandlerMap = { 'customer.created': (e) => void seen.push(e.data.customer_id) };
+    const { lava } = receiver({ handlers });
+    const store = lava.store;
+    // Record without processing: insert directly, as a previous request would have.
+    for (let i = 0; i < 5; i++) {
+      const body = new TextEncoder().encode(JSON.stringify(samplePayload('customer.created', { customerId: `d${i}` })));
+      await store.insert({
+        key: `k${i}`,
+        event: 'customer.created',
+        customerId: `d${i}`,
+        body,
+        headers: {},
+        receivedAt: Date.now(),
+        status: 'pending',
+      });
+    }
+    const { processed } = await lava.drain();
+    assert.equal(processed, 5);
+    assert.deepEqual(seen.sort(), ['d0', 'd1', 'd2', 'd3', 'd4']);
+    await lava.close();
+  });
+
+  test('after the ack, processing is handed to executionCtx.waitUntil when the runtime has one', async () => {
+    const seen: string[] = [];
+    const { lava } = receiver({ handlers: { 'customer.created': (e) => void seen.push(e.data.customer_id) } });
+    const waited: Promise<unknown>[] = [];
+    const ctx = { waitUntil: (p: Promise<unknown>) => waited.push(p), passThroughOnException() {} };
+    const req = signedRequest(URL_, JSON.stringify(samplePayload('customer.created', { customerId: 'wu' })));
+    const res = await lava.fetch(req, {}, ctx);
+    assert.equal(res.status, 200);
+    assert.equal(waited.length, 1);
+    await Promise.all(waited);
+    assert.deepEqual(seen, ['wu']);
+    await lava.close();
+  });
+
+  test('retention: purge() removes completed events older than the retention period, not dead letters', async () => {
+    let clock = 1_000_000;
+    const { lava } = receiver({
+      now: () => clock,
+      retentionMs: 1000,
+      handlers: {
+        'customer.created': (e) => {
+          if (e.data.customer_id === 'bad') throw new NonRetryableError('no');
+        },
+      },
+    });
+    await deliver(lava, samplePayload('customer.created', { customerId: 'good' }));
+    await deliver(lava, samplePayload('customer.created', { customerId: 'bad' }));
+    await lava.drain();
+    clock += 999;
+    assert.equal(await lava.purge(), 0);
+    clock += 2;
+    assert.equal(await lava.purge(), 1);
+    assert.equal(await lava.store.get('customer.created:good'), null);
+    assert.equal((await lava.store.get('customer.created:bad'))?.status, 'dead');
+    // Its key no longer deduplicates: a redelivery after retention is a new event.
+    await deliver(lava, samplePayload('customer.created', { customerId: 'good' }));
+    assert.equal((await lava.store.get('customer.created:good'))?.status === undefined, false);
+    await lava.close();
+  });
+});
