@@ -1,0 +1,34 @@
+// SQLite driver for Bun: a thin wrapper of `bun:sqlite` in the shape sqlite.ts expects.
+// Loaded by sqlite.ts only when `globalThis.Bun` exists; holds no SQL of its own.
+import { Database, type Statement } from 'bun:sqlite';
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import type { SqliteConnection, SqliteStatement, SqliteValue } from './sqlite.ts';
+
+export const DRIVER = 'bun:sqlite';
+
+export function openDatabase(path: string): SqliteConnection {
+  if (path !== ':memory:' && path !== '' && !path.startsWith('file:')) mkdirSync(dirname(path), { recursive: true });
+  const db = new Database(path, { create: true, readwrite: true });
+  // Finalised before close, so the file handle is released at once (tests remove and reopen files).
+  const statements: Statement[] = [];
+  return {
+    exec(sql: string) {
+      db.exec(sql);
+    },
+    prepare(sql: string): SqliteStatement {
+      const stmt = db.prepare(sql);
+      statements.push(stmt);
+      return {
+        run: (...params: SqliteValue[]) => stmt.run(...params).changes,
+        get: (...params: SqliteValue[]) => (stmt.get(...params) as Record<string, SqliteValue> | null) ?? undefined,
+        all: (...params: SqliteValue[]) => stmt.all(...params) as Record<string, SqliteValue>[],
+      };
+    },
+    close() {
+      for (const stmt of statements) stmt.finalize();
+      statements.length = 0;
+      db.close();
+    },
+  };
+}

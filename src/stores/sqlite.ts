@@ -1,0 +1,560 @@
+// SQLite store: the durable inbox in one local file (WAL), synchronous so the ack path never waits on a promise.
+// The SQL lives here; sqlite-bun.ts / sqlite-node.ts only adapt the runtime's driver and are picked at load time.
+import {
+  type ClaimOptions,
+  emptyCounts,
+  EVENT_STATUSES,
+  type EventRecord,
+  type EventStatus,
+  type InsertResult,
+  type ListOptions,
+  type NewEvent,
+  type PurgeOptions,
+  type RequeueFilter,
+  type StatusCounts,
+  type Store,
+  StoreSchemaError,
+  StoreUnavailableError,
+} from './store.ts';
+
+export const DRIVER_NAME = 'sqlite';
+
+/** The schema this build writes and understands (kept in `PRAGMA user_version`). */
+export const SCHEMA_VERSION = 1;
+
+export interface SqliteStoreOptions {
+  /** Database file; missing parent directories are created. `:memory:` keeps everything in this process only. */
+  path: string;
+  /**
+   * `normal` (default): synchronous=NORMAL; a commit survives a crash of the process, the last commits may be lost
+   * on power loss. `full`: synchronous=FULL; every insert is fsynced before it returns (power-loss durable, slower).
+   */
+  durability?: 'normal' | 'full';
+  /** How long a write waits for another process holding the database lock before failing (503). Default 5000. */
+  busyTimeoutMs?: number;
+}
+
+/** `Store` with every method answering a plain value: what a synchronous store promises its callers. */
+export type SyncStore = {
+  [K in keyof Store]: Store[K] extends (...args: infer A) => infer R ? (...args: A) => Awaited<R> : Store[K];
+};
+
+/** The SQLite store: synchronous, plus a read-only look at its connection for tests and diagnostics. */
+export interface SqliteStore extends SyncStore {
+  /** Reads a PRAGMA on this store's own connection (e.g. `synchronous` is per connection, so only it can tell). */
+  pragma(name: 'synchronous' | 'journal_mode' | 'user_version' | 'busy_timeout'): string | number | null;
+}
+
+// ---- The driver seam: what sqlite-bun.ts and sqlite-node.ts provide ----
+
+export type SqliteValue = string | number | null | Uint8Array;
+
+export interface SqliteStatement {
+  /** Runs the statement; returns the number of rows changed. */
+  run(...params: SqliteValue[]): number;
+  get(...params: SqliteValue[]): Record<string, SqliteValue> | undefined;
+  all(...params: SqliteValue[]): Record<string, SqliteValue>[];
+}
+
+export interface SqliteConnection {
+  /** Runs one or more statements that bind nothing and return nothing. */
+  exec(sql: string): void;
+  prepare(sql: string): SqliteStatement;
+  close(): void;
+}
+
+interface SqliteDriver {
+  DRIVER: string;
+  openDatabase(path: string): SqliteConnection;
+}
+
+const runtime = globalThis as { Bun?: unknown; process?: { versions?: { node?: string } } };
+
+function messageOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+// Top-level await keeps sqliteStore() synchronous without the core importing a runtime module.
+let driver: SqliteDriver | null = null;
+let unavailableReason: string | null = null;
+try {
+  driver = runtime.Bun !== undefined ? await import('./sqlite-bun.ts') : await import('./sqlite-node.ts');
+} catch (err) {
+  const node = runtime.process?.versions?.node;
+  unavailableReason = runtime.Bun !== undefined
+    ? `sqlite store: bun:sqlite could not be loaded (${messageOf(err)}) — use another store`
+    : `sqlite store: node:sqlite is not available on this runtime${node ? ` (Node ${node})` : ''} — run with Bun, ` +
+      `Deno, or Node >= 22.13, or use another store`;
+}
+
+/** Why SQLite cannot be used on this runtime, or null when it can. */
+export const sqliteUnavailableReason: string | null = unavailableReason;
+
+/** Whether `sqliteStore()` can open a database on this runtime (false on Node 20, which has no `node:sqlite`). */
+export function isSqliteAvailable(): boolean {
+  return driver !== null;
+}
+
+// ---- Schema ----
+
+// `head` marks the lowest-seq open event of each ordering group, so claim reads only heads (one per group) instead
+// of walking every open event behind a busy customer. The unique partial index makes a second head impossible.
+// body and headers come last so scans that stop at earlier columns never touch large values.
+// seq is not AUTOINCREMENT: that writes sqlite_sequence on every insert, even a duplicate, which under
+// durability 'full' turns each redelivery into an fsync. Instead meta.seq_floor remembers the highest seq a purge
+// may have removed, and insert numbers from above it, so a seq is never handed out twice.
+// events_open carries status so counts() of open events reads the index alone.
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS events (
+  seq INTEGER PRIMARY KEY,
+  key TEXT NOT NULL UNIQUE,
+  grp TEXT NOT NULL,
+  status TEXT NOT NULL CHECK (status IN ('pending', 'retrying', 'done', 'dead')),
+  head INTEGER NOT NULL DEFAULT 0,
+  next_attempt_at INTEGER NOT NULL,
+  lease_owner TEXT,
+  lease_until INTEGER,
+  attempts INTEGER NOT NULL DEFAULT 0,
+  event TEXT NOT NULL,
+  customer_id TEXT,
+  received_at INTEGER NOT NULL,
+  finished_at INTEGER,
+  last_error TEXT,
+  headers TEXT NOT NULL,
+  body BLOB NOT NULL
+) STRICT;
+CREATE INDEX IF NOT EXISTS events_open ON events (grp, seq, status) WHERE status IN ('pending', 'retrying');
+CREATE INDEX IF NOT EXISTS events_heads ON events (seq) WHERE head = 1;
+CREATE UNIQUE INDEX IF NOT EXISTS events_head_per_group ON events (grp) WHERE head = 1;
+CREATE INDEX IF NOT EXISTS events_finished ON events (status, finished_at) WHERE status IN ('done', 'dead');
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) STRICT, WITHOUT ROWID;
+INSERT OR IGNORE INTO meta (name, value) VALUES ('seq_floor', 0);
+`;
+
+const OPEN = `status IN ('pending', 'retrying')`;
+const COLUMNS =
+  'seq, key, event, customer_id, received_at, status, attempts, next_attempt_at, lease_owner, lease_until, ' +
+  'last_error, finished_at, headers, body';
+const PURGE_BATCH = 1000;
+
+// SQLITE_CORRUPT (11) and SQLITE_NOTADB (26): the file is not a database we can read.
+function isNotADatabase(err: unknown): boolean {
+  if (!(err instanceof Error)) return false;
+  const e = err as Error & { errcode?: number; errno?: number; code?: string };
+  const primary = (e.errcode ?? e.errno ?? -1) & 0xff;
+  if (primary === 11 || primary === 26) return true;
+  if (e.code === 'SQLITE_NOTADB' || e.code === 'SQLITE_CORRUPT') return true;
+  return /file is not a database|database disk image is malformed/i.test(e.message);
+}
+
+function toRecord(row: Record<string, SqliteValue>): EventRecord {
+  return {
+    key: row.key as string,
+    event: row.event as string,
+    customerId: row.customer_id as string | null,
+    body: row.body as Uint8Array,
+    headers: JSON.parse(row.headers as string) as Record<string, string>,
+    receivedAt: row.received_at as number,
+    status: row.status as EventStatus,
+    seq: row.seq as number,
+    attempts: row.attempts as number,
+    nextAttemptAt: row.next_attempt_at as number,
+    leaseOwner: row.lease_owner as string | null,
+    leaseUntil: row.lease_until as number | null,
+    lastError: row.last_error as string | null,
+    finishedAt: row.finished_at as number | null,
+  };
+}
+
+// Only groups of a customer can hold more than one event; a null customer's group is the event alone.
+const isCustomerGroup = (grp: string) => grp.charCodeAt(0) === 99; /* 'c' */
+
+/** Statuses as a `,a,b,` list for `instr()`, so one prepared statement serves every filter. */
+function statusList(statuses: readonly string[]): string {
+  return `,${statuses.filter((s) => (EVENT_STATUSES as readonly string[]).includes(s)).join(',')},`;
+}
+
+/** Checks the file and creates or verifies the schema. Writes nothing to a file it does not recognise. */
+function openSchema(db: SqliteConnection, path: string): void {
+  let version: number;
+  try {
+    version = db.prepare('PRAGMA user_version').get()?.user_version as number;
+  } catch (err) {
+    if (isNotADatabase(err)) {
+      throw new StoreSchemaError(
+        `sqlite store: ${path} is not a SQLite database (${messageOf(err)}) — it was left untouched; point the ` +
+          `store at another path or move the file away`,
+        { cause: err },
+      );
+    }
+    throw err;
+  }
+  if (version > SCHEMA_VERSION) {
+    throw new StoreSchemaError(
+      `sqlite store: ${path} was written by a newer version (schema ${version}, this build knows ` +
+        `${SCHEMA_VERSION}) — upgrade`,
+    );
+  }
+  if (version === 0) {
+    const foreign = db
+      .prepare(`SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' LIMIT 1`)
+      .get();
+    if (foreign) {
+      throw new StoreSchemaError(
+        `sqlite store: ${path} is a SQLite database this store did not create (it has table ` +
+          `"${String(foreign.name)}" and no schema version) — it was left untouched; use another path`,
+      );
+    }
+  }
+  // Only now is the file known to be ours (or new): WAL rewrites the header.
+  db.exec('PRAGMA journal_mode = WAL');
+  if (version < SCHEMA_VERSION) {
+    // Another process may be creating the schema at the same moment: decide under the write lock.
+    db.exec('BEGIN IMMEDIATE');
+    try {
+      const now = db.prepare('PRAGMA user_version').get()?.user_version as number;
+      if (now < SCHEMA_VERSION) db.exec(`${SCHEMA}PRAGMA user_version = ${SCHEMA_VERSION};`);
+      db.exec('COMMIT');
+    } catch (err) {
+      try {
+        db.exec('ROLLBACK');
+      } catch {
+        // The transaction is already gone; the first error is the one worth reporting.
+      }
+      throw err;
+    }
+  }
+}
+
+/**
+ * Opens (creating if needed) a SQLite database as the event store. Synchronous, and so is every store method.
+ * Throws an Error when SQLite is not available on this runtime, `StoreSchemaError` when the file is not a
+ * database of this store or was written by a newer version, `StoreUnavailableError` when it cannot be opened.
+ */
+export function sqliteStore(options: SqliteStoreOptions): SqliteStore {
+  if (driver === null) throw new Error(unavailableReason ?? 'sqlite store: no SQLite driver');
+  const path = options.path;
+  if (typeof path !== 'string' || path === '') {
+    throw new Error('sqlite store: path is required — give a file path, or ":memory:" for a throwaway database');
+  }
+  const durability = options.durability ?? 'normal';
+  if (durability !== 'normal' && durability !== 'full') {
+    throw new Error(`sqlite store: durability must be 'normal' or 'full', got ${JSON.stringify(durability)}`);
+  }
+  const busyTimeoutMs = options.busyTimeoutMs ?? 5000;
+  if (!Number.isInteger(busyTimeoutMs) || busyTimeoutMs < 0) {
+    throw new Error(`sqlite store: busyTimeoutMs must be a whole number of ms >= 0, got ${busyTimeoutMs}`);
+  }
+
+  let db: SqliteConnection;
+  try {
+    db = driver.openDatabase(path);
+  } catch (err) {
+    if (isNotADatabase(err)) {
+      throw new StoreSchemaError(`sqlite store: ${path} is not a SQLite database (${messageOf(err)})`, { cause: err });
+    }
+    throw new StoreUnavailableError(`sqlite store: cannot open ${path}: ${messageOf(err)}`, { cause: err });
+  }
+  try {
+    db.exec(`PRAGMA busy_timeout = ${busyTimeoutMs}`);
+    openSchema(db, path);
+    db.exec(`PRAGMA synchronous = ${durability === 'full' ? 'FULL' : 'NORMAL'}`);
+  } catch (err) {
+    try {
+      db.close();
+    } catch {
+      // Closing is best effort; the open error is the one to report.
+    }
+    if (err instanceof StoreSchemaError) throw err;
+    throw new StoreUnavailableError(`sqlite store: cannot open ${path}: ${messageOf(err)}`, { cause: err });
+  }
+
+  // Every statement is prepared once, here.
+  const s = {
+    begin: db.prepare('BEGIN IMMEDIATE'),
+    commit: db.prepare('COMMIT'),
+    rollback: db.prepare('ROLLBACK'),
+    // The hot path: one statement, committed on return. A pending event is its group's head when the group has no
+    // other open event; the subquery reads the open-events index only.
+    insert: db.prepare(
+      `INSERT INTO events (seq, key, grp, status, head, next_attempt_at, event, customer_id, received_at,
+         finished_at, last_error, headers, body)
+       VALUES (
+         max(coalesce((SELECT max(seq) FROM events), 0),
+             coalesce((SELECT value FROM meta WHERE name = 'seq_floor'), 0)) + 1,
+         ?1, ?2, ?3,
+         CASE WHEN ?3 = 'pending' THEN NOT EXISTS (SELECT 1 FROM events WHERE grp = ?2 AND ${OPEN}) ELSE 0 END,
+         ?4, ?5, ?6, ?4, CASE WHEN ?3 = 'dead' THEN ?4 END, ?7, ?8, ?9)
+       ON CONFLICT (key) DO NOTHING`,
+    ),
+    claim: db.prepare(
+      `UPDATE events SET lease_owner = ?1, lease_until = ?2, attempts = attempts + 1
+       WHERE seq IN (
+         SELECT seq FROM events
+         WHERE head = 1 AND ${OPEN} AND next_attempt_at <= ?3 AND (lease_until IS NULL OR lease_until <= ?3)
+         ORDER BY seq LIMIT ?4)
+       RETURNING ${COLUMNS}`,
+    ),
+    renew: db.prepare(`UPDATE events SET lease_until = ?3 WHERE key = ?1 AND lease_owner = ?2 AND ${OPEN}`),
+    finish: db.prepare(
+      `UPDATE events SET status = ?3, finished_at = ?4, last_error = coalesce(?5, last_error), lease_owner = NULL,
+         lease_until = NULL, head = 0
+       WHERE key = ?1 AND lease_owner = ?2 AND ${OPEN}
+       RETURNING grp`,
+    ),
+    retry: db.prepare(
+      `UPDATE events SET status = 'retrying', next_attempt_at = ?3, last_error = ?4, lease_owner = NULL,
+         lease_until = NULL
+       WHERE key = ?1 AND lease_owner = ?2 AND ${OPEN}`,
+    ),
+    requeue: db.prepare(
+      `UPDATE events SET status = 'pending', attempts = 0, next_attempt_at = ?2, lease_owner = NULL,
+         lease_until = NULL, last_error = NULL, finished_at = NULL
+       WHERE key = ?1
+       RETURNING grp`,
+    ),
+    requeueWhere: db.prepare(
+      `UPDATE events SET status = 'pending', attempts = 0, next_attempt_at = ?2, lease_owner = NULL,
+         lease_until = NULL, last_error = NULL, finished_at = NULL
+       WHERE instr(?1, ',' || status || ',') > 0 AND (?3 IS NULL OR event = ?3)
+       RETURNING grp`,
+    ),
+    demote: db.prepare('UPDATE events SET head = 0 WHERE grp = ?1 AND head = 1'),
+    promote: db.prepare(
+      `UPDATE events SET head = 1
+       WHERE seq = (SELECT seq FROM events WHERE grp = ?1 AND ${OPEN} ORDER BY seq LIMIT 1) AND head = 0`,
+    ),
+    get: db.prepare(`SELECT ${COLUMNS} FROM events WHERE key = ?1`),
+    list: db.prepare(
+      `SELECT ${COLUMNS} FROM events
+       WHERE seq > ?1 AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR event = ?3)
+         AND (?4 IS NULL OR customer_id = ?4)
+       ORDER BY seq LIMIT ?5`,
+    ),
+    raiseSeqFloor: db.prepare(
+      `UPDATE meta SET value = max(value, coalesce((SELECT max(seq) FROM events), 0)) WHERE name = 'seq_floor'`,
+    ),
+    purge: db.prepare(
+      `DELETE FROM events WHERE seq IN (
+         SELECT seq FROM events
+         WHERE status IN ('done', 'dead') AND finished_at < ?1 AND instr(?2, ',' || status || ',') > 0
+         LIMIT ?3)`,
+    ),
+    countOpen: db.prepare(`SELECT status, count(*) AS n FROM events WHERE ${OPEN} GROUP BY status`),
+    countFinished: db.prepare(
+      `SELECT status, count(*) AS n FROM events WHERE status IN ('done', 'dead') GROUP BY status`,
+    ),
+    ping: db.prepare('SELECT 1 FROM events LIMIT 1'),
+  };
+
+  let closed = false;
+  const check = () => {
+    if (closed) throw new StoreUnavailableError(`sqlite store: ${path} is closed`);
+  };
+  const failure = (op: string, err: unknown): Error => {
+    if (err instanceof StoreUnavailableError || err instanceof StoreSchemaError) return err;
+    return new StoreUnavailableError(`sqlite store: ${op} failed on ${path}: ${messageOf(err)}`, { cause: err });
+  };
+  const transaction = <T>(fn: () => T): T => {
+    s.begin.run();
+    try {
+      const out = fn();
+      s.commit.run();
+      return out;
+    } catch (err) {
+      try {
+        s.rollback.run();
+      } catch {
+        // SQLite may have rolled back already (e.g. on I/O errors); the first error is the one to report.
+      }
+      throw err;
+    }
+  };
+  // After the open set of a group changed in a way that can move its head (requeue).
+  const reseatHead = (grp: string) => {
+    s.demote.run(grp);
+    s.promote.run(grp);
+  };
+  const finish = (key: string, owner: string, status: 'done' | 'dead', now: number, error: string | null) =>
+    transaction(() => {
+      const row = s.finish.get(key, owner, status, now, error);
+      if (!row) return false;
+      const grp = row.grp as string;
+      if (isCustomerGroup(grp)) s.promote.run(grp);
+      return true;
+    });
+
+  return {
+    name: DRIVER_NAME,
+    insert(event: NewEvent): InsertResult {
+      check();
+      try {
+        const changes = s.insert.run(
+          event.key,
+          event.customerId === null ? `k:${event.key}` : `c:${event.customerId}`,
+          event.status,
+          event.receivedAt,
+          event.event,
+          event.customerId,
+          event.lastError ?? null,
+          JSON.stringify(event.headers),
+          event.body,
+        );
+        return { inserted: changes > 0 };
+      } catch (err) {
+        throw failure('insert', err);
+      }
+    },
+    claim({ owner, limit, leaseMs, now }: ClaimOptions): EventRecord[] {
+      check();
+      try {
+        const rows = transaction(() => s.claim.all(owner, now + leaseMs, now, limit));
+        // RETURNING has no defined order.
+        return rows.map(toRecord).sort((a, b) => a.seq - b.seq);
+      } catch (err) {
+        throw failure('claim', err);
+      }
+    },
+    renew(key, owner, leaseUntil) {
+      check();
+      try {
+        return s.renew.run(key, owner, leaseUntil) > 0;
+      } catch (err) {
+        throw failure('renew', err);
+      }
+    },
+    complete(key, owner, now) {
+      check();
+      try {
+        return finish(key, owner, 'done', now, null);
+      } catch (err) {
+        throw failure('complete', err);
+      }
+    },
+    retry(key, owner, at, error) {
+      check();
+      try {
+        return s.retry.run(key, owner, at, error) > 0;
+      } catch (err) {
+        throw failure('retry', err);
+      }
+    },
+    deadLetter(key, owner, error, now) {
+      check();
+      try {
+        return finish(key, owner, 'dead', now, error);
+      } catch (err) {
+        throw failure('deadLetter', err);
+      }
+    },
+    requeue(key, now) {
+      check();
+      try {
+        return transaction(() => {
+          const row = s.requeue.get(key, now);
+          if (!row) return false;
+          reseatHead(row.grp as string);
+          return true;
+        });
+      } catch (err) {
+        throw failure('requeue', err);
+      }
+    },
+    requeueWhere(filter: RequeueFilter, now) {
+      check();
+      try {
+        return transaction(() => {
+          const rows = s.requeueWhere.all(statusList(filter.status ?? ['dead']), now, filter.event ?? null);
+          for (const grp of new Set(rows.map((r) => r.grp as string))) reseatHead(grp);
+          return rows.length;
+        });
+      } catch (err) {
+        throw failure('requeueWhere', err);
+      }
+    },
+    get(key) {
+      check();
+      try {
+        const row = s.get.get(key);
+        return row ? toRecord(row) : null;
+      } catch (err) {
+        throw failure('get', err);
+      }
+    },
+    list(options: ListOptions = {}) {
+      check();
+      try {
+        return s.list
+          .all(
+            options.afterSeq ?? 0,
+            options.status ?? null,
+            options.event ?? null,
+            options.customerId ?? null,
+            options.limit ?? 100,
+          )
+          .map(toRecord);
+      } catch (err) {
+        throw failure('list', err);
+      }
+    },
+    purge({ before, status }: PurgeOptions) {
+      check();
+      try {
+        const statuses = statusList((status ?? ['done']).filter((x) => x === 'done' || x === 'dead'));
+        // In batches, so one large purge does not hold the write lock against other processes' inserts for long.
+        let total = 0;
+        for (;;) {
+          const n = transaction(() => {
+            s.raiseSeqFloor.run();
+            return s.purge.run(before, statuses, PURGE_BATCH);
+          });
+          total += n;
+          if (n < PURGE_BATCH) return total;
+        }
+      } catch (err) {
+        throw failure('purge', err);
+      }
+    },
+    counts(): StatusCounts {
+      check();
+      try {
+        const c = emptyCounts();
+        for (const row of [...s.countOpen.all(), ...s.countFinished.all()]) {
+          c[row.status as EventStatus] = row.n as number;
+        }
+        return c;
+      } catch (err) {
+        throw failure('counts', err);
+      }
+    },
+    ping() {
+      check();
+      try {
+        s.ping.get();
+      } catch (err) {
+        throw failure('ping', err);
+      }
+    },
+    pragma(name) {
+      check();
+      if (!['synchronous', 'journal_mode', 'user_version', 'busy_timeout'].includes(name)) {
+        throw new Error(`sqlite store: pragma ${JSON.stringify(name)} is not readable here`);
+      }
+      try {
+        const row = db.prepare(`PRAGMA ${name}`).get();
+        return row ? (Object.values(row)[0] as string | number | null) : null;
+      } catch (err) {
+        throw failure('pragma', err);
+      }
+    },
+    close() {
+      if (closed) return;
+      closed = true;
+      try {
+        db.close();
+      } catch (err) {
+        throw failure('close', err);
+      }
+    },
+  };
+}
