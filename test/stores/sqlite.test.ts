@@ -212,6 +212,38 @@ describe('sqliteStore()', () => {
     s.close();
   });
 
+  test('two stores on one file (two instances) never claim the same event and agree on each group head', () => {
+    const path = tempPath();
+    const a = sqliteStore({ path });
+    const b = sqliteStore({ path });
+    for (let i = 0; i < 40; i++) (i % 2 ? a : b).insert(newEvent(`e${i}`, `c${i % 10}`, T0 + i));
+    const seen = new Set<string>();
+    for (let round = 0; round < 8; round++) {
+      for (
+        const [store, owner] of [
+          [a, 'wa'],
+          [b, 'wb'],
+        ] as const
+      ) {
+        const got = store.claim({ owner, limit: 3, leaseMs: 60_000, now: T0 + 100 });
+        for (const r of got) {
+          assert.ok(!seen.has(r.key), `${r.key} claimed twice`);
+          seen.add(r.key);
+          assert.equal((owner === 'wa' ? b : a).complete(r.key, owner, T0 + 101), true, 'either instance can finish');
+        }
+      }
+    }
+    assert.equal(seen.size, 40);
+    // Per customer, claims followed arrival order.
+    const order = [...seen];
+    for (let c = 0; c < 10; c++) {
+      const mine = order.filter((k) => Number(k.slice(1)) % 10 === c).map((k) => Number(k.slice(1)));
+      assert.deepEqual(mine, [...mine].sort((x, y) => x - y));
+    }
+    a.close();
+    b.close();
+  });
+
   test('methods return plain values, not promises', () => {
     const s = sqliteStore({ path: ':memory:' });
     const r = s.insert(newEvent('k', 'c', T0));
