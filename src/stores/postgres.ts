@@ -1,0 +1,420 @@
+// PostgreSQL store: the durable inbox in one schema, shared safely by any number of receiver instances.
+// It takes the tagged-template client the user made (Bun's `SQL` or postgres.js) and imports neither.
+import {
+  type ClaimOptions,
+  EVENT_STATUSES,
+  type EventRecord,
+  type EventStatus,
+  type InsertResult,
+  type ListOptions,
+  type NewEvent,
+  type PurgeOptions,
+  type RequeueFilter,
+  type StatusCounts,
+  type Store,
+  StoreSchemaError,
+  StoreUnavailableError,
+  emptyCounts,
+} from './store.ts';
+
+export const DRIVER_NAME = 'postgres';
+
+/** The schema version this code creates and understands. */
+export const SCHEMA_VERSION = 1;
+
+/** A transaction handle as both clients pass it to `begin`. */
+export interface PostgresTransaction {
+  unsafe(query: string, params?: unknown[]): PromiseLike<unknown>;
+}
+
+/**
+ * The part of a tagged-template client the store uses. Bun's `new SQL(url)` / `Bun.sql` and postgres.js
+ * `postgres(url)` both fit; anything else with `unsafe(text, params)` and `begin(fn)` does too.
+ */
+export interface PostgresClient extends PostgresTransaction {
+  begin(fn: (tx: PostgresTransaction) => Promise<unknown>): PromiseLike<unknown>;
+  end?(options?: { timeout?: number }): PromiseLike<unknown>;
+}
+
+export interface PostgresStoreOptions {
+  /**
+   * The client, e.g. `new SQL(process.env.DATABASE_URL)` on Bun or `postgres(url)` from postgres.js. It stays
+   * yours: `close()` does not end it unless `closeClient` is set. Column name transforms do not matter (the store
+   * reads one-word aliases); int8 may come back as string, bigint or number.
+   */
+  sql: PostgresClient;
+  /** Schema holding the store's tables, created on first use. Default `lava_webhooks`. */
+  schema?: string;
+  /** End the client in `close()` (for a client made only for this store). Default false. */
+  closeClient?: boolean;
+}
+
+const OPEN = `('pending', 'retrying')`;
+
+// One-word lower-case aliases survive postgres.js column transforms such as postgres.camel.
+const COLUMNS = `seq AS seq, key AS key, event AS event, customer_id AS customer, body AS body,
+  headers::text AS headers, received_at AS received, status AS status, attempts AS attempts,
+  next_attempt_at AS due, lease_owner AS owner, lease_until AS until, last_error AS error,
+  finished_at AS finished`;
+
+type Row = Record<string, unknown>;
+
+const quoteIdent = (name: string) => `"${name.replace(/"/g, '""')}"`;
+
+const toNumber = (v: unknown): number => (typeof v === 'number' ? v : Number(v));
+const toNullableNumber = (v: unknown): number | null => (v === null || v === undefined ? null : toNumber(v));
+
+function toBytes(v: unknown): Uint8Array {
+  // Both clients give a Buffer for bytea; copy into a plain Uint8Array so callers never hold a pooled Buffer.
+  if (v instanceof Uint8Array) return new Uint8Array(v);
+  if (typeof v === 'string' && v.startsWith('\\x')) {
+    const hex = v.slice(2);
+    const out = new Uint8Array(hex.length / 2);
+    for (let i = 0; i < out.length; i++) out[i] = Number.parseInt(hex.slice(i * 2, i * 2 + 2), 16);
+    return out;
+  }
+  throw new TypeError(`postgres store: unexpected bytea value of type ${typeof v}`);
+}
+
+function toRecord(row: Row): EventRecord {
+  return {
+    key: String(row.key),
+    event: String(row.event),
+    customerId: row.customer === null || row.customer === undefined ? null : String(row.customer),
+    body: toBytes(row.body),
+    headers: JSON.parse(String(row.headers)) as Record<string, string>,
+    receivedAt: toNumber(row.received),
+    status: row.status as EventStatus,
+    seq: toNumber(row.seq),
+    attempts: toNumber(row.attempts),
+    nextAttemptAt: toNumber(row.due),
+    leaseOwner: row.owner === null || row.owner === undefined ? null : String(row.owner),
+    leaseUntil: toNullableNumber(row.until),
+    lastError: row.error === null || row.error === undefined ? null : String(row.error),
+    finishedAt: toNullableNumber(row.finished),
+  };
+}
+
+function statusList(statuses: readonly string[], allowed: readonly string[]): string {
+  for (const s of statuses) {
+    if (!allowed.includes(s)) throw new TypeError(`postgres store: unknown status "${s}"; use one of ${allowed.join(', ')}`);
+  }
+  return statuses.join(',');
+}
+
+// Version 1: events keyed by idempotency key, ordered by a bigserial; epoch-ms timestamps as bigint.
+function migrationV1(s: string): string[] {
+  return [
+    `CREATE TABLE IF NOT EXISTS ${s}.events (
+      seq bigserial PRIMARY KEY,
+      key text NOT NULL UNIQUE,
+      event text NOT NULL,
+      customer_id text,
+      body bytea NOT NULL,
+      headers jsonb NOT NULL,
+      received_at bigint NOT NULL,
+      status text NOT NULL CHECK (status IN ('pending', 'retrying', 'done', 'dead')),
+      attempts integer NOT NULL DEFAULT 0,
+      next_attempt_at bigint NOT NULL,
+      lease_owner text,
+      lease_until bigint,
+      last_error text,
+      finished_at bigint
+    )`,
+    // Claim walks open events in seq order and looks up earlier open events of the same customer.
+    `CREATE INDEX IF NOT EXISTS events_open_seq ON ${s}.events (seq) WHERE status IN ${OPEN}`,
+    `CREATE INDEX IF NOT EXISTS events_open_customer ON ${s}.events (customer_id, seq) WHERE status IN ${OPEN}`,
+    `CREATE INDEX IF NOT EXISTS events_leased_customer ON ${s}.events (customer_id, lease_until)
+      WHERE status IN ${OPEN} AND lease_until IS NOT NULL`,
+    `CREATE INDEX IF NOT EXISTS events_finished ON ${s}.events (finished_at) WHERE status IN ('done', 'dead')`,
+  ];
+}
+
+const MIGRATIONS: Record<number, (schema: string) => string[]> = { 1: migrationV1 };
+
+export function postgresStore(options: PostgresStoreOptions): Store {
+  const client = options?.sql;
+  if (!client || typeof client.unsafe !== 'function' || typeof client.begin !== 'function') {
+    throw new TypeError(
+      'postgres store: options.sql must be a tagged-template client, e.g. `new SQL(url)` from "bun" or `postgres(url)` from postgres.js',
+    );
+  }
+  const schemaName = options.schema ?? 'lava_webhooks';
+  if (!/^[A-Za-z_][A-Za-z0-9_]{0,62}$/.test(schemaName)) {
+    throw new TypeError(
+      `postgres store: schema "${schemaName}" is not a plain identifier; use letters, digits and _ (at most 63)`,
+    );
+  }
+  const S = quoteIdent(schemaName);
+  const T = `${S}.events`;
+  let closed = false;
+  let ready: Promise<void> | null = null;
+
+  const rows = async (runner: PostgresTransaction, text: string, params: unknown[] = []): Promise<Row[]> =>
+    (await runner.unsafe(text, params)) as Row[];
+
+  async function migrate(): Promise<void> {
+    await client.begin(async (tx) => {
+      // Notices such as "schema already exists" would otherwise land on the user's console.
+      await rows(tx, `SET LOCAL client_min_messages = warning`);
+      // Serialises every migrating instance of this schema; released at commit or rollback.
+      await rows(tx, `SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, [`lava_webhooks.migrate:${schemaName}`]);
+      let current = 0;
+      const [found] = await rows(tx, `SELECT to_regclass($1) IS NOT NULL AS present`, [`${S}.schema_version`]);
+      if (found?.present === true) {
+        const [v] = await rows(tx, `SELECT coalesce(max(version), 0) AS version FROM ${S}.schema_version`);
+        current = toNumber(v?.version ?? 0);
+      }
+      if (current > SCHEMA_VERSION) {
+        throw new StoreSchemaError(
+          `postgres store: schema "${schemaName}" is at version ${current} but this code knows up to ${SCHEMA_VERSION}; upgrade the receiver or point it at another schema`,
+        );
+      }
+      if (current === SCHEMA_VERSION) return;
+      await rows(tx, `CREATE SCHEMA IF NOT EXISTS ${S}`);
+      await rows(
+        tx,
+        `CREATE TABLE IF NOT EXISTS ${S}.schema_version (version integer PRIMARY KEY, applied_at bigint NOT NULL)`,
+      );
+      for (let v = current + 1; v <= SCHEMA_VERSION; v++) {
+        for (const statement of MIGRATIONS[v]?.(S) ?? []) await rows(tx, statement);
+        await rows(tx, `INSERT INTO ${S}.schema_version (version, applied_at) VALUES ($1, $2)`, [v, Date.now()]);
+      }
+    });
+  }
+
+  // Migrates once; a failure (database down) is not remembered, so the next call tries again.
+  const ensureReady = (): Promise<void> =>
+    (ready ??= migrate().catch((error: unknown) => {
+      ready = null;
+      throw error;
+    }));
+
+  async function run<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    if (closed) throw new StoreUnavailableError('postgres store is closed');
+    try {
+      await ensureReady();
+      return await fn();
+    } catch (error) {
+      if (error instanceof StoreSchemaError || error instanceof StoreUnavailableError) throw error;
+      const message = error instanceof Error ? error.message : String(error);
+      throw new StoreUnavailableError(`postgres store could not ${what}: ${message}`, { cause: error });
+    }
+  }
+
+  // Fenced by owner: a worker whose lease was taken over changes nothing.
+  const fenced = (what: string, set: string, params: unknown[]) =>
+    run(what, async () => {
+      const out = await rows(
+        client,
+        `UPDATE ${T} SET ${set} WHERE key = $1 AND lease_owner = $2 AND status IN ${OPEN} RETURNING 1 AS ok`,
+        params,
+      );
+      return out.length > 0;
+    });
+
+  return {
+    name: DRIVER_NAME,
+
+    insert(event: NewEvent): Promise<InsertResult> {
+      return run('insert', async () => {
+        // One statement, one round trip on the ack path; an existing key writes nothing.
+        const out = await rows(
+          client,
+          `INSERT INTO ${T} (key, event, customer_id, body, headers, received_at, status, next_attempt_at,
+             last_error, finished_at)
+           VALUES ($1, $2, $3, $4, $5::text::jsonb, $6, $7, $6, $8, $9)
+           ON CONFLICT (key) DO NOTHING RETURNING seq AS seq`,
+          [
+            event.key,
+            event.event,
+            event.customerId,
+            event.body,
+            JSON.stringify(event.headers),
+            event.receivedAt,
+            event.status,
+            event.lastError ?? null,
+            event.status === 'dead' ? event.receivedAt : null,
+          ],
+        );
+        return { inserted: out.length > 0 };
+      });
+    },
+
+    claim({ owner, limit, leaseMs, now }: ClaimOptions): Promise<EventRecord[]> {
+      return run('claim', async () => {
+        if (!(limit >= 1)) return [];
+        const take = Math.floor(limit);
+        // A head is an open, due, unleased event with no earlier open event of its customer and no live lease in
+        // its customer (a requeued older event must not start while a newer one runs). Null customer: own group.
+        const head = (e: string, nowParam: string) => `
+          ${e}.status IN ${OPEN} AND ${e}.next_attempt_at <= ${nowParam}
+          AND (${e}.lease_until IS NULL OR ${e}.lease_until <= ${nowParam})
+          AND NOT EXISTS (
+            SELECT 1 FROM ${T} o
+            WHERE o.customer_id = ${e}.customer_id AND o.status IN ${OPEN} AND o.seq < ${e}.seq)
+          AND NOT EXISTS (
+            SELECT 1 FROM ${T} o
+            WHERE o.customer_id = ${e}.customer_id AND o.status IN ${OPEN} AND o.lease_until > ${nowParam})`;
+        const claimed = (await client.begin(async (tx) => {
+          // 1. Take a per-customer advisory lock (held to commit) for up to `limit` heads. try-lock never waits,
+          //    so instances skip each other's customers instead of blocking; a look-ahead window lets a claimer
+          //    get past the heads another one holds.
+          const picked = await rows(
+            tx,
+            `WITH candidates AS MATERIALIZED (
+               SELECT e.seq, e.customer_id FROM ${T} e WHERE ${head('e', '$1')}
+               ORDER BY e.seq LIMIT $2
+             )
+             SELECT seq AS seq FROM candidates
+             WHERE customer_id IS NULL OR pg_try_advisory_xact_lock(hashtext($3), hashtext(customer_id))
+             LIMIT $4`,
+            [now, take * 4 + 64, schemaName, take],
+          );
+          if (picked.length === 0) return [];
+          // 2. Re-check in a new statement, so its snapshot sees every claim committed before we got the lock:
+          //    any other claim of these customers committed before it, or skips them until we commit.
+          return rows(
+            tx,
+            `UPDATE ${T} SET lease_owner = $1, lease_until = $2, attempts = attempts + 1
+             WHERE seq IN (
+               SELECT c.seq FROM ${T} c
+               WHERE c.seq = ANY(string_to_array($3, ',')::bigint[]) AND ${head('c', '$4')}
+               FOR UPDATE SKIP LOCKED
+             )
+             RETURNING ${COLUMNS}`,
+            [owner, now + leaseMs, picked.map((r) => String(r.seq)).join(','), now],
+          );
+        })) as Row[];
+        return claimed.map(toRecord).sort((a, b) => a.seq - b.seq);
+      });
+    },
+
+    renew(key, owner, leaseUntil) {
+      return fenced('renew', 'lease_until = $3', [key, owner, leaseUntil]);
+    },
+    complete(key, owner, now) {
+      return fenced('complete', `status = 'done', finished_at = $3, lease_owner = NULL, lease_until = NULL`, [
+        key,
+        owner,
+        now,
+      ]);
+    },
+    retry(key, owner, at, error) {
+      return fenced(
+        'retry',
+        `status = 'retrying', next_attempt_at = $3, last_error = $4, lease_owner = NULL, lease_until = NULL`,
+        [key, owner, at, error],
+      );
+    },
+    deadLetter(key, owner, error, now) {
+      return fenced(
+        'dead-letter',
+        `status = 'dead', last_error = $3, finished_at = $4, lease_owner = NULL, lease_until = NULL`,
+        [key, owner, error, now],
+      );
+    },
+
+    requeue(key, now) {
+      return run('requeue', async () => {
+        const out = await rows(
+          client,
+          `UPDATE ${T} SET status = 'pending', attempts = 0, next_attempt_at = $2, lease_owner = NULL,
+             lease_until = NULL, last_error = NULL, finished_at = NULL
+           WHERE key = $1 RETURNING 1 AS ok`,
+          [key, now],
+        );
+        return out.length > 0;
+      });
+    },
+
+    async requeueWhere(filter: RequeueFilter, now) {
+      const statuses = statusList(filter.status ?? ['dead'], EVENT_STATUSES);
+      return run('requeue', async () => {
+        const params: unknown[] = [now, statuses];
+        let where = `status = ANY(string_to_array($2, ','))`;
+        if (filter.event !== undefined) {
+          params.push(filter.event);
+          where += ` AND event = $3`;
+        }
+        const [row] = await rows(
+          client,
+          `WITH u AS (
+             UPDATE ${T} SET status = 'pending', attempts = 0, next_attempt_at = $1, lease_owner = NULL,
+               lease_until = NULL, last_error = NULL, finished_at = NULL
+             WHERE ${where} RETURNING 1
+           ) SELECT count(*) AS n FROM u`,
+          params,
+        );
+        return toNumber(row?.n ?? 0);
+      });
+    },
+
+    get(key) {
+      return run('read', async () => {
+        const [row] = await rows(client, `SELECT ${COLUMNS} FROM ${T} WHERE key = $1`, [key]);
+        return row ? toRecord(row) : null;
+      });
+    },
+
+    list(options: ListOptions = {}) {
+      return run('list', async () => {
+        const params: unknown[] = [];
+        const where: string[] = [];
+        const add = (clause: string, value: unknown) => {
+          params.push(value);
+          where.push(clause.replace('?', `$${params.length}`));
+        };
+        if (options.afterSeq !== undefined) add('seq > ?', options.afterSeq);
+        if (options.status !== undefined) add('status = ?', options.status);
+        if (options.event !== undefined) add('event = ?', options.event);
+        if (options.customerId !== undefined) add('customer_id = ?', options.customerId);
+        params.push(Math.max(0, Math.floor(options.limit ?? 100)));
+        const out = await rows(
+          client,
+          `SELECT ${COLUMNS} FROM ${T} ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
+           ORDER BY seq LIMIT $${params.length}`,
+          params,
+        );
+        return out.map(toRecord);
+      });
+    },
+
+    async purge({ before, status }: PurgeOptions) {
+      const statuses = statusList(status ?? ['done'], ['done', 'dead']);
+      return run('purge', async () => {
+        const [row] = await rows(
+          client,
+          `WITH d AS (
+             DELETE FROM ${T} WHERE status = ANY(string_to_array($1, ',')) AND finished_at < $2 RETURNING 1
+           ) SELECT count(*) AS n FROM d`,
+          [statuses, before],
+        );
+        return toNumber(row?.n ?? 0);
+      });
+    },
+
+    counts(): Promise<StatusCounts> {
+      return run('count', async () => {
+        const c = emptyCounts();
+        for (const row of await rows(client, `SELECT status AS status, count(*) AS n FROM ${T} GROUP BY status`)) {
+          c[row.status as EventStatus] = toNumber(row.n);
+        }
+        return c;
+      });
+    },
+
+    // Migrates on first call, so a start-up ping reports a schema this code cannot use (StoreSchemaError).
+    ping() {
+      return run('ping', async () => {
+        await rows(client, 'SELECT 1 AS ok');
+      });
+    },
+
+    async close() {
+      if (closed) return;
+      closed = true;
+      if (options.closeClient) await client.end?.({ timeout: 5 });
+    },
+  };
+}

@@ -1,0 +1,301 @@
+// PostgreSQL store: the contract suite plus what only a shared database has to get right (migrations racing,
+// several instances claiming at once, connection loss). Each run works in schemas of its own.
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { postgresStore } from '../../src/stores/postgres.ts';
+import { type EventRecord, StoreSchemaError, StoreUnavailableError } from '../../src/stores/store.ts';
+import { openPg } from '../helpers/pg.ts';
+import { newEvent, storeContract } from './contract.ts';
+
+const opened = await openPg();
+const pg = opened.pg;
+const skip = opened.reason ?? false;
+const label = pg ? `postgres (${pg.library})` : 'postgres';
+const T0 = 1_700_000_000_000;
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+const scalar = async (text: string, params: unknown[] = []): Promise<unknown> => {
+  const rows = (await pg!.sql.unsafe(text, params)) as Array<Record<string, unknown>>;
+  return rows[0] ? Object.values(rows[0])[0] : undefined;
+};
+
+if (!pg) {
+  console.log(`[skip] ${label} store tests: ${skip}`);
+}
+
+// Declared before the contract suite, whose teardown drops the run's schemas and closes the clients.
+describe(`${label} store`, { skip }, () => {
+  test('postgresStore() migrates once when several instances start together on one schema', async () => {
+    for (let round = 0; round < 3; round++) {
+      const schema = pg!.schema();
+      const clients = await Promise.all([1, 2, 3, 4].map(() => pg!.client()));
+      const stores = clients.map((sql) => postgresStore({ sql, schema }));
+      await Promise.all(stores.map((s) => s.ping()));
+      assert.deepEqual(
+        ((await pg!.sql.unsafe(`SELECT version FROM "${schema}".schema_version`)) as Array<{ version: number }>).map(
+          (r) => Number(r.version),
+        ),
+        [1],
+      );
+      // Every instance sees the others' writes: one inbox, not four.
+      await stores[0]!.insert(newEvent('k', 'c', T0));
+      assert.equal((await stores[3]!.get('k'))?.key, 'k');
+      // A later start on the migrated schema changes nothing.
+      const again = postgresStore({ sql: pg!.sql, schema });
+      await again.ping();
+      assert.equal(Number(await scalar(`SELECT count(*) FROM "${schema}".schema_version`)), 1);
+      for (const s of [...stores, again]) await s.close();
+      for (const c of clients) await c.end({ timeout: 2 });
+    }
+  });
+
+  test('postgresStore() refuses a schema written by a newer version and changes nothing', async () => {
+    const schema = pg!.schema();
+    await pg!.sql.unsafe(`CREATE SCHEMA "${schema}"`);
+    await pg!.sql.unsafe(`CREATE TABLE "${schema}".schema_version (version integer PRIMARY KEY, applied_at bigint)`);
+    await pg!.sql.unsafe(`INSERT INTO "${schema}".schema_version VALUES (2, 0)`);
+    const s = postgresStore({ sql: pg!.sql, schema });
+    await assert.rejects(async () => s.ping(), (e: unknown) => {
+      assert.ok(e instanceof StoreSchemaError);
+      assert.match(e.message, /version 2.*knows up to 1/);
+      return true;
+    });
+    await assert.rejects(async () => s.insert(newEvent('k', 'c', T0)), StoreSchemaError);
+    assert.equal(await scalar(`SELECT to_regclass($1)::text`, [`"${schema}".events`]), null);
+    await s.close();
+
+    // The same once a store has already created version 1 and a newer receiver moved it on.
+    const upgraded = pg!.schema();
+    const first = postgresStore({ sql: pg!.sql, schema: upgraded });
+    await first.insert(newEvent('k', 'c', T0));
+    await first.close();
+    await pg!.sql.unsafe(`INSERT INTO "${upgraded}".schema_version VALUES (3, 0)`);
+    const old = postgresStore({ sql: pg!.sql, schema: upgraded });
+    await assert.rejects(async () => old.get('k'), StoreSchemaError);
+    await old.close();
+  });
+
+  test('postgresStore() rejects a schema name that is not a plain identifier', () => {
+    assert.throws(() => postgresStore({ sql: pg!.sql, schema: 'a"; drop table x; --' }), /plain identifier/);
+    assert.throws(() => postgresStore({ sql: {} as never }), /tagged-template client/);
+  });
+
+  test('insert() stores every byte value of a sub-array view exactly, and seq is a number', async () => {
+    const s = postgresStore({ sql: pg!.sql, schema: pg!.schema() });
+    const backing = new Uint8Array(300);
+    for (let i = 0; i < backing.length; i++) backing[i] = (i * 7 + 3) & 0xff;
+    const body = backing.subarray(17, 17 + 256);
+    await s.insert(newEvent('bytes', 'c', T0, { body, headers: { 'x-note': 'naïve ✓', 'content-type': 'a/b' } }));
+    await s.insert(newEvent('empty', 'c', T0 + 1, { body: new Uint8Array(0) }));
+    const r = await s.get('bytes');
+    assert.ok(r);
+    assert.deepEqual([...r.body], [...body]);
+    assert.equal(r.body.constructor, Uint8Array);
+    assert.deepEqual(r.headers, { 'x-note': 'naïve ✓', 'content-type': 'a/b' });
+    assert.equal(typeof r.seq, 'number');
+    assert.equal(r.receivedAt, T0);
+    assert.equal(r.nextAttemptAt, T0);
+    assert.equal((await s.get('empty'))?.body.length, 0);
+    await s.close();
+  });
+
+  test('insert() rejects with StoreUnavailableError when the database cannot be reached', async () => {
+    const unreachable = await pg!.client({ url: 'postgres://postgres@127.0.0.1:1/test' });
+    const s = postgresStore({ sql: unreachable, schema: pg!.schema() });
+    await assert.rejects(async () => s.insert(newEvent('k', 'c', T0)), (e: unknown) => {
+      assert.ok(e instanceof StoreUnavailableError);
+      assert.ok(e.cause, 'the client error is kept as the cause');
+      return true;
+    });
+    await assert.rejects(async () => s.ping(), StoreUnavailableError);
+    await unreachable.end({ timeout: 1 });
+
+    // A client the user has closed behaves the same.
+    const closed = await pg!.client();
+    const s2 = postgresStore({ sql: closed, schema: pg!.schema() });
+    await s2.insert(newEvent('k', 'c', T0));
+    await closed.end({ timeout: 2 });
+    await assert.rejects(async () => s2.insert(newEvent('k2', 'c', T0)), StoreUnavailableError);
+    await assert.rejects(async () => s2.claim({ owner: 'w', limit: 1, leaseMs: 1, now: T0 }), StoreUnavailableError);
+  });
+
+  test('the store works again by itself after the server drops its connection', async () => {
+    const sql = await pg!.client({ max: 1 });
+    const s = postgresStore({ sql, schema: pg!.schema() });
+    await s.insert(newEvent('before', 'c', T0));
+    const pid = await (async () => {
+      const rows = (await sql.unsafe('SELECT pg_backend_pid() AS pid')) as Array<{ pid: number }>;
+      return Number(rows[0]!.pid);
+    })();
+    await pg!.sql.unsafe('SELECT pg_terminate_backend($1::int)', [pid]);
+    let recovered = false;
+    for (let i = 0; i < 50 && !recovered; i++) {
+      try {
+        await s.insert(newEvent('after', 'c', T0));
+        recovered = true;
+      } catch (e) {
+        assert.ok(e instanceof StoreUnavailableError, `a lost connection is StoreUnavailableError, got ${e}`);
+        await sleep(100);
+      }
+    }
+    assert.ok(recovered, 'the store answers again within 5 s');
+    assert.deepEqual(
+      (await s.list()).map((r) => r.key),
+      ['before', 'after'],
+    );
+    await s.close();
+    await sql.end({ timeout: 1 });
+  });
+
+  test('close() leaves the user’s client open unless closeClient is set', async () => {
+    const sql = await pg!.client();
+    const schema = pg!.schema();
+    const s = postgresStore({ sql, schema });
+    await s.ping();
+    await s.close();
+    await assert.rejects(async () => s.ping(), StoreUnavailableError);
+    await sql.unsafe('SELECT 1');
+    const owned = postgresStore({ sql, schema, closeClient: true });
+    await owned.ping();
+    await owned.close();
+    await assert.rejects(async () => sql.unsafe('SELECT 1'));
+  });
+
+  test('claim() skips a customer that another instance is claiming at that moment', async () => {
+    const schema = pg!.schema();
+    const other = await pg!.client();
+    const s = postgresStore({ sql: other, schema });
+    await s.insert(newEvent('a1', 'A', T0));
+    await s.insert(newEvent('b1', 'B', T0 + 1));
+    // Hold customer A's claim lock in an open transaction, as an instance between its two claim statements does.
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    let locked!: () => void;
+    const isLocked = new Promise<void>((resolve) => (locked = resolve));
+    const tx = pg!.sql.begin(async (t) => {
+      await t.unsafe('SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))', [schema, 'A']);
+      locked();
+      await held;
+    });
+    await isLocked;
+    try {
+      const got = await s.claim({ owner: 'w', limit: 10, leaseMs: 1000, now: T0 + 10 });
+      assert.deepEqual(
+        got.map((r) => r.key),
+        ['b1'],
+      );
+    } finally {
+      release();
+      await tx;
+    }
+    const later = await s.claim({ owner: 'w', limit: 10, leaseMs: 1000, now: T0 + 10 });
+    assert.deepEqual(
+      later.map((r) => r.key),
+      ['a1'],
+    );
+    await s.close();
+    await other.end({ timeout: 2 });
+  });
+
+  test('claim() does not start a requeued older event while a newer one of the customer runs', async () => {
+    const s = postgresStore({ sql: pg!.sql, schema: pg!.schema() });
+    await s.insert(newEvent('a1', 'A', T0));
+    await s.insert(newEvent('a2', 'A', T0 + 1));
+    await s.claim({ owner: 'w', limit: 10, leaseMs: 1000, now: T0 });
+    await s.deadLetter('a1', 'w', 'gave up', T0 + 1);
+    assert.deepEqual(
+      (await s.claim({ owner: 'w', limit: 10, leaseMs: 60_000, now: T0 + 2 })).map((r) => r.key),
+      ['a2'],
+    );
+    assert.equal(await s.requeue('a1', T0 + 3), true);
+    assert.deepEqual(await s.claim({ owner: 'x', limit: 10, leaseMs: 1000, now: T0 + 4 }), []);
+    assert.equal(await s.complete('a2', 'w', T0 + 5), true);
+    assert.deepEqual(
+      (await s.claim({ owner: 'x', limit: 10, leaseMs: 1000, now: T0 + 6 })).map((r) => r.key),
+      ['a1'],
+    );
+    await s.close();
+  });
+
+  test('claim() from four connections never runs two events of one customer at once and keeps their order', async () => {
+    const schema = pg!.schema();
+    const TOTAL = 200;
+    const CUSTOMERS = 20;
+    const producerSql = await pg!.client();
+    const producer = postgresStore({ sql: producerSql, schema });
+    await producer.ping();
+    const expected = new Map<string, string[]>(); // customer -> keys in insert order
+    const events: Array<[string, string | null]> = [];
+    for (let i = 0; i < TOTAL; i++) {
+      const customer = i % 10 === 9 ? null : `c${Math.floor(Math.random() * CUSTOMERS)}`;
+      events.push([`e${i}`, customer]);
+    }
+    const running = new Set<string>();
+    const claims = new Map<string, number>();
+    const retried = new Set<string>();
+    const finished = new Map<string, string[]>(); // customer -> keys in the order their run ended
+    let done = 0;
+    const violations: string[] = [];
+    const deadline = Date.now() + 60_000;
+
+    const produce = async () => {
+      // Half up front, half while the workers run: arrival order is insert order either way.
+      for (const [i, [key, customer]] of events.entries()) {
+        await producer.insert(newEvent(key, customer, Date.now()));
+        if (customer) expected.set(customer, [...(expected.get(customer) ?? []), key]);
+        if (i > TOTAL / 2 && i % 10 === 0) await sleep(1);
+      }
+    };
+    const work = async (owner: string) => {
+      const sql = await pg!.client({ max: 2 });
+      const store = postgresStore({ sql, schema });
+      while (done < TOTAL && Date.now() < deadline) {
+        const batch = await store.claim({ owner, limit: 4, leaseMs: 60_000, now: Date.now() });
+        if (batch.length === 0) {
+          await sleep(2);
+          continue;
+        }
+        await Promise.all(
+          batch.map(async (r: EventRecord) => {
+            claims.set(r.key, (claims.get(r.key) ?? 0) + 1);
+            const group = r.customerId;
+            if (group !== null) {
+              if (running.has(group)) violations.push(`${owner} ran ${r.key} while ${group} was running`);
+              running.add(group);
+            }
+            await sleep(Math.random() * 3);
+            // Runs end before the outcome is written: the next event of the customer may start right after.
+            if (group !== null) running.delete(group);
+            if (!retried.has(r.key) && Math.random() < 0.1) {
+              retried.add(r.key);
+              assert.equal(await store.retry(r.key, owner, Date.now(), 'flaky'), true);
+              return;
+            }
+            if (group !== null) finished.set(group, [...(finished.get(group) ?? []), r.key]);
+            assert.equal(await store.complete(r.key, owner, Date.now()), true);
+            done++;
+          }),
+        );
+      }
+      await store.close();
+      await sql.end({ timeout: 2 });
+    };
+
+    await Promise.all([produce(), work('w1'), work('w2'), work('w3'), work('w4')]);
+    assert.deepEqual(violations, []);
+    assert.equal(done, TOTAL, 'every event completed');
+    for (const [key] of events) {
+      assert.equal(claims.get(key), retried.has(key) ? 2 : 1, `${key} claimed once per run`);
+    }
+    for (const [customer, keys] of expected) assert.deepEqual(finished.get(customer), keys, `order of ${customer}`);
+    assert.deepEqual(await producer.counts(), { pending: 0, retrying: 0, done: TOTAL, dead: 0 });
+    await producer.close();
+    await producerSql.end({ timeout: 2 });
+  });
+});
+
+storeContract(label, {
+  skip,
+  make: () => postgresStore({ sql: pg!.sql, schema: pg!.schema() }),
+  teardown: () => pg?.done(),
+});
