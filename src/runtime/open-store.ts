@@ -60,7 +60,7 @@ export async function openStore(config: StoreSettings): Promise<OpenedStore> {
       if (!url) throw new Error('LAVA_WEBHOOK_STORE=postgres needs DATABASE_URL');
       const { postgresStore } = await import('../stores/postgres.ts');
       const { sqlClient } = await import('./sql-client.ts');
-      const store = postgresStore({ sql: await sqlClient(url) });
+      const store = postgresStore({ sql: await sqlClient(url), closeClient: true });
       await store.ping();
       return { store, kind, where: redactUrl(url) };
     }

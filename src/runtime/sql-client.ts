@@ -1,0 +1,32 @@
+// Makes a Postgres client for the server and the CLI: Bun's built-in SQL on Bun, postgres.js on Deno and Node.
+// Only this edge file knows either library; the store takes whatever it is given.
+import type { PostgresClient } from '../stores/postgres.ts';
+
+const isBun = typeof (globalThis as { Bun?: unknown }).Bun !== 'undefined';
+// Specifiers in variables keep Deno's and tsc's module graphs from pulling in the other runtime's library.
+const BUN_MODULE = 'bun';
+const POSTGRES_MODULE = 'postgres';
+
+export interface SqlClientOptions {
+  /** Pool size. Default 10. */
+  max?: number;
+}
+
+export async function sqlClient(url: string, options: SqlClientOptions = {}): Promise<PostgresClient> {
+  const max = options.max ?? 10;
+  if (isBun) {
+    const { SQL } = (await import(BUN_MODULE)) as {
+      SQL: new (url: string, options: Record<string, unknown>) => PostgresClient;
+    };
+    return new SQL(url, { max, connectionTimeout: 5, idleTimeout: 30 });
+  }
+  let mod: { default: (url: string, options: Record<string, unknown>) => PostgresClient };
+  try {
+    mod = (await import(POSTGRES_MODULE)) as typeof mod;
+  } catch (error) {
+    throw new Error('postgres store: the `postgres` package (postgres.js) is not installed — run `npm install postgres`', {
+      cause: error,
+    });
+  }
+  return mod.default(url, { max, connect_timeout: 5, idle_timeout: 30, onnotice: () => {} });
+}
