@@ -1,0 +1,69 @@
+// loadConfig(): the server's environment, validated at start-up with messages that name the variable.
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { loadConfig, parseBytes, parseDuration } from '../src/config.ts';
+import { ConfigError } from '../src/receiver.ts';
+
+describe('loadConfig()', () => {
+  test('applies the documented defaults', () => {
+    const c = loadConfig({ LAVA_WEBHOOK_SECRET: 'whsec_abc' });
+    assert.deepEqual(c.LAVA_WEBHOOK_SECRET, ['whsec_abc']);
+    assert.equal(c.PORT, 3000);
+    assert.equal(c.LAVA_WEBHOOK_DB, './data/lava-webhooks.sqlite');
+    assert.equal(c.LAVA_WEBHOOK_BODY_LIMIT, 256 * 1024);
+    assert.equal(c.LAVA_WEBHOOK_CONCURRENCY, 8);
+    assert.equal(c.LAVA_WEBHOOK_RETENTION, 7 * 86_400_000);
+    assert.equal(c.LAVA_WEBHOOK_DURABILITY, 'normal');
+    assert.equal(c.LAVA_WEBHOOK_PATH, '/webhooks/lava');
+    assert.equal(c.LOG_LEVEL, 'info');
+  });
+
+  test('splits comma-separated secrets for rotation and trims them', () => {
+    assert.deepEqual(loadConfig({ LAVA_WEBHOOK_SECRET: ' new , old ,' }).LAVA_WEBHOOK_SECRET, ['new', 'old']);
+  });
+
+  test('refuses a missing or empty secret with a message naming the variable', () => {
+    assert.throws(() => loadConfig({}), (e: Error) => e instanceof ConfigError && /LAVA_WEBHOOK_SECRET/.test(e.message));
+    assert.throws(() => loadConfig({ LAVA_WEBHOOK_SECRET: '' }), /LAVA_WEBHOOK_SECRET: is required/);
+    assert.throws(() => loadConfig({ LAVA_WEBHOOK_SECRET: ' , ' }), /LAVA_WEBHOOK_SECRET: must hold at least one/);
+  });
+
+  test('parses sizes and durations, and lists every bad value at once', () => {
+    const c = loadConfig({
+      LAVA_WEBHOOK_SECRET: 's',
+      LAVA_WEBHOOK_BODY_LIMIT: '1mb',
+      LAVA_WEBHOOK_RETENTION: '12h',
+      LAVA_WEBHOOK_RETRY_SCHEDULE: '100ms,2s,1m',
+      PORT: '8080',
+    });
+    assert.equal(c.LAVA_WEBHOOK_BODY_LIMIT, 1024 * 1024);
+    assert.equal(c.LAVA_WEBHOOK_RETENTION, 12 * 3_600_000);
+    assert.deepEqual(c.LAVA_WEBHOOK_RETRY_SCHEDULE, [100, 2000, 60000]);
+    assert.equal(c.PORT, 8080);
+    assert.throws(
+      () =>
+        loadConfig({
+          LAVA_WEBHOOK_SECRET: 's',
+          PORT: 'eighty',
+          LAVA_WEBHOOK_RETENTION: 'forever',
+          LAVA_WEBHOOK_STORE: 'mongo',
+        }),
+      (e: Error) =>
+        /PORT/.test(e.message) && /LAVA_WEBHOOK_RETENTION/.test(e.message) && /LAVA_WEBHOOK_STORE/.test(e.message),
+    );
+  });
+
+  test('parseDuration() and parseBytes() accept the documented units only', () => {
+    assert.equal(parseDuration('500ms'), 500);
+    assert.equal(parseDuration('10s'), 10_000);
+    assert.equal(parseDuration('5m'), 300_000);
+    assert.equal(parseDuration('7d'), 604_800_000);
+    assert.equal(parseDuration('250'), 250);
+    assert.equal(parseDuration('ten'), null);
+    assert.equal(parseDuration('-5s'), null);
+    assert.equal(parseBytes('256kb'), 262_144);
+    assert.equal(parseBytes('2MiB'), 2_097_152);
+    assert.equal(parseBytes('12'), 12);
+    assert.equal(parseBytes('1gb'), null);
+  });
+});
