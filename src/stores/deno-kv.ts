@@ -1,0 +1,924 @@
+// Deno KV store: the durable inbox on Deno's built-in key-value database (a local SQLite file, or Deno Deploy's KV).
+// Every state change is one atomic commit guarded by versionstamp checks, so several isolates can share one database.
+import {
+  type ClaimOptions,
+  emptyCounts,
+  type EventRecord,
+  type EventStatus,
+  type InsertResult,
+  type ListOptions,
+  type NewEvent,
+  type PurgeOptions,
+  type RequeueFilter,
+  type StatusCounts,
+  type Store,
+  StoreSchemaError,
+  StoreUnavailableError,
+} from './store.ts';
+
+export const DRIVER_NAME = 'deno-kv';
+
+// The slice of the Deno KV API this store uses, declared here so the file type-checks without Deno's global types
+// (tsc runs with bun-types and @types/node). A real `Deno.Kv` satisfies it.
+type KvKeyPart = Uint8Array | string | number | bigint | boolean | symbol;
+type KvKey = readonly KvKeyPart[];
+interface KvEntryMaybe<T> {
+  key: KvKey;
+  value: T | null;
+  versionstamp: string | null;
+}
+interface KvEntry<T> {
+  key: KvKey;
+  value: T;
+  versionstamp: string;
+}
+type KvListSelector = { prefix: KvKey } | { prefix: KvKey; start: KvKey } | { prefix: KvKey; end: KvKey } | {
+  start: KvKey;
+  end: KvKey;
+};
+interface KvListOptions {
+  limit?: number;
+  batchSize?: number;
+}
+type KvCommitResult = { ok: true; versionstamp: string } | { ok: false };
+interface KvAtomic {
+  check(...checks: { key: KvKey; versionstamp: string | null }[]): KvAtomic;
+  set(key: KvKey, value: unknown, options?: { expireIn?: number }): KvAtomic;
+  delete(key: KvKey): KvAtomic;
+  sum(key: KvKey, n: bigint): KvAtomic;
+  commit(): Promise<KvCommitResult>;
+}
+
+/** The part of `Deno.Kv` this store needs; pass a real `Deno.Kv` (for example Deno Deploy's `await Deno.openKv()`). */
+export interface DenoKvLike {
+  get<T = unknown>(key: KvKey): Promise<KvEntryMaybe<T>>;
+  getMany<T extends readonly unknown[]>(keys: readonly [...{ [K in keyof T]: KvKey }]): Promise<
+    { [K in keyof T]: KvEntryMaybe<T[K]> }
+  >;
+  list<T = unknown>(selector: KvListSelector, options?: KvListOptions): AsyncIterableIterator<KvEntry<T>>;
+  atomic(): KvAtomic;
+  close(): void;
+}
+
+interface DenoLike {
+  openKv?: (path?: string) => Promise<DenoKvLike>;
+}
+
+export interface DenoKvStoreOptions {
+  /** Database file to open with `Deno.openKv(path)` (`:memory:` for a throw-away one); none = the default database. */
+  path?: string;
+  /** An already open database (e.g. Deno Deploy's); used instead of `path`, and left open by `close()`. */
+  kv?: DenoKvLike;
+  /** Key prefix, so several apps can share one database. Default `['lava-webhooks']`. */
+  prefix?: string[];
+  /**
+   * Backstop expiry (ms) set with `expireIn` on done records, for when nobody runs `purge`. Keep it longer than your
+   * retention: `purge` remains the way records are removed (expiry is a minimum, not a deadline, and the `done`
+   * count does not drop for records that expire). Default 30 days; 0 turns it off.
+   */
+  expireDoneAfterMs?: number;
+}
+
+const SCHEMA_VERSION = 1;
+/** Deno KV caps a value at 64 KiB; larger bodies are split into chunks of this size. */
+const CHUNK_BYTES = 65_536;
+/** Bodies up to this size live inside the record itself (saves a read for the usual small webhook). */
+const INLINE_BODY_BYTES = 16 * 1024;
+/** Chunks per atomic commit: 8 × 64 KiB keeps well inside the 800 KiB mutation-size limit of one commit. */
+const CHUNKS_PER_COMMIT = 8;
+/** Error texts are capped so a record always fits in one 64 KiB value. */
+const MAX_ERROR_CHARS = 8192;
+/** Staged chunks of an insert that never committed (crash) are swept by `purge` after this long. */
+const STAGING_STALE_MS = 60 * 60 * 1000;
+/** Chunk deletes that ride along in a purge commit (a commit takes at most 1000 mutations). */
+const MAX_CHUNK_DELETES = 900;
+const MAX_TRIES = 100;
+const BUSY_TRIES = 200;
+const DAY_MS = 24 * 60 * 60 * 1000;
+const U64_MINUS_ONE = (1n << 64n) - 1n;
+
+const NOT_ON_DENO = 'deno-kv store: Deno KV needs the Deno runtime (or pass an open KV as `kv`)';
+const NO_OPEN_KV =
+  'deno-kv store: Deno.openKv is not available — run with --unstable-kv or add "unstable": ["kv"] to deno.json';
+
+/** What is stored under the record key. The body is inline when small, else in chunks under `bodyId`. */
+interface Meta {
+  key: string;
+  event: string;
+  customerId: string | null;
+  headers: Record<string, string>;
+  receivedAt: number;
+  status: EventStatus;
+  seq: number;
+  attempts: number;
+  nextAttemptAt: number;
+  leaseOwner: string | null;
+  leaseUntil: number | null;
+  lastError: string | null;
+  finishedAt: number | null;
+  /** The lowest-seq open record of its ordering group: the only one with a claim slot. */
+  head: boolean;
+  size: number;
+  body: Uint8Array | null;
+  bodyId: string | null;
+  chunks: number;
+  /** The chunks were rewritten with the done-record expiry and must be rewritten before the record reopens. */
+  bodyExpires: boolean;
+}
+
+type Part = string | Uint8Array;
+const CONFLICT = Symbol('conflict');
+type Conflict = typeof CONFLICT;
+
+const isOpen = (s: EventStatus) => s === 'pending' || s === 'retrying';
+const isFinished = (s: EventStatus): s is 'done' | 'dead' => s === 'done' || s === 'dead';
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+const capError = (e: string | null | undefined) =>
+  e == null ? null : e.length > MAX_ERROR_CHARS ? `${e.slice(0, MAX_ERROR_CHARS)}…` : e;
+
+const encoder = new TextEncoder();
+/** Keys longer than this go into KV keys as their SHA-256 (KV keys are capped at 2 KiB). */
+const MAX_PART_CHARS = 256;
+async function part(s: string): Promise<Part> {
+  if (s.length <= MAX_PART_CHARS) return s;
+  // A Uint8Array part sorts apart from strings, so a digest never collides with a short key.
+  return new Uint8Array(await crypto.subtle.digest('SHA-256', encoder.encode(s)));
+}
+
+function sameKey(a: KvKey, b: KvKey): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) {
+    const x = a[i];
+    const y = b[i];
+    if (x instanceof Uint8Array && y instanceof Uint8Array) {
+      if (x.length !== y.length || x.some((v, j) => v !== y[j])) return false;
+    } else if (x !== y) return false;
+  }
+  return true;
+}
+
+/** SQLite-backed KV answers "database is locked" when another handle on the same file is writing: wait and retry. */
+async function whenFree<T>(fn: () => Promise<T>): Promise<T> {
+  for (let i = 0;; i++) {
+    try {
+      return await fn();
+    } catch (err) {
+      if (i >= BUSY_TRIES || !(err instanceof Error) || !/database is locked|busy/i.test(err.message)) throw err;
+      await sleep(2 + Math.random() * Math.min(50, 2 * i));
+    }
+  }
+}
+
+/**
+ * Wraps a KV so reads and commits retry while the file is locked. A failed commit applied nothing, so it is
+ * rebuilt from the recorded mutations and sent again (its checks are evaluated afresh).
+ */
+function patient(kv: DenoKvLike): DenoKvLike {
+  return {
+    get: ((key: KvKey) => whenFree(() => kv.get(key))) as DenoKvLike['get'],
+    getMany: ((keys: readonly KvKey[]) => whenFree(() => kv.getMany(keys))) as DenoKvLike['getMany'],
+    list: (selector, options) => kv.list(selector, options),
+    close: () => kv.close(),
+    atomic() {
+      const steps: ((op: KvAtomic) => void)[] = [];
+      const recorder: KvAtomic = {
+        check: (...checks) => (steps.push((op) => op.check(...checks)), recorder),
+        set: (key, value, options) => (steps.push((op) => op.set(key, value, options)), recorder),
+        delete: (key) => (steps.push((op) => op.delete(key)), recorder),
+        sum: (key, n) => (steps.push((op) => op.sum(key, n)), recorder),
+        commit: () =>
+          whenFree(() => {
+            const op = kv.atomic();
+            for (const step of steps) step(op);
+            return op.commit();
+          }),
+      };
+      return recorder;
+    },
+  };
+}
+
+function toRecord(m: Meta, body: Uint8Array): EventRecord {
+  return {
+    key: m.key,
+    event: m.event,
+    customerId: m.customerId,
+    body,
+    headers: { ...m.headers },
+    receivedAt: m.receivedAt,
+    status: m.status,
+    seq: m.seq,
+    attempts: m.attempts,
+    nextAttemptAt: m.nextAttemptAt,
+    leaseOwner: m.leaseOwner,
+    leaseUntil: m.leaseUntil,
+    lastError: m.lastError,
+    finishedAt: m.finishedAt,
+  };
+}
+
+function denoGlobal(): DenoLike | undefined {
+  return (globalThis as unknown as { Deno?: DenoLike }).Deno;
+}
+
+/**
+ * Layout under `prefix` (`kp` = the event key as a key part, `g` = ordering group parts, `seq` = arrival order):
+ * - `ev,kp` record · `body,bodyId,i` body chunks · `staging,at,bodyId` chunks written ahead of a large insert
+ * - `seq,seq` / `st,status,seq` / `cust,customer,seq` / `fin,status,finishedAt,seq` → kp: list, purge and requeue
+ * - `g,…g` {n: open records} and `q,…g,seq` → kp: each group's open records; the head is the first
+ * - `ready,seq` (head, unleased, pending) and `wait,availableAt,seq` (head, leased or retrying) → kp: claim slots
+ * - `n,status` counters (KvU64, `sum`) · `seqctr` last seq · `schema` {version}
+ *
+ * `seq` comes from a counter key that each insert checks by versionstamp and rewrites (retried on conflict). That
+ * serializes inserts, but keeps seq dense and known inside the commit, so the indexes that order by it are written
+ * atomically with the record (a versionstamp is only known after the commit).
+ */
+export function denoKvStore(options: DenoKvStoreOptions = {}): Store {
+  const P: readonly string[] = options.prefix ?? ['lava-webhooks'];
+  const ttl = options.expireDoneAfterMs ?? 30 * DAY_MS;
+  const doneTtl = ttl > 0 ? { expireIn: ttl } : undefined;
+  if (!options.kv) {
+    const deno = denoGlobal();
+    if (!deno) throw new Error(NOT_ON_DENO);
+    if (typeof deno.openKv !== 'function') throw new Error(NO_OPEN_KV);
+  }
+
+  const K = {
+    schema: [...P, 'schema'],
+    counter: [...P, 'seqctr'],
+    meta: (kp: Part) => [...P, 'ev', kp],
+    chunk: (bodyId: string, i: number) => [...P, 'body', bodyId, i],
+    chunks: (bodyId: string) => [...P, 'body', bodyId],
+    staging: (at: number, bodyId: string) => [...P, 'staging', at, bodyId],
+    seq: (seq: number) => [...P, 'seq', seq],
+    st: (status: EventStatus, seq: number) => [...P, 'st', status, seq],
+    cust: (cp: Part, seq: number) => [...P, 'cust', cp, seq],
+    fin: (status: EventStatus, at: number, seq: number) => [...P, 'fin', status, at, seq],
+    group: (g: readonly Part[]) => [...P, 'g', ...g],
+    queue: (g: readonly Part[], seq: number) => [...P, 'q', ...g, seq],
+    count: (status: EventStatus) => [...P, 'n', status],
+  };
+  const slotKey = (m: Meta): KvKey => {
+    if (m.leaseUntil !== null) return [...P, 'wait', Math.max(m.leaseUntil, m.nextAttemptAt), m.seq];
+    if (m.status === 'retrying') return [...P, 'wait', m.nextAttemptAt, m.seq];
+    return [...P, 'ready', m.seq];
+  };
+  const groupOf = async (m: { key: string; customerId: string | null }): Promise<Part[]> =>
+    m.customerId === null ? ['k', await part(m.key)] : ['c', await part(m.customerId)];
+
+  let kvPromise: Promise<DenoKvLike> | null = null;
+  let opened: DenoKvLike | null = null;
+  let closed = false;
+
+  async function open(): Promise<DenoKvLike> {
+    let kv: DenoKvLike;
+    if (options.kv) kv = options.kv;
+    else {
+      const openKv = denoGlobal()?.openKv;
+      if (!openKv) throw new Error(NO_OPEN_KV);
+      kv = await openKv(options.path);
+      opened = kv;
+    }
+    const db = patient(kv);
+    const got = await db.get<{ version?: unknown }>(K.schema);
+    if (got.value === null) {
+      await db.atomic().check({ key: K.schema, versionstamp: null }).set(K.schema, { version: SCHEMA_VERSION })
+        .commit();
+    } else if (typeof got.value !== 'object' || got.value.version !== SCHEMA_VERSION) {
+      throw new StoreSchemaError(
+        `deno-kv store: data under prefix ${JSON.stringify(P)} has schema ${
+          JSON.stringify(got.value)
+        }, expected version ${SCHEMA_VERSION}`,
+      );
+    }
+    return db;
+  }
+
+  /** Runs `fn` with the open database; anything that is not already a store error becomes StoreUnavailableError. */
+  async function run<T>(what: string, fn: (kv: DenoKvLike) => Promise<T>): Promise<T> {
+    if (closed) throw new StoreUnavailableError('deno-kv store is closed');
+    try {
+      if (!kvPromise) {
+        kvPromise = open();
+        kvPromise.catch(() => {
+          kvPromise = null;
+          try {
+            opened?.close();
+          } catch {
+            // Already unusable; the open error is the one worth reporting.
+          }
+          opened = null;
+        });
+      }
+      return await fn(await kvPromise);
+    } catch (err) {
+      if (err instanceof StoreUnavailableError || err instanceof StoreSchemaError) throw err;
+      const message = err instanceof Error ? err.message : String(err);
+      throw new StoreUnavailableError(`deno-kv store: ${what} failed: ${message}`, { cause: err });
+    }
+  }
+
+  /** Repeats an optimistic read-check-commit until it goes through without a concurrent writer in between. */
+  async function optimistic<T>(what: string, attempt: () => Promise<T | Conflict>): Promise<T> {
+    for (let i = 0; i < MAX_TRIES; i++) {
+      const result = await attempt();
+      if (result !== CONFLICT) return result;
+      // Jitter spreads the retries of writers that collided on the same key.
+      if (i > 0) await sleep(Math.random() * Math.min(25, 2 * i));
+    }
+    throw new StoreUnavailableError(`deno-kv store: ${what} kept conflicting with concurrent writers`);
+  }
+
+  async function getMetas(kv: DenoKvLike, kps: Part[]): Promise<KvEntryMaybe<Meta>[]> {
+    const batches: Promise<KvEntryMaybe<Meta>[]>[] = [];
+    for (let i = 0; i < kps.length; i += 10) {
+      batches.push(kv.getMany<Meta[]>(kps.slice(i, i + 10).map((kp) => K.meta(kp))));
+    }
+    return (await Promise.all(batches)).flat();
+  }
+
+  async function readBody(kv: DenoKvLike, m: Meta): Promise<Uint8Array> {
+    if (m.body) return m.body;
+    if (m.chunks === 0 || m.bodyId === null) return new Uint8Array(0);
+    const out = new Uint8Array(m.size);
+    let offset = 0;
+    let n = 0;
+    for await (const e of kv.list<Uint8Array>({ prefix: K.chunks(m.bodyId) })) {
+      if (e.key[e.key.length - 1] !== n || offset + e.value.length > m.size) break;
+      out.set(e.value, offset);
+      offset += e.value.length;
+      n++;
+    }
+    if (n !== m.chunks || offset !== m.size) {
+      throw new StoreUnavailableError(`deno-kv store: body of ${JSON.stringify(m.key)} is incomplete`);
+    }
+    return out;
+  }
+
+  const withBodies = (kv: DenoKvLike, metas: Meta[]) =>
+    Promise.all(metas.map(async (m) => toRecord(m, await readBody(kv, m))));
+
+  function splitBody(body: Uint8Array): Uint8Array[] {
+    const out: Uint8Array[] = [];
+    for (let i = 0; i < body.length; i += CHUNK_BYTES) out.push(body.slice(i, i + CHUNK_BYTES));
+    return out;
+  }
+
+  /** Writes chunks ahead of the commit that references them, behind a staging marker that purge can sweep. */
+  async function stageChunks(kv: DenoKvLike, chunks: Uint8Array[]): Promise<{ bodyId: string; marker: KvKey }> {
+    const bodyId = crypto.randomUUID();
+    const marker = K.staging(Date.now(), bodyId);
+    const ok = await kv.atomic().set(marker, { bodyId, chunks: chunks.length }).commit();
+    if (!ok.ok) throw new StoreUnavailableError('deno-kv store: could not stage a large body');
+    for (let i = 0; i < chunks.length; i += CHUNKS_PER_COMMIT) {
+      const op = kv.atomic();
+      for (let j = i; j < Math.min(chunks.length, i + CHUNKS_PER_COMMIT); j++) op.set(K.chunk(bodyId, j), chunks[j]);
+      const r = await op.commit();
+      if (!r.ok) throw new StoreUnavailableError('deno-kv store: could not stage a large body');
+    }
+    return { bodyId, marker };
+  }
+
+  async function deleteChunks(kv: DenoKvLike, bodyId: string, chunks: number, marker?: KvKey): Promise<void> {
+    for (let i = 0; i < chunks; i += MAX_CHUNK_DELETES) {
+      const op = kv.atomic();
+      for (let j = i; j < Math.min(chunks, i + MAX_CHUNK_DELETES); j++) op.delete(K.chunk(bodyId, j));
+      await op.commit();
+    }
+    if (marker) await kv.atomic().delete(marker).commit();
+  }
+
+  /**
+   * Adds the writes shared by every state change of one record: the record, its status/finish indexes, counters and
+   * claim slot. Group membership and the neighbouring head are the caller's business.
+   */
+  function change(op: KvAtomic, kp: Part, cp: Part | null, before: Meta, after: Meta): void {
+    const expire = after.status === 'done' ? doneTtl : undefined;
+    const expiryChanged = (before.status === 'done') !== (after.status === 'done') && doneTtl !== undefined;
+    op.set(K.meta(kp), after, expire);
+    if (before.status !== after.status || expiryChanged) {
+      op.delete(K.st(before.status, before.seq));
+      op.set(K.st(after.status, after.seq), kp, expire);
+    }
+    if (before.status !== after.status) {
+      op.sum(K.count(before.status), U64_MINUS_ONE);
+      op.sum(K.count(after.status), 1n);
+    }
+    if (isFinished(before.status) && before.finishedAt !== null) {
+      op.delete(K.fin(before.status, before.finishedAt, before.seq));
+    }
+    if (isFinished(after.status) && after.finishedAt !== null) {
+      op.set(K.fin(after.status, after.finishedAt, after.seq), kp, expire);
+    }
+    if (expiryChanged) {
+      op.set(K.seq(after.seq), kp, expire);
+      if (cp !== null) op.set(K.cust(cp, after.seq), kp, expire);
+    }
+    const oldSlot = before.head ? slotKey(before) : null;
+    const newSlot = after.head ? slotKey(after) : null;
+    if (oldSlot && !(newSlot && sameKey(oldSlot, newSlot))) op.delete(oldSlot);
+    if (newSlot) op.set(newSlot, kp);
+  }
+
+  const custPart = (m: Meta) => (m.customerId === null ? Promise.resolve(null) : part(m.customerId));
+
+  /** After a done record commits, its body chunks get the same expiry (best effort: purge still deletes them). */
+  async function expireChunks(kv: DenoKvLike, kp: Part, m: Meta, versionstamp: string): Promise<void> {
+    if (!doneTtl || m.status !== 'done' || m.chunks === 0 || m.bodyId === null) return;
+    try {
+      // Mark first, so a requeue that slips in between knows the chunks may expire and rewrites them.
+      const marked = { ...m, bodyExpires: true };
+      const r = await kv
+        .atomic()
+        .check({ key: K.meta(kp), versionstamp })
+        .set(K.meta(kp), marked, doneTtl)
+        .commit();
+      if (!r.ok) return;
+      const body = await readBody(kv, m);
+      const chunks = splitBody(body);
+      for (let i = 0; i < chunks.length; i += CHUNKS_PER_COMMIT) {
+        const op = kv.atomic().check({ key: K.meta(kp), versionstamp: r.versionstamp });
+        for (let j = i; j < Math.min(chunks.length, i + CHUNKS_PER_COMMIT); j++) {
+          op.set(K.chunk(m.bodyId, j), chunks[j], doneTtl);
+        }
+        if (!(await op.commit()).ok) return;
+      }
+    } catch {
+      // A backstop only: the record is done either way and purge removes the chunks.
+    }
+  }
+
+  /** complete/retry/deadLetter/renew: a change allowed only while `owner` holds the lease. */
+  async function fenced(
+    what: string,
+    key: string,
+    owner: string,
+    next: (m: Meta) => Meta,
+  ): Promise<boolean> {
+    return run(what, async (kv) => {
+      const kp = await part(key);
+      let done: { m: Meta; versionstamp: string } | null = null;
+      const ok = await optimistic(what, async () => {
+        const cur = await kv.get<Meta>(K.meta(kp));
+        const m = cur.value;
+        if (!m || !cur.versionstamp || !isOpen(m.status) || m.leaseOwner !== owner) return false;
+        const after = next(m);
+        const cp = await custPart(m);
+        const op = kv.atomic().check({ key: K.meta(kp), versionstamp: cur.versionstamp });
+        if (isFinished(after.status)) {
+          // Leaving the group: drop out of its queue and, when it was the head, promote the next open record.
+          const g = await groupOf(m);
+          const [gEntry, nextHead] = await Promise.all([
+            kv.get<{ n: number }>(K.group(g)),
+            m.head ? nextInQueue(kv, g, m.seq) : Promise.resolve(null),
+          ]);
+          op.check({ key: K.group(g), versionstamp: gEntry.versionstamp });
+          const n = (gEntry.value?.n ?? 1) - 1;
+          if (n > 0) op.set(K.group(g), { n });
+          else op.delete(K.group(g));
+          op.delete(K.queue(g, m.seq));
+          if (nextHead) {
+            const h = await kv.get<Meta>(K.meta(nextHead));
+            if (!h.value || !h.versionstamp) return CONFLICT;
+            op.check({ key: K.meta(nextHead), versionstamp: h.versionstamp });
+            const promoted = { ...h.value, head: true };
+            change(op, nextHead, await custPart(h.value), h.value, promoted);
+          }
+          change(op, kp, cp, m, { ...after, head: false });
+        } else {
+          change(op, kp, cp, m, after);
+        }
+        const r = await op.commit();
+        if (!r.ok) return CONFLICT;
+        done = { m: { ...after, head: isFinished(after.status) ? false : after.head }, versionstamp: r.versionstamp };
+        return true;
+      });
+      const finished = done as { m: Meta; versionstamp: string } | null;
+      if (ok && finished) await expireChunks(kv, kp, finished.m, finished.versionstamp);
+      return ok;
+    });
+  }
+
+  /** The first open record of group `g` other than `seq` (the queue is in seq order). */
+  async function nextInQueue(kv: DenoKvLike, g: readonly Part[], seq: number): Promise<Part | null> {
+    for await (const e of kv.list<Part>({ prefix: [...P, 'q', ...g] }, { limit: 2 })) {
+      if (e.key[e.key.length - 1] !== seq) return e.value;
+    }
+    return null;
+  }
+
+  async function requeueOne(kv: DenoKvLike, kp: Part, now: number): Promise<boolean> {
+    type Staged = { bodyId: string; marker: KvKey; old: Meta };
+    let staged: Staged | null = null;
+    try {
+      return await optimistic('requeue', async () => {
+        const cur = await kv.get<Meta>(K.meta(kp));
+        const m = cur.value;
+        if (!m || !cur.versionstamp) return false;
+        const cp = await custPart(m);
+        const after: Meta = {
+          ...m,
+          status: 'pending',
+          attempts: 0,
+          nextAttemptAt: now,
+          leaseOwner: null,
+          leaseUntil: null,
+          lastError: null,
+          finishedAt: null,
+        };
+        const op = kv.atomic().check({ key: K.meta(kp), versionstamp: cur.versionstamp });
+        let used: Staged | null = null;
+        if (isOpen(m.status)) {
+          change(op, kp, cp, m, after);
+        } else {
+          if (m.bodyExpires && m.bodyId !== null) {
+            // The chunks may carry the done-record expiry: copy them to fresh keys that do not expire.
+            let s = staged as Staged | null;
+            if (!s || s.old.bodyId !== m.bodyId) {
+              if (s) await deleteChunks(kv, s.bodyId, s.old.chunks, s.marker);
+              staged = null;
+              s = { ...(await stageChunks(kv, splitBody(await readBody(kv, m)))), old: m };
+              staged = s;
+            }
+            used = s;
+            after.bodyId = s.bodyId;
+            after.bodyExpires = false;
+            op.delete(s.marker);
+          }
+          const g = await groupOf(m);
+          const [gEntry, headKp] = await Promise.all([kv.get<{ n: number }>(K.group(g)), nextInQueue(kv, g, -1)]);
+          op.check({ key: K.group(g), versionstamp: gEntry.versionstamp });
+          op.set(K.group(g), { n: (gEntry.value?.n ?? 0) + 1 });
+          op.set(K.queue(g, m.seq), kp);
+          after.head = true;
+          if (headKp !== null) {
+            const h = await kv.get<Meta>(K.meta(headKp));
+            if (!h.value || !h.versionstamp) return CONFLICT;
+            if (h.value.seq < m.seq) after.head = false;
+            else {
+              // An older event comes back in front of the group's current head.
+              op.check({ key: K.meta(headKp), versionstamp: h.versionstamp });
+              change(op, headKp, await custPart(h.value), h.value, { ...h.value, head: false });
+            }
+          }
+          change(op, kp, cp, m, after);
+        }
+        const r = await op.commit();
+        if (!r.ok) return CONFLICT;
+        const u = used as Staged | null;
+        if (u && u.old.bodyId !== null) {
+          staged = null;
+          await deleteChunks(kv, u.old.bodyId, u.old.chunks);
+        }
+        return true;
+      });
+    } finally {
+      const s = staged as Staged | null;
+      if (s) await deleteChunks(kv, s.bodyId, s.old.chunks, s.marker).catch(() => {});
+    }
+  }
+
+  /** Keys of index entries in order, `limit` records at most after filtering on the loaded records. */
+  async function collect(
+    kv: DenoKvLike,
+    selector: KvListSelector,
+    keep: (m: Meta) => boolean,
+    limit: number,
+  ): Promise<Meta[]> {
+    const out: Meta[] = [];
+    let buffer: KvEntry<Part>[] = [];
+    const flush = async () => {
+      const metas = await getMetas(
+        kv,
+        buffer.map((e) => e.value),
+      );
+      for (let i = 0; i < buffer.length && out.length < limit; i++) {
+        const m = metas[i]?.value;
+        const e = buffer[i] as KvEntry<Part>;
+        // An index entry whose record is gone or was replaced (purged, expired, reinserted) is skipped.
+        if (m && m.seq === e.key[e.key.length - 1] && keep(m)) out.push(m);
+      }
+      buffer = [];
+    };
+    for await (const e of kv.list<Part>(selector, { batchSize: 100 })) {
+      buffer.push(e);
+      if (buffer.length >= 50) await flush();
+      if (out.length >= limit) break;
+    }
+    if (buffer.length > 0 && out.length < limit) await flush();
+    return out;
+  }
+
+  return {
+    name: DRIVER_NAME,
+
+    insert(event: NewEvent): Promise<InsertResult> {
+      return run('insert', async (kv) => {
+        const kp = await part(event.key);
+        const cp = event.customerId === null ? null : await part(event.customerId);
+        const g = await groupOf(event);
+        const open = event.status === 'pending';
+        const body = event.body;
+        const inline = body.length <= INLINE_BODY_BYTES;
+        const chunks = inline ? [] : splitBody(body);
+        let staged: { bodyId: string; marker: KvKey } | null = null;
+        try {
+          return await optimistic('insert', async () => {
+            const reads: KvKey[] = open ? [K.meta(kp), K.counter, K.group(g)] : [K.meta(kp), K.counter];
+            const [existing, counter, group] = await kv.getMany<unknown[]>(reads);
+            if (existing?.versionstamp) return { inserted: false };
+            if (chunks.length > CHUNKS_PER_COMMIT && !staged) staged = await stageChunks(kv, chunks);
+            const seq = ((counter?.value as number | null) ?? 0) + 1;
+            const groupN = (group?.value as { n: number } | null)?.n ?? 0;
+            const bodyId = inline ? null : (staged?.bodyId ?? crypto.randomUUID());
+            const m: Meta = {
+              key: event.key,
+              event: event.event,
+              customerId: event.customerId,
+              headers: { ...event.headers },
+              receivedAt: event.receivedAt,
+              status: event.status,
+              seq,
+              attempts: 0,
+              nextAttemptAt: event.receivedAt,
+              leaseOwner: null,
+              leaseUntil: null,
+              lastError: capError(event.lastError),
+              finishedAt: event.status === 'dead' ? event.receivedAt : null,
+              head: open && groupN === 0,
+              size: body.length,
+              body: inline ? body.slice() : null,
+              bodyId,
+              chunks: chunks.length,
+              bodyExpires: false,
+            };
+            const op = kv
+              .atomic()
+              .check({ key: K.meta(kp), versionstamp: null })
+              .check({ key: K.counter, versionstamp: counter?.versionstamp ?? null })
+              .set(K.counter, seq)
+              .set(K.meta(kp), m)
+              .set(K.seq(seq), kp)
+              .set(K.st(m.status, seq), kp)
+              .sum(K.count(m.status), 1n);
+            if (cp !== null) op.set(K.cust(cp, seq), kp);
+            if (open) {
+              op.check({ key: K.group(g), versionstamp: group?.versionstamp ?? null });
+              op.set(K.group(g), { n: groupN + 1 });
+              op.set(K.queue(g, seq), kp);
+              if (m.head) op.set(slotKey(m), kp);
+            } else if (m.finishedAt !== null) {
+              op.set(K.fin(m.status, m.finishedAt, seq), kp);
+            }
+            const s = staged as { bodyId: string; marker: KvKey } | null;
+            if (s) op.delete(s.marker);
+            else if (bodyId !== null) chunks.forEach((c, i) => op.set(K.chunk(bodyId, i), c));
+            const r = await op.commit();
+            if (!r.ok) return CONFLICT;
+            staged = null;
+            return { inserted: true };
+          });
+        } finally {
+          const s = staged as { bodyId: string; marker: KvKey } | null;
+          if (s) await deleteChunks(kv, s.bodyId, chunks.length, s.marker).catch(() => {});
+        }
+      });
+    },
+
+    claim({ owner, limit, leaseMs, now }: ClaimOptions): Promise<EventRecord[]> {
+      return run('claim', async (kv) => {
+        const won: Meta[] = [];
+        const tried = new Set<string>();
+        const id = (kp: Part) => (typeof kp === 'string' ? `s:${kp}` : `b:${kp.join(',')}`);
+        for (let round = 0; round < MAX_TRIES && won.length < limit; round++) {
+          const need = limit - won.length;
+          const candidates: KvEntry<Part>[] = [];
+          for await (const e of kv.list<Part>({ prefix: [...P, 'ready'] }, { batchSize: Math.min(500, need + 10) })) {
+            if (tried.has(id(e.value))) continue;
+            candidates.push(e);
+            if (candidates.length >= need) break;
+          }
+          // Leased and retrying heads that came due: expired leases and retries whose time has come.
+          for await (
+            const e of kv.list<Part>(
+              { start: [...P, 'wait'], end: [...P, 'wait', now, true] },
+              { limit: 1000 },
+            )
+          ) {
+            if (!tried.has(id(e.value))) candidates.push(e);
+          }
+          if (candidates.length === 0) break;
+          const seqOf = (e: KvEntry<Part>) => e.key[e.key.length - 1] as number;
+          candidates.sort((a, b) => seqOf(a) - seqOf(b));
+          const picked = candidates.slice(0, need);
+          const metas = await getMetas(
+            kv,
+            picked.map((e) => e.value),
+          );
+          await Promise.all(
+            picked.map(async (slot, i) => {
+              const kp = slot.value;
+              tried.add(id(kp));
+              const cur = metas[i] as KvEntryMaybe<Meta>;
+              const m = cur.value;
+              if (!m || !cur.versionstamp || !m.head || !isOpen(m.status)) return;
+              if (m.nextAttemptAt > now || (m.leaseUntil !== null && m.leaseUntil > now)) return;
+              if (!sameKey(slotKey(m), slot.key)) return;
+              const after: Meta = { ...m, leaseOwner: owner, leaseUntil: now + leaseMs, attempts: m.attempts + 1 };
+              const op = kv
+                .atomic()
+                .check({ key: K.meta(kp), versionstamp: cur.versionstamp })
+                .check({ key: slot.key, versionstamp: slot.versionstamp });
+              change(op, kp, null, m, after);
+              if ((await op.commit()).ok) won.push(after);
+            }),
+          );
+        }
+        won.sort((a, b) => a.seq - b.seq);
+        return withBodies(kv, won);
+      });
+    },
+
+    renew(key, owner, leaseUntil) {
+      return fenced('renew', key, owner, (m) => ({ ...m, leaseUntil }));
+    },
+    complete(key, owner, now) {
+      return fenced('complete', key, owner, (m) => ({
+        ...m,
+        status: 'done',
+        finishedAt: now,
+        leaseOwner: null,
+        leaseUntil: null,
+      }));
+    },
+    retry(key, owner, at, error) {
+      return fenced('retry', key, owner, (m) => ({
+        ...m,
+        status: 'retrying',
+        nextAttemptAt: at,
+        lastError: capError(error),
+        leaseOwner: null,
+        leaseUntil: null,
+      }));
+    },
+    deadLetter(key, owner, error, now) {
+      return fenced('deadLetter', key, owner, (m) => ({
+        ...m,
+        status: 'dead',
+        lastError: capError(error),
+        finishedAt: now,
+        leaseOwner: null,
+        leaseUntil: null,
+      }));
+    },
+
+    requeue(key, now) {
+      return run('requeue', async (kv) => requeueOne(kv, await part(key), now));
+    },
+
+    requeueWhere(filter: RequeueFilter, now) {
+      return run('requeueWhere', async (kv) => {
+        // Collect first: requeueing moves records between the status indexes being read.
+        const kps: Part[] = [];
+        for (const status of filter.status ?? ['dead']) {
+          const metas = await collect(
+            kv,
+            { prefix: [...P, 'st', status] },
+            (m) => m.status === status && (filter.event === undefined || m.event === filter.event),
+            Number.POSITIVE_INFINITY,
+          );
+          for (const m of metas) kps.push(await part(m.key));
+        }
+        let n = 0;
+        for (const kp of kps) if (await requeueOne(kv, kp, now)) n++;
+        return n;
+      });
+    },
+
+    get(key) {
+      return run('get', async (kv) => {
+        const cur = await kv.get<Meta>(K.meta(await part(key)));
+        return cur.value ? toRecord(cur.value, await readBody(kv, cur.value)) : null;
+      });
+    },
+
+    list(options: ListOptions = {}) {
+      return run('list', async (kv) => {
+        const limit = options.limit ?? 100;
+        if (limit <= 0) return [];
+        let prefix: KvKey;
+        if (options.status !== undefined) prefix = [...P, 'st', options.status];
+        else if (options.customerId !== undefined) prefix = [...P, 'cust', await part(options.customerId)];
+        else prefix = [...P, 'seq'];
+        const selector: KvListSelector = options.afterSeq !== undefined
+          ? { prefix, start: [...prefix, options.afterSeq, true] }
+          : { prefix };
+        const metas = await collect(
+          kv,
+          selector,
+          (m) =>
+            (options.status === undefined || m.status === options.status) &&
+            (options.event === undefined || m.event === options.event) &&
+            (options.customerId === undefined || m.customerId === options.customerId) &&
+            (options.afterSeq === undefined || m.seq > options.afterSeq),
+          limit,
+        );
+        return withBodies(kv, metas);
+      });
+    },
+
+    purge({ before, status }: PurgeOptions) {
+      return run('purge', async (kv) => {
+        let n = 0;
+        for (const st of status ?? ['done']) {
+          const entries: KvEntry<Part>[] = [];
+          for await (const e of kv.list<Part>({ start: [...P, 'fin', st], end: [...P, 'fin', st, before] })) {
+            entries.push(e);
+          }
+          for (let i = 0; i < entries.length; i += 20) {
+            const batch = entries.slice(i, i + 20);
+            const metas = await getMetas(
+              kv,
+              batch.map((e) => e.value),
+            );
+            const removed = await Promise.all(
+              batch.map(async (e, j) => {
+                const kp = e.value;
+                const cur = metas[j] as KvEntryMaybe<Meta>;
+                const m = cur.value;
+                const seq = e.key[e.key.length - 1];
+                if (!m || !cur.versionstamp || m.seq !== seq || m.status !== st) {
+                  // A stale index entry (its record expired or was replaced): drop just the entry.
+                  await kv.atomic().check({ key: e.key, versionstamp: e.versionstamp }).delete(e.key).commit();
+                  return 0;
+                }
+                const op = kv
+                  .atomic()
+                  .check({ key: K.meta(kp), versionstamp: cur.versionstamp })
+                  .delete(K.meta(kp))
+                  .delete(K.seq(m.seq))
+                  .delete(K.st(m.status, m.seq))
+                  .delete(e.key)
+                  .sum(K.count(m.status), U64_MINUS_ONE);
+                if (m.customerId !== null) op.delete(K.cust(await part(m.customerId), m.seq));
+                const together = m.bodyId !== null && m.chunks <= MAX_CHUNK_DELETES;
+                if (together) { for (let c = 0; c < m.chunks; c++) op.delete(K.chunk(m.bodyId as string, c)); }
+                // A record changed since it was listed (requeued) is simply not purged this time.
+                if (!(await op.commit()).ok) return 0;
+                if (m.bodyId !== null && !together) await deleteChunks(kv, m.bodyId, m.chunks);
+                return 1;
+              }),
+            );
+            n += removed.reduce<number>((a, b) => a + b, 0);
+          }
+        }
+        // Chunks staged by inserts that never committed (the process died in between).
+        const stale: KvEntry<{ bodyId: string; chunks: number }>[] = [];
+        for await (
+          const e of kv.list<{ bodyId: string; chunks: number }>({
+            start: [...P, 'staging'],
+            end: [...P, 'staging', Date.now() - STAGING_STALE_MS],
+          })
+        ) {
+          stale.push(e);
+        }
+        for (const e of stale) await deleteChunks(kv, e.value.bodyId, e.value.chunks, e.key);
+        return n;
+      });
+    },
+
+    counts(): Promise<StatusCounts> {
+      return run('counts', async (kv) => {
+        const statuses = ['pending', 'retrying', 'done', 'dead'] as const;
+        const got = await kv.getMany<unknown[]>(statuses.map((s) => K.count(s)));
+        const c = emptyCounts();
+        statuses.forEach((s, i) => {
+          const v = (got[i]?.value as { value?: unknown } | null)?.value;
+          // Counters are unsigned; a value past 2^63 can only be a decrement below zero.
+          c[s] = typeof v === 'bigint' && v < 1n << 63n ? Number(v) : 0;
+        });
+        return c;
+      });
+    },
+
+    ping() {
+      return run('ping', async (kv) => {
+        await kv.get(K.schema);
+      });
+    },
+
+    async close() {
+      if (closed) return;
+      closed = true;
+      const pending = kvPromise;
+      kvPromise = null;
+      if (!pending || options.kv) return;
+      try {
+        (await pending).close();
+      } catch {
+        // Opening had failed: nothing to close.
+      }
+      opened = null;
+    },
+  };
+}

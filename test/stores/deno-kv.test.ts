@@ -1,0 +1,263 @@
+// The store contract against real Deno KV (in memory and on a file), plus what only KV needs: large bodies split
+// into chunks, two handles on one file claiming at once, and data that outlives the handle.
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, test } from 'node:test';
+import { denoKvStore } from '../../src/stores/deno-kv.ts';
+import { memoryStore } from '../../src/stores/memory.ts';
+import type { EventRecord, Store } from '../../src/stores/store.ts';
+import { newEvent, storeContract } from './contract.ts';
+
+const deno = (globalThis as unknown as { Deno?: { openKv?: unknown } }).Deno;
+const skip = !deno ? 'Deno KV needs Deno' : typeof deno.openKv !== 'function' ? 'Deno KV needs --unstable-kv' : false;
+
+let dir: string | null = null;
+let files = 0;
+const tempFile = () => {
+  dir ??= mkdtempSync(join(tmpdir(), 'lava-kv-'));
+  return join(dir, `kv-${++files}.sqlite`);
+};
+const removeTemp = () => {
+  if (dir) rmSync(dir, { recursive: true, force: true });
+  dir = null;
+};
+
+storeContract('deno-kv (:memory:)', { make: () => denoKvStore({ path: ':memory:' }), skip });
+storeContract('deno-kv (file)', { make: () => denoKvStore({ path: tempFile() }), skip, teardown: removeTemp });
+
+const T0 = 1_700_000_000_000;
+const bytes = (n: number, seed: number) => {
+  const b = new Uint8Array(n);
+  // Not a repeating pattern, so a chunk written at the wrong offset shows.
+  let x = seed;
+  for (let i = 0; i < n; i++) {
+    x = (x * 1103515245 + 12345) >>> 0;
+    b[i] = x >>> 24;
+  }
+  return b;
+};
+
+interface RawKv {
+  list(selector: { prefix: unknown[] }): AsyncIterable<{ key: unknown[]; value: unknown }>;
+  close(): void;
+}
+const openRaw = () =>
+  (globalThis as unknown as { Deno: { openKv(p: string): Promise<RawKv> } }).Deno.openKv(':memory:');
+
+if (skip) {
+  console.log(`[skip] deno-kv store extras: ${skip}`);
+  describe('deno-kv store extras', () => {
+    test(`skipped: ${skip}`, { skip }, () => {});
+    test('denoKvStore() without Deno says so at construction', () => {
+      assert.throws(() => denoKvStore(), /deno-kv store: Deno KV needs the Deno runtime/);
+    });
+  });
+} else {
+  describe('deno-kv store extras', () => {
+    after(removeTemp);
+
+    test('denoKvStore() keeps a body near the 256 KiB limit and a 1 MiB body intact through its life', async () => {
+      const s = denoKvStore({ path: ':memory:' });
+      const near = bytes(256 * 1024 - 7, 1);
+      const big = bytes(1024 * 1024, 2);
+      const exact = bytes(65_536 * 3, 3);
+      await s.insert(newEvent('near', 'A', T0, { body: near }));
+      await s.insert(newEvent('big', 'B', T0 + 1, { body: big }));
+      await s.insert(newEvent('exact', 'C', T0 + 2, { body: exact }));
+      assert.deepEqual(await s.insert(newEvent('big', 'B', T0 + 3, { body: bytes(1024 * 1024, 9) })), {
+        inserted: false,
+      });
+      assert.ok(Buffer.from((await s.get('near'))!.body).equals(Buffer.from(near)));
+      assert.ok(Buffer.from((await s.get('big'))!.body).equals(Buffer.from(big)));
+      assert.ok(Buffer.from((await s.get('exact'))!.body).equals(Buffer.from(exact)));
+      const claimed = await s.claim({ owner: 'w', limit: 10, leaseMs: 1000, now: T0 + 10 });
+      assert.deepEqual(
+        claimed.map((r) => [r.key, r.body.length]),
+        [
+          ['near', near.length],
+          ['big', big.length],
+          ['exact', exact.length],
+        ],
+      );
+      assert.ok(Buffer.from(claimed[1]!.body).equals(Buffer.from(big)));
+      // Done, then back: the body must survive the done-record expiry being set and lifted.
+      assert.equal(await s.complete('big', 'w', T0 + 20), true);
+      assert.equal(await s.requeue('big', T0 + 30), true);
+      assert.ok(Buffer.from((await s.get('big'))!.body).equals(Buffer.from(big)));
+      assert.ok(Buffer.from((await s.list({ customerId: 'B' }))[0]!.body).equals(Buffer.from(big)));
+      await s.deadLetter('near', 'w', 'x', T0 + 40);
+      assert.equal(await s.purge({ before: T0 + 50, status: ['dead'] }), 1);
+      assert.equal(await s.get('near'), null);
+      await s.close();
+    });
+
+    test('denoKvStore() on one file: two stores claiming concurrently never get the same event', async () => {
+      const path = tempFile();
+      const a = denoKvStore({ path });
+      const b = denoKvStore({ path });
+      // Inserted concurrently through both handles: every insert still gets its own seq.
+      await Promise.all(
+        Array.from({ length: 40 }, (_, i) => (i % 2 ? a : b).insert(newEvent(`e${i}`, `c${i % 30}`, T0 + i))),
+      );
+      const seqs = (await a.list({ limit: 100 })).map((r) => r.seq);
+      assert.equal(new Set(seqs).size, 40);
+      const seen: string[] = [];
+      for (let round = 0; round < 3; round++) {
+        const got = await Promise.all([
+          a.claim({ owner: 'a', limit: 7, leaseMs: 60_000, now: T0 + 100 }),
+          b.claim({ owner: 'b', limit: 7, leaseMs: 60_000, now: T0 + 100 }),
+          a.claim({ owner: 'a2', limit: 7, leaseMs: 60_000, now: T0 + 100 }),
+        ]);
+        seen.push(...got.flat().map((r) => r.key));
+      }
+      assert.equal(new Set(seen).size, seen.length, 'no event claimed twice');
+      // 30 customers: only one head each is claimable while the leases last.
+      assert.equal(seen.length, 30);
+      const records = await Promise.all(seen.map((k) => a.get(k)));
+      assert.equal(new Set(records.map((r) => r?.customerId)).size, 30);
+      await a.close();
+      await b.close();
+    });
+
+    test('denoKvStore() data survives closing and reopening the file', async () => {
+      const path = tempFile();
+      const s1: Store = denoKvStore({ path });
+      const body = bytes(300 * 1024, 4);
+      await s1.insert(newEvent('k1', 'A', T0, { body }));
+      await s1.insert(newEvent('k2', 'A', T0 + 1));
+      await s1.claim({ owner: 'w', limit: 1, leaseMs: 1000, now: T0 });
+      await s1.close();
+      const s2 = denoKvStore({ path });
+      const r = await s2.get('k1');
+      assert.equal(r?.leaseOwner, 'w');
+      assert.ok(Buffer.from(r!.body).equals(Buffer.from(body)));
+      assert.equal(await s2.complete('k1', 'w', T0 + 5), true);
+      assert.deepEqual(await s2.counts(), { pending: 1, retrying: 0, done: 1, dead: 0 });
+      assert.deepEqual(
+        (await s2.claim({ owner: 'w', limit: 5, leaseMs: 1000, now: T0 + 6 })).map((x) => x.key),
+        ['k2'],
+      );
+      assert.deepEqual(await s2.insert(newEvent('k3', 'B', T0 + 7)), { inserted: true });
+      assert.ok((await s2.get('k3'))!.seq > (await s2.get('k2'))!.seq, 'seq keeps increasing after a reopen');
+      await s2.close();
+    });
+
+    test('denoKvStore() keeps apps apart by prefix and handles keys longer than a KV key allows', async () => {
+      const path = tempFile();
+      const one = denoKvStore({ path, prefix: ['app-one'] });
+      const two = denoKvStore({ path, prefix: ['app-two'] });
+      const long = `id:${'x'.repeat(5000)}`;
+      await one.insert(newEvent(long, 'y'.repeat(3000), T0));
+      assert.equal((await one.get(long))?.key, long);
+      assert.equal(await two.get(long), null);
+      assert.deepEqual(await two.counts(), { pending: 0, retrying: 0, done: 0, dead: 0 });
+      const [got] = await one.claim({ owner: 'w', limit: 1, leaseMs: 1000, now: T0 });
+      assert.equal(got?.key, long);
+      assert.equal(await one.complete(long, 'w', T0 + 1), true);
+      await one.close();
+      await two.close();
+    });
+
+    test('denoKvStore() agrees with the memory store over a long random sequence of operations', async () => {
+      const raw = await openRaw();
+      const kv = denoKvStore({ kv: raw as never });
+      const mem = memoryStore();
+      let x = 42;
+      const rnd = (n: number) => {
+        x = (x * 1103515245 + 12345) >>> 0;
+        return (x >>> 8) % n;
+      };
+      const digest = (b: Uint8Array) => b.reduce((h, v) => Math.imul(h ^ v, 16777619) >>> 0, 2166136261);
+      const view = (r: EventRecord | null) => r && { ...r, body: `${r.body.length}:${digest(r.body)}` };
+      const both = async <T>(f: (s: Store) => T | Promise<T>, what: string) => {
+        const [a, b] = [await f(kv), await f(mem)];
+        assert.deepEqual(a, b, what);
+        return a;
+      };
+      let now = T0;
+      let keys = 0;
+      const held: { key: string; owner: string }[] = [];
+      for (let step = 0; step < 1500; step++) {
+        now += rnd(50);
+        const op = rnd(10);
+        if (op <= 2) {
+          const k = rnd(4) === 0 && keys > 0 ? `k${rnd(keys)}` : `k${keys++}`;
+          const customer = rnd(5) === 0 ? null : `c${rnd(6)}`;
+          const body = bytes(rnd(3) === 0 ? 20_000 + rnd(100_000) : rnd(200), step);
+          const status = rnd(12) === 0 ? 'dead' : 'pending';
+          await both((s) => s.insert(newEvent(k, customer, now, { body, status, lastError: null })), `insert ${k}`);
+        } else if (op <= 4) {
+          const owner = `w${rnd(3)}`;
+          const limit = 1 + rnd(4);
+          const got = await both(
+            async (s) => (await s.claim({ owner, limit, leaseMs: 200, now })).map(view),
+            `claim at ${step}`,
+          );
+          for (const r of got) if (r) held.push({ key: r.key, owner });
+        } else if (op <= 7 && held.length > 0) {
+          // Random draws happen outside `both`, which runs its callback once per store.
+          const { key, owner } = held.splice(rnd(held.length), 1)[0]!;
+          const how = rnd(4);
+          const later = now + rnd(400);
+          if (how === 0) await both((s) => s.complete(key, owner, now), `complete ${key}`);
+          else if (how === 1) await both((s) => s.retry(key, owner, later, `e${step}`), `retry ${key}`);
+          else if (how === 2) await both((s) => s.deadLetter(key, owner, `d${step}`, now), `dead ${key}`);
+          else await both((s) => s.renew(key, owner, later), `renew ${key}`);
+        } else if (op === 8 && keys > 0) {
+          const k = `k${rnd(keys)}`;
+          if (rnd(3) === 0) await both((s) => s.requeueWhere({ status: ['dead', 'done'] }, now), 'requeueWhere');
+          else await both((s) => s.requeue(k, now), `requeue ${k}`);
+        } else if (op === 9) {
+          const before = now - rnd(500);
+          const status: Array<'done' | 'dead'> = rnd(2) ? ['done'] : ['done', 'dead'];
+          await both((s) => s.purge({ before, status }), 'purge');
+        }
+        if (step % 25 === 0) {
+          await both(async (s) => (await s.list({ limit: 1000 })).map(view), `list at ${step}`);
+          await both((s) => s.counts(), `counts at ${step}`);
+        }
+      }
+      await both(async (s) => (await s.list({ limit: 1000 })).map(view), 'final list');
+      // No stray keys: one claim slot per group with open records, every index entry and chunk has its record.
+      const metas = new Map<string, { seq: number; bodyId: string | null; status: string }>();
+      const rest: { key: unknown[]; value: unknown }[] = [];
+      for await (const e of raw.list({ prefix: ['lava-webhooks'] })) {
+        if (e.key[1] === 'ev') metas.set(e.key[2] as string, e.value as never);
+        else rest.push(e);
+      }
+      const kinds = new Map<string, number>();
+      for (const e of rest) {
+        const kind = e.key[1] as string;
+        kinds.set(kind, (kinds.get(kind) ?? 0) + 1);
+        if (['seq', 'st', 'cust', 'fin', 'q', 'ready', 'wait'].includes(kind)) {
+          const m = metas.get(e.value as string);
+          assert.ok(m && m.seq === e.key[e.key.length - 1], `${JSON.stringify(e.key)} points to its record`);
+        }
+        if (kind === 'body') assert.ok([...metas.values()].some((m) => m.bodyId === e.key[2]), 'chunk has a record');
+      }
+      assert.equal(kinds.get('seq'), metas.size);
+      assert.equal((kinds.get('ready') ?? 0) + (kinds.get('wait') ?? 0), kinds.get('g') ?? 0);
+      assert.equal(
+        kinds.get('q') ?? 0,
+        [...metas.values()].filter((m) => m.status === 'pending' || m.status === 'retrying').length,
+      );
+      assert.equal(kinds.get('staging'), undefined);
+      await kv.close();
+      raw.close();
+      await mem.close();
+    });
+
+    test('denoKvStore() uses a KV it is given and leaves it open on close()', async () => {
+      const kv = await openRaw();
+      const s = denoKvStore({ kv: kv as never });
+      await s.insert(newEvent('k', null, T0));
+      await s.close();
+      const again = denoKvStore({ kv: kv as never });
+      assert.equal((await again.get('k'))?.status, 'pending');
+      await again.close();
+      kv.close();
+    });
+  });
+}
