@@ -55,6 +55,10 @@ export const envSchema = z.object({
   LAVA_WEBHOOK_DURABILITY: z.enum(['normal', 'full']).default('normal'),
   LAVA_WEBHOOK_KV: z.string().min(1).optional(),
   DATABASE_URL: z.string().min(1).optional(),
+  LAVA_WEBHOOK_PG_SCHEMA: z
+    .string()
+    .regex(/^[A-Za-z_][A-Za-z0-9_]{0,62}$/, 'expected a plain schema name (letters, digits and _, at most 63)')
+    .default('lava_webhooks'),
   LAVA_WEBHOOK_BODY_LIMIT: z
     .string()
     .transform((v, ctx) => {
@@ -71,6 +75,7 @@ export const envSchema = z.object({
   LAVA_WEBHOOK_LEASE: duration('30s').default(30_000),
   LAVA_WEBHOOK_POLL: duration('1s').default(1_000),
   LAVA_WEBHOOK_HANDLER_TIMEOUT: duration('60s').default(60_000),
+  LAVA_WEBHOOK_STORE_TIMEOUT: duration('5s').default(5_000),
   LAVA_WEBHOOK_SHUTDOWN_TIMEOUT: duration('10s').default(10_000),
   LAVA_WEBHOOK_RETRY_SCHEDULE: z
     .string()

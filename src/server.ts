@@ -5,6 +5,7 @@ import type { HandlerMap, UnknownHandler } from './processing/dispatch.ts';
 import { type LavaWebhooks, createLavaWebhooks } from './receiver.ts';
 import { jsonLogger } from './observability/log.ts';
 import { isBun, isDeno, openStore } from './runtime/open-store.ts';
+import { nativeVerifier } from './runtime/verify-native.ts';
 
 type Env = Record<string, string | undefined>;
 const runtimeGlobals = globalThis as unknown as {
@@ -81,6 +82,8 @@ async function boot(): Promise<{ lava: LavaWebhooks; port: number; hostname: str
   const lava = createLavaWebhooks({
     secrets: config.LAVA_WEBHOOK_SECRET,
     store: opened.store,
+    // node:crypto's synchronous HMAC (Bun, Deno and Node all have it) instead of SubtleCrypto's async verify.
+    verifier: nativeVerifier,
     handlers: handlers.handlers,
     onUnknown: handlers.onUnknown,
     path: config.LAVA_WEBHOOK_PATH,
@@ -90,6 +93,7 @@ async function boot(): Promise<{ lava: LavaWebhooks; port: number; hostname: str
     leaseMs: config.LAVA_WEBHOOK_LEASE,
     pollMs: config.LAVA_WEBHOOK_POLL,
     handlerTimeoutMs: config.LAVA_WEBHOOK_HANDLER_TIMEOUT,
+    storeTimeoutMs: config.LAVA_WEBHOOK_STORE_TIMEOUT,
     retry: config.LAVA_WEBHOOK_RETRY_SCHEDULE ? { scheduleMs: config.LAVA_WEBHOOK_RETRY_SCHEDULE } : undefined,
     logger,
   });

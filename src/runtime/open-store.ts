@@ -11,7 +11,8 @@ export const isBun = typeof (globalThis as { Bun?: unknown }).Bun !== 'undefined
 type StoreSettings = Pick<
   ServerConfig,
   'LAVA_WEBHOOK_STORE' | 'LAVA_WEBHOOK_DB' | 'LAVA_WEBHOOK_DURABILITY' | 'LAVA_WEBHOOK_KV' | 'DATABASE_URL'
->;
+> &
+  Partial<Pick<ServerConfig, 'LAVA_WEBHOOK_PG_SCHEMA'>>;
 
 /** Explicit choice first; then Postgres when DATABASE_URL is set; Deno KV on Deno; SQLite elsewhere. */
 export function chooseStore(config: StoreSettings): StoreKind {
@@ -60,9 +61,10 @@ export async function openStore(config: StoreSettings): Promise<OpenedStore> {
       if (!url) throw new Error('LAVA_WEBHOOK_STORE=postgres needs DATABASE_URL');
       const { postgresStore } = await import('../stores/postgres.ts');
       const { sqlClient } = await import('./sql-client.ts');
-      const store = postgresStore({ sql: await sqlClient(url), closeClient: true });
+      const schema = config.LAVA_WEBHOOK_PG_SCHEMA ?? 'lava_webhooks';
+      const store = postgresStore({ sql: await sqlClient(url), schema, closeClient: true });
       await store.ping();
-      return { store, kind, where: redactUrl(url) };
+      return { store, kind, where: `${redactUrl(url)} (schema ${schema})` };
     }
   }
 }
