@@ -52,7 +52,12 @@ export async function openStore(config: StoreSettings): Promise<OpenedStore> {
     }
     case 'kv': {
       const { denoKvStore } = await import('../stores/deno-kv.ts');
-      const store = denoKvStore({ path: config.LAVA_WEBHOOK_KV });
+      // expireIn is only a backstop behind purge(): keep it well past the retention period.
+      const retention = config.LAVA_WEBHOOK_RETENTION ?? 7 * 86_400_000;
+      const store = denoKvStore({
+        path: config.LAVA_WEBHOOK_KV,
+        expireDoneAfterMs: Math.max(30 * 86_400_000, 2 * retention),
+      });
       await store.ping();
       return { store, kind, where: config.LAVA_WEBHOOK_KV ?? 'default Deno KV database' };
     }
