@@ -12,7 +12,7 @@ type StoreSettings = Pick<
   ServerConfig,
   'LAVA_WEBHOOK_STORE' | 'LAVA_WEBHOOK_DB' | 'LAVA_WEBHOOK_DURABILITY' | 'LAVA_WEBHOOK_KV' | 'DATABASE_URL'
 > &
-  Partial<Pick<ServerConfig, 'LAVA_WEBHOOK_PG_SCHEMA'>>;
+  Partial<Pick<ServerConfig, 'LAVA_WEBHOOK_PG_SCHEMA' | 'LAVA_WEBHOOK_RETENTION'>>;
 
 /** Explicit choice first; then Postgres when DATABASE_URL is set; Deno KV on Deno; SQLite elsewhere. */
 export function chooseStore(config: StoreSettings): StoreKind {
