@@ -5,6 +5,7 @@ import type { HandlerMap, UnknownHandler } from './processing/dispatch.ts';
 import { type LavaWebhooks, createLavaWebhooks } from './receiver.ts';
 import { jsonLogger } from './observability/log.ts';
 import { isBun, isDeno, openStore } from './runtime/open-store.ts';
+import { DRAIN_CRON_NAME, DRAIN_CRON_SCHEDULE, scheduleDrainCron } from './runtime/deno-cron.ts';
 import { nativeVerifier } from './runtime/verify-native.ts';
 
 type Env = Record<string, string | undefined>;
@@ -31,8 +32,12 @@ function exit(code: number): never {
 
 function onSignals(fn: (signal: string) => void) {
   for (const signal of ['SIGTERM', 'SIGINT']) {
-    if (runtimeGlobals.Deno) runtimeGlobals.Deno.addSignalListener(signal, () => fn(signal));
-    else runtimeGlobals.process?.on(signal, () => fn(signal));
+    try {
+      if (runtimeGlobals.Deno) runtimeGlobals.Deno.addSignalListener(signal, () => fn(signal));
+      else runtimeGlobals.process?.on(signal, () => fn(signal));
+    } catch {
+      // A platform without signals (a Deno Deploy isolate): leases and the drain cron cover an abrupt stop.
+    }
   }
 }
 
@@ -109,7 +114,11 @@ async function boot(): Promise<{ lava: LavaWebhooks; port: number; hostname: str
   return { lava, port: config.PORT, hostname: config.HOSTNAME, shutdownMs: config.LAVA_WEBHOOK_SHUTDOWN_TIMEOUT };
 }
 
-const { lava, port, hostname, shutdownMs } = await boot();
+const booted = boot();
+// Declared at top level before serving (Deno Deploy finds crons that way); a no-op where Deno.cron is absent.
+const cronScheduled = scheduleDrainCron(async () => (await booted).lava);
+const { lava, port, hostname, shutdownMs } = await booted;
+if (cronScheduled) lava.logger.info('drain cron scheduled', { name: DRAIN_CRON_NAME, schedule: DRAIN_CRON_SCHEDULE });
 
 let stopListening: () => Promise<void> | void = () => {};
 if (isBun && runtimeGlobals.Bun) {
