@@ -1,0 +1,127 @@
+// The core stays web-standard: no `bun`, `bun:*` or `node:*` import, no `Bun`/`Deno`/`process` global, and no
+// import of a non-core file (which could bring one in). Runtime-specific code lives in src/runtime and the stores.
+import assert from 'node:assert/strict';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { dirname, join, relative, resolve } from 'node:path';
+import { describe, test } from 'node:test';
+import { ROOT } from './helpers/server-process.ts';
+
+const CORE = [
+  'src/intake',
+  'src/processing',
+  'src/observability',
+  'src/app.ts',
+  'src/receiver.ts',
+  'src/mod.ts',
+  'src/config.ts',
+  'src/samples.ts',
+  'src/stores/store.ts',
+  'src/stores/memory.ts',
+];
+/** Packages the core may import: they run on every fetch runtime. */
+const ALLOWED_PACKAGES = new Set(['hono', 'zod', '@hono/zod-validator']);
+
+function files(path: string): string[] {
+  const abs = join(ROOT, path);
+  if (!statSync(abs).isDirectory()) return [abs];
+  return readdirSync(abs).flatMap((name) => files(join(path, name)));
+}
+
+/** Source with comments blanked out (strings kept), so a comment that mentions `Deno.openKv` is not a violation. */
+function stripComments(src: string): string {
+  let out = '';
+  let i = 0;
+  let quote: string | null = null;
+  while (i < src.length) {
+    const c = src[i] as string;
+    const next = src[i + 1];
+    if (quote) {
+      out += c;
+      if (c === '\\') {
+        out += next ?? '';
+        i += 2;
+        continue;
+      }
+      if (c === quote) quote = null;
+      i++;
+    } else if (c === '/' && next === '/') {
+      while (i < src.length && src[i] !== '\n') i++;
+    } else if (c === '/' && next === '*') {
+      const end = src.indexOf('*/', i + 2);
+      i = end < 0 ? src.length : end + 2;
+      out += ' ';
+    } else {
+      if (c === "'" || c === '"' || c === '`') quote = c;
+      out += c;
+      i++;
+    }
+  }
+  return out;
+}
+
+const SPECIFIER = /(?:\bfrom\s*|\bimport\s*\(\s*|\bimport\s+|\brequire\s*\(\s*)(['"])([^'"]+)\1/g;
+const GLOBALS: Array<[RegExp, string]> = [
+  [/\bBun\s*\./, 'the Bun global'],
+  [/\bDeno\s*\./, 'the Deno global'],
+  [/\bglobalThis\s*(?:\.\s*|\[\s*['"])(?:Bun|Deno|process)\b/, 'a runtime global through globalThis'],
+  [/(?<![\w.])process\s*\./, "Node's process global"],
+];
+
+/** Every rule the file breaks, one line each. */
+function violations(file: string, source: string, isCore: (abs: string) => boolean): string[] {
+  const code = stripComments(source);
+  const found: string[] = [];
+  for (const m of code.matchAll(SPECIFIER)) {
+    const spec = m[2] as string;
+    if (spec === 'bun' || spec.startsWith('bun:') || spec.startsWith('node:')) found.push(`imports ${spec}`);
+    else if (spec.startsWith('.')) {
+      const target = resolve(dirname(file), spec);
+      if (!isCore(target)) found.push(`imports ${spec}, which is not part of the core`);
+    } else {
+      const pkg = spec.startsWith('@') ? spec.split('/').slice(0, 2).join('/') : (spec.split('/')[0] as string);
+      if (!ALLOWED_PACKAGES.has(pkg)) found.push(`imports the package ${spec} (allowed: ${[...ALLOWED_PACKAGES].join(', ')})`);
+    }
+  }
+  for (const [pattern, what] of GLOBALS) if (pattern.test(code)) found.push(`uses ${what}`);
+  return found;
+}
+
+describe('core purity', () => {
+  const coreFiles = CORE.flatMap(files).filter((f) => f.endsWith('.ts'));
+  const coreSet = new Set(coreFiles);
+
+  test('the core imports nothing from bun, bun:*, node:* and uses no Bun, Deno or process global', () => {
+    assert.ok(coreFiles.length >= 15, `found the core (${coreFiles.length} files)`);
+    const report: string[] = [];
+    for (const file of coreFiles) {
+      for (const v of violations(file, readFileSync(file, 'utf8'), (abs) => coreSet.has(abs))) {
+        report.push(`${relative(ROOT, file)}: ${v}`);
+      }
+    }
+    assert.deepEqual(report, [], `runtime-specific code belongs in src/runtime or a store file:\n${report.join('\n')}`);
+  });
+
+  test('the check catches each kind of violation, and ignores comments', () => {
+    const f = join(ROOT, 'src/intake/example.ts');
+    const core = (abs: string) => abs.startsWith(join(ROOT, 'src/intake'));
+    const bad = [
+      "import { Database } from 'bun:sqlite';",
+      "import { createHmac } from 'node:crypto';",
+      "const s = await import('bun');",
+      "import { x } from '../runtime/open-store.ts';",
+      "import pg from 'postgres';",
+      'const kv = await Deno.openKv();',
+      'Bun.serve({ fetch });',
+      "const e = globalThis['process'];",
+      'const port = process.env.PORT;',
+    ];
+    for (const line of bad) assert.notDeepEqual(violations(f, line, core), [], line);
+    const fine = [
+      "// Deno.openKv and Bun.serve and 'node:fs' live elsewhere\nimport { z } from 'zod';",
+      "/* process.env */ import { Hono } from 'hono'; import { a } from './body.ts';",
+      "const url = 'https://example.com/x'; // node:crypto",
+    ];
+    for (const src of fine) assert.deepEqual(violations(f, src, core), [], src);
+    assert.ok(existsSync(join(ROOT, 'src/runtime')), 'runtime-specific code has its own folder');
+  });
+});
