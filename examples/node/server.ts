@@ -2,9 +2,8 @@
 // The memory store is for trying it out (lost on restart); set DATABASE_URL for a durable Postgres store.
 import { serve } from '@hono/node-server';
 import postgres from 'postgres';
-// In your app: `from 'lava-webhooks'` and `from 'lava-webhooks/stores/postgres'`.
-import { type HandlerMap, type Store, createLavaWebhooks, memoryStore } from '../../src/mod.ts';
-import { type PostgresClient, postgresStore } from '../../src/stores/postgres.ts';
+import { type HandlerMap, type Store, createLavaWebhooks, memoryStore } from 'lava-webhooks';
+import { type PostgresClient, postgresStore } from 'lava-webhooks/stores/postgres';
 
 const secret = process.env.LAVA_WEBHOOK_SECRET;
 if (!secret) {

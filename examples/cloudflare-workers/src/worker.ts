@@ -1,7 +1,7 @@
 // Lava webhooks on Cloudflare Workers: the event is recorded before the 200, and processing runs after it inside
 // ctx.waitUntil (Hono hands the Worker's execution context to the receiver). A Cron Trigger drains retries.
-// In your app: `from 'lava-webhooks'` (and `'lava-webhooks/stores/postgres'` for Postgres over Hyperdrive).
-import { type HandlerMap, type LavaWebhooks, createLavaWebhooks, memoryStore } from '../../../src/mod.ts';
+// The import is the package's own name (package.json exports), so this file copies into an app unchanged.
+import { type HandlerMap, type LavaWebhooks, createLavaWebhooks, memoryStore } from 'lava-webhooks';
 
 /** The bindings this Worker uses (see wrangler.toml). Types kept local so the example needs no extra package. */
 export interface Env {

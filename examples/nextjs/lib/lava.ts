@@ -1,9 +1,15 @@
 // The receiver behind the Next.js route handlers: made on first use (not at import, so `next build` needs no
 // secret), then shared by every request this server instance handles.
 import postgres from 'postgres';
-// In your app: `from 'lava-webhooks'` and `from 'lava-webhooks/stores/postgres'`.
-import { type HandlerMap, type LavaWebhooks, type LogLevel, type Store, createLavaWebhooks, memoryStore } from '../../../src/mod.ts';
-import { type PostgresClient, postgresStore } from '../../../src/stores/postgres.ts';
+import {
+  type HandlerMap,
+  type LavaWebhooks,
+  type LogLevel,
+  type Store,
+  createLavaWebhooks,
+  memoryStore,
+} from 'lava-webhooks';
+import { type PostgresClient, postgresStore } from 'lava-webhooks/stores/postgres';
 
 // Your code goes here: each handler runs after the 200, with retries.
 const handlers: HandlerMap = {
