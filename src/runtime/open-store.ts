@@ -47,7 +47,12 @@ export async function openStore(config: StoreSettings): Promise<OpenedStore> {
     }
     case 'sqlite': {
       const { sqliteStore } = await import('../stores/sqlite.ts');
-      const store = sqliteStore({ path: config.LAVA_WEBHOOK_DB, durability: config.LAVA_WEBHOOK_DURABILITY });
+      // Group commit: deliveries arriving together share one commit (one fsync under durability 'full').
+      const store = sqliteStore({
+        path: config.LAVA_WEBHOOK_DB,
+        durability: config.LAVA_WEBHOOK_DURABILITY,
+        groupCommit: true,
+      });
       return { store, kind, where: `${config.LAVA_WEBHOOK_DB} (durability ${config.LAVA_WEBHOOK_DURABILITY})` };
     }
     case 'kv': {
