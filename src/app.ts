@@ -11,8 +11,11 @@ export interface AppDeps {
   store: Store;
   metrics: Metrics;
   logger: Logger;
-  /** Called after a new event was recorded, with the runtime's waitUntil when it has one. */
-  onRecorded: (waitUntil: ((p: Promise<unknown>) => void) | null) => void;
+  /**
+   * Called after a new event was recorded. `waitUntil()` gives the runtime's waitUntil when it has one; it is a
+   * function because asking costs a thrown Error on runtimes without one, and a running worker never needs it.
+   */
+  onRecorded: (waitUntil: () => ((p: Promise<unknown>) => void) | null) => void;
   /** True once shutdown began: intake answers 503 so the sender (or load balancer) goes elsewhere. */
   isClosing: () => boolean;
   now: () => number;
@@ -58,7 +61,7 @@ export function createApp(deps: AppDeps): Hono {
     const started = performance.now();
     const r = await deps.intake(c.req.raw);
     if (r.status === 200) metrics.ackLatency(performance.now() - started);
-    if (r.recorded) deps.onRecorded(waitUntilOf(c));
+    if (r.recorded) deps.onRecorded(() => waitUntilOf(c));
     return json(r.status, r.body);
   });
 

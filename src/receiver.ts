@@ -3,7 +3,7 @@ import type { Hono } from 'hono';
 import { createApp } from './app.ts';
 import type { KeyFunction } from './intake/idempotency.ts';
 import { createIntake } from './intake/intake.ts';
-import { type VerifierFactory, subtleVerifier } from './intake/signature.ts';
+import { type Sha256Hex, type VerifierFactory, subtleVerifier } from './intake/signature.ts';
 import { type LogLevel, type Logger, jsonLogger } from './observability/log.ts';
 import { Metrics } from './observability/metrics.ts';
 import { type HandlerMap, type UnknownHandler, createDispatcher } from './processing/dispatch.ts';
@@ -53,6 +53,8 @@ export interface LavaWebhooksOptions {
   keepHeaders?: readonly string[];
   /** Signature verifier; default SubtleCrypto. Runtime entries may pass a faster native one. */
   verifier?: VerifierFactory;
+  /** SHA-256 (hex) for body-hash idempotency keys; default SubtleCrypto. Runtime entries may pass a native one. */
+  digest?: Sha256Hex;
   logger?: Logger;
   /** Used when `logger` is not given. Default `info`. */
   logLevel?: LogLevel;
@@ -120,6 +122,7 @@ export function createLavaWebhooks(options: LavaWebhooksOptions): LavaWebhooks {
   const intake = createIntake({
     store,
     verifier: (options.verifier ?? subtleVerifier)(secrets),
+    digest: options.digest,
     bodyLimit: positive('bodyLimit', options.bodyLimit, 256 * 1024),
     bodyTimeoutMs: positive('bodyTimeoutMs', options.bodyTimeoutMs, 10_000),
     storeTimeoutMs: positive('storeTimeoutMs', options.storeTimeoutMs, 5_000),
@@ -171,7 +174,7 @@ export function createLavaWebhooks(options: LavaWebhooksOptions): LavaWebhooks {
       }
       // No loop (serverless): process right after the ack, kept alive by waitUntil where the runtime has one.
       const work = worker.drain().catch((error) => logger.error('processing after the ack failed', { error }));
-      waitUntil?.(work);
+      waitUntil()?.(work);
     },
   });
 

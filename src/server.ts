@@ -6,7 +6,7 @@ import { type LavaWebhooks, createLavaWebhooks } from './receiver.ts';
 import { jsonLogger } from './observability/log.ts';
 import { isBun, isDeno, openStore } from './runtime/open-store.ts';
 import { DRAIN_CRON_NAME, DRAIN_CRON_SCHEDULE, scheduleDrainCron } from './runtime/deno-cron.ts';
-import { nativeVerifier } from './runtime/verify-native.ts';
+import { nativeSha256Hex, nativeVerifier } from './runtime/verify-native.ts';
 
 type Env = Record<string, string | undefined>;
 const runtimeGlobals = globalThis as unknown as {
@@ -89,6 +89,7 @@ async function boot(): Promise<{ lava: LavaWebhooks; port: number; hostname: str
     store: opened.store,
     // node:crypto's synchronous HMAC (Bun, Deno and Node all have it) instead of SubtleCrypto's async verify.
     verifier: nativeVerifier,
+    digest: nativeSha256Hex,
     handlers: handlers.handlers,
     onUnknown: handlers.onUnknown,
     path: config.LAVA_WEBHOOK_PATH,

@@ -17,6 +17,38 @@ export interface ReadBodyOptions {
 
 const EMPTY = new Uint8Array(0);
 
+// One watchdog for every body being read, instead of a timer and a Promise.race per request and per chunk (both
+// showed on the request path's profile). It cancels a reader whose deadline passed; the read loop then sees the flag.
+interface Pending {
+  deadline: number;
+  timedOut: boolean;
+  reader: ReadableStreamDefaultReader<Uint8Array>;
+}
+const pending = new Set<Pending>();
+let watchdog: ReturnType<typeof setInterval> | undefined;
+const TICK_MS = 50;
+
+function watch(p: Pending) {
+  pending.add(p);
+  if (watchdog) return;
+  watchdog = setInterval(() => {
+    const now = Date.now();
+    for (const q of pending) {
+      if (q.deadline <= now) {
+        q.timedOut = true;
+        pending.delete(q);
+        q.reader.cancel().catch(() => {});
+      }
+    }
+    if (pending.size === 0) {
+      clearInterval(watchdog);
+      watchdog = undefined;
+    }
+  }, TICK_MS);
+  // Never keeps a process alive on its own.
+  (watchdog as { unref?: () => void }).unref?.();
+}
+
 /** Reads the body of `request` into one buffer, or throws PayloadTooLargeError / BodyTimeoutError. */
 export async function readBody(request: Request, { limit, timeoutMs }: ReadBodyOptions): Promise<Uint8Array> {
   const declared = request.headers.get('content-length');
@@ -28,16 +60,12 @@ export async function readBody(request: Request, { limit, timeoutMs }: ReadBodyO
   const reader = stream.getReader();
   const chunks: Uint8Array[] = [];
   let total = 0;
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(
-      () => reject(new BodyTimeoutError(`body not received within ${timeoutMs} ms (${total} bytes so far)`)),
-      timeoutMs,
-    );
-  });
+  const p: Pending = { deadline: Date.now() + timeoutMs, timedOut: false, reader };
+  watch(p);
   try {
     for (;;) {
-      const { done, value } = await Promise.race([reader.read(), timeout]);
+      const { done, value } = await reader.read();
+      if (p.timedOut) throw new BodyTimeoutError(`body not received within ${timeoutMs} ms (${total} bytes so far)`);
       if (done) break;
       if (!value) continue;
       total += value.byteLength;
@@ -45,10 +73,14 @@ export async function readBody(request: Request, { limit, timeoutMs }: ReadBodyO
       chunks.push(value);
     }
   } catch (error) {
-    reader.cancel().catch(() => {});
+    if (!p.timedOut) reader.cancel().catch(() => {});
+    if (p.timedOut && !(error instanceof BodyTimeoutError)) {
+      // A read that failed because the watchdog cancelled it is a timeout, whatever the stream said.
+      throw new BodyTimeoutError(`body not received within ${timeoutMs} ms (${total} bytes so far)`);
+    }
     throw error;
   } finally {
-    clearTimeout(timer);
+    pending.delete(p);
   }
   if (chunks.length === 1) return chunks[0] as Uint8Array;
   const out = new Uint8Array(total);

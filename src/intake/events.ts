@@ -93,6 +93,20 @@ function summarize(issues: z.core.$ZodIssue[]): string {
 
 /** Validates an already JSON-parsed body against the envelope and, for a known event, its schema. */
 export function validateEvent(json: unknown): ParsedEvent {
+  // Fast path: a current known event is checked once against its own schema, which is stricter than the envelope
+  // (so success there means the envelope holds too). Anything else takes the full path below, which also words the
+  // errors. This halves zod's share of the request path.
+  if (json !== null && typeof json === 'object' && !Array.isArray(json)) {
+    const name = (json as { event?: unknown }).event;
+    const schema = typeof name === 'string' && Object.hasOwn(schemas, name) ? (schemas as Record<string, z.ZodType>)[name] : undefined;
+    if (schema) {
+      const parsed = schema.safeParse(json);
+      if (parsed.success) {
+        const payload = parsed.data as Record<string, unknown> & { data: { customer_id: string } };
+        return { ok: true, name: name as string, deliveredAs: name as string, known: true, customerId: payload.data.customer_id, payload };
+      }
+    }
+  }
   const env = envelope.safeParse(json);
   if (!env.success) {
     const name =

@@ -1,5 +1,5 @@
 // The idempotency key policy: which deliveries count as the same event.
-import { sha256Hex } from './signature.ts';
+import { type Sha256Hex, sha256Hex } from './signature.ts';
 
 /** What a key function sees. */
 export interface KeyInput {
@@ -22,7 +22,11 @@ const BY_CUSTOMER = new Set(['customer.created', 'customer.deleted']);
  * customer.created and customer.deleted; otherwise `event:sha256:<hex of the raw body>`.
  * A per-event override in `overrides` comes first when it returns a key.
  */
-export async function idempotencyKey(input: KeyInput, overrides?: Record<string, KeyFunction>): Promise<string> {
+export async function idempotencyKey(
+  input: KeyInput,
+  overrides?: Record<string, KeyFunction>,
+  digest: Sha256Hex = sha256Hex,
+): Promise<string> {
   const custom = overrides?.[input.event];
   if (custom) {
     const key = await custom(input);
@@ -33,10 +37,10 @@ export async function idempotencyKey(input: KeyInput, overrides?: Record<string,
   const id = input.payload.id;
   if ((typeof id === 'string' && id.length > 0) || (typeof id === 'number' && Number.isFinite(id))) return `id:${id}`;
   if (BY_CUSTOMER.has(input.event) && input.customerId) return `${input.event}:${input.customerId}`;
-  return `${input.event}:sha256:${await sha256Hex(input.body)}`;
+  return `${input.event}:sha256:${await digest(input.body)}`;
 }
 
 /** Key for a delivery that failed validation: the same bad bytes are one dead letter, not many. */
-export async function invalidKey(body: Uint8Array): Promise<string> {
-  return `invalid:sha256:${await sha256Hex(body)}`;
+export async function invalidKey(body: Uint8Array, digest: Sha256Hex = sha256Hex): Promise<string> {
+  return `invalid:sha256:${await digest(body)}`;
 }

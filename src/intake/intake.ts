@@ -6,11 +6,13 @@ import { type NewEvent, type Store, StoreUnavailableError } from '../stores/stor
 import { BodyTimeoutError, PayloadTooLargeError, readBody } from './body.ts';
 import { validateEvent } from './events.ts';
 import { type KeyFunction, idempotencyKey, invalidKey } from './idempotency.ts';
-import { type Verifier, parseSignatureHeader } from './signature.ts';
+import { type Sha256Hex, type Verifier, parseSignatureHeader, sha256Hex } from './signature.ts';
 
 export interface IntakeConfig {
   store: Store;
   verifier: Verifier;
+  /** SHA-256 hex for body-hash keys. Default SubtleCrypto. */
+  digest?: Sha256Hex;
   bodyLimit: number;
   bodyTimeoutMs: number;
   /** An insert that takes longer answers 503 (the store is hanging). */
@@ -58,6 +60,7 @@ async function withTimeout<T>(work: T | Promise<T>, ms: number, what: string): P
 
 export function createIntake(config: IntakeConfig) {
   const { store, verifier, logger, metrics } = config;
+  const digest = config.digest ?? sha256Hex;
 
   function pickHeaders(headers: Headers): Record<string, string> {
     const out: Record<string, string> = {};
@@ -96,7 +99,7 @@ export function createIntake(config: IntakeConfig) {
     reason: string,
     received: number,
   ): Promise<boolean> {
-    const key = await invalidKey(body);
+    const key = await invalidKey(body, digest);
     const stored = await insert({
       key,
       event: name,
@@ -186,6 +189,7 @@ export function createIntake(config: IntakeConfig) {
     const key = await idempotencyKey(
       { event: parsed.name, customerId: parsed.customerId, payload: parsed.payload, body, headers },
       config.keyOverrides,
+      digest,
     );
     const stored = await insert({
       key,

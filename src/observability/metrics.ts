@@ -32,6 +32,12 @@ class Counter {
     if (entry) entry.value += by;
     else this.values.set(id, { labels: l, value: by });
   }
+  /** inc() with the label id already rendered (hot paths render it once and keep it). */
+  incId(id: string, l: Record<string, string>, by = 1): void {
+    const entry = this.values.get(id);
+    if (entry) entry.value += by;
+    else this.values.set(id, { labels: l, value: by });
+  }
   get(l: Record<string, string>): number {
     return this.values.get(labels(l))?.value ?? 0;
   }
@@ -45,12 +51,28 @@ export class Metrics {
   ackCount = 0;
   ackSumMs = 0;
 
+  // Rendered label ids by outcome (and event), so counting a delivery or a run builds no string.
+  readonly #deliveryIds = new Map<string, string>();
+  readonly #runIds = new Map<string, string>();
+
   delivery(outcome: DeliveryOutcome): void {
-    this.deliveries.inc({ outcome });
+    let id = this.#deliveryIds.get(outcome);
+    if (id === undefined) {
+      id = labels({ outcome });
+      this.#deliveryIds.set(outcome, id);
+    }
+    this.deliveries.incId(id, { outcome });
   }
 
   handlerRun(event: string, outcome: RunOutcome): void {
-    this.handlerRuns.inc({ event, outcome });
+    const k = `${outcome}\u0000${event}`;
+    let id = this.#runIds.get(k);
+    if (id === undefined) {
+      id = labels({ event, outcome });
+      // Event names come from senders: keep the cache from growing without bound.
+      if (this.#runIds.size < 1000) this.#runIds.set(k, id);
+    }
+    this.handlerRuns.incId(id, { event, outcome });
   }
 
   ackLatency(ms: number): void {

@@ -1,7 +1,7 @@
-// A native signature verifier: node:crypto's synchronous createHmac + timingSafeEqual, which Bun, Deno and Node all
+// A native signature verifier and hash: node:crypto's synchronous createHmac + timingSafeEqual, which Bun, Deno and Node all
 // have. It costs about a twentieth of SubtleCrypto's async verify per call; server.ts injects it.
-import { createHmac, timingSafeEqual } from 'node:crypto';
-import type { VerifierFactory } from '../intake/signature.ts';
+import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
+import type { Sha256Hex, VerifierFactory } from '../intake/signature.ts';
 
 const enc = new TextEncoder();
 
@@ -21,3 +21,6 @@ export const nativeVerifier: VerifierFactory = (secrets) => {
     },
   };
 };
+
+/** SHA-256 as lowercase hex, synchronously (body-hash idempotency keys); same output as `sha256Hex`. */
+export const nativeSha256Hex: Sha256Hex = (bytes) => createHash('sha256').update(bytes).digest('hex');
