@@ -28,5 +28,13 @@ export async function sqlClient(url: string, options: SqlClientOptions = {}): Pr
       cause: error,
     });
   }
-  return mod.default(url, { max, connect_timeout: 5, idle_timeout: 30, onnotice: () => {} });
+  return mod.default(url, {
+    max,
+    connect_timeout: 5,
+    idle_timeout: 30,
+    onnotice: () => {},
+    // postgres.js waits up to 20 s (3^failures / 100 s) before reconnecting after an outage, and queues queries
+    // meanwhile; capping it at 2 s lets the worker resume within seconds once the database is back.
+    backoff: (retries: number) => (0.5 + Math.random() / 2) * Math.min(3 ** retries / 100, 2),
+  });
 }

@@ -1,0 +1,198 @@
+// Postgres going away and coming back, through a TCP proxy the test cuts: intake answers 503 (never 200 without a
+// committed insert), /healthz 503, and processing resumes by itself when the database returns — no restart.
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, test } from 'node:test';
+import { createLavaWebhooks } from '../src/receiver.ts';
+import { sqlClient } from '../src/runtime/sql-client.ts';
+import { samplePayload } from '../src/samples.ts';
+import { postgresStore } from '../src/stores/postgres.ts';
+import { SECRET, signedRequest, waitFor } from './helpers/lava.ts';
+import { openPg } from './helpers/pg.ts';
+import { ROOT, binAvailable, startServer } from './helpers/server-process.ts';
+import { tcpProxy } from './helpers/tcp-proxy.ts';
+
+const opened = await openPg();
+const pg = opened.pg;
+const skip = opened.reason ?? false;
+if (!pg) console.log(`[skip] postgres outage tests: ${skip}`);
+const serverSkip = skip || (binAvailable('bun') ? false : 'node_modules/.bin/bun is missing (run npm ci)');
+if (pg && serverSkip) console.log(`[skip] postgres outage test on a server process: ${serverSkip}`);
+
+const dirs: string[] = [];
+after(async () => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  await pg?.done();
+});
+
+/** The run's database URL, but through the proxy. */
+function viaProxy(port: number): string {
+  const u = new URL(pg!.url);
+  u.hostname = '127.0.0.1';
+  u.port = String(port);
+  return u.toString();
+}
+
+function target(): { host: string; port: number } {
+  const u = new URL(pg!.url);
+  return { host: u.hostname, port: Number(u.port || 5432) };
+}
+
+const body = (customer: string, n: number) =>
+  JSON.stringify(samplePayload('customer.wallet.balance.updated', { customerId: customer, data: { balance: String(n) } }));
+
+/** Status of each key straight from the database (not through the proxy). */
+async function statuses(schema: string): Promise<Map<string, string>> {
+  const rows = (await pg!.sql.unsafe(`SELECT key AS key, status AS status FROM "${schema}".events`)) as Array<{
+    key: string;
+    status: string;
+  }>;
+  return new Map(rows.map((r) => [r.key, r.status]));
+}
+
+describe('postgres outage', { skip }, () => {
+  test('createLavaWebhooks() on postgres: 503 while the database is cut off, then every acknowledged event is processed without a restart', async () => {
+    const proxy = await tcpProxy(target());
+    const schema = pg!.schema();
+    const store = postgresStore({ sql: await sqlClient(viaProxy(proxy.port), { max: 4 }), schema, closeClient: true });
+    let openGate: () => void = () => {};
+    let gate: Promise<void> = Promise.resolve();
+    const runs: string[] = [];
+    const lava = createLavaWebhooks({
+      secret: SECRET,
+      store,
+      process: async (record) => {
+        await gate;
+        runs.push(record.key);
+      },
+      concurrency: 2,
+      storeTimeoutMs: 1_000,
+      leaseMs: 1_000,
+      pollMs: 100,
+      retry: { scheduleMs: [100, 200, 400, 800], jitter: 0 },
+      logLevel: 'silent',
+    });
+    lava.start();
+    const deliver = async (key: string, customer: string, n: number) => {
+      const started = Date.now();
+      const res = await lava.fetch(
+        signedRequest('http://receiver/webhooks/lava', body(customer, n), { headers: { 'webhook-id': key } }),
+      );
+      await res.body?.cancel();
+      return { status: res.status, ms: Date.now() - started };
+    };
+    const health = async () => (await lava.fetch(new Request('http://receiver/healthz'))).status;
+    try {
+      // Before: processed as usual.
+      for (let i = 0; i < 4; i++) assert.equal((await deliver(`before-${i}`, `cus_b${i}`, i)).status, 200);
+      await waitFor(() => runs.length === 4, 10_000, 'events before the outage to run');
+
+      // Held: acknowledged, two of them running (held by the gate) and two waiting when the database goes.
+      gate = new Promise((resolve) => {
+        openGate = resolve;
+      });
+      for (let i = 0; i < 4; i++) assert.equal((await deliver(`held-${i}`, `cus_h${i}`, i)).status, 200);
+      await waitFor(() => lava.worker.running === 2, 5_000, 'two held events to be running');
+
+      await proxy.cut();
+      // The running handlers finish while the database is away: their completion cannot be recorded.
+      openGate();
+      for (let i = 0; i < 5; i++) {
+        const r = await deliver(`outage-${i}`, `cus_o${i}`, i);
+        assert.equal(r.status, 503, 'a delivery during the outage is refused, so Lava retries it');
+        assert.ok(r.ms < 2_500, `503 came quickly (${r.ms} ms)`);
+      }
+      assert.equal(await health(), 503);
+      const during = await statuses(schema);
+      for (let i = 0; i < 5; i++) assert.equal(during.has(`id:outage-${i}`), false, 'nothing was recorded behind the 503');
+
+      await proxy.restore();
+      await waitFor(async () => (await health()) === 200, 15_000, '/healthz to answer 200 again');
+      // Lava's retries of the refused deliveries, and new ones, are accepted again.
+      for (let i = 0; i < 5; i++) assert.equal((await deliver(`outage-${i}`, `cus_o${i}`, i)).status, 200);
+      for (let i = 0; i < 4; i++) assert.equal((await deliver(`after-${i}`, `cus_a${i}`, i)).status, 200);
+
+      // A webhook-id header becomes the key `id:<header>`.
+      const expected = [
+        ...[0, 1, 2, 3].map((i) => `id:before-${i}`),
+        ...[0, 1, 2, 3].map((i) => `id:held-${i}`),
+        ...[0, 1, 2, 3, 4].map((i) => `id:outage-${i}`),
+        ...[0, 1, 2, 3].map((i) => `id:after-${i}`),
+      ];
+      await waitFor(
+        async () => {
+          const s = await statuses(schema);
+          return expected.every((k) => s.get(k) === 'done');
+        },
+        20_000,
+        'every acknowledged event to be done after the database came back',
+      );
+      const final = await statuses(schema);
+      assert.equal(final.size, expected.length, 'one row per acknowledged key');
+      for (const k of expected) assert.ok(runs.includes(k), `${k} ran`);
+      // Only events whose completion was lost in the outage may run again (at most the two that were running).
+      const repeated = new Set(runs.filter((k, i) => runs.indexOf(k) !== i));
+      assert.ok(repeated.size <= 2, `runs repeated only for events running at the cut: ${[...repeated].join(', ')}`);
+      for (const k of repeated) assert.match(k, /^id:held-/);
+    } finally {
+      await lava.close(2_000).catch(() => {});
+      await proxy.close();
+    }
+  });
+
+  test('server process on postgres: 503 and /healthz 503 while cut off, 200 and processing again when it returns', {
+    skip: serverSkip,
+  }, async () => {
+    const proxy = await tcpProxy(target());
+    const dir = mkdtempSync(join(tmpdir(), 'lava-pg-outage-'));
+    dirs.push(dir);
+    const runsFile = join(dir, 'runs.tsv');
+    const schema = pg!.schema();
+    const server = await startServer({
+      env: {
+        LAVA_WEBHOOK_SECRET: SECRET,
+        DATABASE_URL: viaProxy(proxy.port),
+        LAVA_WEBHOOK_PG_SCHEMA: schema,
+        LAVA_WEBHOOK_HANDLERS: join(ROOT, 'test/fixtures/handlers.ts'),
+        TEST_RUNS_FILE: runsFile,
+        LAVA_WEBHOOK_STORE_TIMEOUT: '1s',
+        LAVA_WEBHOOK_LEASE: '1s',
+        LAVA_WEBHOOK_POLL: '100ms',
+        LAVA_WEBHOOK_RETRY_SCHEDULE: '100ms,200ms',
+      },
+    });
+    const deliver = async (customer: string, n: number) => {
+      const res = await fetch(signedRequest(`${server.url}/webhooks/lava`, body(customer, n)));
+      await res.body?.cancel();
+      return res.status;
+    };
+    const runs = () => (existsSync(runsFile) ? readFileSync(runsFile, 'utf8').split('\n').filter(Boolean) : []);
+    try {
+      for (let i = 0; i < 3; i++) assert.equal(await deliver('cus_srv', i), 200);
+      await waitFor(() => runs().length === 3, 10_000, 'events before the outage to run');
+
+      await proxy.cut();
+      const started = Date.now();
+      assert.equal(await deliver('cus_srv', 3), 503);
+      assert.ok(Date.now() - started < 2_500, 'the 503 came quickly');
+      assert.equal((await fetch(`${server.url}/healthz`)).status, 503);
+
+      await proxy.restore();
+      await waitFor(async () => (await fetch(`${server.url}/healthz`)).status === 200, 15_000, '/healthz 200 again');
+      for (let i = 3; i < 6; i++) assert.equal(await deliver('cus_srv', i), 200);
+      await waitFor(() => runs().length === 6, 15_000, 'events after the outage to run');
+      // Per-customer order survived the outage.
+      assert.deepEqual(
+        runs().map((l) => l.split('\t')[2]),
+        ['0', '1', '2', '3', '4', '5'],
+      );
+      assert.equal(server.child.exitCode, null, 'the server kept running');
+    } finally {
+      server.kill('SIGKILL');
+      await server.exited;
+      await proxy.close();
+    }
+  });
+});
