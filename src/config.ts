@@ -94,15 +94,36 @@ export const envSchema = z.object({
 
 export type ServerConfig = z.output<typeof envSchema>;
 
-/** Parses the environment or throws a ConfigError listing every problem, one per line. */
-export function loadConfig(env: Record<string, string | undefined>): ServerConfig {
+function parseEnv<S extends z.ZodType>(schema: S, env: Record<string, string | undefined>): z.output<S> {
   // An empty variable means "not set" (docker-compose and shells often pass empty strings).
   const cleaned: Record<string, string> = {};
   for (const [k, v] of Object.entries(env)) if (v !== undefined && v !== '') cleaned[k] = v;
-  const parsed = envSchema.safeParse(cleaned);
+  const parsed = schema.safeParse(cleaned);
   if (!parsed.success) {
     const lines = parsed.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`);
     throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`);
   }
   return parsed.data;
+}
+
+/** Parses the environment or throws a ConfigError listing every problem, one per line. */
+export function loadConfig(env: Record<string, string | undefined>): ServerConfig {
+  return parseEnv(envSchema, env);
+}
+
+const storeEnvSchema = envSchema.pick({
+  LAVA_WEBHOOK_STORE: true,
+  LAVA_WEBHOOK_DB: true,
+  LAVA_WEBHOOK_DURABILITY: true,
+  LAVA_WEBHOOK_KV: true,
+  DATABASE_URL: true,
+  LAVA_WEBHOOK_PG_SCHEMA: true,
+  LAVA_WEBHOOK_RETENTION: true,
+});
+
+export type StoreConfig = z.output<typeof storeEnvSchema>;
+
+/** Only the variables that choose and open the store: for the CLI, which needs no secret to read the inbox. */
+export function loadStoreConfig(env: Record<string, string | undefined>): StoreConfig {
+  return parseEnv(storeEnvSchema, env);
 }
