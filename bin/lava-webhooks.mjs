@@ -10,7 +10,8 @@ const here = dirname(fileURLToPath(import.meta.url));
 const cli = join(here, '..', 'src', 'cli.ts');
 
 if (process.versions.bun) {
-  await import(cli);
+  const { run } = (await import(cli)) as { run: () => Promise<void> };
+  await run();
 } else {
   let bun = 'bun';
   // Walk up: installed as a dependency, the bundled bun sits in the consuming project's node_modules.
