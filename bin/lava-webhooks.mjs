@@ -10,7 +10,7 @@ const here = dirname(fileURLToPath(import.meta.url));
 const cli = join(here, '..', 'src', 'cli.ts');
 
 if (process.versions.bun) {
-  const { run } = (await import(cli)) as { run: () => Promise<void> };
+  const { run } = await import(cli);
   await run();
 } else {
   let bun = 'bun';
