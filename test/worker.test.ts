@@ -10,6 +10,8 @@ import {
   memoryStore,
 } from '../src/mod.ts';
 import { nextAttemptDelay } from '../src/processing/retry.ts';
+import { createWorker } from '../src/processing/worker.ts';
+import { Metrics } from '../src/observability/metrics.ts';
 import { samplePayload } from '../src/samples.ts';
 import { SECRET, signedRequest, sleep, waitFor } from './helpers/lava.ts';
 
@@ -355,5 +357,34 @@ describe('worker', () => {
     await deliver(lava, samplePayload('customer.created', { customerId: 'good' }));
     assert.equal((await lava.store.get('customer.created:good'))?.status === undefined, false);
     await lava.close();
+  });
+
+  test('a claim that never answers does not stall the worker: the next pass goes ahead', async () => {
+    const store = memoryStore();
+    const realClaim = store.claim.bind(store);
+    let calls = 0;
+    store.claim = (o) => {
+      calls++;
+      return calls === 1 ? new Promise(() => {}) : realClaim(o);
+    };
+    const body = new TextEncoder().encode('{}');
+    store.insert({ key: 'k', event: 'e', customerId: 'c', body, headers: {}, receivedAt: Date.now(), status: 'pending' });
+    const ran: string[] = [];
+    const worker = createWorker({
+      store,
+      process: (r) => void ran.push(r.key),
+      concurrency: 2,
+      leaseMs: 1000,
+      pollMs: 30,
+      claimTimeoutMs: 100,
+      handlerTimeoutMs: 1000,
+      retry: { scheduleMs: [10], jitter: 0 },
+      logger: jsonLogger({ level: 'silent' }),
+      metrics: new Metrics(),
+    });
+    worker.start();
+    await waitFor(() => ran.length === 1, 3000, 'processed after the hung claim');
+    assert.ok(calls >= 2);
+    await worker.stop(100);
   });
 });

@@ -22,6 +22,8 @@ export interface WorkerOptions {
   retry: RetryPolicy;
   logger: Logger;
   metrics: Metrics;
+  /** A claim slower than this is given up for the pass (its late result still runs). Default max(5 s, leaseMs). */
+  claimTimeoutMs?: number;
   /** The clock; default Date.now. */
   now?: () => number;
   /** This worker's lease owner id; default a random UUID. */
@@ -66,19 +68,34 @@ export function createWorker(options: WorkerOptions): Worker {
   let chain: Promise<number> = Promise.resolve(0);
   let queued = false;
   let storeDown = false;
+  const claimTimeoutMs = options.claimTimeoutMs ?? Math.max(5_000, options.leaseMs);
 
   async function fill(): Promise<number> {
     const capacity = options.concurrency - inflight.size;
     if (capacity <= 0 || stopping) return 0;
     let batch: EventRecord[];
+    const claim = Promise.resolve(store.claim({ owner, limit: capacity, leaseMs: options.leaseMs, now: now() }));
+    let timer: ReturnType<typeof setTimeout> | undefined;
     try {
-      batch = await store.claim({ owner, limit: capacity, leaseMs: options.leaseMs, now: now() });
+      // A store that stops answering (a silent network partition) must not stall the worker for good: give up on
+      // this pass; whatever the claim leased after all is still run when it arrives.
+      batch = await Promise.race([
+        claim,
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => {
+            reject(new Error(`claim did not answer within ${claimTimeoutMs} ms`));
+            claim.then((late) => late.forEach(launch)).catch(() => {});
+          }, claimTimeoutMs);
+        }),
+      ]);
       if (storeDown) logger.info('store reachable again; processing resumes', { store: store.name });
       storeDown = false;
     } catch (error) {
       if (!storeDown) logger.warn('claim failed; will retry on the next poll', { store: store.name, error });
       storeDown = true;
       return 0;
+    } finally {
+      clearTimeout(timer);
     }
     for (const record of batch) launch(record);
     return batch.length;
