@@ -291,7 +291,7 @@ export async function requeueCommand(key: string | undefined, flags: RequeueFlag
     const what = `dead letter${requeued === 1 ? '' : 's'}${flags.event ? ` of ${flags.event}` : ''}`;
     if (flags.json) printJson({ requeued, keys: done });
     else if (requeued === 0) out(`no ${what} to requeue`);
-    else out(`requeued ${requeued} ${what}: a running receiver picks them up on its next poll`);
+    else out(`requeued ${requeued} ${what}: a running receiver picks ${requeued === 1 ? 'it' : 'them'} up on its next poll`);
     return 0;
   } finally {
     await store.close();
