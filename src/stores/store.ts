@@ -27,7 +27,8 @@ export interface NewEvent {
   customerId: string | null;
   /** The raw request body, byte for byte. */
   body: Uint8Array;
-  /** The selected request headers worth keeping (lower-case names); never the signature. */
+  /** The selected request headers worth keeping (lower-case names). Includes Lava's X-Webhook-Signature, so a
+   * relay can forward it and an operator can re-verify the bytes; it is never written to a log. */
   headers: Record<string, string>;
   /** Epoch milliseconds when intake received it. */
   receivedAt: number;
