@@ -12,19 +12,24 @@ const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as {
   name: string;
   exports: Record<string, Conditions>;
   files: string[];
+  bin?: Record<string, string>;
 };
 const deno = JSON.parse(readFileSync(join(ROOT, 'deno.json'), 'utf8')) as { exports: Record<string, string> };
 
 const targets = (c: Conditions): string[] => (typeof c === 'string' ? [c] : Object.values(c));
 
 describe('packaging', () => {
-  test('npm pack ships src/, README.md and package.json only, and every exports target', () => {
+  test('npm pack ships src/, the bin launcher, README.md and package.json only, and every exports target', () => {
     const r = spawnSync('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: ROOT, encoding: 'utf8' });
     assert.equal(r.status, 0, r.stderr);
     const [packed] = JSON.parse(r.stdout) as Array<{ files: Array<{ path: string }> }>;
     const paths = (packed?.files ?? []).map((f) => f.path);
     assert.ok(paths.includes('src/mod.ts') && paths.includes('README.md') && paths.includes('package.json'));
-    const stray = paths.filter((p) => !p.startsWith('src/') && p !== 'README.md' && p !== 'package.json');
+    const bins = Object.values(pkg.bin ?? {}).map((b) => b.replace(/^\.\//, ''));
+    for (const b of bins) assert.ok(paths.includes(b), `bin ${b} is packed`);
+    const stray = paths.filter(
+      (p) => !p.startsWith('src/') && p !== 'README.md' && p !== 'package.json' && !bins.includes(p),
+    );
     assert.deepEqual(stray, [], 'only what a user needs');
     assert.deepEqual(
       paths.filter((p) => /(^|\/)(test|tests|bench|examples|data)\/|\.test\.ts$|\.sqlite/.test(p)),
