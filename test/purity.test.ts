@@ -19,7 +19,7 @@ const CORE = [
   'src/stores/memory.ts',
 ];
 /** Packages the core may import: they run on every fetch runtime. */
-const ALLOWED_PACKAGES = new Set(['hono', 'zod', '@hono/zod-validator']);
+const ALLOWED_PACKAGES = new Set(['hono', 'zod']);
 
 function files(path: string): string[] {
   const abs = join(ROOT, path);
