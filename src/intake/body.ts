@@ -22,7 +22,8 @@ const EMPTY = new Uint8Array(0);
 interface Pending {
   deadline: number;
   timedOut: boolean;
-  reader: ReadableStreamDefaultReader<Uint8Array>;
+  /** Called once the deadline passed: cancels the read. */
+  expire: () => void;
 }
 const pending = new Set<Pending>();
 let watchdog: ReturnType<typeof setInterval> | undefined;
@@ -37,7 +38,7 @@ function watch(p: Pending) {
       if (q.deadline <= now) {
         q.timedOut = true;
         pending.delete(q);
-        q.reader.cancel().catch(() => {});
+        q.expire();
       }
     }
     if (pending.size === 0) {
@@ -57,10 +58,15 @@ export async function readBody(request: Request, { limit, timeoutMs }: ReadBodyO
   }
   const stream = request.body;
   if (!stream) return EMPTY;
+  if (declared !== null && /^\d+$/.test(declared.trim())) return readDeclared(request, Number(declared), limit, timeoutMs);
   const reader = stream.getReader();
   const chunks: Uint8Array[] = [];
   let total = 0;
-  const p: Pending = { deadline: Date.now() + timeoutMs, timedOut: false, reader };
+  const p: Pending = {
+    deadline: Date.now() + timeoutMs,
+    timedOut: false,
+    expire: () => void reader.cancel().catch(() => {}),
+  };
   watch(p);
   try {
     for (;;) {
@@ -90,4 +96,31 @@ export async function readBody(request: Request, { limit, timeoutMs }: ReadBodyO
     offset += c.byteLength;
   }
   return out;
+}
+
+/**
+ * A body whose length was declared (and is within the limit): read in one call, which on Bun skips building a
+ * ReadableStream for the request (a sixth of the request path's time). The HTTP server frames the body by that
+ * length, so it cannot run past the limit; the check after the read covers a Request made in-process.
+ */
+function readDeclared(request: Request, declared: number, limit: number, timeoutMs: number): Promise<Uint8Array> {
+  return new Promise<Uint8Array>((resolve, reject) => {
+    const p: Pending = {
+      deadline: Date.now() + timeoutMs,
+      timedOut: false,
+      expire: () => reject(new BodyTimeoutError(`body of ${declared} bytes not received within ${timeoutMs} ms`)),
+    };
+    watch(p);
+    request.arrayBuffer().then(
+      (buffer) => {
+        pending.delete(p);
+        if (buffer.byteLength > limit) reject(new PayloadTooLargeError(`body exceeds the limit of ${limit} bytes`));
+        else resolve(new Uint8Array(buffer));
+      },
+      (error) => {
+        pending.delete(p);
+        reject(error);
+      },
+    );
+  });
 }
