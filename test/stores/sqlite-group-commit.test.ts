@@ -1,0 +1,111 @@
+// SQLite group commit: the contract suite with groupCommit on, and what group commit itself promises — writes that
+// arrive together share one commit, each resolves only once committed, and a failed commit rejects all of them.
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, test } from 'node:test';
+import { type SqliteConnection, sqliteStore, sqliteUnavailableReason } from '../../src/stores/sqlite.ts';
+import { StoreUnavailableError } from '../../src/stores/store.ts';
+import { newEvent, storeContract } from './contract.ts';
+
+const skip = sqliteUnavailableReason ?? false;
+const T0 = 1_700_000_000_000;
+
+let dir = '';
+let n = 0;
+const tempPath = () => {
+  if (!dir) dir = mkdtempSync(join(tmpdir(), 'lava-sqlite-gc-'));
+  return join(dir, `t${++n}`, 'events.db');
+};
+const removeTemp = () => {
+  if (dir) rmSync(dir, { recursive: true, force: true });
+  dir = '';
+};
+
+async function driver(): Promise<{ openDatabase(path: string): SqliteConnection }> {
+  return (globalThis as { Bun?: unknown }).Bun !== undefined
+    ? await import('../../src/stores/sqlite-bun.ts')
+    : await import('../../src/stores/sqlite-node.ts');
+}
+
+storeContract('sqlite (group commit, full)', {
+  skip,
+  make: () => sqliteStore({ path: tempPath(), durability: 'full', groupCommit: true }),
+  teardown: removeTemp,
+});
+
+describe('sqliteStore({ groupCommit: true })', { skip }, () => {
+  if (skip) console.log(`[skip] sqlite group commit tests: ${skip}`);
+  after(removeTemp);
+
+  test('concurrent inserts share one commit, and each resolves only after that commit', async () => {
+    const path = tempPath();
+    const s = sqliteStore({ path, durability: 'full', groupCommit: true });
+    const reader = sqliteStore({ path });
+    const before = s.groupCommits;
+    const pending = Array.from({ length: 50 }, (_, i) => s.insert(newEvent(`k${i}`, `c${i % 7}`, T0 + i)));
+    // Not committed yet: another connection sees none of them, and no promise has resolved.
+    let resolved = 0;
+    for (const p of pending) void p.then(() => resolved++);
+    await Promise.resolve();
+    assert.equal(resolved, 0);
+    assert.equal(reader.get('k0'), null, 'nothing visible before the commit');
+    const results = await Promise.all(pending);
+    assert.ok(results.every((r) => r.inserted));
+    assert.equal(s.groupCommits - before, 1, 'one commit for the fifty');
+    assert.equal(reader.list({ limit: 100 }).length, 50, 'all visible to another connection once resolved');
+    assert.deepEqual(
+      reader.list({ limit: 100 }).map((r) => r.key),
+      Array.from({ length: 50 }, (_, i) => `k${i}`),
+      'arrival order kept',
+    );
+    reader.close();
+    s.close();
+  });
+
+  test('the same key twice in one batch is inserted once, the second answers inserted: false', async () => {
+    const s = sqliteStore({ path: tempPath(), groupCommit: true });
+    const [a, b] = await Promise.all([s.insert(newEvent('same', 'c', T0)), s.insert(newEvent('same', 'c', T0 + 1))]);
+    assert.deepEqual([a, b], [{ inserted: true }, { inserted: false }]);
+    s.close();
+  });
+
+  test('a failed commit rejects every insert of the batch with StoreUnavailableError, and stores none of them', async () => {
+    const path = tempPath();
+    const s = sqliteStore({ path, groupCommit: true, busyTimeoutMs: 50 });
+    const other = (await driver()).openDatabase(path);
+    other.exec('BEGIN IMMEDIATE');
+    let outcomes: PromiseSettledResult<unknown>[];
+    try {
+      outcomes = await Promise.allSettled(Array.from({ length: 10 }, (_, i) => s.insert(newEvent(`f${i}`, 'c', T0))));
+    } finally {
+      other.exec('ROLLBACK');
+      other.close();
+    }
+    assert.ok(outcomes.every((o) => o.status === 'rejected' && o.reason instanceof StoreUnavailableError));
+    assert.equal(s.list({ limit: 100 }).length, 0, 'nothing of the failed batch was stored');
+    // The next batch works again.
+    assert.deepEqual(await s.insert(newEvent('f0', 'c', T0)), { inserted: true });
+    s.close();
+  });
+
+  test('complete() is grouped too, and close() commits what is still queued', async () => {
+    const path = tempPath();
+    const s = sqliteStore({ path, groupCommit: true });
+    await Promise.all([s.insert(newEvent('a', 'c1', T0)), s.insert(newEvent('b', 'c2', T0))]);
+    const claimed = s.claim({ owner: 'w', limit: 10, leaseMs: 1000, now: T0 });
+    assert.equal(claimed.length, 2);
+    const before = s.groupCommits;
+    assert.deepEqual(await Promise.all(claimed.map((r) => s.complete(r.key, 'w', T0 + 1))), [true, true]);
+    assert.equal(s.groupCommits - before, 1);
+    const late = s.insert(newEvent('late', 'c3', T0));
+    s.close();
+    assert.deepEqual(await late, { inserted: true });
+    const again = sqliteStore({ path });
+    assert.equal(again.get('late')?.status, 'pending', 'queued insert committed by close()');
+    assert.equal(again.get('a')?.status, 'done');
+    again.close();
+    await assert.rejects(async () => s.insert(newEvent('x', 'c', T0)), StoreUnavailableError);
+  });
+});
