@@ -74,7 +74,11 @@ export function createWorker(options: WorkerOptions): Worker {
     const capacity = options.concurrency - inflight.size;
     if (capacity <= 0 || stopping) return 0;
     let batch: EventRecord[];
-    const claim = Promise.resolve(store.claim({ owner, limit: capacity, leaseMs: options.leaseMs, now: now() }));
+    // Inside a promise executor, so a synchronous store that throws (SQLite busy) rejects here instead of escaping
+    // fill() as an unhandled rejection, which ends a Bun or Node process.
+    const claim = new Promise<EventRecord[]>((resolve) =>
+      resolve(store.claim({ owner, limit: capacity, leaseMs: options.leaseMs, now: now() })),
+    );
     let timer: ReturnType<typeof setTimeout> | undefined;
     try {
       // A store that stops answering (a silent network partition) must not stall the worker for good: give up on
