@@ -1,0 +1,126 @@
+// Crash suite: a real server process on a SQLite file, killed with SIGKILL at random points under load several
+// times and restarted on the same file. Every acknowledged event must run, and a key may run again only when a
+// crash interrupted its earlier run (never twice in one process).
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, test } from 'node:test';
+import { samplePayload } from '../src/samples.ts';
+import { SECRET, signedRequest, sleep, waitFor } from './helpers/lava.ts';
+import { ROOT, binAvailable, startServer } from './helpers/server-process.ts';
+
+const isBun = typeof (globalThis as { Bun?: unknown }).Bun !== 'undefined';
+// Spawn-heavy: the repeated-kill loop runs once per `npm test`, under Bun (test/e2e.test.ts kills once on every runtime).
+const skip = !binAvailable('bun')
+  ? 'node_modules/.bin/bun is missing (run npm ci)'
+  : !isBun
+    ? 'the repeated kill -9 loop runs under the Bun test runner only (once per npm test); e2e.test.ts covers one kill here'
+    : false;
+if (skip) console.log(`[skip] repeated kill -9 test: ${skip}`);
+
+const KILLS = 3;
+const CONCURRENCY = 8;
+const dirs: string[] = [];
+after(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+function readRuns(file: string): Array<{ key: string; pid: string }> {
+  if (!existsSync(file)) return [];
+  return readFileSync(file, 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => {
+      const [key = '', , , pid = ''] = l.split('\t');
+      return { key, pid };
+    });
+}
+
+describe('crash: repeated kill -9 under load', { skip }, () => {
+  test(`kill -9 at random points ${KILLS} times, restart on the same file: every 200 ran, no key ran twice in one process`, async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'lava-crash-'));
+    dirs.push(dir);
+    const runsFile = join(dir, 'runs.tsv');
+    const env = {
+      LAVA_WEBHOOK_SECRET: SECRET,
+      LAVA_WEBHOOK_DB: join(dir, 'lava.sqlite'),
+      LAVA_WEBHOOK_HANDLERS: join(ROOT, 'test/fixtures/handlers.ts'),
+      TEST_RUNS_FILE: runsFile,
+      TEST_HANDLER_DELAY_MS: '5',
+      LAVA_WEBHOOK_CONCURRENCY: String(CONCURRENCY),
+      LAVA_WEBHOOK_LEASE: '1s',
+      LAVA_WEBHOOK_POLL: '100ms',
+      LAVA_WEBHOOK_RETRY_SCHEDULE: '100ms,200ms',
+    };
+    const acked = new Set<string>();
+    const sentKeys = new Set<string>();
+    let n = 0;
+    for (let round = 0; round < KILLS; round++) {
+      const server = await startServer({ env });
+      let killed = false;
+      const killAfter = 150 + Math.floor(Math.random() * 550);
+      const killer = sleep(killAfter).then(() => {
+        killed = true;
+        server.kill('SIGKILL');
+      });
+      const senders = Array.from({ length: 16 }, async (_, s) => {
+        while (!killed) {
+          const body = JSON.stringify(
+            samplePayload('customer.wallet.balance.updated', { customerId: `cus_crash_${s}`, data: { balance: `${++n}` } }),
+          );
+          const key = `customer.wallet.balance.updated:sha256:${createHash('sha256').update(body).digest('hex')}`;
+          sentKeys.add(key);
+          try {
+            const res = await fetch(signedRequest(`${server.url}/webhooks/lava`, body));
+            await res.arrayBuffer();
+            if (res.status === 200) acked.add(key);
+          } catch {
+            // Refused or reset by the kill: not acknowledged, so Lava would send it again.
+          }
+        }
+      });
+      await Promise.all([killer, ...senders]);
+      assert.equal(await server.exited, 'SIGKILL');
+    }
+    assert.ok(acked.size >= 100, `enough acknowledged load across the kills (${acked.size})`);
+
+    const server = await startServer({ env });
+    try {
+      await waitFor(
+        () => {
+          const ran = new Set(readRuns(runsFile).map((r) => r.key));
+          for (const k of acked) if (!ran.has(k)) return false;
+          return true;
+        },
+        30_000,
+        'every acknowledged event processed after the last restart',
+      );
+      const runs = readRuns(runsFile);
+      for (const r of runs) assert.ok(sentKeys.has(r.key), `a run for a key never sent: ${r.key}`);
+      const byKey = new Map<string, string[]>();
+      for (const r of runs) byKey.set(r.key, [...(byKey.get(r.key) ?? []), r.pid]);
+      const repeated = [...byKey].filter(([, pids]) => pids.length > 1);
+      for (const [key, pids] of repeated) {
+        assert.equal(new Set(pids).size, pids.length, `${key} ran twice in one process (${pids.join(', ')})`);
+      }
+      assert.ok(
+        repeated.length <= KILLS * CONCURRENCY,
+        `only runs interrupted by a kill repeat (${repeated.length} > ${KILLS * CONCURRENCY})`,
+      );
+      const metrics = await waitFor(
+        async () => {
+          const text = await (await fetch(`${server.url}/metrics`)).text();
+          return /^lava_webhooks_pending 0$/m.test(text) ? text : null;
+        },
+        10_000,
+        'nothing left pending',
+      );
+      assert.match(metrics, /^lava_webhooks_dead_letters 0$/m);
+    } finally {
+      server.kill('SIGKILL');
+      await server.exited;
+    }
+  });
+});
