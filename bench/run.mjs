@@ -1,0 +1,543 @@
+// `npm run bench`: wrk against each receiver in one run on one machine, server and load generator pinned to
+// different cores, every request a unique signed event. Prints a table and writes bench/RESULTS.md.
+//
+// Knobs (environment):
+//   BENCH_DURATION=10       seconds of measured load per target
+//   BENCH_WARMUP=2          seconds of unmeasured load before it
+//   BENCH_CONNECTIONS=64    wrk connections
+//   BENCH_WRK_THREADS=1     wrk threads (all on the load cores)
+//   BENCH_TARGETS=a,b,h,c,d,e,f,g   which targets, in order
+//   BENCH_SERVER_CPUS=0     cores for the server (taskset -c); BENCH_LOAD_CPUS=1 for wrk
+//   BENCH_MEMORY_EVENTS=1000000     events for the memory step (0 skips it); BENCH_MEMORY_STORE=sqlite|memory
+//   BENCH_MEMORY_RETENTION=5s       retention during the memory step (purge runs that often)
+//   BENCH_COLD_RUNS=5       cold starts measured per target (median reported)
+//   DATABASE_URL=postgres://postgres@127.0.0.1:5432/test   for (g); a unique schema is made and dropped
+//   BENCH_RESULTS=bench/RESULTS.md  where the report goes ('' to skip writing)
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
+import { cpus, hostname, totalmem, tmpdir, type as osType, release } from 'node:os';
+import { join, resolve } from 'node:path';
+import { BENCH_SECRET, body, prepare } from './events.mjs';
+
+const ROOT = resolve(import.meta.dirname, '..');
+const BIN = join(ROOT, 'node_modules', '.bin');
+const env = process.env;
+const num = (name, fallback) => (env[name] !== undefined && env[name] !== '' ? Number(env[name]) : fallback);
+
+const DURATION = num('BENCH_DURATION', 10);
+const WARMUP = num('BENCH_WARMUP', 2);
+const CONNECTIONS = num('BENCH_CONNECTIONS', 64);
+const THREADS = num('BENCH_WRK_THREADS', 1);
+const TARGET_IDS = (env.BENCH_TARGETS ?? 'a,b,h,c,d,e,f,g').split(',').map((s) => s.trim()).filter(Boolean);
+const MEMORY_EVENTS = num('BENCH_MEMORY_EVENTS', 1_000_000);
+const MEMORY_STORE = env.BENCH_MEMORY_STORE ?? 'sqlite';
+const MEMORY_RETENTION = env.BENCH_MEMORY_RETENTION ?? '5s';
+const COLD_RUNS = num('BENCH_COLD_RUNS', 5);
+const PG_URL = env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+const RESULTS = env.BENCH_RESULTS ?? join(ROOT, 'bench', 'RESULTS.md');
+const NCPU = cpus().length;
+const SERVER_CPUS = env.BENCH_SERVER_CPUS ?? '0';
+const LOAD_CPUS = env.BENCH_LOAD_CPUS ?? (NCPU > 1 ? '1' : '0');
+// An upper bound on what one server core can take, to size the supply of unique events.
+const MAX_RATE = num('BENCH_MAX_RATE', 150_000);
+const PATH = '/webhooks/lava';
+
+// ---- Preconditions ----
+
+function have(cmd) {
+  return spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
+}
+if (!have('wrk')) {
+  console.error('bench: wrk is not installed — on Debian/Ubuntu: apt-get update && apt-get install -y wrk');
+  process.exit(2);
+}
+const pin = have('taskset') && NCPU > 1;
+if (!pin) console.warn('bench: not pinning (taskset missing or one core): figures will be noisier');
+for (const bin of ['bun', 'deno']) {
+  if (!existsSync(join(BIN, bin))) console.warn(`bench: ${join(BIN, bin)} is missing (npm ci)`);
+}
+
+// The supply of unique events: [0, main) for measured runs, then warm-up, then cold starts.
+const MAIN_N = Math.max(Math.ceil(DURATION * MAX_RATE), MEMORY_EVENTS + 50_000);
+const WARM_OFFSET = MAIN_N;
+const WARM_N = Math.ceil(WARMUP * MAX_RATE);
+const COLD_OFFSET = WARM_OFFSET + WARM_N;
+const TOTAL_N = COLD_OFFSET + 1000;
+const cache = join(tmpdir(), 'lava-bench-cache');
+const { sigs, template } = prepare(cache, TOTAL_N);
+const sigAt = (() => {
+  const all = readFileSync(sigs);
+  return (i) => all.toString('latin1', i * 64, i * 64 + 64);
+})();
+
+// ---- Processes ----
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+let nextPort = 18_000 + Math.floor(Math.random() * 2000);
+
+function pinned(cpuList, cmd) {
+  return pin ? ['taskset', ['-c', cpuList, ...cmd]] : [cmd[0], cmd.slice(1)];
+}
+
+function startProcess(cmd, extraEnv) {
+  const port = nextPort++;
+  const [file, args] = pinned(SERVER_CPUS, cmd(port));
+  const t0 = performance.now();
+  const child = spawn(file, args, {
+    cwd: ROOT,
+    env: {
+      PATH: env.PATH,
+      HOME: env.HOME ?? '/tmp',
+      PORT: String(port),
+      HOSTNAME: '127.0.0.1',
+      LOG_LEVEL: 'warn',
+      LAVA_WEBHOOK_SECRET: BENCH_SECRET,
+      ...extraEnv,
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stdout.on('data', (d) => {
+    if (output.length < 20_000) output += d;
+  });
+  child.stderr.on('data', (d) => {
+    if (output.length < 20_000) output += d;
+  });
+  const exited = new Promise((r) => child.on('exit', (code, signal) => r(code ?? signal)));
+  return { child, port, t0, exited, output: () => output };
+}
+
+let coldIndex = COLD_OFFSET;
+function signedInit(mode) {
+  const i = coldIndex++;
+  const sig = sigAt(i);
+  const headers =
+    mode === 'github'
+      ? {
+          'content-type': 'application/json',
+          'x-hub-signature-256': `sha256=${sig}`,
+          'x-github-event': 'ping',
+          'x-github-delivery': String(i),
+        }
+      : { 'content-type': 'application/json', 'x-webhook-signature': sig };
+  return { method: 'POST', headers, body: body(i) };
+}
+
+/** Polls a signed POST until it answers 200; returns ms from spawn to that answer. */
+async function firstOk(proc, mode, timeoutMs = 30_000) {
+  let done = false;
+  void proc.exited.then(() => {
+    done = true;
+  });
+  const deadline = proc.t0 + timeoutMs;
+  let lastStatus = null;
+  while (!done && performance.now() < deadline) {
+    try {
+      const res = await fetch(`http://127.0.0.1:${proc.port}${PATH}`, signedInit(mode));
+      await res.arrayBuffer();
+      lastStatus = res.status;
+      if (res.status === 200) return performance.now() - proc.t0;
+    } catch {
+      // Not listening yet.
+    }
+    await sleep(2);
+  }
+  throw new Error(`no 200 from the server (last status ${lastStatus}; exited: ${done}):\n${proc.output()}`);
+}
+
+async function stop(proc) {
+  proc.child.kill('SIGTERM');
+  const t = setTimeout(() => proc.child.kill('SIGKILL'), 8000);
+  await proc.exited;
+  clearTimeout(t);
+}
+
+function rssMb(pid) {
+  try {
+    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) / 1024 : null;
+  } catch {
+    return null;
+  }
+}
+
+function wrkArgs(port, mode, seconds, offset) {
+  const [file, args] = pinned(LOAD_CPUS, [
+    'wrk',
+    `-t${THREADS}`,
+    `-c${CONNECTIONS}`,
+    `-d${seconds}s`,
+    '--timeout',
+    '10s',
+    '-s',
+    join(ROOT, 'bench', 'wrk', 'lava.lua'),
+    `http://127.0.0.1:${port}${PATH}`,
+    '--',
+    mode,
+    sigs,
+    template,
+    String(THREADS),
+    String(offset),
+  ]);
+  return [file, args];
+}
+
+function runWrk(port, mode, seconds, offset) {
+  return new Promise((resolvePromise, reject) => {
+    const [file, args] = wrkArgs(port, mode, seconds, offset);
+    const child = spawn(file, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (out += d));
+    child.on('exit', () => {
+      const line = out.split('\n').find((l) => l.startsWith('BENCH_JSON '));
+      if (!line) reject(new Error(`wrk gave no result:\n${out}`));
+      else resolvePromise(JSON.parse(line.slice('BENCH_JSON '.length)));
+    });
+  });
+}
+
+async function metricsOf(port) {
+  try {
+    const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    const get = (re) => {
+      const m = re.exec(text);
+      return m ? Number(m[1]) : null;
+    };
+    return {
+      accepted: get(/^lava_webhooks_deliveries_total\{outcome="accepted"\} (\d+)/m),
+      duplicate: get(/^lava_webhooks_deliveries_total\{outcome="duplicate"\} (\d+)/m),
+      pending: get(/^lava_webhooks_pending (\d+)/m),
+    };
+  } catch {
+    return null;
+  }
+}
+
+// ---- Postgres ----
+
+async function pgAdmin() {
+  try {
+    await new Promise((res, rej) => {
+      const u = new URL(PG_URL);
+      const s = connect(Number(u.port || 5432), u.hostname, () => {
+        s.destroy();
+        res();
+      });
+      s.on('error', rej);
+      s.setTimeout(1000, () => {
+        s.destroy();
+        rej(new Error('timeout'));
+      });
+    });
+    const { default: postgres } = await import('postgres');
+    const sql = postgres(PG_URL, { max: 1, onnotice: () => {}, connect_timeout: 3 });
+    await sql`SELECT 1`;
+    return sql;
+  } catch (error) {
+    return { reason: `no Postgres at ${PG_URL} (${error.message})` };
+  }
+}
+
+// ---- Targets ----
+
+const bun = join(BIN, 'bun');
+const deno = join(BIN, 'deno');
+const node = process.execPath;
+const server = (port) => [bun, 'run', 'src/server.ts'];
+
+const TARGETS = {
+  a: { name: 'bare Bun server (reads the body, 200)', cmd: () => [bun, 'bench/targets/bare-bun.ts'] },
+  b: {
+    name: "Lava's documented Express receiver on Node (node:http)",
+    cmd: () => [node, 'bench/targets/express-style-node.mjs'],
+  },
+  h: { name: '@octokit/webhooks createWebMiddleware on Bun', cmd: () => [bun, 'bench/targets/octokit-bun.ts'], mode: 'github' },
+  c: { name: 'ours, memory store (Bun)', cmd: server, env: () => ({ LAVA_WEBHOOK_STORE: 'memory' }), ours: true },
+  d: {
+    name: 'ours, SQLite default durability (Bun)',
+    cmd: server,
+    env: (dir) => ({ LAVA_WEBHOOK_STORE: 'sqlite', LAVA_WEBHOOK_DB: join(dir, 'd.sqlite') }),
+    ours: true,
+  },
+  e: {
+    name: 'ours, SQLite synchronous=FULL (Bun)',
+    cmd: server,
+    env: (dir) => ({
+      LAVA_WEBHOOK_STORE: 'sqlite',
+      LAVA_WEBHOOK_DB: join(dir, 'e.sqlite'),
+      LAVA_WEBHOOK_DURABILITY: 'full',
+    }),
+    ours: true,
+  },
+  f: {
+    name: 'ours on Deno, Deno KV',
+    cmd: (port) => [deno, 'serve', '-A', '--port', String(port), '--host', '127.0.0.1', 'src/server.ts'],
+    env: (dir) => ({ LAVA_WEBHOOK_STORE: 'kv', LAVA_WEBHOOK_KV: join(dir, 'f.kv') }),
+    ours: true,
+    missing: () => (existsSync(join(ROOT, 'src/stores/deno-kv.ts')) ? null : 'src/stores/deno-kv.ts is not there yet'),
+  },
+  g: {
+    name: 'ours, Postgres (Bun)',
+    cmd: server,
+    env: (_dir, ctx) => ({ LAVA_WEBHOOK_STORE: 'postgres', DATABASE_URL: PG_URL, LAVA_WEBHOOK_PG_SCHEMA: ctx.schema }),
+    ours: true,
+    missing: () => (existsSync(join(ROOT, 'src/stores/postgres.ts')) ? null : 'src/stores/postgres.ts is not there yet'),
+    postgres: true,
+  },
+};
+
+const runs = [];
+const dir = mkdtempSync(join(tmpdir(), 'lava-bench-'));
+let pg = null;
+
+async function benchTarget(id) {
+  const t = TARGETS[id];
+  if (!t) throw new Error(`unknown target ${id}`);
+  const row = { id, name: t.name };
+  const missing = t.missing?.();
+  if (missing) return { ...row, skipped: missing };
+  const ctx = {};
+  if (t.postgres) {
+    pg ??= await pgAdmin();
+    if (pg.reason) return { ...row, skipped: pg.reason };
+    ctx.schema = `lava_bench_${Date.now().toString(36)}_${Math.random().toString(36).slice(2, 8)}`;
+  }
+  const mode = t.mode ?? 'lava';
+  try {
+    // Cold starts: process start to the first 200 on a signed POST (fresh store each time).
+    const colds = [];
+    for (let k = 0; k < COLD_RUNS; k++) {
+      const sub = mkdtempSync(join(dir, `${id}-cold-`));
+      const proc = startProcess(t.cmd, t.env?.(sub, ctx) ?? {});
+      try {
+        colds.push(await firstOk(proc, mode));
+      } finally {
+        await stop(proc);
+      }
+      if (t.postgres) await pg.unsafe(`DROP SCHEMA IF EXISTS "${ctx.schema}" CASCADE`);
+    }
+    colds.sort((x, y) => x - y);
+    row.coldMs = colds[Math.floor(colds.length / 2)];
+    const sub = mkdtempSync(join(dir, `${id}-`));
+    const proc = startProcess(t.cmd, t.env?.(sub, ctx) ?? {});
+    try {
+      await firstOk(proc, mode);
+      if (WARMUP > 0) await runWrk(proc.port, mode, WARMUP, WARM_OFFSET);
+      const before = t.ours ? await metricsOf(proc.port) : null;
+      const r = await runWrk(proc.port, mode, DURATION, 0);
+      const after = t.ours ? await metricsOf(proc.port) : null;
+      row.rps = r.requests / (r.duration_us / 1e6);
+      row.requests = r.requests;
+      row.p50 = r.p50_us / 1000;
+      row.p99 = r.p99_us / 1000;
+      row.errors = r.status + r.connect + r.read + r.write + r.timeout;
+      row.errorDetail = r;
+      row.rssMb = rssMb(proc.child.pid);
+      if (r.requests > MAIN_N) row.note = `${r.requests - MAIN_N} requests reused an event (raise BENCH_MAX_RATE)`;
+      if (before && after) {
+        row.accepted = after.accepted - before.accepted;
+        row.duplicates = after.duplicate - before.duplicate;
+      }
+    } finally {
+      await stop(proc);
+    }
+  } catch (error) {
+    row.failed = error.message.split('\n').slice(0, 6).join(' ');
+  } finally {
+    if (t.postgres && ctx.schema && !pg.reason) await pg.unsafe(`DROP SCHEMA IF EXISTS "${ctx.schema}" CASCADE`);
+  }
+  return row;
+}
+
+async function memoryStep() {
+  const sub = mkdtempSync(join(dir, 'mem-'));
+  const storeEnv =
+    MEMORY_STORE === 'memory'
+      ? { LAVA_WEBHOOK_STORE: 'memory' }
+      : { LAVA_WEBHOOK_STORE: 'sqlite', LAVA_WEBHOOK_DB: join(sub, 'mem.sqlite') };
+  const proc = startProcess(server, { ...storeEnv, LAVA_WEBHOOK_RETENTION: MEMORY_RETENTION });
+  const out = { store: MEMORY_STORE, events: MEMORY_EVENTS, retention: MEMORY_RETENTION };
+  try {
+    await firstOk(proc, 'lava');
+    out.rssStartMb = rssMb(proc.child.pid);
+    const [file, args] = wrkArgs(proc.port, 'lava', 3600, 0);
+    const wrk = spawn(file, args, { stdio: 'ignore' });
+    const t0 = performance.now();
+    let last = 0;
+    for (;;) {
+      await sleep(250);
+      const m = await metricsOf(proc.port);
+      const n = m?.accepted ?? 0;
+      if (!out.rss100kMb && n >= 100_000) out.rss100kMb = rssMb(proc.child.pid);
+      if (n >= MEMORY_EVENTS) {
+        out.rss1mMb = rssMb(proc.child.pid);
+        out.seconds = (performance.now() - t0) / 1000;
+        break;
+      }
+      if (n === last && performance.now() - t0 > 30_000) throw new Error(`memory step stalled at ${n} events`);
+      last = n;
+    }
+    wrk.kill('SIGKILL');
+    // Let the worker finish the backlog and retention run once more, then look again.
+    const settleEnd = performance.now() + 60_000;
+    while (performance.now() < settleEnd) {
+      const m = await metricsOf(proc.port);
+      if (m && m.pending === 0) break;
+      await sleep(500);
+    }
+    await sleep(6000);
+    out.rssSettledMb = rssMb(proc.child.pid);
+    out.growth = out.rss1mMb / out.rss100kMb - 1;
+  } catch (error) {
+    out.failed = error.message.split('\n').slice(0, 6).join(' ');
+  } finally {
+    await stop(proc);
+  }
+  return out;
+}
+
+// ---- Report ----
+
+const f1 = (x) => (x === undefined || x === null ? '—' : x.toFixed(1));
+const f2 = (x) => (x === undefined || x === null ? '—' : x.toFixed(2));
+
+function table(rows) {
+  const a = rows.find((r) => r.id === 'a' && r.rps);
+  const lines = [
+    '| | target | requests/s | × (a) | p50 ms | p99 ms | errors | cold start ms | RSS MB | notes |',
+    '|---|---|---:|---:|---:|---:|---:|---:|---:|---|',
+  ];
+  for (const r of rows) {
+    if (r.skipped || r.failed) {
+      lines.push(`| ${r.id} | ${r.name} | — | — | — | — | — | — | — | ${r.skipped ? `skipped: ${r.skipped}` : `failed: ${r.failed}`} |`);
+      continue;
+    }
+    const notes = [];
+    if (r.duplicates) notes.push(`${r.duplicates} answered as duplicates`);
+    if (r.note) notes.push(r.note);
+    if (r.errors) {
+      const e = r.errorDetail;
+      notes.push(`non-2xx ${e.status}, connect ${e.connect}, read ${e.read}, write ${e.write}, timeout ${e.timeout}`);
+    }
+    lines.push(
+      `| ${r.id} | ${r.name} | ${Math.round(r.rps).toLocaleString('en')} | ${a ? f2(r.rps / a.rps) : '—'} | ${f2(r.p50)} | ${f2(r.p99)} | ${r.errors} | ${f1(r.coldMs)} | ${f1(r.rssMb)} | ${notes.join('; ')} |`,
+    );
+  }
+  return lines.join('\n');
+}
+
+function targets(rows) {
+  const by = Object.fromEntries(rows.filter((r) => r.rps).map((r) => [r.id, r]));
+  const out = [];
+  const check = (label, ok) => out.push(`- ${ok === null ? '[n/a]' : ok ? '[met]' : '[missed]'} ${label}`);
+  const ratio = (x, y) => (by[x] && by[y] ? by[x].rps / by[y].rps : null);
+  const cmp = (x, y, min) => {
+    const v = ratio(x, y);
+    return [v, v === null ? null : v >= min];
+  };
+  let [v, ok] = cmp('c', 'a', 0.7);
+  check(`(c) ≥ 0.7 × (a): ${f2(v)}`, ok);
+  [v, ok] = cmp('c', 'h', 1);
+  check(`(c) ahead of (h): ${f2(v)} × (h)`, ok);
+  [v, ok] = cmp('d', 'a', 0.5);
+  check(`(d) ≥ 0.5 × (a): ${f2(v)}`, ok);
+  [v, ok] = cmp('e', 'a', 0.4);
+  check(`(e) ≥ 0.4 × (a): ${f2(v)}`, ok);
+  [v, ok] = cmp('c', 'b', 5);
+  check(`(c) ≥ 5 × (b): ${f2(v)}`, ok);
+  [v, ok] = cmp('d', 'b', 5);
+  check(`(d) ≥ 5 × (b): ${f2(v)}`, ok);
+  for (const id of ['c', 'd']) check(`(${id}) p99 ≤ 5 ms: ${f2(by[id]?.p99)} ms`, by[id] ? by[id].p99 <= 5 : null);
+  check(`cold start ≤ 150 ms on Bun, ours (c): ${f1(by.c?.coldMs)} ms`, by.c ? by.c.coldMs <= 150 : null);
+  check(`bare server over 100k requests/s (the generator is not the bottleneck): ${by.a ? Math.round(by.a.rps) : '—'}`, by.a ? by.a.rps > 100_000 : null);
+  return out;
+}
+
+function versions() {
+  const v = (cmd, args) => {
+    try {
+      return execFileSync(cmd, args, { encoding: 'utf8' }).split('\n')[0].trim();
+    } catch {
+      return 'unknown';
+    }
+  };
+  return {
+    bun: v(bun, ['--version']),
+    deno: v(deno, ['--version']),
+    node: process.version,
+    wrk: v('sh', ['-c', 'wrk -v 2>&1 | head -1']),
+  };
+}
+
+// ---- Main ----
+
+const startedAt = new Date();
+console.log(
+  `bench: ${DURATION}s per target after ${WARMUP}s warm-up, ${CONNECTIONS} connections, wrk ${THREADS} thread(s); ` +
+    `server on cpu ${pin ? SERVER_CPUS : 'any'}, wrk on cpu ${pin ? LOAD_CPUS : 'any'}`,
+);
+for (const id of TARGET_IDS) {
+  process.stdout.write(`  (${id}) ${TARGETS[id]?.name ?? id} … `);
+  const row = await benchTarget(id);
+  runs.push(row);
+  console.log(
+    row.skipped
+      ? `skipped: ${row.skipped}`
+      : row.failed
+        ? `FAILED: ${row.failed}`
+        : `${Math.round(row.rps)} req/s, p50 ${f2(row.p50)} ms, p99 ${f2(row.p99)} ms, errors ${row.errors}, cold ${f1(row.coldMs)} ms`,
+  );
+}
+let memory = null;
+if (MEMORY_EVENTS > 0) {
+  process.stdout.write(`  memory: ${MEMORY_EVENTS} events into ours (${MEMORY_STORE}, retention ${MEMORY_RETENTION}) … `);
+  memory = await memoryStep();
+  console.log(memory.failed ? `FAILED: ${memory.failed}` : `RSS ${f1(memory.rss100kMb)} MB at 100k, ${f1(memory.rss1mMb)} MB at ${MEMORY_EVENTS}`);
+}
+if (pg && !pg.reason) await pg.end({ timeout: 2 });
+rmSync(dir, { recursive: true, force: true });
+
+const ver = versions();
+const machine = `${cpus()[0]?.model ?? 'unknown CPU'} × ${NCPU}, ${(totalmem() / 2 ** 30).toFixed(1)} GiB, ${osType()} ${release()} (${hostname()})`;
+const report = [
+  '# Benchmark results',
+  '',
+  `Run: ${startedAt.toISOString()} — \`npm run bench\``,
+  `Machine: ${machine}`,
+  `Runtimes: Bun ${ver.bun}, ${ver.deno}, Node ${ver.node}; load: ${ver.wrk}`,
+  `Settings: ${DURATION}s per target after ${WARMUP}s warm-up; ${CONNECTIONS} connections, ${THREADS} wrk thread(s); ` +
+    `server pinned to cpu ${pin ? SERVER_CPUS : 'none'}, wrk to cpu ${pin ? LOAD_CPUS : 'none'}; every request a unique ` +
+    'signed `customer.wallet.balance.updated` event (997 customers); servers log at warn.',
+  '',
+  table(runs),
+  '',
+  'Latency is wrk’s, from the generator (ack latency as the sender sees it). Cold start: process spawn to the first 200 ' +
+    `on a signed POST, median of ${COLD_RUNS}. RSS: resident memory after the measured run.`,
+  '',
+  '## Targets',
+  '',
+  ...targets(runs),
+  '',
+];
+if (memory) {
+  report.push(
+    '## Memory',
+    '',
+    memory.failed
+      ? `Failed: ${memory.failed}`
+      : `${MEMORY_EVENTS.toLocaleString('en')} unique events into ours on Bun (${memory.store} store, retention ` +
+          `${memory.retention}, so purge runs throughout) in ${f1(memory.seconds)} s: RSS ${f1(memory.rssStartMb)} MB at start, ` +
+          `${f1(memory.rss100kMb)} MB at 100k, ${f1(memory.rss1mMb)} MB at ${MEMORY_EVENTS.toLocaleString('en')} ` +
+          `(${memory.growth >= 0 ? '+' : ''}${(memory.growth * 100).toFixed(1)} %; target within 20 %: ` +
+          `${Math.abs(memory.growth) <= 0.2 ? 'met' : 'missed'}), ${f1(memory.rssSettledMb)} MB after the backlog drained.`,
+    '',
+  );
+}
+const text = report.join('\n');
+console.log(`\n${text}`);
+if (RESULTS) {
+  writeFileSync(RESULTS, text);
+  console.log(`written to ${RESULTS}`);
+}

@@ -1,0 +1,10 @@
+// Benchmark target (a), the ceiling: a bare Bun server that reads the body and answers 200, nothing else.
+const server = Bun.serve({
+  port: Number(process.env.PORT ?? 3000),
+  hostname: '127.0.0.1',
+  async fetch(request) {
+    await request.arrayBuffer();
+    return new Response('{"received":true}', { headers: { 'content-type': 'application/json' } });
+  },
+});
+console.log(`bare bun listening on ${server.port}`);
