@@ -16,7 +16,7 @@
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
-import { cpus, hostname, totalmem, tmpdir, type as osType, release } from 'node:os';
+import { cpus, hostname, loadavg, totalmem, tmpdir, type as osType, release } from 'node:os';
 import { join, resolve } from 'node:path';
 import { BENCH_SECRET, body, prepare } from './events.mjs';
 
@@ -474,6 +474,7 @@ function versions() {
 // ---- Main ----
 
 const startedAt = new Date();
+const loadBefore = loadavg()[0];
 console.log(
   `bench: ${DURATION}s per target after ${WARMUP}s warm-up, ${CONNECTIONS} connections, wrk ${THREADS} thread(s); ` +
     `server on cpu ${pin ? SERVER_CPUS : 'any'}, wrk on cpu ${pin ? LOAD_CPUS : 'any'}`,
@@ -515,6 +516,14 @@ const report = [
   '',
   'Latency is wrk’s, from the generator (ack latency as the sender sees it). Cold start: process spawn to the first 200 ' +
     `on a signed POST, median of ${COLD_RUNS}. RSS: resident memory after the measured run.`,
+  '',
+  '## Notes',
+  '',
+  `- Load average when the run began: ${loadBefore.toFixed(2)} (on ${NCPU} cores); anything else running makes every figure noisier.`,
+  '- (b) is Lava’s documented Express receiver written on node:http, because express is not installed here; Express adds ' +
+    'its own routing and body-parser cost, so (b) overstates what the Express version reaches.',
+  '- (h) answers after its handlers ran in memory and records nothing; ours answers only after the event is in the store, ' +
+    'and its worker processes every event on the same core during the run.',
   '',
   '## Targets',
   '',
