@@ -9,6 +9,7 @@ import { after, describe, test } from 'node:test';
 import { samplePayload } from '../src/samples.ts';
 import { SECRET, signedRequest, sleep, waitFor } from './helpers/lava.ts';
 import { ROOT, type ServerProcess, binAvailable, startServer } from './helpers/server-process.ts';
+import { readRuns } from './fixtures/runs.ts';
 
 const skip = binAvailable('deno') ? false : 'node_modules/.bin/deno is missing (run npm ci)';
 if (skip) console.log(`[skip] deno serve tests: ${skip}`);
@@ -22,17 +23,6 @@ function tempDir(): string {
 after(() => {
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
-
-function readRuns(file: string): Array<{ key: string; customer: string; pid: string }> {
-  if (!existsSync(file)) return [];
-  return readFileSync(file, 'utf8')
-    .split('\n')
-    .filter(Boolean)
-    .map((l) => {
-      const [key = '', customer = '', , pid = ''] = l.split('\t');
-      return { key, customer, pid };
-    });
-}
 
 type Store = 'kv' | 'sqlite';
 function serverEnv(dir: string, store: Store, extra: Record<string, string> = {}): Record<string, string> {

@@ -7,6 +7,7 @@ import { after, describe, test } from 'node:test';
 import { samplePayload } from '../src/samples.ts';
 import { SECRET, signedRequest, sleep, waitFor } from './helpers/lava.ts';
 import { ROOT, binAvailable, startServer } from './helpers/server-process.ts';
+import { readRuns } from './fixtures/runs.ts';
 
 const skip = binAvailable('bun') ? false : 'node_modules/.bin/bun is missing (run npm ci)';
 if (skip) console.log(`[skip] end-to-end server tests: ${skip}`);
@@ -20,17 +21,6 @@ function tempDir(): string {
 after(() => {
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
-
-function readRuns(file: string): Array<{ key: string; customer: string; balance: string; pid: string }> {
-  if (!existsSync(file)) return [];
-  return readFileSync(file, 'utf8')
-    .split('\n')
-    .filter(Boolean)
-    .map((l) => {
-      const [key = '', customer = '', balance = '', pid = ''] = l.split('\t');
-      return { key, customer, balance, pid };
-    });
-}
 
 function serverEnv(dir: string, extra: Record<string, string> = {}): Record<string, string> {
   return {

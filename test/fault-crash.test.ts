@@ -10,6 +10,7 @@ import { after, describe, test } from 'node:test';
 import { samplePayload } from '../src/samples.ts';
 import { SECRET, signedRequest, sleep, waitFor } from './helpers/lava.ts';
 import { ROOT, binAvailable, startServer } from './helpers/server-process.ts';
+import { readRuns } from './fixtures/runs.ts';
 
 const isBun = typeof (globalThis as { Bun?: unknown }).Bun !== 'undefined';
 // Spawn-heavy: the repeated-kill loop runs once per `npm test`, under Bun (test/e2e.test.ts kills once on every runtime).
@@ -26,17 +27,6 @@ const dirs: string[] = [];
 after(() => {
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
-
-function readRuns(file: string): Array<{ key: string; pid: string }> {
-  if (!existsSync(file)) return [];
-  return readFileSync(file, 'utf8')
-    .split('\n')
-    .filter(Boolean)
-    .map((l) => {
-      const [key = '', , , pid = ''] = l.split('\t');
-      return { key, pid };
-    });
-}
 
 describe('crash: repeated kill -9 under load', { skip }, () => {
   test(`kill -9 at random points ${KILLS} times, restart on the same file: every 200 ran, no key ran twice in one process`, async () => {

@@ -9,6 +9,7 @@ import { samplePayload } from '../src/samples.ts';
 import { SECRET, signedRequest, waitFor } from './helpers/lava.ts';
 import { openPg } from './helpers/pg.ts';
 import { ROOT, type ServerProcess, binAvailable, startServer } from './helpers/server-process.ts';
+import { type Run, readRuns } from './fixtures/runs.ts';
 
 const opened = await openPg();
 const pg = opened.pg;
@@ -25,24 +26,6 @@ after(async () => {
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
   await pg?.done();
 });
-
-interface Run {
-  key: string;
-  customer: string;
-  balance: string;
-  pid: string;
-}
-
-function readRuns(file: string): Run[] {
-  if (!existsSync(file)) return [];
-  return readFileSync(file, 'utf8')
-    .split('\n')
-    .filter(Boolean)
-    .map((l) => {
-      const [key = '', customer = '', balance = '', pid = ''] = l.split('\t');
-      return { key, customer, balance, pid };
-    });
-}
 
 const CONCURRENCY = 4;
 
