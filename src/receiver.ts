@@ -56,6 +56,8 @@ export interface LavaWebhooksOptions {
   /** SHA-256 (hex) for body-hash idempotency keys; default SubtleCrypto. Runtime entries may pass a native one. */
   digest?: Sha256Hex;
   logger?: Logger;
+  /** The metrics registry rendered at /metrics; pass one to share it with add-ons such as the relay. */
+  metrics?: Metrics;
   /** Used when `logger` is not given. Default `info`. */
   logLevel?: LogLevel;
   /** The clock (tests). Default Date.now. */
@@ -113,7 +115,7 @@ export function createLavaWebhooks(options: LavaWebhooksOptions): LavaWebhooks {
   if (!options.store) throw new ConfigError('createLavaWebhooks: `store` is required, e.g. memoryStore() or sqliteStore({ path })');
   const now = options.now ?? Date.now;
   const logger = options.logger ?? jsonLogger({ level: options.logLevel ?? 'info' });
-  const metrics = new Metrics();
+  const metrics = options.metrics ?? new Metrics();
   const store = options.store;
   const retentionMs = positive('retentionMs', options.retentionMs, 7 * DAY);
   const path = options.path ?? '/webhooks/lava';
