@@ -89,6 +89,12 @@ export const envSchema = z.object({
     })
     .optional(),
   LAVA_WEBHOOK_HANDLERS: z.string().min(1).optional(),
+  LAVA_RELAY_URL: z.url({ protocol: /^https?$/, error: 'expected an http(s) URL' }).optional(),
+  LAVA_RELAY_SECRET: z
+    .string()
+    .regex(/^whsec_[A-Za-z0-9+/]+={0,2}$/, 'expected a Standard Webhooks secret: whsec_ followed by base64')
+    .optional(),
+  LAVA_RELAY_TIMEOUT: duration('10s').default(10_000),
   LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error', 'silent']).default('info'),
 });
 
@@ -106,9 +112,26 @@ function parseEnv<S extends z.ZodType>(schema: S, env: Record<string, string | u
   return parsed.data;
 }
 
+/** Per-event relay endpoints: LAVA_RELAY_URL_CUSTOMER_CREATED=… → { 'customer.created': … }. */
+export function relayUrls(env: Record<string, string | undefined>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(env)) {
+    const m = /^LAVA_RELAY_URL_([A-Z0-9_]+)$/.exec(k);
+    if (m && v) out[(m[1] as string).toLowerCase().replace(/_/g, '.')] = v;
+  }
+  return out;
+}
+
 /** Parses the environment or throws a ConfigError listing every problem, one per line. */
 export function loadConfig(env: Record<string, string | undefined>): ServerConfig {
-  return parseEnv(envSchema, env);
+  const config = parseEnv(envSchema, env);
+  const perEvent = relayUrls(env);
+  if ((config.LAVA_RELAY_URL || Object.keys(perEvent).length > 0) && !config.LAVA_RELAY_SECRET) {
+    throw new ConfigError(
+      'invalid configuration:\n  LAVA_RELAY_SECRET: is required when LAVA_RELAY_URL is set (the whsec_… secret your endpoint verifies with)',
+    );
+  }
+  return config;
 }
 
 const storeEnvSchema = envSchema.pick({

@@ -1,6 +1,8 @@
 // The server: environment → validated config → store → receiver → serve. One file for `bun run src/server.ts`
 // and `deno serve -A src/server.ts` (which serves the default export's fetch).
-import { loadConfig } from './config.ts';
+import { loadConfig, relayUrls } from './config.ts';
+import { Metrics } from './observability/metrics.ts';
+import { relay } from './relay/relay.ts';
 import type { HandlerMap, UnknownHandler } from './processing/dispatch.ts';
 import { type LavaWebhooks, createLavaWebhooks } from './receiver.ts';
 import { jsonLogger } from './observability/log.ts';
@@ -84,8 +86,30 @@ async function boot(): Promise<{ lava: LavaWebhooks; port: number; hostname: str
     logger.error('refusing to start', { error: (error as Error).message });
     return exit(1);
   }
+  const metrics = new Metrics();
+  const env = readEnv();
+  const urls = relayUrls(env);
+  const relayOn = Boolean(config.LAVA_RELAY_URL || Object.keys(urls).length > 0);
+  let relayProcess: ReturnType<typeof relay> | undefined;
+  try {
+    relayProcess = relayOn
+      ? relay({
+          url: config.LAVA_RELAY_URL,
+          urls,
+          secret: config.LAVA_RELAY_SECRET as string,
+          timeoutMs: config.LAVA_RELAY_TIMEOUT,
+          logger,
+          metrics,
+        })
+      : undefined;
+  } catch (error) {
+    logger.error('refusing to start', { error: (error as Error).message });
+    return exit(1);
+  }
   const lava = createLavaWebhooks({
     secrets: config.LAVA_WEBHOOK_SECRET,
+    metrics,
+    process: relayProcess,
     store: opened.store,
     // node:crypto's synchronous HMAC (Bun, Deno and Node all have it) instead of SubtleCrypto's async verify.
     verifier: nativeVerifier,
@@ -110,7 +134,9 @@ async function boot(): Promise<{ lava: LavaWebhooks; port: number; hostname: str
     where: opened.where,
     path: config.LAVA_WEBHOOK_PATH,
     secrets: config.LAVA_WEBHOOK_SECRET.length,
-    handlers: config.LAVA_WEBHOOK_HANDLERS ?? 'built-in logging handlers',
+    handlers: relayOn
+      ? `relay to ${[config.LAVA_RELAY_URL, ...Object.values(urls)].filter(Boolean).join(', ')}`
+      : (config.LAVA_WEBHOOK_HANDLERS ?? 'built-in logging handlers'),
   });
   return { lava, port: config.PORT, hostname: config.HOSTNAME, shutdownMs: config.LAVA_WEBHOOK_SHUTDOWN_TIMEOUT };
 }

@@ -1,7 +1,7 @@
 // loadConfig(): the server's environment, validated at start-up with messages that name the variable.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { loadConfig, parseBytes, parseDuration } from '../src/config.ts';
+import { loadConfig, parseBytes, parseDuration, relayUrls } from '../src/config.ts';
 import { ConfigError } from '../src/receiver.ts';
 
 describe('loadConfig()', () => {
@@ -65,5 +65,20 @@ describe('loadConfig()', () => {
     assert.equal(parseBytes('2MiB'), 2_097_152);
     assert.equal(parseBytes('12'), 12);
     assert.equal(parseBytes('1gb'), null);
+  });
+
+  test('relay settings: per-event URLs from LAVA_RELAY_URL_<EVENT>, and the secret is required with a URL', () => {
+    assert.deepEqual(
+      relayUrls({ LAVA_RELAY_URL_CUSTOMER_DELETED: 'http://a/x', LAVA_RELAY_URL_CUSTOMER_WALLET_BALANCE_UPDATED: 'http://b/y' }),
+      { 'customer.deleted': 'http://a/x', 'customer.wallet.balance.updated': 'http://b/y' },
+    );
+    assert.throws(() => loadConfig({ LAVA_WEBHOOK_SECRET: 's', LAVA_RELAY_URL: 'http://a/x' }), /LAVA_RELAY_SECRET: is required/);
+    assert.throws(
+      () => loadConfig({ LAVA_WEBHOOK_SECRET: 's', LAVA_RELAY_URL: 'http://a/x', LAVA_RELAY_SECRET: 'plain' }),
+      /LAVA_RELAY_SECRET: expected a Standard Webhooks secret/,
+    );
+    assert.throws(() => loadConfig({ LAVA_WEBHOOK_SECRET: 's', LAVA_RELAY_URL: 'not a url' }), /LAVA_RELAY_URL/);
+    const c = loadConfig({ LAVA_WEBHOOK_SECRET: 's', LAVA_RELAY_URL: 'https://app.example/hooks', LAVA_RELAY_SECRET: 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw', LAVA_RELAY_TIMEOUT: '3s' });
+    assert.equal(c.LAVA_RELAY_TIMEOUT, 3000);
   });
 });

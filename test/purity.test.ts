@@ -10,6 +10,7 @@ const CORE = [
   'src/intake',
   'src/processing',
   'src/observability',
+  'src/relay',
   'src/app.ts',
   'src/receiver.ts',
   'src/mod.ts',

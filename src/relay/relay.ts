@@ -1,0 +1,191 @@
+// Relay mode: delivers each recorded event to the user's own endpoint, signed with the Standard Webhooks scheme,
+// with the core's retries, backoff and dead letters. Web-standard only (fetch, SubtleCrypto).
+import type { Logger } from '../observability/log.ts';
+import type { Metrics } from '../observability/metrics.ts';
+import { NonRetryableError } from '../processing/retry.ts';
+import type { ProcessFn } from '../processing/worker.ts';
+import type { EventRecord } from '../stores/store.ts';
+import { type StandardWebhooksSigner, standardWebhooksSigner } from './standard-webhooks.ts';
+
+export interface RelayOptions {
+  /** Where every event goes, unless `urls` names another endpoint for its event. */
+  url?: string;
+  /** Per-event endpoints, e.g. `{ 'customer.deleted': 'https://app.example/hooks/deleted' }`. */
+  urls?: Record<string, string>;
+  /** The downstream's Standard Webhooks secret: `whsec_` followed by base64. */
+  secret: string;
+  /** Per-attempt timeout in ms. Default 10 000. */
+  timeoutMs?: number;
+  /** The fetch to use (tests, proxies). Default the global fetch. */
+  fetch?: (request: Request) => Promise<Response>;
+  logger?: Logger;
+  /** Where `lava_webhooks_relay_*` metrics go; pass the receiver's (createLavaWebhooks({ metrics })). */
+  metrics?: Metrics;
+  /** The clock, for `webhook-timestamp`. Default Date.now. */
+  now?: () => number;
+}
+
+/** A downstream answer or failure that should be tried again later (429, 5xx, timeout, connection error). */
+export class RelayRetryableError extends Error {
+  override name = 'RelayRetryableError';
+  /** Set from Retry-After: the core waits at least this long. */
+  retryAfterMs?: number;
+  constructor(message: string, retryAfterMs?: number, options?: ErrorOptions) {
+    super(message, options);
+    if (retryAfterMs !== undefined) this.retryAfterMs = retryAfterMs;
+  }
+}
+
+/** A downstream answer that retrying will not fix (4xx other than 429): the event becomes a dead letter. */
+export class RelayRejectedError extends NonRetryableError {
+  override name = 'RelayRejectedError';
+  readonly status: number;
+  constructor(message: string, status: number) {
+    super(message);
+    this.status = status;
+  }
+}
+
+export type RelayOutcome = 'ok' | 'retry' | 'dead';
+
+/** Parses Retry-After: delay-seconds or an HTTP date. Null when absent or unreadable. */
+export function parseRetryAfter(value: string | null, now: number): number | null {
+  if (!value) return null;
+  const v = value.trim();
+  if (/^\d+$/.test(v)) return Number(v) * 1000;
+  const at = Date.parse(v);
+  if (Number.isNaN(at)) return null;
+  return Math.max(0, at - now);
+}
+
+function validUrl(name: string, value: string): string {
+  let u: URL;
+  try {
+    u = new URL(value);
+  } catch {
+    throw new Error(`relay: ${name} is not a valid URL: ${JSON.stringify(value)}`);
+  }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') {
+    throw new Error(`relay: ${name} must be an http(s) URL, got ${JSON.stringify(value)}`);
+  }
+  return u.toString();
+}
+
+const dec = new TextDecoder();
+
+/** First bytes of an answer body, for the dead letter's reason. */
+async function snippet(response: Response, max = 200): Promise<string> {
+  try {
+    const reader = response.body?.getReader();
+    if (!reader) return '';
+    const { value } = await reader.read();
+    reader.cancel().catch(() => {});
+    return value ? dec.decode(value.subarray(0, max)).replace(/\s+/g, ' ').trim() : '';
+  } catch {
+    return '';
+  }
+}
+
+/**
+ * Makes a ProcessFn that POSTs each event's original body to the downstream:
+ * `createLavaWebhooks({ secret, store, process: relay({ url, secret: 'whsec_…' }) })`.
+ */
+export function relay(options: RelayOptions): ProcessFn & { signer: StandardWebhooksSigner } {
+  const urls: Record<string, string> = {};
+  for (const [event, u] of Object.entries(options.urls ?? {})) urls[event] = validUrl(`urls[${event}]`, u);
+  const fallback = options.url ? validUrl('url', options.url) : undefined;
+  if (!fallback && Object.keys(urls).length === 0) {
+    throw new Error('relay: no endpoint — pass `url` (or `urls` per event), e.g. https://your-app.example/webhooks/lava');
+  }
+  const signer = standardWebhooksSigner(options.secret);
+  const timeoutMs = options.timeoutMs ?? 10_000;
+  if (!Number.isFinite(timeoutMs) || timeoutMs <= 0) throw new Error(`relay: timeoutMs must be positive, got ${timeoutMs}`);
+  const doFetch = options.fetch ?? ((r: Request) => fetch(r));
+  const now = options.now ?? Date.now;
+  const attempts = options.metrics?.counter(
+    'lava_webhooks_relay_attempts_total',
+    'Relay attempts to the downstream endpoint, by outcome.',
+  );
+  const latencySum = options.metrics?.counter(
+    'lava_webhooks_relay_latency_ms_sum',
+    'Total time spent waiting for the downstream, in milliseconds.',
+  );
+  const latencyCount = options.metrics?.counter(
+    'lava_webhooks_relay_latency_ms_count',
+    'Relay attempts timed (the divisor of lava_webhooks_relay_latency_ms_sum).',
+  );
+
+  const count = (outcome: RelayOutcome, ms: number) => {
+    attempts?.inc({ outcome });
+    latencySum?.inc({}, ms);
+    latencyCount?.inc({});
+  };
+
+  async function deliver(record: EventRecord, signal: AbortSignal): Promise<void> {
+    const target = urls[record.event] ?? fallback;
+    if (!target) throw new RelayRejectedError(`relay: no endpoint configured for ${record.event}`, 0);
+    const timestamp = Math.floor(now() / 1000);
+    const headers = new Headers({
+      'content-type': record.headers['content-type'] ?? 'application/json',
+      'user-agent': 'lava-webhooks-relay',
+      'webhook-id': record.key,
+      'webhook-timestamp': String(timestamp),
+      'webhook-signature': await signer.sign(record.key, timestamp, record.body),
+      'x-lava-event': record.event,
+    });
+    const original = record.headers['x-webhook-signature'];
+    if (original) headers.set('x-webhook-signature', original);
+
+    const attempt = new AbortController();
+    const timer = setTimeout(() => attempt.abort(new Error(`timed out after ${timeoutMs} ms`)), timeoutMs);
+    const onAbort = () => attempt.abort(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+    const started = performance.now();
+    let response: Response;
+    try {
+      response = await doFetch(
+        new Request(target, {
+          method: 'POST',
+          headers,
+          body: record.body as Uint8Array<ArrayBuffer>,
+          signal: attempt.signal,
+          redirect: 'manual',
+        }),
+      );
+    } catch (error) {
+      const ms = performance.now() - started;
+      count('retry', ms);
+      const reason = attempt.signal.aborted ? String((attempt.signal.reason as Error)?.message ?? 'aborted') : (error as Error)?.message;
+      throw new RelayRetryableError(`relay: ${target} did not answer: ${reason}`, undefined, { cause: error });
+    } finally {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', onAbort);
+    }
+    const ms = performance.now() - started;
+    const status = response.status;
+    if (status >= 200 && status < 300) {
+      await response.body?.cancel().catch(() => {});
+      count('ok', ms);
+      options.logger?.debug('relayed', { key: record.key, event: record.event, status, ms: Math.round(ms) });
+      return;
+    }
+    if (status === 429 || status >= 500) {
+      const retryAfter = parseRetryAfter(response.headers.get('retry-after'), now()) ?? undefined;
+      const text = await snippet(response);
+      count('retry', ms);
+      throw new RelayRetryableError(`relay: ${target} answered ${status}${text ? `: ${text}` : ''}`, retryAfter);
+    }
+    const text = await snippet(response);
+    count('dead', ms);
+    if (status === 410) {
+      options.logger?.warn('relay endpoint is gone (410): events for it become dead letters until it is fixed', {
+        key: record.key,
+        event: record.event,
+        url: target,
+      });
+    }
+    throw new RelayRejectedError(`relay: ${target} answered ${status}${text ? `: ${text}` : ''}`, status);
+  }
+
+  return Object.assign(deliver, { signer });
+}
