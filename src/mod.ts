@@ -11,6 +11,8 @@ export { sign, subtleVerifier, parseSignatureHeader, sha256Hex } from './intake/
 export type { Verifier, VerifierFactory } from './intake/signature.ts';
 export type { KeyFunction, KeyInput } from './intake/idempotency.ts';
 export { PayloadTooLargeError, BodyTimeoutError } from './intake/body.ts';
+export { relay, RelayRetryableError, RelayRejectedError, parseRetryAfter } from './relay/relay.ts';
+export type { RelayOptions, RelayOutcome } from './relay/relay.ts';
 export { jsonLogger, silentLogger } from './observability/log.ts';
 export type { Logger, LogLevel, LogFields } from './observability/log.ts';
 export { Metrics } from './observability/metrics.ts';

@@ -43,10 +43,30 @@ class Counter {
   }
 }
 
+/** A histogram without labels: cumulative bucket counts, sum and count. */
+class Histogram {
+  readonly bounds: readonly number[];
+  readonly buckets: number[];
+  sum = 0;
+  count = 0;
+  constructor(bounds: readonly number[]) {
+    this.bounds = bounds;
+    this.buckets = bounds.map(() => 0);
+  }
+  observe(value: number): void {
+    this.count++;
+    this.sum += value;
+    for (let i = 0; i < this.bounds.length; i++) {
+      if (value <= (this.bounds[i] as number)) this.buckets[i] = (this.buckets[i] as number) + 1;
+    }
+  }
+}
+
 export class Metrics {
   readonly deliveries = new Counter();
   readonly handlerRuns = new Counter();
   readonly extra = new Map<string, { help: string; type: 'counter' | 'gauge'; counter: Counter }>();
+  readonly histograms = new Map<string, { help: string; histogram: Histogram }>();
   readonly ackBuckets: number[] = ACK_BUCKETS_MS.map(() => 0);
   ackCount = 0;
   ackSumMs = 0;
@@ -91,6 +111,16 @@ export class Metrics {
       this.extra.set(name, entry);
     }
     return entry.counter;
+  }
+
+  /** A named histogram for add-ons (relay latency, …); `bounds` are the bucket upper limits, ascending. */
+  histogram(name: string, help: string, bounds: readonly number[]): Histogram {
+    let entry = this.histograms.get(name);
+    if (!entry) {
+      entry = { help, histogram: new Histogram(bounds) };
+      this.histograms.set(name, entry);
+    }
+    return entry.histogram;
   }
 
   /** Prometheus text format. Gauges come from the store at scrape time. */
@@ -138,6 +168,14 @@ export class Metrics {
       out.push(`# HELP ${name} ${help}`);
       out.push(`# TYPE ${name} ${type}`);
       for (const { labels: l, value } of counter.values.values()) out.push(`${name}${labels(l)} ${value}`);
+    }
+    for (const [name, { help, histogram: h }] of this.histograms) {
+      out.push(`# HELP ${name} ${help}`);
+      out.push(`# TYPE ${name} histogram`);
+      h.bounds.forEach((le, i) => out.push(`${name}_bucket{le="${le}"} ${h.buckets[i]}`));
+      out.push(`${name}_bucket{le="+Inf"} ${h.count}`);
+      out.push(`${name}_sum ${h.sum}`);
+      out.push(`${name}_count ${h.count}`);
     }
     return `${out.join('\n')}\n`;
   }

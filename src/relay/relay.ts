@@ -4,6 +4,7 @@ import type { Logger } from '../observability/log.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import { NonRetryableError } from '../processing/retry.ts';
 import type { ProcessFn } from '../processing/worker.ts';
+import { ConfigError } from '../receiver.ts';
 import type { EventRecord } from '../stores/store.ts';
 import { type StandardWebhooksSigner, standardWebhooksSigner } from './standard-webhooks.ts';
 
@@ -63,15 +64,52 @@ function validUrl(name: string, value: string): string {
   try {
     u = new URL(value);
   } catch {
-    throw new Error(`relay: ${name} is not a valid URL: ${JSON.stringify(value)}`);
+    throw new ConfigError(`relay: ${name} is not a valid URL: ${JSON.stringify(value)}`);
   }
   if (u.protocol !== 'http:' && u.protocol !== 'https:') {
-    throw new Error(`relay: ${name} must be an http(s) URL, got ${JSON.stringify(value)}`);
+    throw new ConfigError(`relay: ${name} must be an http(s) URL, got ${JSON.stringify(value)}`);
   }
   return u.toString();
 }
 
 const dec = new TextDecoder();
+const enc = new TextEncoder();
+
+/** Where a URL points, without its query or credentials: endpoint URLs often carry a token, and this text reaches
+ * logs and dead letters. */
+export function redactUrl(url: string): string {
+  const u = new URL(url);
+  return `${u.origin}${u.pathname}${u.search ? '?…' : ''}`;
+}
+
+/**
+ * The idempotency key as a header value. Keys can hold any text (a payload `id`, a custom key function), but a
+ * header cannot carry newlines or characters above U+00FF, and the downstream must sign exactly the bytes it got:
+ * a key of visible ASCII is sent as is, any other is percent-encoded (as UTF-8) behind `enc:`.
+ */
+export function webhookId(key: string): string {
+  if (/^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$/.test(key)) return key;
+  let out = 'enc:';
+  for (const byte of enc.encode(key)) {
+    const c = String.fromCharCode(byte);
+    out += byte > 0x20 && byte < 0x7f && c !== '%' ? c : `%${byte.toString(16).toUpperCase().padStart(2, '0')}`;
+  }
+  return out;
+}
+
+/** What to tell the operator about a redirect answer. */
+function redirectHint(response: Response, target: string): string {
+  try {
+    const location = response.headers.get('location');
+    if (location) return ` (redirects are not followed; set the URL it points to: ${redactUrl(new URL(location, target).href)})`;
+  } catch {
+    // An unreadable Location: the status alone says enough.
+  }
+  return ' (redirects are not followed; set the final URL)';
+}
+
+/** Upper bounds (ms) of the relay latency histogram's buckets. */
+const LATENCY_BUCKETS_MS = [5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 30_000];
 
 /** First bytes of an answer body, for the dead letter's reason. */
 async function snippet(response: Response, max = 200): Promise<string> {
@@ -95,96 +133,102 @@ export function relay(options: RelayOptions): ProcessFn & { signer: StandardWebh
   for (const [event, u] of Object.entries(options.urls ?? {})) urls[event] = validUrl(`urls[${event}]`, u);
   const fallback = options.url ? validUrl('url', options.url) : undefined;
   if (!fallback && Object.keys(urls).length === 0) {
-    throw new Error('relay: no endpoint — pass `url` (or `urls` per event), e.g. https://your-app.example/webhooks/lava');
+    throw new ConfigError('relay: no endpoint — pass `url` (or `urls` per event), e.g. https://your-app.example/webhooks/lava');
   }
   const signer = standardWebhooksSigner(options.secret);
   const timeoutMs = options.timeoutMs ?? 10_000;
-  if (!Number.isFinite(timeoutMs) || timeoutMs <= 0) throw new Error(`relay: timeoutMs must be positive, got ${timeoutMs}`);
+  if (!Number.isFinite(timeoutMs) || timeoutMs <= 0) throw new ConfigError(`relay: timeoutMs must be positive, got ${timeoutMs}`);
   const doFetch = options.fetch ?? ((r: Request) => fetch(r));
   const now = options.now ?? Date.now;
   const attempts = options.metrics?.counter(
     'lava_webhooks_relay_attempts_total',
     'Relay attempts to the downstream endpoint, by outcome.',
   );
-  const latencySum = options.metrics?.counter(
-    'lava_webhooks_relay_latency_ms_sum',
-    'Total time spent waiting for the downstream, in milliseconds.',
-  );
-  const latencyCount = options.metrics?.counter(
-    'lava_webhooks_relay_latency_ms_count',
-    'Relay attempts timed (the divisor of lava_webhooks_relay_latency_ms_sum).',
+  const latency = options.metrics?.histogram(
+    'lava_webhooks_relay_latency_ms',
+    'Time from sending a relay attempt to its outcome (answer, timeout or connection error), in milliseconds.',
+    LATENCY_BUCKETS_MS,
   );
 
   const count = (outcome: RelayOutcome, ms: number) => {
     attempts?.inc({ outcome });
-    latencySum?.inc({}, ms);
-    latencyCount?.inc({});
+    latency?.observe(ms);
   };
 
   async function deliver(record: EventRecord, signal: AbortSignal): Promise<void> {
     const target = urls[record.event] ?? fallback;
     if (!target) throw new RelayRejectedError(`relay: no endpoint configured for ${record.event}`, 0);
+    const where = redactUrl(target);
+    const id = webhookId(record.key);
     const timestamp = Math.floor(now() / 1000);
     const headers = new Headers({
       'content-type': record.headers['content-type'] ?? 'application/json',
       'user-agent': 'lava-webhooks-relay',
-      'webhook-id': record.key,
+      'webhook-id': id,
       'webhook-timestamp': String(timestamp),
-      'webhook-signature': await signer.sign(record.key, timestamp, record.body),
+      'webhook-signature': await signer.sign(id, timestamp, record.body),
       'x-lava-event': record.event,
     });
     const original = record.headers['x-webhook-signature'];
     if (original) headers.set('x-webhook-signature', original);
 
+    // One deadline for the whole attempt, the answer's first bytes included: a downstream that sends its headers
+    // and then stalls must not hold the event until the handler timeout.
     const attempt = new AbortController();
     const timer = setTimeout(() => attempt.abort(new Error(`timed out after ${timeoutMs} ms`)), timeoutMs);
     const onAbort = () => attempt.abort(signal.reason);
-    signal.addEventListener('abort', onAbort, { once: true });
+    if (signal.aborted) onAbort();
+    else signal.addEventListener('abort', onAbort, { once: true });
     const started = performance.now();
-    let response: Response;
     try {
-      response = await doFetch(
-        new Request(target, {
-          method: 'POST',
-          headers,
-          body: record.body as Uint8Array<ArrayBuffer>,
-          signal: attempt.signal,
-          redirect: 'manual',
-        }),
-      );
-    } catch (error) {
+      let response: Response;
+      try {
+        response = await doFetch(
+          new Request(target, {
+            method: 'POST',
+            headers,
+            body: record.body as Uint8Array<ArrayBuffer>,
+            signal: attempt.signal,
+            // A 301/302 would turn the POST into a GET without a body: report it instead of following it.
+            redirect: 'manual',
+          }),
+        );
+      } catch (error) {
+        count('retry', performance.now() - started);
+        const reason = attempt.signal.aborted
+          ? String((attempt.signal.reason as Error)?.message ?? 'aborted')
+          : (error as Error)?.message;
+        throw new RelayRetryableError(`relay: ${where} did not answer: ${reason}`, undefined, { cause: error });
+      }
       const ms = performance.now() - started;
-      count('retry', ms);
-      const reason = attempt.signal.aborted ? String((attempt.signal.reason as Error)?.message ?? 'aborted') : (error as Error)?.message;
-      throw new RelayRetryableError(`relay: ${target} did not answer: ${reason}`, undefined, { cause: error });
+      const status = response.status;
+      if (status >= 200 && status < 300) {
+        await response.body?.cancel().catch(() => {});
+        count('ok', ms);
+        options.logger?.debug('relayed', { key: record.key, event: record.event, status, ms: Math.round(ms) });
+        return;
+      }
+      if (status === 429 || status >= 500) {
+        const retryAfter = parseRetryAfter(response.headers.get('retry-after'), now()) ?? undefined;
+        const text = await snippet(response);
+        count('retry', ms);
+        throw new RelayRetryableError(`relay: ${where} answered ${status}${text ? `: ${text}` : ''}`, retryAfter);
+      }
+      const text = await snippet(response);
+      count('dead', ms);
+      if (status === 410) {
+        options.logger?.warn('relay endpoint is gone (410): events for it become dead letters until it is fixed', {
+          key: record.key,
+          event: record.event,
+          url: where,
+        });
+      }
+      const hint = status >= 300 && status < 400 ? redirectHint(response, target) : '';
+      throw new RelayRejectedError(`relay: ${where} answered ${status}${hint}${text ? `: ${text}` : ''}`, status);
     } finally {
       clearTimeout(timer);
       signal.removeEventListener('abort', onAbort);
     }
-    const ms = performance.now() - started;
-    const status = response.status;
-    if (status >= 200 && status < 300) {
-      await response.body?.cancel().catch(() => {});
-      count('ok', ms);
-      options.logger?.debug('relayed', { key: record.key, event: record.event, status, ms: Math.round(ms) });
-      return;
-    }
-    if (status === 429 || status >= 500) {
-      const retryAfter = parseRetryAfter(response.headers.get('retry-after'), now()) ?? undefined;
-      const text = await snippet(response);
-      count('retry', ms);
-      throw new RelayRetryableError(`relay: ${target} answered ${status}${text ? `: ${text}` : ''}`, retryAfter);
-    }
-    const text = await snippet(response);
-    count('dead', ms);
-    if (status === 410) {
-      options.logger?.warn('relay endpoint is gone (410): events for it become dead letters until it is fixed', {
-        key: record.key,
-        event: record.event,
-        url: target,
-      });
-    }
-    throw new RelayRejectedError(`relay: ${target} answered ${status}${text ? `: ${text}` : ''}`, status);
   }
 
   return Object.assign(deliver, { signer });

@@ -1,5 +1,6 @@
 // Standard Webhooks signing (https://www.standardwebhooks.com): v1,<base64 HMAC-SHA256 of "id.timestamp.body">,
 // keyed with the base64 part of a `whsec_` secret. SubtleCrypto only, so it runs on every runtime.
+import { ConfigError } from '../receiver.ts';
 
 export interface StandardWebhooksSigner {
   /** The `webhook-signature` header value for one message. */
@@ -25,7 +26,7 @@ function bytesToBase64(bytes: Uint8Array): string {
 export function decodeSecret(secret: string): Uint8Array {
   const trimmed = secret.trim();
   if (!trimmed.startsWith('whsec_')) {
-    throw new Error('relay: the secret must be a Standard Webhooks secret: "whsec_" followed by base64 (24+ random bytes)');
+    throw new ConfigError('relay: the secret must be a Standard Webhooks secret: "whsec_" followed by base64 (24+ random bytes)');
   }
   const b64 = trimmed.slice('whsec_'.length);
   let key: Uint8Array;
@@ -33,9 +34,9 @@ export function decodeSecret(secret: string): Uint8Array {
     if (!/^[A-Za-z0-9+/]+={0,2}$/.test(b64)) throw new Error('not base64');
     key = base64ToBytes(b64);
   } catch {
-    throw new Error('relay: the secret after "whsec_" is not valid base64');
+    throw new ConfigError('relay: the secret after "whsec_" is not valid base64');
   }
-  if (key.length < 16) throw new Error(`relay: the secret is too short (${key.length} bytes; use 24 or more)`);
+  if (key.length < 16) throw new ConfigError(`relay: the secret is too short (${key.length} bytes; use 24 or more)`);
   return key;
 }
 

@@ -6,8 +6,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { Webhook } from 'standardwebhooks';
-import { Metrics, createLavaWebhooks, jsonLogger, memoryStore } from '../../src/mod.ts';
-import { parseRetryAfter, relay } from '../../src/relay/relay.ts';
+import { loadConfig } from '../../src/config.ts';
+import { ConfigError, Metrics, createLavaWebhooks, jsonLogger, memoryStore } from '../../src/mod.ts';
+import { parseRetryAfter, redactUrl, relay, webhookId } from '../../src/relay/relay.ts';
 import { decodeSecret } from '../../src/relay/standard-webhooks.ts';
 import { samplePayload } from '../../src/samples.ts';
 import { SECRET, lavaSign, signedRequest, sleep, waitFor } from '../helpers/lava.ts';
@@ -28,7 +29,10 @@ interface Arrival {
 /** A downstream app: verifies each request, records it, answers what `respond` says. */
 class Downstream {
   arrivals: Arrival[] = [];
-  respond: (a: Arrival, n: number) => { status: number; headers?: Record<string, string>; hang?: boolean } = () => ({
+  respond: (
+    a: Arrival,
+    n: number,
+  ) => { status: number; headers?: Record<string, string>; hang?: boolean; stallBody?: boolean } = () => ({
     status: 200,
   });
   server: Server | null = null;
@@ -61,6 +65,12 @@ class Downstream {
         this.arrivals.push(a);
         const r = this.respond(a, this.arrivals.length);
         if (r.hang) return; // never answers
+        if (r.stallBody) {
+          // The status line and headers go out at once; the body never comes.
+          res.writeHead(r.status, { 'content-type': 'text/plain', 'content-length': '100', ...r.headers });
+          res.flushHeaders();
+          return;
+        }
         res.writeHead(r.status, { 'content-type': 'text/plain', ...r.headers });
         res.end(r.status < 300 ? 'ok' : `nope ${r.status} ${'x'.repeat(400)}`);
       });
@@ -103,7 +113,7 @@ async function downstream(port = 0) {
   return d;
 }
 
-function relayReceiver(url: string, extra: { timeoutMs?: number; scheduleMs?: number[] } = {}) {
+function relayReceiver(url: string, extra: { timeoutMs?: number; scheduleMs?: number[]; handlerTimeoutMs?: number } = {}) {
   const logs: string[] = [];
   const logger = jsonLogger({ level: 'debug', write: (l) => logs.push(l) });
   const metrics = new Metrics();
@@ -113,6 +123,7 @@ function relayReceiver(url: string, extra: { timeoutMs?: number; scheduleMs?: nu
     logger,
     metrics,
     pollMs: 20,
+    handlerTimeoutMs: extra.handlerTimeoutMs,
     retry: { scheduleMs: extra.scheduleMs ?? [50, 100, 200, 400], jitter: 0 },
     process: relay({ url, secret: RELAY_SECRET, timeoutMs: extra.timeoutMs ?? 2000, logger, metrics }),
   });
@@ -249,6 +260,69 @@ describe('relay()', () => {
     assert.throws(() => relay({ url: 'ftp://x', secret: RELAY_SECRET }), /http\(s\) URL/);
     assert.throws(() => relay({ secret: RELAY_SECRET }), /no endpoint/);
     assert.equal(decodeSecret(RELAY_SECRET).length, 24);
+  });
+
+  test('an answer whose body stalls after its headers is cut at the attempt timeout, not the handler timeout', async () => {
+    const d = await downstream();
+    d.respond = (_a, n) => (n === 1 ? { status: 503, stallBody: true } : { status: 200 });
+    const { lava } = relayReceiver(d.url, { timeoutMs: 200, handlerTimeoutMs: 30_000 });
+    const started = Date.now();
+    await send(lava, 'cus_stall');
+    const key = 'customer.created:cus_stall';
+    await waitFor(async () => (await lava.store.get(key))?.status === 'done', 5000, 'done after the stalled answer');
+    assert.ok(Date.now() - started < 5000);
+    const r = await lava.store.get(key);
+    assert.equal(r?.attempts, 2);
+    assert.match(r?.lastError ?? '', /answered 503/);
+    await lava.close();
+  });
+
+  test('a key a header cannot carry is sent percent-encoded in webhook-id, and the signature still verifies', async () => {
+    const d = await downstream();
+    const { lava } = relayReceiver(d.url);
+    const body = JSON.stringify(samplePayload('customer.created', { customerId: 'cus_odd', extra: { id: 'évt 😀\n1' } }));
+    assert.equal((await lava.fetch(signedRequest('http://receiver/webhooks/lava', body))).status, 200);
+    const key = 'id:évt 😀\n1';
+    await waitFor(async () => (await lava.store.get(key))?.status === 'done', 5000, 'done');
+    const a = d.arrivals[0] as Arrival;
+    assert.equal(a.verified, true);
+    assert.equal(a.id, webhookId(key));
+    assert.equal(decodeURIComponent(a.id.slice('enc:'.length)), key, 'the downstream can recover the key');
+    assert.equal(webhookId('customer.created:cus_1'), 'customer.created:cus_1', 'plain keys are sent as they are');
+    await lava.close();
+  });
+
+  test('a redirect is a dead letter that names where it points; URLs in errors and logs lose their query', async () => {
+    const d = await downstream();
+    d.respond = () => ({ status: 302, headers: { location: '/elsewhere?token=abc' } });
+    const { lava, logs, metrics } = relayReceiver(`${d.url}?token=s3cret`);
+    await send(lava, 'cus_redirect');
+    const dead = await waitFor(async () => {
+      const r = await lava.store.get('customer.created:cus_redirect');
+      return r?.status === 'dead' ? r : null;
+    }, 5000, 'dead letter');
+    assert.match(dead.lastError ?? '', /answered 302 \(redirects are not followed; set the URL it points to: http:\/\/127\.0\.0\.1:\d+\/elsewhere\?…\)/);
+    assert.equal(d.arrivals.length, 1, 'not followed');
+    assert.ok(!(dead.lastError ?? '').includes('s3cret') && !logs.some((l) => l.includes('s3cret')), 'no token leaks');
+    assert.equal(redactUrl('https://u:p@app.example/hook?x=1'), 'https://app.example/hook?…');
+    assert.match(metrics.render(null), /lava_webhooks_relay_attempts_total\{outcome="dead"\} 1/);
+    assert.match(metrics.render(null), /lava_webhooks_relay_latency_ms_bucket\{le="\+Inf"\} 1/);
+    await lava.close();
+  });
+
+  test('configuration mistakes are ConfigErrors; a misspelt or legacy LAVA_RELAY_URL_<EVENT> is refused', () => {
+    assert.throws(() => relay({ url: 'http://x', secret: 'nope' }), ConfigError);
+    const base = { LAVA_WEBHOOK_SECRET: 's', LAVA_RELAY_URL: 'http://a/x', LAVA_RELAY_SECRET: RELAY_SECRET };
+    assert.throws(
+      () => loadConfig({ ...base, LAVA_RELAY_URL_CUSTOMER_CREATD: 'http://a/y' }),
+      /LAVA_RELAY_URL_CUSTOMER_CREATD: not a known event; expected one of LAVA_RELAY_URL_CUSTOMER_CREATED/,
+    );
+    assert.throws(
+      () => loadConfig({ ...base, LAVA_RELAY_URL_CONNECTION_DELETED: 'http://a/y' }),
+      /use LAVA_RELAY_URL_CUSTOMER_DELETED/,
+    );
+    assert.throws(() => loadConfig({ ...base, LAVA_RELAY_URL_CUSTOMER_DELETED: 'a/y' }), /CUSTOMER_DELETED: expected an http\(s\) URL/);
+    assert.doesNotThrow(() => loadConfig({ ...base, LAVA_RELAY_URL_CUSTOMER_DELETED: 'https://b.example/y' }));
   });
 
   test('parseRetryAfter() reads seconds and HTTP dates', () => {
