@@ -1,5 +1,6 @@
 // The server's environment, read and validated with zod at start-up. Web-standard: takes a plain record.
 import { z } from 'zod';
+import { EVENT_NAMES, LEGACY_EVENTS } from './intake/events.ts';
 import { ConfigError } from './receiver.ts';
 
 const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
@@ -126,11 +127,24 @@ export function relayUrls(env: Record<string, string | undefined>): Record<strin
 export function loadConfig(env: Record<string, string | undefined>): ServerConfig {
   const config = parseEnv(envSchema, env);
   const perEvent = relayUrls(env);
-  if ((config.LAVA_RELAY_URL || Object.keys(perEvent).length > 0) && !config.LAVA_RELAY_SECRET) {
-    throw new ConfigError(
-      'invalid configuration:\n  LAVA_RELAY_SECRET: is required when LAVA_RELAY_URL is set (the whsec_… secret your endpoint verifies with)',
-    );
+  const problems: string[] = [];
+  for (const [event, url] of Object.entries(perEvent)) {
+    const name = `LAVA_RELAY_URL_${event.toUpperCase().replace(/\./g, '_')}`;
+    // A typo would otherwise send that event to the default URL without a word.
+    if (LEGACY_EVENTS[event]) {
+      const current = (LEGACY_EVENTS[event] as string).toUpperCase().replace(/\./g, '_');
+      problems.push(`${name}: legacy events are relayed under their current name; use LAVA_RELAY_URL_${current}`);
+    } else if (!(EVENT_NAMES as readonly string[]).includes(event)) {
+      const known = EVENT_NAMES.map((e) => `LAVA_RELAY_URL_${e.toUpperCase().replace(/\./g, '_')}`).join(', ');
+      problems.push(`${name}: not a known event; expected one of ${known}`);
+    } else if (!/^https?:\/\/[^\s]+$/i.test(url) || !URL.canParse(url)) {
+      problems.push(`${name}: expected an http(s) URL`);
+    }
   }
+  if ((config.LAVA_RELAY_URL || Object.keys(perEvent).length > 0) && !config.LAVA_RELAY_SECRET) {
+    problems.push('LAVA_RELAY_SECRET: is required when LAVA_RELAY_URL is set (the whsec_… secret your endpoint verifies with)');
+  }
+  if (problems.length > 0) throw new ConfigError(`invalid configuration:\n${problems.map((p) => `  ${p}`).join('\n')}`);
   return config;
 }
 

@@ -2,7 +2,7 @@
 // and `deno serve -A src/server.ts` (which serves the default export's fetch).
 import { loadConfig, relayUrls } from './config.ts';
 import { Metrics } from './observability/metrics.ts';
-import { relay } from './relay/relay.ts';
+import { redactUrl, relay } from './relay/relay.ts';
 import type { HandlerMap, UnknownHandler } from './processing/dispatch.ts';
 import { type LavaWebhooks, createLavaWebhooks } from './receiver.ts';
 import { jsonLogger } from './observability/log.ts';
@@ -135,7 +135,7 @@ async function boot(): Promise<{ lava: LavaWebhooks; port: number; hostname: str
     path: config.LAVA_WEBHOOK_PATH,
     secrets: config.LAVA_WEBHOOK_SECRET.length,
     handlers: relayOn
-      ? `relay to ${[config.LAVA_RELAY_URL, ...Object.values(urls)].filter(Boolean).join(', ')}`
+      ? `relay to ${[config.LAVA_RELAY_URL, ...Object.values(urls)].filter((u) => u !== undefined).map(redactUrl).join(', ')}`
       : (config.LAVA_WEBHOOK_HANDLERS ?? 'built-in logging handlers'),
   });
   return { lava, port: config.PORT, hostname: config.HOSTNAME, shutdownMs: config.LAVA_WEBHOOK_SHUTDOWN_TIMEOUT };
