@@ -106,6 +106,11 @@ async function boot(): Promise<{ lava: LavaWebhooks; port: number; hostname: str
     logger.error('refusing to start', { error: (error as Error).message });
     return exit(1);
   }
+  if (relayProcess && config.LAVA_WEBHOOK_HANDLERS) {
+    logger.warn('relay mode is on: LAVA_WEBHOOK_HANDLERS is loaded but not used', {
+      handlers: config.LAVA_WEBHOOK_HANDLERS,
+    });
+  }
   const lava = createLavaWebhooks({
     secrets: config.LAVA_WEBHOOK_SECRET,
     metrics,

@@ -47,6 +47,9 @@ export class RelayRejectedError extends NonRetryableError {
   }
 }
 
+/** The longest wait a downstream's Retry-After can ask for. */
+export const MAX_RETRY_AFTER_MS = 3_600_000;
+
 export type RelayOutcome = 'ok' | 'retry' | 'dead';
 
 /** Parses Retry-After: delay-seconds or an HTTP date. Null when absent or unreadable. */
@@ -209,7 +212,9 @@ export function relay(options: RelayOptions): ProcessFn & { signer: StandardWebh
         return;
       }
       if (status === 429 || status >= 500) {
-        const retryAfter = parseRetryAfter(response.headers.get('retry-after'), now()) ?? undefined;
+        // Held to an hour: a huge Retry-After would otherwise hold back this customer's queue for as long.
+        const asked = parseRetryAfter(response.headers.get('retry-after'), now());
+        const retryAfter = asked === null ? undefined : Math.min(asked, MAX_RETRY_AFTER_MS);
         const text = await snippet(response);
         count('retry', ms);
         throw new RelayRetryableError(`relay: ${where} answered ${status}${text ? `: ${text}` : ''}`, retryAfter);

@@ -203,6 +203,20 @@ describe('relay()', () => {
     await lava.close();
   });
 
+  test('a Retry-After longer than an hour is held to an hour', async () => {
+    const d = await downstream();
+    d.respond = () => ({ status: 503, headers: { 'retry-after': String(7 * 86_400) } });
+    const { lava } = relayReceiver(d.url, { scheduleMs: [20, 20] });
+    await send(lava, 'cus_retry_week');
+    const r = await waitFor(async () => {
+      const rec = await lava.store.get('customer.created:cus_retry_week');
+      return rec?.status === 'retrying' ? rec : null;
+    }, 5000, 'retrying');
+    const wait = r.nextAttemptAt - Date.now();
+    assert.ok(wait > 3_500_000 && wait <= 3_600_000, `waits about an hour, not a week (${wait} ms)`);
+    await lava.close(100);
+  });
+
   test('5xx is retried; 410 is a dead letter with a warning that the endpoint is gone', async () => {
     const d = await downstream();
     d.respond = (a) => (a.body.includes('cus_gone') ? { status: 410 } : { status: 502 });
