@@ -2,7 +2,7 @@
 import { Hono } from 'hono';
 import type { Logger } from './observability/log.ts';
 import type { Metrics } from './observability/metrics.ts';
-import type { IntakeResult } from './intake/intake.ts';
+import { type IntakeResult, RECEIVED } from './intake/intake.ts';
 import type { Store } from './stores/store.ts';
 
 export interface AppDeps {
@@ -26,6 +26,9 @@ const json = (status: number, body: unknown, extra?: Record<string, string>) =>
     status,
     headers: { 'content-type': 'application/json', ...extra },
   });
+
+const JSON_HEADERS = { 'content-type': 'application/json' };
+const RECEIVED_JSON = JSON.stringify(RECEIVED);
 
 /** Hono's executionCtx getter throws where the runtime has none (Bun, Deno, Node): ask, don't assume. */
 function waitUntilOf(c: { executionCtx: unknown }): ((p: Promise<unknown>) => void) | null {
@@ -52,18 +55,24 @@ async function storeCounts(store: Store, timeoutMs: number) {
   }
 }
 
-export function createApp(deps: AppDeps): Hono {
+/** The webhook route's handler, shared by the Hono route and the receiver's fast path (which skips routing). */
+export function createDeliveryHandler(deps: AppDeps) {
+  const { metrics } = deps;
+  return async (request: Request, waitUntil: () => ((p: Promise<unknown>) => void) | null): Promise<Response> => {
+    if (deps.isClosing()) return json(503, { error: 'shutting down' }, { 'retry-after': '1' });
+    const started = performance.now();
+    const r = await deps.intake(request);
+    if (r.status === 200) metrics.ackLatency(performance.now() - started);
+    if (r.recorded) deps.onRecorded(waitUntil);
+    return r.body === RECEIVED ? new Response(RECEIVED_JSON, { headers: JSON_HEADERS }) : json(r.status, r.body);
+  };
+}
+
+export function createApp(deps: AppDeps, deliver = createDeliveryHandler(deps)): Hono {
   const app = new Hono();
   const { path, store, metrics, logger } = deps;
 
-  app.post(path, async (c) => {
-    if (deps.isClosing()) return json(503, { error: 'shutting down' }, { 'retry-after': '1' });
-    const started = performance.now();
-    const r = await deps.intake(c.req.raw);
-    if (r.status === 200) metrics.ackLatency(performance.now() - started);
-    if (r.recorded) deps.onRecorded(() => waitUntilOf(c));
-    return json(r.status, r.body);
-  });
+  app.post(path, (c) => deliver(c.req.raw, () => waitUntilOf(c)));
 
   app.get('/healthz', async () => {
     try {

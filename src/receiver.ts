@@ -1,12 +1,12 @@
 // createLavaWebhooks: wires intake, store, worker, metrics and the Hono app into one `{ fetch }` object.
 import type { Hono } from 'hono';
-import { createApp } from './app.ts';
+import { createApp, createDeliveryHandler } from './app.ts';
 import type { KeyFunction } from './intake/idempotency.ts';
 import { createIntake } from './intake/intake.ts';
 import { type Sha256Hex, type VerifierFactory, subtleVerifier } from './intake/signature.ts';
 import { type LogLevel, type Logger, jsonLogger } from './observability/log.ts';
 import { Metrics } from './observability/metrics.ts';
-import { type HandlerMap, type UnknownHandler, createDispatcher } from './processing/dispatch.ts';
+import { type HandlerMap, ParsedCache, type UnknownHandler, createDispatcher } from './processing/dispatch.ts';
 import { DEFAULT_RETRY_SCHEDULE_MS, type RetryPolicy } from './processing/retry.ts';
 import { type DrainOptions, type ProcessFn, type Worker, createWorker } from './processing/worker.ts';
 import type { Store } from './stores/store.ts';
@@ -103,6 +103,25 @@ function positive(name: string, value: number | undefined, fallback: number): nu
   return v;
 }
 
+/** The path of an absolute URL without building a URL object (null when it is not a plain absolute URL). */
+function pathOf(url: string): string | null {
+  const scheme = url.indexOf('://');
+  if (scheme < 0) return null;
+  const start = url.indexOf('/', scheme + 3);
+  if (start < 0) return '/';
+  const query = url.indexOf('?', start);
+  const hash = url.indexOf('#', start);
+  const end = query < 0 ? (hash < 0 ? url.length : hash) : hash < 0 ? query : Math.min(query, hash);
+  return url.slice(start, end);
+}
+
+/** Workers and other hosts pass an execution context as fetch's third argument; Bun, Deno and Node do not. */
+function waitUntilOf(executionCtx: unknown): ((p: Promise<unknown>) => void) | null {
+  const ctx = executionCtx as { waitUntil?: (p: Promise<unknown>) => void } | null | undefined;
+  if (ctx && typeof ctx.waitUntil === 'function') return (p) => ctx.waitUntil?.(p);
+  return null;
+}
+
 export function createLavaWebhooks(options: LavaWebhooksOptions): LavaWebhooks {
   const secrets = (options.secrets ?? (options.secret !== undefined ? [options.secret] : []))
     .map((s) => s.trim())
@@ -121,6 +140,8 @@ export function createLavaWebhooks(options: LavaWebhooksOptions): LavaWebhooks {
   const path = options.path ?? '/webhooks/lava';
   if (!path.startsWith('/')) throw new ConfigError(`path must start with "/", got ${JSON.stringify(path)}`);
 
+  // Events validated here are handed to the worker already parsed (only when the built-in dispatcher runs them).
+  const parsedCache = options.process ? undefined : new ParsedCache();
   const intake = createIntake({
     store,
     verifier: (options.verifier ?? subtleVerifier)(secrets),
@@ -133,11 +154,12 @@ export function createLavaWebhooks(options: LavaWebhooksOptions): LavaWebhooks {
     logger,
     metrics,
     now,
+    onAccepted: parsedCache ? (key, receivedAt, bytes, parsed) => parsedCache.set(key, receivedAt, bytes, parsed) : undefined,
   });
 
   const worker = createWorker({
     store,
-    process: options.process ?? createDispatcher(options.handlers ?? {}, options.onUnknown, logger),
+    process: options.process ?? createDispatcher(options.handlers ?? {}, options.onUnknown, logger, parsedCache),
     concurrency: positive('concurrency', options.concurrency, 8),
     leaseMs: positive('leaseMs', options.leaseMs, 30_000),
     pollMs: positive('pollMs', options.pollMs, 1_000),
@@ -161,7 +183,7 @@ export function createLavaWebhooks(options: LavaWebhooksOptions): LavaWebhooks {
     return n;
   }
 
-  const app = createApp({
+  const deps: Parameters<typeof createApp>[0] = {
     path,
     intake,
     store,
@@ -178,11 +200,20 @@ export function createLavaWebhooks(options: LavaWebhooksOptions): LavaWebhooks {
       const work = worker.drain().catch((error) => logger.error('processing after the ack failed', { error }));
       waitUntil()?.(work);
     },
-  });
+  };
+  const deliver = createDeliveryHandler(deps);
+  const app = createApp(deps, deliver);
+  // Deliveries skip Hono's routing and context: a POST whose path is exactly the webhook path goes straight to the
+  // handler; everything else (and any path needing decoding) goes through the app.
+  const fastPath = path.includes('%') ? null : path;
 
   return {
-    fetch: (request, env, executionCtx) =>
-      app.fetch(request, env as never, executionCtx as Parameters<Hono['fetch']>[2]),
+    fetch: (request, env, executionCtx) => {
+      if (fastPath !== null && request.method === 'POST' && pathOf(request.url) === fastPath) {
+        return deliver(request, () => waitUntilOf(executionCtx));
+      }
+      return app.fetch(request, env as never, executionCtx as Parameters<Hono['fetch']>[2]);
+    },
     app,
     store,
     metrics,

@@ -4,7 +4,7 @@ import type { Logger } from '../observability/log.ts';
 import type { DeliveryOutcome, Metrics } from '../observability/metrics.ts';
 import { type NewEvent, type Store, StoreUnavailableError } from '../stores/store.ts';
 import { BodyTimeoutError, PayloadTooLargeError, readBody } from './body.ts';
-import { validateEvent } from './events.ts';
+import { type ParsedEvent, validateEvent } from './events.ts';
 import { type KeyFunction, idempotencyKey, invalidKey } from './idempotency.ts';
 import { type Sha256Hex, type Verifier, parseSignatureHeader, sha256Hex } from './signature.ts';
 
@@ -23,6 +23,8 @@ export interface IntakeConfig {
   logger: Logger;
   metrics: Metrics;
   now: () => number;
+  /** Called when a new valid event was recorded, with what intake parsed (the worker can skip parsing it again). */
+  onAccepted?: (key: string, receivedAt: number, bytes: number, parsed: Extract<ParsedEvent, { ok: true }>) => void;
 }
 
 export interface IntakeResult {
@@ -34,6 +36,8 @@ export interface IntakeResult {
 }
 
 const GENERIC_401 = { error: 'invalid signature' };
+/** The body of a 200 for a newly recorded event (one shared object, so the app can answer it from a constant). */
+export const RECEIVED: Readonly<Record<string, unknown>> = Object.freeze({ received: true });
 const dec = new TextDecoder('utf-8', { fatal: true });
 
 /** `application/json` with any parameters, or no content type at all. */
@@ -207,9 +211,10 @@ export function createIntake(config: IntakeConfig) {
       logger.info('duplicate delivery ignored', { ...fields, outcome: 'duplicate' });
       return result('duplicate', 200, { received: true, duplicate: true });
     }
+    config.onAccepted?.(key, received, body.byteLength, parsed);
     if (!parsed.known) logger.info('unknown event recorded', { ...fields, outcome: 'accepted' });
     else logger.info('accepted', { ...fields, outcome: 'accepted' });
-    const r = result('accepted', 200, { received: true });
+    const r = result('accepted', 200, RECEIVED as Record<string, unknown>);
     r.recorded = true;
     return r;
   };

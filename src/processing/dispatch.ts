@@ -1,5 +1,5 @@
 // Turns a stored event back into a typed payload and calls the user's handler for it.
-import { type EventName, type EventPayload, type UnknownEventPayload, validateEvent } from '../intake/events.ts';
+import { type EventName, type EventPayload, type ParsedEvent, type UnknownEventPayload, validateEvent } from '../intake/events.ts';
 import type { Logger } from '../observability/log.ts';
 import type { EventRecord } from '../stores/store.ts';
 import { NonRetryableError } from './retry.ts';
@@ -30,27 +30,77 @@ export type HandlerMap = { [N in EventName]?: Handler<N> };
 
 const dec = new TextDecoder('utf-8', { fatal: true });
 
-export function createDispatcher(handlers: HandlerMap, onUnknown: UnknownHandler | undefined, logger: Logger) {
-  return async (record: EventRecord, signal: AbortSignal): Promise<void> => {
-    let json: unknown;
-    try {
-      json = JSON.parse(dec.decode(record.body));
-    } catch (error) {
-      throw new NonRetryableError('stored body is not valid JSON', { cause: error });
+type Valid = Extract<ParsedEvent, { ok: true }>;
+
+/**
+ * Events this process validated at intake, so their first run skips JSON.parse and zod. Bounded: an entry goes
+ * when its event runs, and the oldest go when it is full (events claimed by another instance never run here).
+ * A miss (a restart, a retry, another instance's event) parses the stored body as before. An entry is only used for
+ * the very record it was made for: same key, same receivedAt, same body length.
+ */
+export class ParsedCache {
+  readonly #entries = new Map<string, { receivedAt: number; bytes: number; parsed: Valid }>();
+  readonly #max: number;
+  constructor(max = 4096) {
+    this.#max = max;
+  }
+  set(key: string, receivedAt: number, bytes: number, parsed: Valid): void {
+    if (this.#entries.size >= this.#max) {
+      const oldest = this.#entries.keys().next();
+      if (!oldest.done) this.#entries.delete(oldest.value);
     }
-    const parsed = validateEvent(json);
-    if (!parsed.ok) throw new NonRetryableError(parsed.reason);
-    const log = logger.child({ key: record.key, event: parsed.name, customer_id: parsed.customerId });
-    const ctx: HandlerContext = {
+    this.#entries.set(key, { receivedAt, bytes, parsed });
+  }
+  /** The parsed event for this record, once; undefined when this process did not validate it. */
+  take(record: EventRecord): Valid | undefined {
+    const e = this.#entries.get(record.key);
+    if (e === undefined) return undefined;
+    this.#entries.delete(record.key);
+    if (e.receivedAt !== record.receivedAt || e.bytes !== record.body.byteLength || record.attempts !== 1) return undefined;
+    return e.parsed;
+  }
+  get size(): number {
+    return this.#entries.size;
+  }
+}
+
+function parse(record: EventRecord): Valid {
+  let json: unknown;
+  try {
+    json = JSON.parse(dec.decode(record.body));
+  } catch (error) {
+    throw new NonRetryableError('stored body is not valid JSON', { cause: error });
+  }
+  const parsed = validateEvent(json);
+  if (!parsed.ok) throw new NonRetryableError(parsed.reason);
+  return parsed;
+}
+
+export function createDispatcher(
+  handlers: HandlerMap,
+  onUnknown: UnknownHandler | undefined,
+  logger: Logger,
+  cache?: ParsedCache,
+) {
+  const run = async (record: EventRecord, signal: () => AbortSignal): Promise<void> => {
+    const parsed = cache?.take(record) ?? parse(record);
+    let log: Logger | undefined;
+    const logFor = () => (log ??= logger.child({ key: record.key, event: parsed.name, customer_id: parsed.customerId }));
+    // The logger and the signal are made when a handler first asks for them: most handlers never do.
+    const ctx = {
       key: record.key,
       attempt: record.attempts,
       receivedAt: new Date(record.receivedAt),
       deliveredAs: parsed.deliveredAs,
       headers: record.headers,
       body: record.body,
-      logger: log,
-      signal,
-    };
+      get logger() {
+        return logFor();
+      },
+      get signal() {
+        return signal();
+      },
+    } as HandlerContext;
     const handler = parsed.known
       ? (handlers as Record<string, ((e: unknown, c: HandlerContext) => unknown) | undefined>)[parsed.name]
       : undefined;
@@ -62,6 +112,10 @@ export function createDispatcher(handlers: HandlerMap, onUnknown: UnknownHandler
       await onUnknown(parsed.payload as UnknownEventPayload, ctx);
       return;
     }
-    log.warn(parsed.known ? 'no handler for this event; recorded as done' : 'unknown event with no onUnknown handler; recorded as done');
+    logFor().warn(parsed.known ? 'no handler for this event; recorded as done' : 'unknown event with no onUnknown handler; recorded as done');
   };
+  const dispatch = (record: EventRecord, signal: AbortSignal) => run(record, () => signal);
+  // The worker passes the signal lazily, so a run whose handler never looks at it costs no AbortController.
+  dispatch.withSignal = run;
+  return dispatch;
 }

@@ -56,39 +56,151 @@ function describe(error: unknown): string {
   return String(error).slice(0, 2000);
 }
 
+/** A claimed event being run. Its AbortController is made only when someone asks for the signal or it is aborted. */
+interface Run {
+  record: EventRecord;
+  started: number;
+  /** When the handler times out (epoch ms, the worker's clock). */
+  deadline: number;
+  /** When its lease was last renewed (or claimed). */
+  renewed: number;
+  /** Until when the store last confirmed the lease. */
+  leaseUntil: number;
+  controller: AbortController | undefined;
+  /** Set once the run was aborted (shutdown, timeout, lease lost): the reason, also given to the signal. */
+  reason: unknown;
+  /** Ends the race with the handler: the run settles as failed with this reason. */
+  fail: (reason: unknown) => void;
+  /** Whether its handler was started (a claimed run may wait for a free slot first). */
+  began: boolean;
+  /** Settles the race with the handler as done. */
+  resolve: () => void;
+  promise: Promise<void>;
+}
+
+/** A process function that can take its signal lazily (the built-in dispatcher): saves an AbortController per run. */
+export interface LazySignalProcess {
+  (record: EventRecord, signal: AbortSignal): Promise<void> | void;
+  withSignal?: (record: EventRecord, signal: () => AbortSignal) => Promise<void> | void;
+}
+
+function signalOf(run: Run): AbortSignal {
+  if (!run.controller) {
+    run.controller = new AbortController();
+    if (run.reason !== undefined) run.controller.abort(run.reason);
+  }
+  return run.controller.signal;
+}
+
+function abortRun(run: Run, reason: unknown) {
+  if (run.reason !== undefined) return;
+  run.reason = reason;
+  run.controller?.abort(reason);
+  run.fail(reason);
+}
+
+// Work that becomes ready in one turn of the event loop (many acks, many completions) shares one claim pass.
+const later: (fn: () => void) => void =
+  typeof setImmediate === 'function' ? (fn) => void setImmediate(fn) : (fn) => void setTimeout(fn, 0);
+
 export function createWorker(options: WorkerOptions): Worker {
   const { store, logger, metrics } = options;
   const now = options.now ?? Date.now;
   const owner = options.owner ?? crypto.randomUUID();
-  const inflight = new Map<string, { promise: Promise<void>; abort: AbortController }>();
+  const inflight = new Map<string, Run>();
   let stopping = false;
   let timer: ReturnType<typeof setInterval> | undefined;
   let processed = 0;
   // Claims run one after another, so capacity is never over-committed.
   let chain: Promise<number> = Promise.resolve(0);
   let queued = false;
+  let soon = false;
+  // Handlers running now. A finished run waiting for its complete() to commit no longer counts against concurrency:
+  // the store keeps its customer's next event back until that commit, so order holds.
+  let running = 0;
+  // Claimed events waiting for a free handler slot (their leases are renewed like running ones). One claim takes up
+  // to PREFETCH × concurrency events, so a store pays one claim transaction for many events, not one per free slot.
+  const ready: Run[] = [];
+  const PREFETCH = 8;
+  const held = () => running + ready.length;
   let storeDown = false;
   const claimTimeoutMs = options.claimTimeoutMs ?? Math.max(5_000, options.leaseMs);
+  const processFn = options.process as LazySignalProcess;
+  const lazy = processFn.withSignal;
+
+  // One sweep for every running handler, instead of a renewal interval and a timeout timer per run: renews leases
+  // a third of the way through and aborts handlers past their deadline. It stops itself when nothing runs.
+  const renewAfter = Math.max(50, Math.floor(options.leaseMs / 3));
+  const sweepEvery = Math.max(10, Math.min(Math.floor(options.leaseMs / 6), Math.floor(options.handlerTimeoutMs / 10)));
+  let sweeper: ReturnType<typeof setInterval> | undefined;
+
+  function renew(run: Run, at: number) {
+    run.renewed = at;
+    const { record } = run;
+    const until = at + options.leaseMs;
+    Promise.resolve()
+      .then(() => store.renew(record.key, owner, until))
+      .then((ok) => {
+        if (ok) run.leaseUntil = Math.max(run.leaseUntil, until);
+        if (!ok && inflight.get(record.key) === run) {
+          logFor(record).warn('lease lost while the handler was running; another worker may run this event');
+          abortRun(run, new Error('lease lost'));
+        }
+      })
+      .catch((error) => logFor(record).warn('lease renewal failed', { error }));
+  }
+
+  function sweep() {
+    if (inflight.size === 0) {
+      clearInterval(sweeper);
+      sweeper = undefined;
+      return;
+    }
+    const t = now();
+    for (const run of inflight.values()) {
+      if (run.reason !== undefined) continue;
+      if (t - run.renewed >= renewAfter) renew(run, t);
+      if (t >= run.deadline) {
+        const error = new Error(`handler timed out after ${options.handlerTimeoutMs} ms`);
+        error.name = 'HandlerTimeoutError';
+        abortRun(run, error);
+      }
+    }
+  }
+
+  const logFor = (record: EventRecord) =>
+    logger.child({ key: record.key, event: record.event, customer_id: record.customerId });
 
   async function fill(): Promise<number> {
-    const capacity = options.concurrency - inflight.size;
+    const capacity = options.concurrency * PREFETCH - held();
     if (capacity <= 0 || stopping) return 0;
     let batch: EventRecord[];
     // Inside a promise executor, so a synchronous store that throws (SQLite busy) rejects here instead of escaping
     // fill() as an unhandled rejection, which ends a Bun or Node process.
-    const claim = new Promise<EventRecord[]>((resolve) =>
-      resolve(store.claim({ owner, limit: capacity, leaseMs: options.leaseMs, now: now() })),
-    );
+    let claim: EventRecord[] | Promise<EventRecord[]>;
+    try {
+      claim = store.claim({ owner, limit: capacity, leaseMs: options.leaseMs, now: now() });
+    } catch (error) {
+      claim = Promise.reject(error);
+    }
+    if (!(claim instanceof Promise)) {
+      // A synchronous store answered at once: no timeout to race.
+      if (storeDown) logger.info('store reachable again; processing resumes', { store: store.name });
+      storeDown = false;
+      for (const record of claim) launch(record);
+      return claim.length;
+    }
+    const pending = claim;
     let timer: ReturnType<typeof setTimeout> | undefined;
     try {
       // A store that stops answering (a silent network partition) must not stall the worker for good: give up on
       // this pass; whatever the claim leased after all is still run when it arrives.
       batch = await Promise.race([
-        claim,
+        pending,
         new Promise<never>((_, reject) => {
           timer = setTimeout(() => {
             reject(new Error(`claim did not answer within ${claimTimeoutMs} ms`));
-            claim.then((late) => late.forEach(launch)).catch(() => {});
+            pending.then((late) => late.forEach(launch)).catch(() => {});
           }, claimTimeoutMs);
         }),
       ]);
@@ -116,60 +228,128 @@ export function createWorker(options: WorkerOptions): Worker {
     return chain;
   }
 
-  function launch(record: EventRecord) {
-    const abort = new AbortController();
-    const promise = runOne(record, abort).finally(() => {
-      inflight.delete(record.key);
-      processed++;
-      // The customer's next event may be due now.
+  /** A claim pass at the end of this turn of the event loop: everything that became ready meanwhile shares it. */
+  function passSoon() {
+    if (soon || stopping) return;
+    soon = true;
+    later(() => {
+      soon = false;
       if (!stopping) void pass();
     });
-    inflight.set(record.key, { promise, abort });
   }
 
-  async function runOne(record: EventRecord, abort: AbortController): Promise<void> {
-    const started = now();
-    const log = logger.child({ key: record.key, event: record.event, customer_id: record.customerId });
-    const renewEvery = Math.max(50, Math.floor(options.leaseMs / 3));
-    const renewal = setInterval(() => {
-      Promise.resolve(store.renew(record.key, owner, now() + options.leaseMs))
-        .then((ok) => {
-          if (!ok) {
-            log.warn('lease lost while the handler was running; another worker may run this event');
-            abort.abort(new Error('lease lost'));
-          }
-        })
-        .catch((error) => log.warn('lease renewal failed', { error }));
-    }, renewEvery);
-    let timeout: ReturnType<typeof setTimeout> | undefined;
-    try {
-      const timedOut = new Promise<never>((_, reject) => {
-        timeout = setTimeout(() => {
-          const error = new Error(`handler timed out after ${options.handlerTimeoutMs} ms`);
-          error.name = 'HandlerTimeoutError';
-          abort.abort(error);
-          reject(error);
-        }, options.handlerTimeoutMs);
-      });
-      // Shutdown, a timeout or a lost lease ends the run here even if the handler ignores its signal.
-      const aborted = new Promise<never>((_, reject) => {
-        abort.signal.addEventListener('abort', () => reject(abort.signal.reason), { once: true });
-      });
-      await Promise.race([Promise.resolve().then(() => options.process(record, abort.signal)), timedOut, aborted]);
-      clearInterval(renewal);
-      const ok = await store.complete(record.key, owner, now());
-      metrics.handlerRun(record.event, 'ok');
-      log.info('handled', { outcome: ok ? 'ok' : 'ok_lease_lost', attempt: record.attempts, ms: now() - started });
-    } catch (error) {
-      clearInterval(renewal);
-      await settleFailure(record, error, started, log);
-    } finally {
-      clearInterval(renewal);
-      clearTimeout(timeout);
+  function launch(record: EventRecord) {
+    let fail!: (reason: unknown) => void;
+    let resolve!: () => void;
+    const t = now();
+    const run: Run = {
+      record,
+      started: t,
+      deadline: Number.POSITIVE_INFINITY,
+      renewed: t,
+      leaseUntil: record.leaseUntil ?? t + options.leaseMs,
+      controller: undefined,
+      reason: undefined,
+      began: false,
+      fail: (reason) => fail(reason),
+      resolve: () => resolve(),
+      promise: undefined as unknown as Promise<void>,
+    };
+    // Shutdown, a timeout or a lost lease ends the run here even if the handler ignores its signal.
+    const handled = new Promise<void>((res, rej) => {
+      resolve = res;
+      fail = rej;
+    });
+    run.promise = settle(run, handled).finally(() => {
+      inflight.delete(record.key);
+      processed++;
+    });
+    inflight.set(record.key, run);
+    sweeper ??= setInterval(sweep, sweepEvery);
+    ready.push(run);
+    startReady();
+  }
+
+  /** Starts waiting runs while handler slots are free. */
+  function startReady() {
+    while (running < options.concurrency && ready.length > 0 && !stopping) {
+      const run = ready.shift() as Run;
+      // Its lease ran out while it waited (the store could not renew it): another worker may hold it now, so it is
+      // not run here; whoever claims it next runs it.
+      if (run.leaseUntil <= now()) {
+        run.reason = new Error('lease ran out before the run began');
+        run.resolve();
+        continue;
+      }
+      begin(run);
     }
   }
 
-  async function settleFailure(record: EventRecord, error: unknown, started: number, log: Logger) {
+  function begin(run: Run) {
+    const t = now();
+    run.started = t;
+    run.deadline = t + options.handlerTimeoutMs;
+    run.began = true;
+    running++;
+    try {
+      const r = lazy ? lazy(run.record, () => signalOf(run)) : processFn(run.record, signalOf(run));
+      if (r && typeof (r as Promise<void>).then === 'function') (r as Promise<void>).then(run.resolve, run.fail);
+      else run.resolve();
+    } catch (error) {
+      run.fail(error);
+    }
+  }
+
+  /** A handler finished (or was abandoned): its slot goes to the next waiting run, and the store is asked for more. */
+  function slotFreed() {
+    running--;
+    if (stopping) return;
+    startReady();
+    // The customer's next event may be due now; one claim at the end of this turn serves every slot freed in it.
+    passSoon();
+  }
+
+  /** Runs claimed but never started (shutdown): handed back at once, so they need not wait for their leases to expire. */
+  function releaseReady() {
+    const t = now();
+    for (const run of ready.splice(0)) {
+      run.started = t;
+      run.reason = new Error('not started before shutdown');
+      Promise.resolve()
+        .then(() => store.retry(run.record.key, owner, t, 'released at shutdown before it ran'))
+        .catch(() => {
+          // Its lease runs out and the event is claimed again: nothing is lost.
+        })
+        .finally(() => run.resolve());
+    }
+  }
+
+  async function settle(run: Run, handled: Promise<void>): Promise<void> {
+    const { record } = run;
+    try {
+      await handled;
+    } catch (error) {
+      if (run.began) slotFreed();
+      else ready.splice(ready.indexOf(run) >>> 0, 1);
+      await settleFailure(record, error, run.started);
+      return;
+    }
+    // Released at shutdown before it ran: already handed back.
+    if (!run.began) return;
+    // The handler is done: no timeout applies while its completion is recorded.
+    run.deadline = Number.POSITIVE_INFINITY;
+    slotFreed();
+    try {
+      const ok = await store.complete(record.key, owner, now());
+      metrics.handlerRun(record.event, 'ok');
+      logFor(record).info('handled', { outcome: ok ? 'ok' : 'ok_lease_lost', attempt: record.attempts, ms: now() - run.started });
+    } catch (error) {
+      await settleFailure(record, error, run.started);
+    }
+  }
+
+  async function settleFailure(record: EventRecord, error: unknown, started: number) {
+    const log = logFor(record);
     const reason = describe(error);
     const delay = isNonRetryable(error) ? null : nextAttemptDelay(options.retry, record.attempts, error);
     try {
@@ -199,7 +379,7 @@ export function createWorker(options: WorkerOptions): Worker {
   return {
     owner,
     get running() {
-      return inflight.size;
+      return running;
     },
     start() {
       if (timer || stopping) return;
@@ -211,7 +391,7 @@ export function createWorker(options: WorkerOptions): Worker {
     async notify() {
       if (stopping) return;
       if (timer) {
-        await pass();
+        passSoon();
         return;
       }
       await this.drain();
@@ -234,6 +414,7 @@ export function createWorker(options: WorkerOptions): Worker {
       if (timer) clearInterval(timer);
       timer = undefined;
       await chain.catch(() => {});
+      releaseReady();
       const all = Promise.all([...inflight.values()].map((f) => f.promise));
       let waited: ReturnType<typeof setTimeout> | undefined;
       await Promise.race([all, new Promise<void>((r) => (waited = setTimeout(r, deadlineMs)))]);
@@ -243,7 +424,7 @@ export function createWorker(options: WorkerOptions): Worker {
         logger.warn('shutdown deadline reached; aborting running handlers (their leases expire and they run again)', {
           unfinished,
         });
-        for (const f of inflight.values()) f.abort.abort(new Error('shutting down'));
+        for (const run of inflight.values()) abortRun(run, new Error('shutting down'));
         // Give aborted handlers a moment to record their outcome.
         await Promise.race([all, sleep(200)]);
       }

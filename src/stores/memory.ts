@@ -15,6 +15,10 @@ import {
 
 export const DRIVER_NAME = 'memory';
 
+/**
+ * Options of the memory store. It keeps the `body` and `headers` objects `insert` is given rather than copies
+ * (intake hands it a fresh buffer and a fresh object per delivery); a caller that reuses a buffer must copy it first.
+ */
 export interface MemoryStoreOptions {
   /** Records kept at most; an insert beyond it fails (503) instead of growing without bound. Default 1,000,000. */
   maxRecords?: number;
@@ -33,6 +37,13 @@ export function memoryStore(options: MemoryStoreOptions = {}): Store {
   const groups = new Map<string, EventRecord[]>();
   let seq = 0;
   let closed = false;
+  // Kept as records change status, so counts() (polled by /metrics) does not walk every record.
+  const tally: StatusCounts = emptyCounts();
+  const setStatus = (r: EventRecord, status: EventRecord['status']) => {
+    tally[r.status]--;
+    tally[status]++;
+    r.status = status;
+  };
 
   const groupOf = (r: EventRecord) => (r.customerId === null ? `key:${r.key}` : `c:${r.customerId}`);
   const check = () => {
@@ -76,8 +87,8 @@ export function memoryStore(options: MemoryStoreOptions = {}): Store {
         key: event.key,
         event: event.event,
         customerId: event.customerId,
-        body: event.body.slice(),
-        headers: { ...event.headers },
+        body: event.body,
+        headers: event.headers,
         receivedAt: event.receivedAt,
         status: event.status,
         seq: ++seq,
@@ -89,6 +100,7 @@ export function memoryStore(options: MemoryStoreOptions = {}): Store {
         finishedAt: event.status === 'dead' ? event.receivedAt : null,
       };
       records.set(record.key, record);
+      tally[record.status]++;
       if (isOpen(record)) join(record);
       return { inserted: true };
     },
@@ -122,7 +134,7 @@ export function memoryStore(options: MemoryStoreOptions = {}): Store {
       const r = held(key, owner);
       if (!r) return false;
       leave(r);
-      r.status = 'done';
+      setStatus(r, 'done');
       r.finishedAt = now;
       r.leaseOwner = null;
       r.leaseUntil = null;
@@ -131,7 +143,7 @@ export function memoryStore(options: MemoryStoreOptions = {}): Store {
     retry(key, owner, at, error) {
       const r = held(key, owner);
       if (!r) return false;
-      r.status = 'retrying';
+      setStatus(r, 'retrying');
       r.nextAttemptAt = at;
       r.lastError = error;
       r.leaseOwner = null;
@@ -142,7 +154,7 @@ export function memoryStore(options: MemoryStoreOptions = {}): Store {
       const r = held(key, owner);
       if (!r) return false;
       leave(r);
-      r.status = 'dead';
+      setStatus(r, 'dead');
       r.lastError = error;
       r.finishedAt = now;
       r.leaseOwner = null;
@@ -154,7 +166,7 @@ export function memoryStore(options: MemoryStoreOptions = {}): Store {
       const r = records.get(key);
       if (!r) return false;
       const wasOpen = isOpen(r);
-      r.status = 'pending';
+      setStatus(r, 'pending');
       r.attempts = 0;
       r.nextAttemptAt = now;
       r.leaseOwner = null;
@@ -203,6 +215,7 @@ export function memoryStore(options: MemoryStoreOptions = {}): Store {
         if ((r.status === 'done' || r.status === 'dead') && statuses.includes(r.status)) {
           if (r.finishedAt !== null && r.finishedAt < before) {
             records.delete(r.key);
+            tally[r.status]--;
             n++;
           }
         }
@@ -211,9 +224,7 @@ export function memoryStore(options: MemoryStoreOptions = {}): Store {
     },
     counts(): StatusCounts {
       check();
-      const c = emptyCounts();
-      for (const r of records.values()) c[r.status]++;
-      return c;
+      return { ...tally };
     },
     ping() {
       check();
