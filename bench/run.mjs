@@ -6,7 +6,7 @@
 //   BENCH_WARMUP=2          seconds of unmeasured load before it
 //   BENCH_CONNECTIONS=64    wrk connections
 //   BENCH_WRK_THREADS=1     wrk threads (all on the load cores)
-//   BENCH_TARGETS=a,b,h,c,d,e,f,g   which targets, in order
+//   BENCH_TARGETS=a,b,n,h,c,d,e,f,g which targets, in order
 //   BENCH_SERVER_CPUS=0     cores for the server (taskset -c); BENCH_LOAD_CPUS=1 for wrk
 //   BENCH_MEMORY_EVENTS=1000000     events for the memory step (0 skips it); BENCH_MEMORY_STORE=sqlite|memory
 //   BENCH_MEMORY_RETENTION=5s       retention during the memory step (purge runs that often)
@@ -29,7 +29,7 @@ const DURATION = num('BENCH_DURATION', 10);
 const WARMUP = num('BENCH_WARMUP', 2);
 const CONNECTIONS = num('BENCH_CONNECTIONS', 64);
 const THREADS = num('BENCH_WRK_THREADS', 1);
-const TARGET_IDS = (env.BENCH_TARGETS ?? 'a,b,h,c,d,e,f,g').split(',').map((s) => s.trim()).filter(Boolean);
+const TARGET_IDS = (env.BENCH_TARGETS ?? 'a,b,n,h,c,d,e,f,g').split(',').map((s) => s.trim()).filter(Boolean);
 const MEMORY_EVENTS = num('BENCH_MEMORY_EVENTS', 1_000_000);
 const MEMORY_STORE = env.BENCH_MEMORY_STORE ?? 'sqlite';
 const MEMORY_RETENTION = env.BENCH_MEMORY_RETENTION ?? '5s';
@@ -250,7 +250,11 @@ const server = (port) => [bun, 'run', 'src/server.ts'];
 const TARGETS = {
   a: { name: 'bare Bun server (reads the body, 200)', cmd: () => [bun, 'bench/targets/bare-bun.ts'] },
   b: {
-    name: "Lava's documented Express receiver on Node (node:http)",
+    name: "Lava's documented Express receiver on Node (Express 5, express.raw)",
+    cmd: () => [node, 'bench/targets/express-node.mjs'],
+  },
+  n: {
+    name: 'the same receiver logic on bare node:http (no Express)',
     cmd: () => [node, 'bench/targets/express-style-node.mjs'],
   },
   h: { name: '@octokit/webhooks createWebMiddleware on Bun', cmd: () => [bun, 'bench/targets/octokit-bun.ts'], mode: 'github' },
@@ -520,8 +524,8 @@ const report = [
   '## Notes',
   '',
   `- Load average when the run began: ${loadBefore.toFixed(2)} (on ${NCPU} cores); anything else running makes every figure noisier.`,
-  '- (b) is Lava’s documented Express receiver written on node:http, because express is not installed here; Express adds ' +
-    'its own routing and body-parser cost, so (b) overstates what the Express version reaches.',
+  '- (b) is Lava’s documented Express receiver (express.raw for the raw body, createHmac, timingSafeEqual, JSON.parse); ' +
+    '(n) is the same logic on bare node:http, to show what Express itself costs.',
   '- (h) answers after its handlers ran in memory and records nothing; ours answers only after the event is in the store, ' +
     'and its worker processes every event on the same core during the run.',
   '',
