@@ -1,7 +1,7 @@
 // Several receivers on one Postgres: two real server processes (`bun run src/server.ts`) share a schema. Duplicates
 // sent to both at once run once, per-customer order holds across them, and a kill -9 loses nothing acknowledged.
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
