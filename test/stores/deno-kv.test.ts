@@ -170,7 +170,8 @@ if (skip) {
         return (x >>> 8) % n;
       };
       const digest = (b: Uint8Array) => b.reduce((h, v) => Math.imul(h ^ v, 16777619) >>> 0, 2166136261);
-      const view = (r: EventRecord | null) => r && { ...r, body: `${r.body.length}:${digest(r.body)}` };
+      // Seq values differ (KV makes them from the clock, memory counts), so only the order they give is compared.
+      const view = (r: EventRecord | null) => r && { ...r, seq: 0, body: `${r.body.length}:${digest(r.body)}` };
       const both = async <T>(f: (s: Store) => T | Promise<T>, what: string) => {
         const [a, b] = [await f(kv), await f(mem)];
         assert.deepEqual(a, b, what);

@@ -1,0 +1,43 @@
+// Micro-benchmark of the Deno KV store's insert (the ack path) under concurrency, on a local file:
+// `npx deno run -A --unstable-kv bench/kv-insert.ts [concurrency=64] [total=3000] [customers=50]`.
+import { denoKvStore } from '../src/stores/deno-kv.ts';
+
+const [concurrency = 64, total = 3000, customers = 50] = Deno.args.map(Number);
+const dir = await Deno.makeTempDir({ prefix: 'kv-bench-' });
+const store = denoKvStore({ path: `${dir}/bench.kv` });
+await store.ping();
+const body = new TextEncoder().encode(JSON.stringify({ event: 'payment.succeeded', data: { amount: 100 } }));
+let next = 0;
+let failed = 0;
+const latencies: number[] = [];
+const t0 = performance.now();
+await Promise.all(
+  Array.from({ length: concurrency }, async () => {
+    while (next < total) {
+      const i = next++;
+      const start = performance.now();
+      await store
+        .insert({
+        key: `evt-${i}`,
+        event: 'payment.succeeded',
+        customerId: `cust-${i % customers}`,
+        body,
+        headers: { 'content-type': 'application/json' },
+        receivedAt: Date.now(),
+        status: 'pending',
+      })
+        .catch(() => failed++);
+      latencies.push(performance.now() - start);
+    }
+  }),
+);
+const seconds = (performance.now() - t0) / 1000;
+latencies.sort((a, b) => a - b);
+const pct = (p: number) => latencies[Math.min(latencies.length - 1, Math.floor(latencies.length * p))]!.toFixed(1);
+const counts = await store.counts();
+console.log(
+  `${total} inserts, ${concurrency} concurrent, ${customers} customers: ${(total / seconds).toFixed(0)} inserts/s, ` +
+    `p50 ${pct(0.5)} ms, p99 ${pct(0.99)} ms, max ${pct(1)} ms; failed ${failed}; pending=${counts.pending}`,
+);
+await store.close();
+await Deno.remove(dir, { recursive: true });
