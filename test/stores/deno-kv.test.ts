@@ -1,5 +1,5 @@
 // The store contract against real Deno KV (in memory and on a file), plus what only KV needs: large bodies split
-// into chunks, two handles on one file claiming at once, and data that outlives the handle.
+// into chunks, two handles on one file inserting and claiming at once, and data that outlives the handle.
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -119,6 +119,62 @@ if (skip) {
       assert.equal(new Set(records.map((r) => r?.customerId)).size, 30);
       await a.close();
       await b.close();
+    });
+
+    test('insert() from two handles on one file at once: every event kept, seqs unique, each customer in order', async () => {
+      const path = tempFile();
+      const a = denoKvStore({ path });
+      const b = denoKvStore({ path });
+      // Interleaved so both handles make seqs in the same milliseconds and race for the same customers' groups.
+      await Promise.all(
+        Array.from({ length: 120 }, (_, i) =>
+          (i % 2 ? a : b).insert(newEvent(`k${i}`, `c${i % 3}`, T0 + i, { body: bytes(50, i) })),
+        ),
+      );
+      const all = await a.list({ limit: 1000 });
+      assert.equal(all.length, 120);
+      assert.equal(new Set(all.map((r) => r.seq)).size, 120);
+      assert.ok(all.every((r) => Number.isSafeInteger(r.seq)));
+      // Claiming one at a time, each customer's events come out in seq order, one head per customer.
+      const seen = new Map<string, number>();
+      for (let round = 0; round < 40; round++) {
+        const got = await b.claim({ owner: 'w', limit: 10, leaseMs: 1000, now: T0 + 1000 });
+        assert.equal(got.length, 3);
+        for (const r of got) {
+          assert.ok(r.seq > (seen.get(r.customerId!) ?? 0), 'a customer’s events are claimed in seq order');
+          seen.set(r.customerId!, r.seq);
+          assert.equal(await b.complete(r.key, 'w', T0 + 1000), true);
+        }
+      }
+      assert.deepEqual(await a.counts(), { pending: 0, retrying: 0, done: 120, dead: 0 });
+      await a.close();
+      await b.close();
+    });
+
+    test('insert() keeps a customer’s arrival order when a second handle’s clock is behind', async () => {
+      const path = tempFile();
+      const a = denoKvStore({ path });
+      await a.insert(newEvent('first', 'c', T0));
+      const realNow = Date.now;
+      const behind = realNow() - 60_000;
+      Date.now = () => behind;
+      try {
+        // A fresh handle (its own seq counter) whose clock is a minute slow: its seqs come from the clock.
+        const b = denoKvStore({ path });
+        await b.insert(newEvent('other', 'd', T0 + 1));
+        await b.insert(newEvent('second', 'c', T0 + 2));
+        const [first, second, other] = [await b.get('first'), await b.get('second'), await b.get('other')];
+        assert.ok(second!.seq > first!.seq, 'the later event of the same customer sorts after');
+        assert.ok(other!.seq < first!.seq, 'another customer’s seq follows the (slow) clock');
+        assert.deepEqual(
+          (await b.list({ customerId: 'c' })).map((r) => r.key),
+          ['first', 'second'],
+        );
+        await b.close();
+      } finally {
+        Date.now = realNow;
+      }
+      await a.close();
     });
 
     test('denoKvStore() data survives closing and reopening the file', async () => {
