@@ -51,14 +51,20 @@ function watch(p: Pending) {
 }
 
 /** Reads the body of `request` into one buffer, or throws PayloadTooLargeError / BodyTimeoutError. */
-export async function readBody(request: Request, { limit, timeoutMs }: ReadBodyOptions): Promise<Uint8Array> {
+export function readBody(request: Request, { limit, timeoutMs }: ReadBodyOptions): Promise<Uint8Array> {
   const declared = request.headers.get('content-length');
-  if (declared !== null && /^\d+$/.test(declared.trim()) && Number(declared) > limit) {
-    throw new PayloadTooLargeError(`content-length ${declared} exceeds the limit of ${limit} bytes`);
+  const length = declared !== null && /^\d+$/.test(declared.trim()) ? Number(declared) : null;
+  if (length !== null && length > limit) {
+    return Promise.reject(new PayloadTooLargeError(`content-length ${declared} exceeds the limit of ${limit} bytes`));
   }
+  // Not an async function: the declared-length path hands back readDeclared's promise without wrapping it again.
+  if (length !== null) return readDeclared(request, length, limit, timeoutMs);
+  return readStream(request, limit, timeoutMs);
+}
+
+async function readStream(request: Request, limit: number, timeoutMs: number): Promise<Uint8Array> {
   const stream = request.body;
   if (!stream) return EMPTY;
-  if (declared !== null && /^\d+$/.test(declared.trim())) return readDeclared(request, Number(declared), limit, timeoutMs);
   const reader = stream.getReader();
   const chunks: Uint8Array[] = [];
   let total = 0;

@@ -22,22 +22,28 @@ const BY_CUSTOMER = new Set(['customer.created', 'customer.deleted']);
  * customer.created and customer.deleted; otherwise `event:sha256:<hex of the raw body>`.
  * A per-event override in `overrides` comes first when it returns a key.
  */
-export async function idempotencyKey(
+export function idempotencyKey(
   input: KeyInput,
   overrides?: Record<string, KeyFunction>,
   digest: Sha256Hex = sha256Hex,
-): Promise<string> {
+): string | Promise<string> {
   const custom = overrides?.[input.event];
   if (custom) {
-    const key = await custom(input);
-    if (key) return `custom:${key}`;
+    return Promise.resolve(custom(input)).then((key) => (key ? `custom:${key}` : defaultKey(input, digest)));
   }
+  return defaultKey(input, digest);
+}
+
+// Synchronous when the digest is (the native one): no promise on the request path for the common case.
+function defaultKey(input: KeyInput, digest: Sha256Hex): string | Promise<string> {
   const header = input.headers.get('webhook-id')?.trim();
   if (header) return `id:${header}`;
   const id = input.payload.id;
   if ((typeof id === 'string' && id.length > 0) || (typeof id === 'number' && Number.isFinite(id))) return `id:${id}`;
   if (BY_CUSTOMER.has(input.event) && input.customerId) return `${input.event}:${input.customerId}`;
-  return `${input.event}:sha256:${await digest(input.body)}`;
+  const hex = digest(input.body);
+  const prefix = `${input.event}:sha256:`;
+  return typeof hex === 'string' ? prefix + hex : hex.then((h) => prefix + h);
 }
 
 /** Key for a delivery that failed validation: the same bad bytes are one dead letter, not many. */

@@ -80,18 +80,26 @@ export function createIntake(config: IntakeConfig) {
     return { status, body, outcome };
   }
 
-  async function insert(event: NewEvent): Promise<{ inserted: boolean } | null> {
+  function insertFailed(event: NewEvent, error: unknown): null {
+    logger.error('store could not record the delivery; answering 503', {
+      outcome: 'store_unavailable',
+      key: event.key,
+      event: event.event,
+      error,
+    });
+    return null;
+  }
+
+  /** The store's answer, or null when it failed or timed out; synchronous stores answer without a promise. */
+  function insert(event: NewEvent): { inserted: boolean } | null | Promise<{ inserted: boolean } | null> {
+    let work: ReturnType<Store['insert']>;
     try {
-      return await withTimeout(store.insert(event), config.storeTimeoutMs, `${store.name} store insert`);
+      work = store.insert(event);
     } catch (error) {
-      logger.error('store could not record the delivery; answering 503', {
-        outcome: 'store_unavailable',
-        key: event.key,
-        event: event.event,
-        error,
-      });
-      return null;
+      return insertFailed(event, error);
     }
+    if (!(work instanceof Promise)) return work;
+    return withTimeout(work, config.storeTimeoutMs, `${store.name} store insert`).catch((error) => insertFailed(event, error));
   }
 
   /** Records an authenticated delivery that cannot be processed, so it is never lost. */
@@ -149,7 +157,8 @@ export function createIntake(config: IntakeConfig) {
       });
       return result('invalid_signature', 401, GENERIC_401);
     }
-    const matched = await verifier.verify(body, signature);
+    const verdict = verifier.verify(body, signature);
+    const matched = typeof verdict === 'number' ? verdict : await verdict;
     if (matched < 0) {
       logger.warn('signature rejected', {
         outcome: 'invalid_signature',
@@ -190,12 +199,13 @@ export function createIntake(config: IntakeConfig) {
     }
 
     // 5. Idempotency key, 6. durable insert-if-absent.
-    const key = await idempotencyKey(
+    const keyed = idempotencyKey(
       { event: parsed.name, customerId: parsed.customerId, payload: parsed.payload, body, headers },
       config.keyOverrides,
       digest,
     );
-    const stored = await insert({
+    const key = typeof keyed === 'string' ? keyed : await keyed;
+    const inserting = insert({
       key,
       event: parsed.name,
       customerId: parsed.customerId,
@@ -204,6 +214,7 @@ export function createIntake(config: IntakeConfig) {
       receivedAt: received,
       status: 'pending',
     });
+    const stored = inserting instanceof Promise ? await inserting : inserting;
     const ms = config.now() - received;
     if (!stored) return result('store_unavailable', 503, { error: 'store unavailable' });
     const fields = { key, event: parsed.name, customer_id: parsed.customerId, ms, key_slot: matched || undefined };

@@ -26,28 +26,64 @@ function errorFields(value: unknown): unknown {
   return value;
 }
 
-export function jsonLogger(options: JsonLoggerOptions = {}, base: LogFields = {}): Logger {
-  const min = RANK[options.level ?? 'info'];
-  const write = options.write ?? ((line: string) => console.log(line));
-  const emit = (level: Exclude<LogLevel, 'silent'>, msg: string, fields?: LogFields) => {
-    if (RANK[level] < min) return;
+interface Sink {
+  min: number;
+  write: (line: string) => void;
+}
+
+// A class, so a child logger (one per handler run) is one small object; its fields are merged only when a line is
+// actually written, which at the usual levels is rarely.
+class JsonLogger implements Logger {
+  readonly #sink: Sink;
+  readonly #parent: JsonLogger | null;
+  readonly #fields: LogFields;
+  constructor(sink: Sink, parent: JsonLogger | null, fields: LogFields) {
+    this.#sink = sink;
+    this.#parent = parent;
+    this.#fields = fields;
+  }
+  #collect(line: LogFields) {
+    if (this.#parent) this.#parent.#collect(line);
+    for (const [k, v] of Object.entries(this.#fields)) {
+      if (v === undefined || FORBIDDEN.test(k)) continue;
+      line[k] = errorFields(v);
+    }
+  }
+  #emit(level: Exclude<LogLevel, 'silent'>, msg: string, fields?: LogFields) {
+    if (RANK[level] < this.#sink.min) return;
     const line: LogFields = { time: new Date().toISOString(), level, msg };
-    for (const source of [base, fields]) {
-      if (!source) continue;
-      for (const [k, v] of Object.entries(source)) {
+    this.#collect(line);
+    if (fields) {
+      for (const [k, v] of Object.entries(fields)) {
         if (v === undefined || FORBIDDEN.test(k)) continue;
         line[k] = errorFields(v);
       }
     }
-    write(JSON.stringify(line));
+    this.#sink.write(JSON.stringify(line));
+  }
+  debug(msg: string, fields?: LogFields) {
+    this.#emit('debug', msg, fields);
+  }
+  info(msg: string, fields?: LogFields) {
+    this.#emit('info', msg, fields);
+  }
+  warn(msg: string, fields?: LogFields) {
+    this.#emit('warn', msg, fields);
+  }
+  error(msg: string, fields?: LogFields) {
+    this.#emit('error', msg, fields);
+  }
+  child(fields: LogFields): Logger {
+    return new JsonLogger(this.#sink, this, fields);
+  }
+}
+
+export function jsonLogger(options: JsonLoggerOptions = {}, base: LogFields = {}): Logger {
+  const sink: Sink = {
+    min: RANK[options.level ?? 'info'],
+    write: options.write ?? ((line: string) => console.log(line)),
   };
-  return {
-    debug: (m, f) => emit('debug', m, f),
-    info: (m, f) => emit('info', m, f),
-    warn: (m, f) => emit('warn', m, f),
-    error: (m, f) => emit('error', m, f),
-    child: (fields) => jsonLogger(options, { ...base, ...fields }),
-  };
+  return new JsonLogger(sink, null, base);
 }
 
 export const silentLogger: Logger = jsonLogger({ level: 'silent' });
