@@ -115,13 +115,16 @@ export function createWorker(options: WorkerOptions): Worker {
   let chain: Promise<number> = Promise.resolve(0);
   let queued = false;
   let soon = false;
-  // Handlers running now. A finished run waiting for its complete() to commit no longer counts against concurrency:
-  // the store keeps its customer's next event back until that commit, so order holds.
+  // Runs started and not yet recorded as done, retried or dead (at most `concurrency`).
   let running = 0;
-  // Claimed events waiting for a free handler slot (their leases are renewed like running ones). One claim takes up
-  // to PREFETCH × concurrency events, so a store pays one claim transaction for many events, not one per free slot.
+  // Claimed events waiting for a free handler slot (their leases are renewed like running ones). With a store that
+  // answers claims synchronously (memory, SQLite: one local transaction each), one claim takes up to PREFETCH ×
+  // concurrency events, so it pays one claim for many events rather than one per free slot. A networked store
+  // (Postgres) keeps claiming only for free slots: leases are not held away from other instances, and the
+  // round trip is the cost there anyway.
   const ready: Run[] = [];
   const PREFETCH = 8;
+  let prefetch = 1;
   const held = () => running + ready.length;
   let storeDown = false;
   const claimTimeoutMs = options.claimTimeoutMs ?? Math.max(5_000, options.leaseMs);
@@ -172,7 +175,7 @@ export function createWorker(options: WorkerOptions): Worker {
     logger.child({ key: record.key, event: record.event, customer_id: record.customerId });
 
   async function fill(): Promise<number> {
-    const capacity = options.concurrency * PREFETCH - held();
+    const capacity = options.concurrency * prefetch - held();
     if (capacity <= 0 || stopping) return 0;
     let batch: EventRecord[];
     // Inside a promise executor, so a synchronous store that throws (SQLite busy) rejects here instead of escaping
@@ -183,6 +186,7 @@ export function createWorker(options: WorkerOptions): Worker {
     } catch (error) {
       claim = Promise.reject(error);
     }
+    prefetch = claim instanceof Promise ? 1 : PREFETCH;
     if (!(claim instanceof Promise)) {
       // A synchronous store answered at once: no timeout to race.
       if (storeDown) logger.info('store reachable again; processing resumes', { store: store.name });
@@ -263,6 +267,11 @@ export function createWorker(options: WorkerOptions): Worker {
     run.promise = settle(run, handled).finally(() => {
       inflight.delete(record.key);
       processed++;
+      if (inflight.size === 0 && sweeper) {
+        // Nothing left to renew or time out: no timer keeps the process alive.
+        clearInterval(sweeper);
+        sweeper = undefined;
+      }
     });
     inflight.set(record.key, run);
     sweeper ??= setInterval(sweep, sweepEvery);
@@ -329,22 +338,33 @@ export function createWorker(options: WorkerOptions): Worker {
     try {
       await handled;
     } catch (error) {
-      if (run.began) slotFreed();
-      else ready.splice(ready.indexOf(run) >>> 0, 1);
-      await settleFailure(record, error, run.started);
+      if (!run.began) {
+        ready.splice(ready.indexOf(run) >>> 0, 1);
+        await settleFailure(record, error, run.started);
+        return;
+      }
+      run.deadline = Number.POSITIVE_INFINITY;
+      try {
+        await settleFailure(record, error, run.started);
+      } finally {
+        slotFreed();
+      }
       return;
     }
-    // Released at shutdown before it ran: already handed back.
+    // Released at shutdown, or its lease ran out before it began: nothing to record here.
     if (!run.began) return;
     // The handler is done: no timeout applies while its completion is recorded.
     run.deadline = Number.POSITIVE_INFINITY;
-    slotFreed();
+    // The slot stays taken until the outcome is recorded, so at most `concurrency` events are ever run but not yet
+    // recorded (what a crash can make run twice).
     try {
       const ok = await store.complete(record.key, owner, now());
       metrics.handlerRun(record.event, 'ok');
       logFor(record).info('handled', { outcome: ok ? 'ok' : 'ok_lease_lost', attempt: record.attempts, ms: now() - run.started });
     } catch (error) {
       await settleFailure(record, error, run.started);
+    } finally {
+      slotFreed();
     }
   }
 
