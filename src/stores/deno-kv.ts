@@ -92,6 +92,10 @@ const MAX_ERROR_CHARS = 8192;
 const STAGING_STALE_MS = 60 * 60 * 1000;
 /** Chunk deletes that ride along in a purge commit (a commit takes at most 1000 mutations). */
 const MAX_CHUNK_DELETES = 900;
+/** Inserts per group commit: 3 checks each stays inside the 100 checks one commit may have. */
+const BATCH_INSERTS = 30;
+/** Body bytes per group commit, well inside the 800 KiB a commit may write. */
+const BATCH_BYTES = 256 * 1024;
 const MAX_TRIES = 100;
 const BUSY_TRIES = 200;
 const DAY_MS = 24 * 60 * 60 * 1000;
@@ -127,6 +131,21 @@ interface Meta {
 }
 
 type Part = string | Uint8Array;
+/** An insert on its way: the event and its key parts (`g` = its ordering group). */
+interface InsertItem {
+  event: NewEvent;
+  kp: Part;
+  cp: Part | null;
+  g: Part[];
+}
+/** An insert waiting for the next group commit; `id`/`gid` tell keys and groups apart within a batch. */
+interface Queued extends InsertItem {
+  ticket: number;
+  id: string;
+  gid: string;
+  done: (r: InsertResult) => void;
+  fail: (err: unknown) => void;
+}
 /** Under `g,…g`: how many open records the group has, and the highest seq ever queued in it while open. */
 type GroupValue = { n: number; last?: number };
 const CONFLICT = Symbol('conflict');
@@ -146,6 +165,9 @@ async function part(s: string): Promise<Part> {
   // A Uint8Array part sorts apart from strings, so a digest never collides with a short key.
   return new Uint8Array(await crypto.subtle.digest('SHA-256', encoder.encode(s)));
 }
+
+const partsId = (parts: readonly Part[]) =>
+  parts.map((p) => (typeof p === 'string' ? `s${p}` : `b${p.join(',')}`)).join('\u0000');
 
 function sameKey(a: KvKey, b: KvKey): boolean {
   if (a.length !== b.length) return false;
@@ -593,6 +615,174 @@ export function denoKvStore(options: DenoKvStoreOptions = {}): Store {
     }
   }
 
+  /** The record a new event is stored as; the caller adds the body fields. */
+  function newMeta(event: NewEvent, seq: number, head: boolean): Meta {
+    return {
+      key: event.key,
+      event: event.event,
+      customerId: event.customerId,
+      headers: { ...event.headers },
+      receivedAt: event.receivedAt,
+      status: event.status,
+      seq,
+      attempts: 0,
+      nextAttemptAt: event.receivedAt,
+      leaseOwner: null,
+      leaseUntil: null,
+      lastError: capError(event.lastError),
+      finishedAt: event.status === 'dead' ? event.receivedAt : null,
+      head,
+      size: event.body.length,
+      body: null,
+      bodyId: null,
+      chunks: 0,
+      bodyExpires: false,
+    };
+  }
+
+  /** The writes of a new record and its indexes; its group's counter is the caller's (one check per group). */
+  function writeNew(op: KvAtomic, item: InsertItem, m: Meta): void {
+    const { kp, cp, g } = item;
+    op.check({ key: K.meta(kp), versionstamp: null })
+      .check({ key: K.seq(m.seq), versionstamp: null })
+      .set(K.meta(kp), m)
+      .set(K.seq(m.seq), kp)
+      .set(K.st(m.status, m.seq), kp)
+      .sum(K.count(m.status), 1n);
+    if (cp !== null) op.set(K.cust(cp, m.seq), kp);
+    if (isOpen(m.status)) {
+      op.set(K.queue(g, m.seq), kp);
+      if (m.head) op.set(slotKey(m), kp);
+    } else if (m.finishedAt !== null) {
+      op.set(K.fin(m.status, m.finishedAt, m.seq), kp);
+    }
+  }
+
+  /** One insert in its own commit(s): used for large bodies, and when a group commit lost a race. */
+  async function insertOne(kv: DenoKvLike, item: InsertItem): Promise<InsertResult> {
+    const { event, kp, g } = item;
+    const open = event.status === 'pending';
+    const body = event.body;
+    const inline = body.length <= INLINE_BODY_BYTES;
+    const chunks = inline ? [] : splitBody(body);
+    let staged: { bodyId: string; marker: KvKey } | null = null;
+    try {
+      return await optimistic('insert', async () => {
+        const reads: KvKey[] = open ? [K.meta(kp), K.group(g)] : [K.meta(kp)];
+        const [existing, group] = await kv.getMany<unknown[]>(reads);
+        if (existing?.versionstamp) return { inserted: false };
+        if (chunks.length > CHUNKS_PER_COMMIT && !staged) staged = await stageChunks(kv, chunks);
+        const gv = group?.value as GroupValue | null | undefined;
+        const groupN = gv?.n ?? 0;
+        const seq = nextSeq(groupN > 0 ? (gv?.last ?? 0) : 0);
+        const bodyId = inline ? null : (staged?.bodyId ?? crypto.randomUUID());
+        const m = newMeta(event, seq, open && groupN === 0);
+        m.body = inline ? body.slice() : null;
+        m.bodyId = bodyId;
+        m.chunks = chunks.length;
+        const op = kv.atomic();
+        writeNew(op, item, m);
+        if (open) {
+          op.check({ key: K.group(g), versionstamp: group?.versionstamp ?? null });
+          op.set(K.group(g), { n: groupN + 1, last: seq });
+        }
+        const s = staged as { bodyId: string; marker: KvKey } | null;
+        if (s) op.delete(s.marker);
+        else if (bodyId !== null) for (let i = 0; i < chunks.length; i++) op.set(K.chunk(bodyId, i), chunks[i]);
+        const r = await op.commit();
+        if (!r.ok) return CONFLICT;
+        staged = null;
+        return { inserted: true };
+      });
+    } finally {
+      const s = staged as { bodyId: string; marker: KvKey } | null;
+      if (s) await deleteChunks(kv, s.bodyId, chunks.length, s.marker).catch(() => {});
+    }
+  }
+
+  // Group commit: inserts with small bodies that arrive while a commit is under way wait for the next one, which
+  // writes them all (a local KV file does one commit at a time, so 64 concurrent inserts became 64 queued commits).
+  // Each caller's promise settles only once the commit holding its record is done, so an ack stays durable.
+  const queued: Queued[] = [];
+  let flushing = false;
+  let tickets = 0;
+
+  async function flush(kv: DenoKvLike): Promise<void> {
+    flushing = true;
+    try {
+      while (queued.length > 0) {
+        const batch = takeBatch();
+        try {
+          const results = batch.length > 1 ? await commitBatch(kv, batch) : null;
+          if (results) for (let i = 0; i < batch.length; i++) batch[i]?.done(results[i] as InsertResult);
+          // A lone insert, or a batch that lost a race with another writer: each one on its own, retried as usual.
+          else await Promise.all(batch.map((q) => insertOne(kv, q).then(q.done, q.fail)));
+        } catch (err) {
+          for (const q of batch) q.fail(err);
+        }
+      }
+    } finally {
+      flushing = false;
+    }
+  }
+
+  /** The longest run of queued inserts that fits one commit; a key already in it ends the run (it may be a dup). */
+  function takeBatch(): Queued[] {
+    const ids = new Set<string>();
+    let bytes = 0;
+    let n = 0;
+    for (const q of queued) {
+      if (n >= BATCH_INSERTS || ids.has(q.id) || bytes + q.event.body.length > BATCH_BYTES) break;
+      ids.add(q.id);
+      bytes += q.event.body.length;
+      n++;
+    }
+    return queued.splice(0, Math.max(1, n));
+  }
+
+  /** Writes a batch in one commit, or returns null when a check failed (nothing was written). */
+  async function commitBatch(kv: DenoKvLike, batch: Queued[]): Promise<InsertResult[] | null> {
+    const groups = new Map<string, { key: KvKey; value: GroupValue | null; versionstamp: string | null }>();
+    for (const q of batch) {
+      if (q.event.status === 'pending' && !groups.has(q.gid)) {
+        groups.set(q.gid, { key: K.group(q.g), value: null, versionstamp: null });
+      }
+    }
+    const reads: KvKey[] = [...batch.map((q) => K.meta(q.kp)), ...[...groups.values()].map((e) => e.key)];
+    const got: KvEntryMaybe<unknown>[] = [];
+    const parts: Promise<KvEntryMaybe<unknown>[]>[] = [];
+    for (let i = 0; i < reads.length; i += 10) parts.push(kv.getMany<unknown[]>(reads.slice(i, i + 10)));
+    for (const p of await Promise.all(parts)) got.push(...p);
+    [...groups.values()].forEach((e, i) => {
+      const entry = got[batch.length + i] as KvEntryMaybe<GroupValue>;
+      e.value = entry.value;
+      e.versionstamp = entry.versionstamp;
+    });
+    const op = kv.atomic();
+    const results: InsertResult[] = [];
+    const touched = new Map<string, GroupValue>();
+    batch.forEach((q, i) => {
+      if (got[i]?.versionstamp) {
+        results.push({ inserted: false });
+        return;
+      }
+      const open = q.event.status === 'pending';
+      const gv = open ? (touched.get(q.gid) ?? groups.get(q.gid)?.value ?? { n: 0 }) : null;
+      const n = gv?.n ?? 0;
+      const m = newMeta(q.event, nextSeq(n > 0 ? (gv?.last ?? 0) : 0), open && n === 0);
+      m.body = q.event.body.slice();
+      writeNew(op, q, m);
+      if (open) touched.set(q.gid, { n: n + 1, last: m.seq });
+      results.push({ inserted: true });
+    });
+    if (results.every((r) => !r.inserted)) return results;
+    for (const [gid, value] of touched) {
+      const e = groups.get(gid) as { key: KvKey; versionstamp: string | null };
+      op.check({ key: e.key, versionstamp: e.versionstamp }).set(e.key, value);
+    }
+    return (await op.commit()).ok ? results : null;
+  }
+
   /** Keys of index entries in order, `limit` records at most after filtering on the loaded records. */
   async function collect(
     kv: DenoKvLike,
@@ -628,75 +818,20 @@ export function denoKvStore(options: DenoKvStoreOptions = {}): Store {
     name: DRIVER_NAME,
 
     insert(event: NewEvent): Promise<InsertResult> {
+      // Taken before any await, so concurrent inserts keep the order they were called in.
+      const ticket = ++tickets;
       return run('insert', async (kv) => {
         const kp = await part(event.key);
         const cp = event.customerId === null ? null : await part(event.customerId);
         const g = await groupOf(event);
-        const open = event.status === 'pending';
-        const body = event.body;
-        const inline = body.length <= INLINE_BODY_BYTES;
-        const chunks = inline ? [] : splitBody(body);
-        let staged: { bodyId: string; marker: KvKey } | null = null;
-        try {
-          return await optimistic('insert', async () => {
-            const reads: KvKey[] = open ? [K.meta(kp), K.group(g)] : [K.meta(kp)];
-            const [existing, group] = await kv.getMany<unknown[]>(reads);
-            if (existing?.versionstamp) return { inserted: false };
-            if (chunks.length > CHUNKS_PER_COMMIT && !staged) staged = await stageChunks(kv, chunks);
-            const gv = group?.value as GroupValue | null | undefined;
-            const groupN = gv?.n ?? 0;
-            const seq = nextSeq(groupN > 0 ? (gv?.last ?? 0) : 0);
-            const bodyId = inline ? null : (staged?.bodyId ?? crypto.randomUUID());
-            const m: Meta = {
-              key: event.key,
-              event: event.event,
-              customerId: event.customerId,
-              headers: { ...event.headers },
-              receivedAt: event.receivedAt,
-              status: event.status,
-              seq,
-              attempts: 0,
-              nextAttemptAt: event.receivedAt,
-              leaseOwner: null,
-              leaseUntil: null,
-              lastError: capError(event.lastError),
-              finishedAt: event.status === 'dead' ? event.receivedAt : null,
-              head: open && groupN === 0,
-              size: body.length,
-              body: inline ? body.slice() : null,
-              bodyId,
-              chunks: chunks.length,
-              bodyExpires: false,
-            };
-            const op = kv
-              .atomic()
-              .check({ key: K.meta(kp), versionstamp: null })
-              .check({ key: K.seq(seq), versionstamp: null })
-              .set(K.meta(kp), m)
-              .set(K.seq(seq), kp)
-              .set(K.st(m.status, seq), kp)
-              .sum(K.count(m.status), 1n);
-            if (cp !== null) op.set(K.cust(cp, seq), kp);
-            if (open) {
-              op.check({ key: K.group(g), versionstamp: group?.versionstamp ?? null });
-              op.set(K.group(g), { n: groupN + 1, last: seq });
-              op.set(K.queue(g, seq), kp);
-              if (m.head) op.set(slotKey(m), kp);
-            } else if (m.finishedAt !== null) {
-              op.set(K.fin(m.status, m.finishedAt, seq), kp);
-            }
-            const s = staged as { bodyId: string; marker: KvKey } | null;
-            if (s) op.delete(s.marker);
-            else if (bodyId !== null) for (let i = 0; i < chunks.length; i++) op.set(K.chunk(bodyId, i), chunks[i]);
-            const r = await op.commit();
-            if (!r.ok) return CONFLICT;
-            staged = null;
-            return { inserted: true };
-          });
-        } finally {
-          const s = staged as { bodyId: string; marker: KvKey } | null;
-          if (s) await deleteChunks(kv, s.bodyId, chunks.length, s.marker).catch(() => {});
-        }
+        const item = { event, kp, cp, g };
+        if (event.body.length > INLINE_BODY_BYTES) return insertOne(kv, item);
+        return new Promise<InsertResult>((done, fail) => {
+          let at = queued.length;
+          while (at > 0 && (queued[at - 1] as Queued).ticket > ticket) at--;
+          queued.splice(at, 0, { ...item, ticket, id: partsId([event.key]), gid: partsId(g), done, fail });
+          if (!flushing) void flush(kv);
+        });
       });
     },
 

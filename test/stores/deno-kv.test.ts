@@ -151,6 +151,36 @@ if (skip) {
       await b.close();
     });
 
+    test('insert() called many times at once (one group commit) dedupes keys and keeps counts and heads right', async () => {
+      const s = denoKvStore({ path: ':memory:' });
+      const events = Array.from({ length: 80 }, (_, i) =>
+        newEvent(`k${i % 40}`, i % 5 === 0 ? null : `c${i % 4}`, T0 + i, {
+          status: i % 7 === 0 ? 'dead' : 'pending',
+          lastError: null,
+        }),
+      );
+      const results = await Promise.all(events.map((e) => s.insert(e)));
+      assert.equal(results.filter((r) => r.inserted).length, 40);
+      // The first of each key won: a later duplicate never replaces it.
+      for (let i = 0; i < 40; i++) assert.deepEqual(results[i], { inserted: true });
+      const all = await s.list({ limit: 1000 });
+      assert.deepEqual(
+        all.map((r) => r.key),
+        events.slice(0, 40).map((e) => e.key),
+      );
+      const dead = events.slice(0, 40).filter((e) => e.status === 'dead').length;
+      assert.deepEqual(await s.counts(), { pending: 40 - dead, retrying: 0, done: 0, dead });
+      // One head per customer (its first open event) plus every null-customer event on its own.
+      const heads = await s.claim({ owner: 'w', limit: 100, leaseMs: 1000, now: T0 + 1000 });
+      const open = events.slice(0, 40).filter((e) => e.status === 'pending');
+      const expected = new Set(open.filter((e) => e.customerId === null).map((e) => e.key));
+      for (const c of new Set(open.map((e) => e.customerId))) {
+        if (c !== null) expected.add(open.find((e) => e.customerId === c)!.key);
+      }
+      assert.deepEqual(new Set(heads.map((r) => r.key)), expected);
+      await s.close();
+    });
+
     test('insert() keeps a customer’s arrival order when a second handle’s clock is behind', async () => {
       const path = tempFile();
       const a = denoKvStore({ path });
