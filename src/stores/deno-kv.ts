@@ -96,6 +96,8 @@ const MAX_CHUNK_DELETES = 900;
 const BATCH_INSERTS = 30;
 /** Body bytes per group commit, well inside the 800 KiB a commit may write. */
 const BATCH_BYTES = 256 * 1024;
+/** Leases per claim commit: 2 checks each. */
+const BATCH_LEASES = 40;
 const MAX_TRIES = 100;
 const BUSY_TRIES = 200;
 const DAY_MS = 24 * 60 * 60 * 1000;
@@ -865,24 +867,43 @@ export function denoKvStore(options: DenoKvStoreOptions = {}): Store {
             kv,
             picked.map((e) => e.value),
           );
-          await Promise.all(
-            picked.map(async (slot, i) => {
-              const kp = slot.value;
-              tried.add(id(kp));
-              const cur = metas[i] as KvEntryMaybe<Meta>;
-              const m = cur.value;
-              if (!m || !cur.versionstamp || !m.head || !isOpen(m.status)) return;
-              if (m.nextAttemptAt > now || (m.leaseUntil !== null && m.leaseUntil > now)) return;
-              if (!sameKey(slotKey(m), slot.key)) return;
-              const after: Meta = { ...m, leaseOwner: owner, leaseUntil: now + leaseMs, attempts: m.attempts + 1 };
-              const op = kv
-                .atomic()
-                .check({ key: K.meta(kp), versionstamp: cur.versionstamp })
-                .check({ key: slot.key, versionstamp: slot.versionstamp });
-              change(op, kp, null, m, after);
-              if ((await op.commit()).ok) won.push(after);
-            }),
-          );
+          const leases: { kp: Part; slot: KvEntry<Part>; versionstamp: string; m: Meta; after: Meta }[] = [];
+          picked.forEach((slot, i) => {
+            const kp = slot.value;
+            tried.add(id(kp));
+            const cur = metas[i] as KvEntryMaybe<Meta>;
+            const m = cur.value;
+            if (!m || !cur.versionstamp || !m.head || !isOpen(m.status)) return;
+            if (m.nextAttemptAt > now || (m.leaseUntil !== null && m.leaseUntil > now)) return;
+            if (!sameKey(slotKey(m), slot.key)) return;
+            const after: Meta = { ...m, leaseOwner: owner, leaseUntil: now + leaseMs, attempts: m.attempts + 1 };
+            leases.push({ kp, slot, versionstamp: cur.versionstamp, m, after });
+          });
+          const lease = (op: KvAtomic, l: (typeof leases)[number]) => {
+            op.check({ key: K.meta(l.kp), versionstamp: l.versionstamp }).check({
+              key: l.slot.key,
+              versionstamp: l.slot.versionstamp,
+            });
+            change(op, l.kp, null, l.m, l.after);
+          };
+          // All in one commit (each is the head of its own group, so they do not touch each other's keys); when
+          // another claimer or a writer got to one of them first, each is tried on its own.
+          for (let i = 0; i < leases.length; i += BATCH_LEASES) {
+            const some = leases.slice(i, i + BATCH_LEASES);
+            const op = kv.atomic();
+            for (const l of some) lease(op, l);
+            if (some.length > 1 && (await op.commit()).ok) {
+              for (const l of some) won.push(l.after);
+              continue;
+            }
+            await Promise.all(
+              some.map(async (l) => {
+                const one = kv.atomic();
+                lease(one, l);
+                if ((await one.commit()).ok) won.push(l.after);
+              }),
+            );
+          }
         }
         won.sort((a, b) => a.seq - b.seq);
         return withBodies(kv, won);
