@@ -343,6 +343,8 @@ async function benchTarget(id) {
       if (before && after) {
         row.accepted = after.accepted - before.accepted;
         row.duplicates = after.duplicate - before.duplicate;
+        // Acked but not yet processed when the load stopped: an ack rate the worker cannot follow shows here.
+        row.pendingAfter = after.pending;
       }
     } finally {
       await stop(proc);
@@ -420,6 +422,9 @@ function table(rows) {
     }
     const notes = [];
     if (r.duplicates) notes.push(`${r.duplicates} answered as duplicates`);
+    if (r.pendingAfter !== undefined && r.pendingAfter !== null) {
+      notes.push(`${r.pendingAfter.toLocaleString('en')} of ${(r.accepted ?? 0).toLocaleString('en')} acked events still pending at the end`);
+    }
     if (r.note) notes.push(r.note);
     if (r.errors) {
       const e = r.errorDetail;
