@@ -96,6 +96,8 @@ const MAX_CHUNK_DELETES = 900;
 const BATCH_INSERTS = 30;
 /** Body bytes per group commit, well inside the 800 KiB a commit may write. */
 const BATCH_BYTES = 256 * 1024;
+/** Key bytes per group commit (checks and mutations), inside the 80 KiB a commit may name. */
+const BATCH_KEY_BYTES = 48 * 1024;
 /** Leases per claim commit: 2 checks each. */
 const BATCH_LEASES = 40;
 const MAX_TRIES = 100;
@@ -715,7 +717,8 @@ export function denoKvStore(options: DenoKvStoreOptions = {}): Store {
       while (queued.length > 0) {
         const batch = takeBatch();
         try {
-          const results = batch.length > 1 ? await commitBatch(kv, batch) : null;
+          // A batch commit that throws (a limit of KV's that the estimate below missed) is retried one by one too.
+          const results = batch.length > 1 ? await commitBatch(kv, batch).catch(() => null) : null;
           if (results) for (let i = 0; i < batch.length; i++) batch[i]?.done(results[i] as InsertResult);
           // A lone insert, or a batch that lost a race with another writer: each one on its own, retried as usual.
           else await Promise.all(batch.map((q) => insertOne(kv, q).then(q.done, q.fail)));
@@ -732,11 +735,17 @@ export function denoKvStore(options: DenoKvStoreOptions = {}): Store {
   function takeBatch(): Queued[] {
     const ids = new Set<string>();
     let bytes = 0;
+    let keyBytes = 0;
     let n = 0;
     for (const q of queued) {
-      if (n >= BATCH_INSERTS || ids.has(q.id) || bytes + q.event.body.length > BATCH_BYTES) break;
+      // An insert names its event key and customer (or the key again, as its group) in up to 5 keys; UTF-8 takes
+      // up to 3 bytes a char.
+      const keyCost = 3 * 5 * (q.event.key.length + (q.event.customerId?.length ?? 0)) + 400;
+      if (n >= BATCH_INSERTS || ids.has(q.id)) break;
+      if (bytes + q.event.body.length > BATCH_BYTES || keyBytes + keyCost > BATCH_KEY_BYTES) break;
       ids.add(q.id);
       bytes += q.event.body.length;
+      keyBytes += keyCost;
       n++;
     }
     return queued.splice(0, Math.max(1, n));

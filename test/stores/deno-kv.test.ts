@@ -181,6 +181,19 @@ if (skip) {
       await s.close();
     });
 
+    test('insert() of many events with the longest keys at once stays inside what one KV commit may hold', async () => {
+      const s = denoKvStore({ path: ':memory:' });
+      const long = (p: string, i: number) => `${p}${i}`.padEnd(256, 'é');
+      const results = await Promise.all(
+        Array.from({ length: 60 }, (_, i) =>
+          s.insert(newEvent(long('k', i), i % 2 ? long('c', i) : null, T0 + i)),
+        ),
+      );
+      assert.ok(results.every((r) => r.inserted));
+      assert.equal((await s.counts()).pending, 60);
+      await s.close();
+    });
+
     test('insert() keeps a customer’s arrival order when a second handle’s clock is behind', async () => {
       const path = tempFile();
       const a = denoKvStore({ path });
