@@ -98,6 +98,8 @@ const BATCH_INSERTS = 30;
 const BATCH_BYTES = 256 * 1024;
 /** Key bytes per group commit (checks and mutations), inside the 80 KiB a commit may name. */
 const BATCH_KEY_BYTES = 48 * 1024;
+/** Changes per shared commit (complete/retry/deadLetter/renew). */
+const BATCH_SHARED = 30;
 /** Leases per claim commit: 2 checks each. */
 const BATCH_LEASES = 40;
 const MAX_TRIES = 100;
@@ -172,6 +174,64 @@ async function part(s: string): Promise<Part> {
 
 const partsId = (parts: readonly Part[]) =>
   parts.map((p) => (typeof p === 'string' ? `s${p}` : `b${p.join(',')}`)).join('\u0000');
+
+const keyId = (key: KvKey) =>
+  key.map((p) => (p instanceof Uint8Array ? `b${p.join(',')}` : `${typeof p}:${String(p)}`)).join('\u0000');
+const keySize = (key: KvKey) =>
+  key.reduce<number>((n, p) => n + 9 + (typeof p === 'string' ? 3 * p.length : p instanceof Uint8Array ? p.length : 0), 0);
+
+/** An atomic change written down rather than sent, so several can go out in one commit. */
+interface Recorded extends KvAtomic {
+  steps: ((op: KvAtomic) => void)[];
+  /** Keys it checks, sets or deletes. */
+  keys: Set<string>;
+  checks: number;
+  keyBytes: number;
+  /** A rough upper bound of the bytes it writes. */
+  valueBytes: number;
+}
+
+function recorded(): Recorded {
+  const r: Recorded = {
+    steps: [],
+    keys: new Set(),
+    checks: 0,
+    keyBytes: 0,
+    valueBytes: 0,
+    check(...checks) {
+      for (const c of checks) {
+        r.keys.add(keyId(c.key));
+        r.keyBytes += keySize(c.key);
+      }
+      r.checks += checks.length;
+      r.steps.push((op) => op.check(...checks));
+      return r;
+    },
+    set(key, value, options) {
+      r.keys.add(keyId(key));
+      r.keyBytes += keySize(key);
+      const m = value as Partial<Meta> | null;
+      r.valueBytes += 2048 + (m?.body?.length ?? 0) + 3 * (m?.lastError?.length ?? 0);
+      r.steps.push((op) => op.set(key, value, options));
+      return r;
+    },
+    delete(key) {
+      r.keys.add(keyId(key));
+      r.keyBytes += keySize(key);
+      r.steps.push((op) => op.delete(key));
+      return r;
+    },
+    sum(key, n) {
+      r.keyBytes += keySize(key);
+      r.steps.push((op) => op.sum(key, n));
+      return r;
+    },
+    commit() {
+      throw new Error('deno-kv store: a recorded change is committed through commitShared');
+    },
+  };
+  return r;
+}
 
 function sameKey(a: KvKey, b: KvKey): boolean {
   if (a.length !== b.length) return false;
@@ -489,6 +549,68 @@ export function denoKvStore(options: DenoKvStoreOptions = {}): Store {
     }
   }
 
+  // Shared commits for complete/retry/deadLetter/renew: the worker finishes many events at once, and each used to be
+  // its own commit behind KV's one writer. Changes that name no key in common (a `sum` commutes, so it does not
+  // count) go into one commit; a change that shares a key with one ahead of it waits, so their order holds. When the
+  // shared commit fails a check, each change is committed alone and gets its own answer.
+  const sharedQueue: { op: Recorded; done: (r: KvCommitResult) => void; fail: (err: unknown) => void }[] = [];
+  let sharing = false;
+
+  function commitShared(kv: DenoKvLike, op: Recorded): Promise<KvCommitResult> {
+    return new Promise((done, fail) => {
+      sharedQueue.push({ op, done, fail });
+      if (!sharing) void shareLoop(kv);
+    });
+  }
+
+  async function shareLoop(kv: DenoKvLike): Promise<void> {
+    sharing = true;
+    try {
+      while (sharedQueue.length > 0) {
+        const batch: typeof sharedQueue = [];
+        const rest: typeof sharedQueue = [];
+        const used = new Set<string>();
+        const blocked = new Set<string>();
+        let checks = 0;
+        let keyBytes = 0;
+        let valueBytes = 0;
+        for (const q of sharedQueue) {
+          const o = q.op;
+          const fits = batch.length === 0 ||
+            (batch.length < BATCH_SHARED && checks + o.checks <= 90 && keyBytes + o.keyBytes <= BATCH_KEY_BYTES &&
+              valueBytes + o.valueBytes <= BATCH_BYTES * 2);
+          if (fits && ![...o.keys].some((k) => used.has(k) || blocked.has(k))) {
+            batch.push(q);
+            for (const k of o.keys) used.add(k);
+            checks += o.checks;
+            keyBytes += o.keyBytes;
+            valueBytes += o.valueBytes;
+          } else {
+            rest.push(q);
+            for (const k of o.keys) blocked.add(k);
+          }
+        }
+        sharedQueue.splice(0, sharedQueue.length, ...rest);
+        const alone = (q: (typeof sharedQueue)[number]) => {
+          const op = kv.atomic();
+          for (const step of q.op.steps) step(op);
+          return op.commit().then(q.done, q.fail);
+        };
+        if (batch.length === 1) {
+          await alone(batch[0] as (typeof sharedQueue)[number]);
+          continue;
+        }
+        const op = kv.atomic();
+        for (const q of batch) for (const step of q.op.steps) step(op);
+        const r = await op.commit().catch(() => ({ ok: false }) as const);
+        if (r.ok) for (const q of batch) q.done(r);
+        else await Promise.all(batch.map(alone));
+      }
+    } finally {
+      sharing = false;
+    }
+  }
+
   /** complete/retry/deadLetter/renew: a change allowed only while `owner` holds the lease. */
   async function fenced(
     what: string,
@@ -505,7 +627,8 @@ export function denoKvStore(options: DenoKvStoreOptions = {}): Store {
         if (!m || !cur.versionstamp || !isOpen(m.status) || m.leaseOwner !== owner) return false;
         const after = next(m);
         const cp = await custPart(m);
-        const op = kv.atomic().check({ key: K.meta(kp), versionstamp: cur.versionstamp });
+        const op = recorded();
+        op.check({ key: K.meta(kp), versionstamp: cur.versionstamp });
         if (isFinished(after.status)) {
           // Leaving the group: drop out of its queue and, when it was the head, promote the next open record.
           const g = await groupOf(m);
@@ -529,7 +652,7 @@ export function denoKvStore(options: DenoKvStoreOptions = {}): Store {
         } else {
           change(op, kp, cp, m, after);
         }
-        const r = await op.commit();
+        const r = await commitShared(kv, op);
         if (!r.ok) return CONFLICT;
         done = { m: { ...after, head: isFinished(after.status) ? false : after.head }, versionstamp: r.versionstamp };
         return true;

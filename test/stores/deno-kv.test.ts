@@ -194,6 +194,45 @@ if (skip) {
       await s.close();
     });
 
+    test('complete(), retry(), deadLetter() and renew() called at once (shared commits) each keep their own answer', async () => {
+      const s = denoKvStore({ path: tempFile() });
+      for (let i = 0; i < 90; i++) await s.insert(newEvent(`k${i}`, `c${i % 30}`, T0 + i));
+      const first = await s.claim({ owner: 'w', limit: 100, leaseMs: 1000, now: T0 + 100 });
+      assert.deepEqual(
+        first.map((r) => r.key),
+        Array.from({ length: 30 }, (_, i) => `k${i}`),
+      );
+      const answers = await Promise.all(
+        first.flatMap((r, i) => {
+          const now = T0 + 200;
+          const own =
+            i % 4 === 0
+              ? s.complete(r.key, 'w', now)
+              : i % 4 === 1
+                ? s.retry(r.key, 'w', now + 50, 'again')
+                : i % 4 === 2
+                  ? s.deadLetter(r.key, 'w', 'no', now)
+                  : s.renew(r.key, 'w', now + 5000);
+          // A stranger's attempt on the same event, sent at the same moment, changes nothing.
+          return [own, s.complete(r.key, 'stranger', now)];
+        }),
+      );
+      assert.deepEqual(
+        answers,
+        first.flatMap(() => [true, false]),
+      );
+      assert.deepEqual(await s.counts(), { pending: 60 + 7, retrying: 8, done: 8, dead: 7 });
+      // Completed and dead-lettered heads released their customer's next event; retried and renewed ones did not.
+      const second = await s.claim({ owner: 'w', limit: 100, leaseMs: 1000, now: T0 + 300 });
+      const released = first.filter((_, i) => i % 4 === 0 || i % 4 === 2).map((r) => r.customerId);
+      const retried = first.filter((_, i) => i % 4 === 1).map((r) => r.key);
+      assert.deepEqual(
+        new Set(second.map((r) => r.key)),
+        new Set([...released.map((c) => `k${Number(c!.slice(1)) + 30}`), ...retried]),
+      );
+      await s.close();
+    });
+
     test('insert() keeps a customer’s arrival order when a second handle’s clock is behind', async () => {
       const path = tempFile();
       const a = denoKvStore({ path });
