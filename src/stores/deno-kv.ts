@@ -1,5 +1,6 @@
 // Deno KV store: the durable inbox on Deno's built-in key-value database (a local SQLite file, or Deno Deploy's KV).
-// Every state change is one atomic commit guarded by versionstamp checks, so several isolates can share one database.
+// Every state change is atomic and guarded by versionstamp checks, so several isolates can share one database; changes
+// made at the same moment in one process share a commit (KV has one writer, so a commit each queued them up).
 import {
   type ClaimOptions,
   emptyCounts,
