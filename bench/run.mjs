@@ -245,7 +245,7 @@ async function pgAdmin() {
 const bun = join(BIN, 'bun');
 const deno = join(BIN, 'deno');
 const node = process.execPath;
-const server = (port) => [bun, 'run', 'src/server.ts'];
+const server = () => [bun, 'run', 'src/server.ts'];
 
 const TARGETS = {
   a: { name: 'bare Bun server (reads the body, 200)', cmd: () => [bun, 'bench/targets/bare-bun.ts'] },

@@ -172,7 +172,9 @@ export class Metrics {
     for (const [name, { help, histogram: h }] of this.histograms) {
       out.push(`# HELP ${name} ${help}`);
       out.push(`# TYPE ${name} histogram`);
-      h.bounds.forEach((le, i) => out.push(`${name}_bucket{le="${le}"} ${h.buckets[i]}`));
+      h.bounds.forEach((le, i) => {
+        out.push(`${name}_bucket{le="${le}"} ${h.buckets[i]}`);
+      });
       out.push(`${name}_bucket{le="+Inf"} ${h.count}`);
       out.push(`${name}_sum ${h.sum}`);
       out.push(`${name}_count ${h.count}`);

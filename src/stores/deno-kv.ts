@@ -270,11 +270,15 @@ function patient(kv: DenoKvLike): DenoKvLike {
     close: () => kv.close(),
     atomic() {
       const steps: ((op: KvAtomic) => void)[] = [];
+      const record = (step: (op: KvAtomic) => void): KvAtomic => {
+        steps.push(step);
+        return recorder;
+      };
       const recorder: KvAtomic = {
-        check: (...checks) => (steps.push((op) => op.check(...checks)), recorder),
-        set: (key, value, options) => (steps.push((op) => op.set(key, value, options)), recorder),
-        delete: (key) => (steps.push((op) => op.delete(key)), recorder),
-        sum: (key, n) => (steps.push((op) => op.sum(key, n)), recorder),
+        check: (...checks) => record((op) => op.check(...checks)),
+        set: (key, value, options) => record((op) => op.set(key, value, options)),
+        delete: (key) => record((op) => op.delete(key)),
+        sum: (key, n) => record((op) => op.sum(key, n)),
         commit: () =>
           whenFree(() => {
             const op = kv.atomic();
