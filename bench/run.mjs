@@ -63,7 +63,9 @@ const MAIN_N = Math.max(Math.ceil(DURATION * MAX_RATE), MEMORY_EVENTS + 50_000);
 const WARM_OFFSET = MAIN_N;
 const WARM_N = Math.ceil(WARMUP * MAX_RATE);
 const COLD_OFFSET = WARM_OFFSET + WARM_N;
-const TOTAL_N = COLD_OFFSET + 1000;
+// Start-up probes poll every few ms; they cycle through their own range (a repeat is answered 200 as a duplicate).
+const COLD_N = 20_000;
+const TOTAL_N = COLD_OFFSET + COLD_N;
 const cache = join(tmpdir(), 'lava-bench-cache');
 const { sigs, template } = prepare(cache, TOTAL_N);
 const sigAt = (() => {
@@ -108,9 +110,9 @@ function startProcess(cmd, extraEnv) {
   return { child, port, t0, exited, output: () => output };
 }
 
-let coldIndex = COLD_OFFSET;
+let coldIndex = 0;
 function signedInit(mode) {
-  const i = coldIndex++;
+  const i = COLD_OFFSET + (coldIndex++ % COLD_N);
   const sig = sigAt(i);
   const headers =
     mode === 'github'
