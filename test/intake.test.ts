@@ -24,9 +24,16 @@ interface Harness {
   close(): Promise<void>;
 }
 
+// On Deno the intake runs against real Deno KV (in memory); elsewhere against the memory store.
+async function defaultStore(): Promise<Store> {
+  if (!('Deno' in globalThis)) return memoryStore();
+  const { denoKvStore } = await import('../src/stores/deno-kv.ts');
+  return denoKvStore({ path: ':memory:' });
+}
+
 async function harness(options: Partial<LavaWebhooksOptions> = {}): Promise<Harness> {
   const logs: string[] = [];
-  const store = options.store ?? memoryStore();
+  const store = options.store ?? (await defaultStore());
   const lava = createLavaWebhooks({
     secret: SECRET,
     store,
@@ -326,7 +333,7 @@ describe('intake over HTTP', () => {
   test('GET /healthz, GET /metrics, 405 with Allow, JSON 404', async () => {
     const health = await fetch(`${h.served.url}/healthz`);
     assert.equal(health.status, 200);
-    assert.deepEqual(await health.json(), { status: 'ok', store: 'memory' });
+    assert.deepEqual(await health.json(), { status: 'ok', store: h.store.name });
     const metrics = await (await fetch(`${h.served.url}/metrics`)).text();
     assert.match(metrics, /lava_webhooks_deliveries_total\{outcome="accepted"\} [1-9]/);
     assert.match(metrics, /lava_webhooks_deliveries_total\{outcome="invalid_signature"\} [1-9]/);
