@@ -20,7 +20,7 @@ import { nativeSha256Hex, nativeVerifier } from '../src/runtime/verify-native.ts
 import { samplePayload } from '../src/samples.ts';
 import { type SqliteConnection, sqliteStore, sqliteUnavailableReason } from '../src/stores/sqlite.ts';
 import { SECRET, lavaSign, sleep, waitFor } from './helpers/lava.ts';
-import { type Served, serve } from './helpers/serve.ts';
+import { type Served, serveReceiver } from './helpers/serve.ts';
 
 const isBun = typeof (globalThis as { Bun?: unknown }).Bun !== 'undefined';
 // Bun is the fastest runner here; the others run fewer generated cases so the whole suite stays within minutes.
@@ -69,19 +69,7 @@ async function harness(options: Partial<LavaWebhooksOptions> = {}, delayMs = 0):
     retry: { scheduleMs: [50, 100], jitter: 0 },
     ...options,
   });
-  lava.start();
-  const served = await serve(lava.fetch);
-  return {
-    served,
-    url: `${served.url}/webhooks/lava`,
-    store,
-    runs,
-    lava,
-    async close() {
-      await served.close();
-      await lava.close(1000);
-    },
-  };
+  return { ...(await serveReceiver(lava)), store, runs, lava };
 }
 
 const balance = (customer: string, amount: string) =>

@@ -13,7 +13,7 @@ import {
 } from '../src/mod.ts';
 import { samplePayload } from '../src/samples.ts';
 import { SECRET, lavaSign, signedRequest, waitFor } from './helpers/lava.ts';
-import { type Served, serve } from './helpers/serve.ts';
+import { type Served, serveReceiver } from './helpers/serve.ts';
 
 interface Harness {
   served: Served;
@@ -40,19 +40,7 @@ async function harness(options: Partial<LavaWebhooksOptions> = {}): Promise<Harn
     logger: jsonLogger({ level: 'debug', write: (l) => logs.push(l) }),
     ...options,
   });
-  lava.start();
-  const served = await serve(lava.fetch);
-  return {
-    served,
-    url: `${served.url}/webhooks/lava`,
-    store,
-    logs,
-    lava,
-    async close() {
-      await served.close();
-      await lava.close(1000);
-    },
-  };
+  return { ...(await serveReceiver(lava)), store, logs, lava };
 }
 
 function post(url: string, body: string | Uint8Array, init: { secret?: string; headers?: Record<string, string> } = {}) {

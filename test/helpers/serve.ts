@@ -52,3 +52,20 @@ export async function serve(fetch: FetchFn): Promise<Served> {
     });
   });
 }
+
+/** Starts a receiver's worker and serves it on a real port; `close()` stops the server, then the receiver. */
+export async function serveReceiver(
+  lava: { fetch: FetchFn; start(): void; close(deadlineMs?: number): Promise<void> },
+  path = '/webhooks/lava',
+): Promise<{ served: Served; url: string; close(): Promise<void> }> {
+  lava.start();
+  const served = await serve(lava.fetch);
+  return {
+    served,
+    url: `${served.url}${path}`,
+    async close() {
+      await served.close();
+      await lava.close(1000);
+    },
+  };
+}
