@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { SECRET, lavaSign, waitFor } from './helpers/lava.ts';
 import { ROOT, type ServerProcess, binAvailable, freePort, startServer } from './helpers/server-process.ts';
+import { fixtureEnv } from './fixtures/runs.ts';
 
 const skip = binAvailable('bun') ? false : 'node_modules/.bin/bun is missing (run npm ci)';
 if (skip) console.log(`[skip] CLI tests: ${skip}`);
@@ -54,15 +55,11 @@ after(() => {
 });
 
 function serverEnv(dir: string, extra: Record<string, string> = {}): Record<string, string> {
-  return {
-    LAVA_WEBHOOK_SECRET: SECRET,
+  return fixtureEnv(join(dir, 'runs.tsv'), {
     LAVA_WEBHOOK_DB: join(dir, 'lava.sqlite'),
-    LAVA_WEBHOOK_HANDLERS: join(ROOT, 'test/fixtures/handlers.ts'),
-    TEST_RUNS_FILE: join(dir, 'runs.tsv'),
-    LAVA_WEBHOOK_POLL: '100ms',
     LAVA_WEBHOOK_RETRY_SCHEDULE: '50ms',
     ...extra,
-  };
+  });
 }
 
 describe('cli against a running server', { skip }, () => {

@@ -5,9 +5,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { samplePayload } from '../src/samples.ts';
-import { SECRET, signedRequest, sleep, waitFor } from './helpers/lava.ts';
-import { ROOT, binAvailable, startServer } from './helpers/server-process.ts';
-import { readRuns } from './fixtures/runs.ts';
+import { signedRequest, sleep, waitFor } from './helpers/lava.ts';
+import { binAvailable, startServer } from './helpers/server-process.ts';
+import { fixtureEnv, readRuns } from './fixtures/runs.ts';
 
 const skip = binAvailable('bun') ? false : 'node_modules/.bin/bun is missing (run npm ci)';
 if (skip) console.log(`[skip] end-to-end server tests: ${skip}`);
@@ -23,16 +23,12 @@ after(() => {
 });
 
 function serverEnv(dir: string, extra: Record<string, string> = {}): Record<string, string> {
-  return {
-    LAVA_WEBHOOK_SECRET: SECRET,
+  return fixtureEnv(join(dir, 'runs.tsv'), {
     LAVA_WEBHOOK_DB: join(dir, 'lava.sqlite'),
-    LAVA_WEBHOOK_HANDLERS: join(ROOT, 'test/fixtures/handlers.ts'),
-    TEST_RUNS_FILE: join(dir, 'runs.tsv'),
     LAVA_WEBHOOK_LEASE: '1s',
-    LAVA_WEBHOOK_POLL: '100ms',
     LAVA_WEBHOOK_RETRY_SCHEDULE: '100ms,200ms',
     ...extra,
-  };
+  });
 }
 
 describe('server process', { skip }, () => {

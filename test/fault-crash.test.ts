@@ -8,9 +8,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { samplePayload } from '../src/samples.ts';
-import { SECRET, signedRequest, sleep, waitFor } from './helpers/lava.ts';
-import { ROOT, binAvailable, startServer } from './helpers/server-process.ts';
-import { readRuns } from './fixtures/runs.ts';
+import { signedRequest, sleep, waitFor } from './helpers/lava.ts';
+import { binAvailable, startServer } from './helpers/server-process.ts';
+import { fixtureEnv, readRuns } from './fixtures/runs.ts';
 
 const isBun = typeof (globalThis as { Bun?: unknown }).Bun !== 'undefined';
 // Spawn-heavy: the repeated-kill loop runs once per `npm test`, under Bun (test/e2e.test.ts kills once on every runtime).
@@ -33,17 +33,13 @@ describe('crash: repeated kill -9 under load', { skip }, () => {
     const dir = mkdtempSync(join(tmpdir(), 'lava-crash-'));
     dirs.push(dir);
     const runsFile = join(dir, 'runs.tsv');
-    const env = {
-      LAVA_WEBHOOK_SECRET: SECRET,
+    const env = fixtureEnv(runsFile, {
       LAVA_WEBHOOK_DB: join(dir, 'lava.sqlite'),
-      LAVA_WEBHOOK_HANDLERS: join(ROOT, 'test/fixtures/handlers.ts'),
-      TEST_RUNS_FILE: runsFile,
       TEST_HANDLER_DELAY_MS: '5',
       LAVA_WEBHOOK_CONCURRENCY: String(CONCURRENCY),
       LAVA_WEBHOOK_LEASE: '1s',
-      LAVA_WEBHOOK_POLL: '100ms',
       LAVA_WEBHOOK_RETRY_SCHEDULE: '100ms,200ms',
-    };
+    });
     const acked = new Set<string>();
     const sentKeys = new Set<string>();
     let n = 0;

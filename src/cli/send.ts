@@ -1,4 +1,5 @@
 // `send` and `sign`: deliver realistic signed events to a receiver, the way Lava does, and sign bodies for curl.
+import { Buffer } from 'node:buffer';
 import process from 'node:process';
 import { EVENT_NAMES, LEGACY_EVENTS } from '../intake/events.ts';
 import { sign } from '../intake/signature.ts';
@@ -185,14 +186,7 @@ async function readStdin(): Promise<Uint8Array> {
   for await (const chunk of process.stdin) {
     chunks.push(typeof chunk === 'string' ? new TextEncoder().encode(chunk) : (chunk as Uint8Array));
   }
-  const total = chunks.reduce((n, c) => n + c.length, 0);
-  const body = new Uint8Array(total);
-  let at = 0;
-  for (const c of chunks) {
-    body.set(c, at);
-    at += c.length;
-  }
-  return body;
+  return new Uint8Array(Buffer.concat(chunks));
 }
 
 export async function signCommand(flags: { secret?: string; header?: boolean; json?: boolean }, env: Env): Promise<number> {

@@ -113,20 +113,7 @@ const NO_OPEN_KV =
   'deno-kv store: Deno.openKv is not available — run with --unstable-kv or add "unstable": ["kv"] to deno.json';
 
 /** What is stored under the record key. The body is inline when small, else in chunks under `bodyId`. */
-interface Meta {
-  key: string;
-  event: string;
-  customerId: string | null;
-  headers: Record<string, string>;
-  receivedAt: number;
-  status: EventStatus;
-  seq: number;
-  attempts: number;
-  nextAttemptAt: number;
-  leaseOwner: string | null;
-  leaseUntil: number | null;
-  lastError: string | null;
-  finishedAt: number | null;
+interface Meta extends Omit<EventRecord, 'body'> {
   /** The lowest-seq open record of its ordering group: the only one with a claim slot. */
   head: boolean;
   size: number;
