@@ -131,7 +131,7 @@ export function loadConfig(env: Record<string, string | undefined>): ServerConfi
   for (const [event, url] of Object.entries(perEvent)) {
     const name = `LAVA_RELAY_URL_${event.toUpperCase().replace(/\./g, '_')}`;
     // A typo would otherwise send that event to the default URL without a word.
-    if (LEGACY_EVENTS[event]) {
+    if (Object.hasOwn(LEGACY_EVENTS, event)) {
       const current = (LEGACY_EVENTS[event] as string).toUpperCase().replace(/\./g, '_');
       problems.push(`${name}: legacy events are relayed under their current name; use LAVA_RELAY_URL_${current}`);
     } else if (!(EVENT_NAMES as readonly string[]).includes(event)) {
