@@ -333,6 +333,37 @@ describe('worker', () => {
     await lava.close();
   });
 
+  test('a burst of deliveries without a loop: each waitUntil promise ends only after its own event ran, once', async () => {
+    const seen = new Map<string, number>();
+    const { lava } = receiver({
+      handlers: {
+        'customer.wallet.balance.updated': async (e) => {
+          await sleep(1);
+          seen.set(e.data.balance as string, (seen.get(e.data.balance as string) ?? 0) + 1);
+        },
+      },
+    });
+    const N = 300;
+    const checks: Promise<void>[] = [];
+    const responses = await Promise.all(
+      Array.from({ length: N }, (_, i) => {
+        // Concurrent drains join the one already running; none may end before the event that asked for it ran.
+        const ctx = {
+          waitUntil: (p: Promise<unknown>) =>
+            checks.push(p.then(() => assert.equal(seen.get(String(i)), 1, `event ${i} had not run when its drain ended`))),
+          passThroughOnException() {},
+        };
+        return lava.fetch(signedRequest(URL_, JSON.stringify(balance(`cus_${i % 7}`, i))), {}, ctx);
+      }),
+    );
+    assert.ok(responses.every((r) => r.status === 200));
+    assert.equal(checks.length, N, 'every delivery handed its processing to waitUntil');
+    await Promise.all(checks);
+    assert.equal(seen.size, N);
+    assert.ok([...seen.values()].every((n) => n === 1));
+    await lava.close();
+  });
+
   test('retention: purge() removes completed events older than the retention period, not dead letters', async () => {
     let clock = 1_000_000;
     const { lava } = receiver({

@@ -267,6 +267,7 @@ export function createWorker(options: WorkerOptions): Worker {
     run.promise = settle(run, handled).finally(() => {
       inflight.delete(record.key);
       processed++;
+      wake?.();
       if (inflight.size === 0 && sweeper) {
         // Nothing left to renew or time out: no timer keeps the process alive.
         clearInterval(sweeper);
@@ -368,6 +369,34 @@ export function createWorker(options: WorkerOptions): Worker {
     }
   }
 
+  let draining: Promise<{ processed: number }> | undefined;
+  // Set when a caller joined the running drain: its event may have been recorded after the drain's last claim.
+  let more = false;
+  // Wakes a waiting drain when a run ends.
+  let wake: (() => void) | undefined;
+
+  async function drainAll(timeoutMs: number): Promise<{ processed: number }> {
+    const deadline = now() + timeoutMs;
+    const before = processed;
+    for (;;) {
+      more = false;
+      const started = await pass();
+      if (inflight.size === 0 && started === 0 && !more) break;
+      if (now() >= deadline || stopping) break;
+      const left = Math.max(1, deadline - now());
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, Math.min(left, options.pollMs));
+        wake = () => {
+          clearTimeout(t);
+          resolve();
+        };
+      });
+      wake = undefined;
+    }
+    if (inflight.size > 0) await Promise.all([...inflight.values()].map((f) => f.promise));
+    return { processed: processed - before };
+  }
+
   async function settleFailure(record: EventRecord, error: unknown, started: number) {
     const log = logFor(record);
     const reason = describe(error);
@@ -416,18 +445,17 @@ export function createWorker(options: WorkerOptions): Worker {
       }
       await this.drain();
     },
-    async drain({ timeoutMs = 25_000 }: DrainOptions = {}) {
-      const deadline = now() + timeoutMs;
-      const before = processed;
-      for (;;) {
-        const started = await pass();
-        if (inflight.size === 0 && started === 0) break;
-        if (now() >= deadline || stopping) break;
-        const left = Math.max(1, deadline - now());
-        await Promise.race([...[...inflight.values()].map((f) => f.promise), sleep(Math.min(left, options.pollMs))]);
+    drain({ timeoutMs = 25_000 }: DrainOptions = {}) {
+      // One drain at a time: a caller arriving while one runs joins it (and makes it look again before it ends), so
+      // a burst of deliveries on a serverless host costs one drain, not one per delivery polling the same work.
+      if (draining) {
+        more = true;
+        return draining;
       }
-      if (inflight.size > 0) await Promise.all([...inflight.values()].map((f) => f.promise));
-      return { processed: processed - before };
+      draining = drainAll(timeoutMs).finally(() => {
+        draining = undefined;
+      });
+      return draining;
     },
     async stop(deadlineMs = 10_000) {
       stopping = true;
