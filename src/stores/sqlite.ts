@@ -39,6 +39,12 @@ export interface SqliteStoreOptions {
    * Power-loss durability at speed; it also spares `normal` most of its per-commit WAL writes. Default false.
    */
   groupCommit?: boolean;
+  /**
+   * Checkpoint the WAL from a Worker thread (its own connection, PASSIVE checkpoints every `everyMs`), so the
+   * thread answering deliveries never stalls copying pages back into the file. Bun only, file databases only;
+   * elsewhere SQLite checkpoints on the writing connection as usual. Default true where available.
+   */
+  backgroundCheckpoint?: boolean | { everyMs?: number };
 }
 
 /** `Store` with every method answering a plain value: what a synchronous store promises its callers. */
@@ -241,6 +247,34 @@ function openSchema(db: SqliteConnection, path: string): void {
   }
 }
 
+/** A Worker thread checkpointing the WAL of `path` (see `backgroundCheckpoint`), or undefined where there is none. */
+function startCheckpointer(path: string, option: SqliteStoreOptions['backgroundCheckpoint']): { stop(): void } | undefined {
+  if (option === false || runtime.Bun === undefined) return undefined;
+  if (path === '' || path === ':memory:' || path.startsWith('file:')) return undefined;
+  const WorkerCtor = (globalThis as { Worker?: new (url: string, options?: { type?: string }) => CheckpointWorker }).Worker;
+  if (typeof WorkerCtor !== 'function') return undefined;
+  const everyMs = (typeof option === 'object' ? option.everyMs : undefined) ?? 200;
+  let worker: CheckpointWorker;
+  try {
+    worker = new WorkerCtor(new URL('./sqlite-checkpointer.ts', import.meta.url).href, { type: 'module' });
+  } catch {
+    return undefined;
+  }
+  // Never keeps the process alive on its own; a stopped store stops it.
+  worker.unref?.();
+  worker.postMessage({ type: 'start', path, everyMs });
+  return {
+    stop() {
+      worker.postMessage({ type: 'stop' });
+    },
+  };
+}
+
+interface CheckpointWorker {
+  postMessage(message: unknown): void;
+  unref?(): void;
+}
+
 /**
  * Opens (creating if needed) a SQLite database as the event store. Synchronous, and so is every store method.
  * Throws an Error when SQLite is not available on this runtime, `StoreSchemaError` when the file is not a
@@ -277,6 +311,12 @@ export function sqliteStore(options: SqliteStoreOptions): SqliteStore | SqliteGr
     db.exec(`PRAGMA busy_timeout = ${busyTimeoutMs}`);
     openSchema(db, path);
     db.exec(`PRAGMA synchronous = ${durability === 'full' ? 'FULL' : 'NORMAL'}`);
+    // Checkpoints copy the WAL back into the file (with its fsyncs). At SQLite's default of every 1000 pages they
+    // came every few group commits under load and took two thirds of the insert time; every 4000 pages, a page
+    // that many commits wrote in between is copied once. With a background checkpointer (below) this is only the
+    // backstop. After a checkpoint the WAL file is cut back to 64 MiB.
+    db.exec('PRAGMA wal_autocheckpoint = 4000');
+    db.exec('PRAGMA journal_size_limit = 67108864');
   } catch (err) {
     try {
       db.close();
@@ -364,6 +404,8 @@ export function sqliteStore(options: SqliteStoreOptions): SqliteStore | SqliteGr
     ),
     ping: db.prepare('SELECT 1 FROM events LIMIT 1'),
   };
+
+  const checkpointer = startCheckpointer(path, options.backgroundCheckpoint);
 
   let closed = false;
   const check = () => {
@@ -622,6 +664,7 @@ export function sqliteStore(options: SqliteStoreOptions): SqliteStore | SqliteGr
       // Queued writes are committed (or rejected) before the connection goes.
       flush();
       closed = true;
+      checkpointer?.stop();
       try {
         db.close();
       } catch (err) {

@@ -1,7 +1,7 @@
 // The SQLite store: the contract suite on a real file and on :memory:, plus what only a file-backed store must do
 // (survive reopen, refuse foreign or newer files without touching them, honour durability).
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -12,6 +12,7 @@ import {
   sqliteUnavailableReason,
 } from '../../src/stores/sqlite.ts';
 import { StoreSchemaError, StoreUnavailableError } from '../../src/stores/store.ts';
+import { waitFor } from '../helpers/lava.ts';
 import { newEvent, storeContract } from './contract.ts';
 
 const skip = sqliteUnavailableReason ?? false;
@@ -300,5 +301,40 @@ describe('sqliteStore()', () => {
     assert.equal(claimed, 2000, 'every single-event customer, none of hot’s backlog');
     assert.ok(ms < 5000, `200 claims took ${ms.toFixed(0)} ms`);
     s.close();
+  });
+
+  const bunOnly = typeof (globalThis as { Bun?: unknown }).Bun === 'undefined' ? 'the background checkpointer runs on Bun only' : false;
+  test('a background thread checkpoints the WAL into the file while the writer never does; off, the file stays as it was', { skip: bunOnly }, async () => {
+    const body = new Uint8Array(2000).fill(7);
+    const fill = (s: ReturnType<typeof sqliteStore>, prefix: string) => {
+      // About 300 WAL pages: well under the writer's own autocheckpoint of 4000.
+      for (let i = 0; i < 300; i++) s.insert(newEvent(`${prefix}${i}`, `c${i % 50}`, T0, { body }));
+    };
+    const sizes = async (path: string) => {
+      await new Promise((r) => setTimeout(r, 50));
+      return statSync(path).size;
+    };
+    const onPath = tempPath();
+    const on = sqliteStore({ path: onPath, backgroundCheckpoint: { everyMs: 20 } });
+    const onBefore = await sizes(onPath);
+    fill(on, 'on');
+    await waitFor(() => statSync(onPath).size > onBefore + 300 * 2000, 5000, 'the database file to receive the checkpointed pages');
+    assert.equal(on.get('on299')?.status, 'pending');
+    on.close();
+
+    const offPath = tempPath();
+    const off = sqliteStore({ path: offPath, backgroundCheckpoint: false });
+    const offBefore = await sizes(offPath);
+    fill(off, 'off');
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(statSync(offPath).size, offBefore, 'without the checkpointer the pages wait in the WAL');
+    off.close();
+    // Closing checkpoints what is left; reopened, everything is there either way.
+    for (const [path, prefix] of [[onPath, 'on'], [offPath, 'off']] as const) {
+      const again = sqliteStore({ path, backgroundCheckpoint: false });
+      assert.equal(again.counts().pending, 300);
+      assert.equal(again.get(`${prefix}0`)?.body.byteLength, 2000);
+      again.close();
+    }
   });
 });
