@@ -364,6 +364,34 @@ describe('worker', () => {
     await lava.close();
   });
 
+  test('a synchronous store is claimed a batch at a time, not once per freed handler slot', async () => {
+    const seen = new Map<string, number>();
+    const { lava } = receiver({
+      concurrency: 2,
+      handlers: {
+        'customer.wallet.balance.updated': async (e) => {
+          await sleep(0);
+          seen.set(e.data.balance as string, (seen.get(e.data.balance as string) ?? 0) + 1);
+        },
+      },
+    });
+    let claimsWithWork = 0;
+    const claim = lava.store.claim.bind(lava.store);
+    lava.store.claim = (o) => {
+      const got = claim(o) as Awaited<ReturnType<typeof claim>>;
+      if (got.length > 0) claimsWithWork++;
+      return got;
+    };
+    const N = 200;
+    for (let i = 0; i < N; i++) await deliver(lava, balance(`cus_${i % 100}`, i));
+    lava.start();
+    await waitFor(() => seen.size === N, 10_000, 'every event to run');
+    assert.ok([...seen.values()].every((n) => n === 1));
+    // 2 slots, 16 prefetched: a claim once fewer than 2 wait takes 14 or more.
+    assert.ok(claimsWithWork <= 30, `${claimsWithWork} claims for ${N} events`);
+    await lava.close();
+  });
+
   test('retention: purge() removes completed events older than the retention period, not dead letters', async () => {
     let clock = 1_000_000;
     const { lava } = receiver({

@@ -177,6 +177,9 @@ export function createWorker(options: WorkerOptions): Worker {
   async function fill(): Promise<number> {
     const capacity = options.concurrency * prefetch - held();
     if (capacity <= 0 || stopping) return 0;
+    // A synchronous store is asked again only once fewer runs wait than there are slots: each claim is a transaction
+    // of its own, so it should take a batch's worth of room, not one freed slot at a time.
+    if (prefetch > 1 && ready.length >= options.concurrency) return 0;
     let batch: EventRecord[];
     // Inside a promise executor, so a synchronous store that throws (SQLite busy) rejects here instead of escaping
     // fill() as an unhandled rejection, which ends a Bun or Node process.
