@@ -435,6 +435,29 @@ describe('intake options', () => {
     }
   });
 
+  test('log levels: at info an accepted delivery and its handler run each write a line; at warn neither does', async () => {
+    for (const level of ['info', 'warn'] as const) {
+      const lines: string[] = [];
+      const logger = jsonLogger({ level, write: (l) => lines.push(l) });
+      assert.equal(logger.enabled?.('info'), level === 'info');
+      assert.equal(logger.enabled?.('warn'), true);
+      const lava = createLavaWebhooks({ secret: SECRET, store: memoryStore(), logger, handlers: { 'customer.created': () => {} } });
+      const res = await lava.fetch(signedRequest('http://x/webhooks/lava', JSON.stringify(samplePayload('customer.created', { customerId: `lv_${level}` }))));
+      assert.equal(res.status, 200);
+      await lava.drain();
+      const msgs = lines.map((l) => (JSON.parse(l) as { msg: string }).msg);
+      if (level === 'info') {
+        assert.ok(msgs.includes('accepted') && msgs.includes('handled'), msgs.join(', '));
+        const accepted = JSON.parse(lines[msgs.indexOf('accepted')] as string);
+        assert.equal(accepted.customer_id, 'lv_info');
+        assert.equal(accepted.outcome, 'accepted');
+      } else {
+        assert.deepEqual(msgs, []);
+      }
+      await lava.close();
+    }
+  });
+
   test('createLavaWebhooks() refuses to start without a secret, with a message that says what to do', () => {
     assert.throws(() => createLavaWebhooks({ store: memoryStore() }), /no webhook secret.*webhook_secret/);
     assert.throws(() => createLavaWebhooks({ secret: '  ', store: memoryStore() }), /no webhook secret/);

@@ -217,14 +217,15 @@ export function createIntake(config: IntakeConfig) {
     const stored = inserting instanceof Promise ? await inserting : inserting;
     const ms = config.now() - received;
     if (!stored) return result('store_unavailable', 503, { error: 'store unavailable' });
-    const fields = { key, event: parsed.name, customer_id: parsed.customerId, ms, key_slot: matched || undefined };
+    // The info lines' fields are built only when info is written (most servers log at info, benchmarks at warn).
+    const info = logger.enabled?.('info') !== false;
+    const fields = () => ({ key, event: parsed.name, customer_id: parsed.customerId, ms, key_slot: matched || undefined });
     if (!stored.inserted) {
-      logger.info('duplicate delivery ignored', { ...fields, outcome: 'duplicate' });
+      if (info) logger.info('duplicate delivery ignored', { ...fields(), outcome: 'duplicate' });
       return result('duplicate', 200, { received: true, duplicate: true });
     }
     config.onAccepted?.(key, received, body.byteLength, parsed);
-    if (!parsed.known) logger.info('unknown event recorded', { ...fields, outcome: 'accepted' });
-    else logger.info('accepted', { ...fields, outcome: 'accepted' });
+    if (info) logger.info(parsed.known ? 'accepted' : 'unknown event recorded', { ...fields(), outcome: 'accepted' });
     const r = result('accepted', 200, RECEIVED as Record<string, unknown>);
     r.recorded = true;
     return r;

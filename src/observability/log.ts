@@ -9,6 +9,8 @@ export interface Logger {
   error(msg: string, fields?: LogFields): void;
   /** A logger that adds `fields` to every line. */
   child(fields: LogFields): Logger;
+  /** Whether a line at `level` would be written; hot paths ask before building its fields. Absent means yes. */
+  enabled?(level: Exclude<LogLevel, 'silent'>): boolean;
 }
 
 const RANK: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40, silent: 100 };
@@ -75,6 +77,9 @@ class JsonLogger implements Logger {
   }
   child(fields: LogFields): Logger {
     return new JsonLogger(this.#sink, this, fields);
+  }
+  enabled(level: Exclude<LogLevel, 'silent'>): boolean {
+    return RANK[level] >= this.#sink.min;
   }
 }
 

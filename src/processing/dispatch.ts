@@ -86,11 +86,13 @@ export function createDispatcher(
     const parsed = cache?.take(record) ?? parse(record);
     let log: Logger | undefined;
     const logFor = () => (log ??= logger.child({ key: record.key, event: parsed.name, customer_id: parsed.customerId }));
-    // The logger and the signal are made when a handler first asks for them: most handlers never do.
+    // The logger, the signal and the Date are made when a handler asks for them: most handlers never do.
     const ctx = {
       key: record.key,
       attempt: record.attempts,
-      receivedAt: new Date(record.receivedAt),
+      get receivedAt() {
+        return new Date(record.receivedAt);
+      },
       deliveredAs: parsed.deliveredAs,
       headers: record.headers,
       body: record.body,

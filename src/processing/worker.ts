@@ -364,7 +364,12 @@ export function createWorker(options: WorkerOptions): Worker {
     try {
       const ok = await store.complete(record.key, owner, now());
       metrics.handlerRun(record.event, 'ok');
-      logFor(record).info('handled', { outcome: ok ? 'ok' : 'ok_lease_lost', attempt: record.attempts, ms: now() - run.started });
+      if (!ok || logger.enabled?.('info') !== false) {
+        const line = { outcome: ok ? 'ok' : 'ok_lease_lost', attempt: record.attempts, ms: now() - run.started };
+        // A lost lease means another worker may run the event again: worth a warning whatever the level.
+        if (ok) logFor(record).info('handled', line);
+        else logFor(record).warn('handled, but the lease was lost meanwhile; another worker may run it again', line);
+      }
     } catch (error) {
       await settleFailure(record, error, run.started);
     } finally {
