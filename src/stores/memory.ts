@@ -30,11 +30,63 @@ function copy(record: EventRecord): EventRecord {
 
 const isOpen = (r: EventRecord) => r.status === 'pending' || r.status === 'retrying';
 
+/** A binary min-heap: claim takes the oldest claimable head without sorting every group on every call. */
+class Heap<T> {
+  readonly #items: T[] = [];
+  readonly before: (a: T, b: T) => boolean;
+  constructor(before: (a: T, b: T) => boolean) {
+    this.before = before;
+  }
+  get size(): number {
+    return this.#items.length;
+  }
+  peek(): T | undefined {
+    return this.#items[0];
+  }
+  push(item: T): void {
+    const a = this.#items;
+    a.push(item);
+    let i = a.length - 1;
+    while (i > 0) {
+      const parent = (i - 1) >> 1;
+      if (!this.before(a[i] as T, a[parent] as T)) break;
+      [a[i], a[parent]] = [a[parent] as T, a[i] as T];
+      i = parent;
+    }
+  }
+  pop(): T | undefined {
+    const a = this.#items;
+    const top = a[0];
+    const last = a.pop();
+    if (a.length > 0 && last !== undefined) {
+      a[0] = last;
+      let i = 0;
+      for (;;) {
+        const l = 2 * i + 1;
+        const r = l + 1;
+        let m = i;
+        if (l < a.length && this.before(a[l] as T, a[m] as T)) m = l;
+        if (r < a.length && this.before(a[r] as T, a[m] as T)) m = r;
+        if (m === i) break;
+        [a[i], a[m]] = [a[m] as T, a[i] as T];
+        i = m;
+      }
+    }
+    return top;
+  }
+}
+
+/** The open records of one ordering group in seq order; `start` skips completed heads without shifting the array. */
+interface Group {
+  items: EventRecord[];
+  start: number;
+}
+
 export function memoryStore(options: MemoryStoreOptions = {}): Store {
   const maxRecords = options.maxRecords ?? 1_000_000;
   const records = new Map<string, EventRecord>();
-  // Open (pending/retrying) records per ordering group, in seq order: the head is index 0.
-  const groups = new Map<string, EventRecord[]>();
+  // Open (pending/retrying) records per ordering group, in seq order: the head is items[start].
+  const groups = new Map<string, Group>();
   let seq = 0;
   let closed = false;
   // Kept as records change status, so counts() (polled by /metrics) does not walk every record.
@@ -45,29 +97,67 @@ export function memoryStore(options: MemoryStoreOptions = {}): Store {
     r.status = status;
   };
 
+  // Where each group head waits: `ready` (a heap by seq: may be claimable now), `delayed` (a heap by due time: a
+  // retry not due yet) or `leased` (being run). Entries are not removed from a heap when a record stops being a
+  // head or closes; `where` says which entry counts, and stale ones are dropped when they surface.
+  const ready = new Heap<EventRecord>((a, b) => a.seq < b.seq);
+  const delayed = new Heap<EventRecord>((a, b) => a.nextAttemptAt < b.nextAttemptAt);
+  const leased = new Set<EventRecord>();
+  const where = new Map<EventRecord, 'ready' | 'delayed' | 'leased'>();
+
   const groupOf = (r: EventRecord) => (r.customerId === null ? `key:${r.key}` : `c:${r.customerId}`);
   const check = () => {
     if (closed) throw new StoreUnavailableError('memory store is closed');
   };
+  const headOf = (g: Group | undefined) => (g ? g.items[g.start] : undefined);
+  const isHead = (r: EventRecord) => headOf(groups.get(groupOf(r))) === r;
+  /** A record became (or, changed, still is) its group's head: it may be claimable. */
+  const offer = (r: EventRecord) => {
+    leased.delete(r);
+    where.set(r, 'ready');
+    ready.push(r);
+  };
+  const forget = (r: EventRecord) => {
+    leased.delete(r);
+    where.delete(r);
+  };
   const leave = (r: EventRecord) => {
-    const g = groupOf(r);
-    const list = groups.get(g);
-    if (!list) return;
-    const i = list.indexOf(r);
-    if (i >= 0) list.splice(i, 1);
-    if (list.length === 0) groups.delete(g);
+    forget(r);
+    const key = groupOf(r);
+    const g = groups.get(key);
+    if (!g) return;
+    const wasHead = g.items[g.start] === r;
+    if (wasHead) {
+      g.items[g.start] = undefined as unknown as EventRecord;
+      g.start++;
+    } else {
+      const i = g.items.indexOf(r, g.start);
+      if (i >= 0) g.items.splice(i, 1);
+    }
+    if (g.start >= g.items.length) {
+      groups.delete(key);
+      return;
+    }
+    // Completed heads are dropped in bulk, so a long backlog is not shifted once per event.
+    if (g.start > 64 && g.start * 2 > g.items.length) {
+      g.items = g.items.slice(g.start);
+      g.start = 0;
+    }
+    if (wasHead) offer(g.items[g.start] as EventRecord);
   };
   const join = (r: EventRecord) => {
-    const g = groupOf(r);
-    const list = groups.get(g);
-    if (!list) {
-      groups.set(g, [r]);
+    const key = groupOf(r);
+    const g = groups.get(key);
+    if (!g) {
+      groups.set(key, { items: [r], start: 0 });
+      offer(r);
       return;
     }
     // Keep seq order (a requeued old record goes back in its place).
-    let i = list.length;
-    while (i > 0 && (list[i - 1] as EventRecord).seq > r.seq) i--;
-    list.splice(i, 0, r);
+    let i = g.items.length;
+    while (i > g.start && (g.items[i - 1] as EventRecord).seq > r.seq) i--;
+    g.items.splice(i, 0, r);
+    if (i === g.start) offer(r);
   };
   const held = (key: string, owner: string, now?: number): EventRecord | null => {
     check();
@@ -106,20 +196,36 @@ export function memoryStore(options: MemoryStoreOptions = {}): Store {
     },
     claim({ owner, limit, leaseMs, now }: ClaimOptions): EventRecord[] {
       check();
-      const out: EventRecord[] = [];
-      const heads: EventRecord[] = [];
-      for (const list of groups.values()) {
-        const head = list[0];
-        if (!head) continue;
-        if (head.nextAttemptAt > now) continue;
-        if (head.leaseUntil !== null && head.leaseUntil > now) continue;
-        heads.push(head);
+      // Leases that ran out (a worker died or stalled) and retries now due are claimable again.
+      for (const r of leased) if (r.leaseUntil === null || r.leaseUntil <= now) offer(r);
+      while (delayed.size > 0 && (delayed.peek() as EventRecord).nextAttemptAt <= now) {
+        const r = delayed.pop() as EventRecord;
+        if (where.get(r) === 'delayed') offer(r);
       }
-      heads.sort((a, b) => a.seq - b.seq);
-      for (const head of heads.slice(0, limit)) {
+      const out: EventRecord[] = [];
+      while (out.length < limit && ready.size > 0) {
+        const head = ready.pop() as EventRecord;
+        if (where.get(head) !== 'ready') continue;
+        if (!isOpen(head) || !isHead(head)) {
+          where.delete(head);
+          continue;
+        }
+        if (head.nextAttemptAt > now) {
+          where.set(head, 'delayed');
+          delayed.push(head);
+          continue;
+        }
+        if (head.leaseUntil !== null && head.leaseUntil > now) {
+          // Still leased by someone (a requeue while it ran): it waits for that lease like any other.
+          where.set(head, 'leased');
+          leased.add(head);
+          continue;
+        }
         head.leaseOwner = owner;
         head.leaseUntil = now + leaseMs;
         head.attempts += 1;
+        where.set(head, 'leased');
+        leased.add(head);
         out.push(copy(head));
       }
       return out;
@@ -148,6 +254,11 @@ export function memoryStore(options: MemoryStoreOptions = {}): Store {
       r.lastError = error;
       r.leaseOwner = null;
       r.leaseUntil = null;
+      leased.delete(r);
+      if (isHead(r)) {
+        where.set(r, 'delayed');
+        delayed.push(r);
+      }
       return true;
     },
     deadLetter(key, owner, error, now) {
@@ -174,6 +285,7 @@ export function memoryStore(options: MemoryStoreOptions = {}): Store {
       r.lastError = null;
       r.finishedAt = null;
       if (!wasOpen) join(r);
+      else if (isHead(r)) offer(r);
       return true;
     },
     requeueWhere(filter: RequeueFilter, now) {
