@@ -2,8 +2,8 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
-import { parseSignatureHeader, subtleVerifier } from '../src/intake/signature.ts';
-import { nativeVerifier } from '../src/runtime/verify-native.ts';
+import { parseSignatureHeader, sha256Hex, subtleVerifier } from '../src/intake/signature.ts';
+import { nativeSha256Hex, nativeVerifier } from '../src/runtime/verify-native.ts';
 import { lavaSign } from './helpers/lava.ts';
 
 const isBun = typeof (globalThis as { Bun?: unknown }).Bun !== 'undefined';
@@ -39,6 +39,20 @@ describe('nativeVerifier', () => {
         },
       ),
       { numRuns: RUNS },
+    );
+  });
+
+  test('nativeSha256Hex() and the SubtleCrypto sha256Hex() give the same hex on random bodies', async () => {
+    await fc.assert(
+      fc.asyncProperty(bodyArb, async (body) => {
+        assert.equal(nativeSha256Hex(body) as string, await sha256Hex(body));
+      }),
+      { numRuns: RUNS },
+    );
+    assert.equal(
+      nativeSha256Hex(new Uint8Array(0)),
+      'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855',
+      'the SHA-256 of nothing',
     );
   });
 
