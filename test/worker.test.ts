@@ -9,6 +9,8 @@ import {
   jsonLogger,
   memoryStore,
 } from '../src/mod.ts';
+import { ParsedCache } from '../src/processing/dispatch.ts';
+import { validateEvent } from '../src/intake/events.ts';
 import { nextAttemptDelay } from '../src/processing/retry.ts';
 import { createWorker } from '../src/processing/worker.ts';
 import { Metrics } from '../src/observability/metrics.ts';
@@ -47,6 +49,39 @@ describe('retry policy', () => {
     assert.equal(nextAttemptDelay(policy, 3, undefined, () => 0.5), 30000);
     assert.equal(nextAttemptDelay(policy, 4), null);
     assert.equal(nextAttemptDelay(policy, 1, { retryAfterMs: 9000 }, () => 0.5), 9000, 'Retry-After wins when later');
+  });
+});
+
+describe('ParsedCache', () => {
+  const parsed = validateEvent(samplePayload('customer.created', { customerId: 'pc' }));
+  if (!parsed.ok) throw new Error('sample must validate');
+  const rec = (key: string, receivedAt = 1, bytes = 10, attempts = 1) =>
+    ({ key, receivedAt, body: new Uint8Array(bytes), attempts }) as unknown as Parameters<ParsedCache['take']>[0];
+
+  test('keeps at most max entries, drops the oldest first, and hands an entry out once', () => {
+    const cache = new ParsedCache(4);
+    for (let i = 0; i < 10; i++) cache.set(`k${i}`, 1, 10, parsed);
+    assert.equal(cache.size, 4);
+    assert.equal(cache.take(rec('k5')), undefined, 'evicted');
+    assert.equal(cache.take(rec('k6')), parsed);
+    assert.equal(cache.take(rec('k6')), undefined, 'taken once');
+    // A key set again is kept by its new slot, not dropped when its old slot comes round.
+    cache.set('k9', 1, 10, parsed);
+    for (let i = 10; i < 13; i++) cache.set(`k${i}`, 1, 10, parsed);
+    assert.equal(cache.take(rec('k9')), parsed);
+    assert.ok(cache.size <= 4);
+  });
+
+  test('is used only for the very record it was made for (first attempt, same time and size)', () => {
+    const cache = new ParsedCache(8);
+    cache.set('a', 5, 10, parsed);
+    assert.equal(cache.take(rec('a', 6, 10)), undefined);
+    cache.set('b', 5, 10, parsed);
+    assert.equal(cache.take(rec('b', 5, 11)), undefined);
+    cache.set('c', 5, 10, parsed);
+    assert.equal(cache.take(rec('c', 5, 10, 2)), undefined);
+    cache.set('d', 5, 10, parsed);
+    assert.equal(cache.take(rec('d', 5, 10, 1)), parsed);
   });
 });
 

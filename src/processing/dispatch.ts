@@ -39,17 +39,20 @@ type Valid = Extract<ParsedEvent, { ok: true }>;
  * the very record it was made for: same key, same receivedAt, same body length.
  */
 export class ParsedCache {
-  readonly #entries = new Map<string, { receivedAt: number; bytes: number; parsed: Valid }>();
-  readonly #max: number;
+  readonly #entries = new Map<string, { receivedAt: number; bytes: number; parsed: Valid; n: number }>();
+  // The keys in insertion order, as a ring: the entry made max sets ago is the one to drop, found without iterating.
+  readonly #ring: (string | undefined)[];
+  #n = 0;
   constructor(max = 4096) {
-    this.#max = max;
+    this.#ring = new Array<string | undefined>(max).fill(undefined);
   }
   set(key: string, receivedAt: number, bytes: number, parsed: Valid): void {
-    if (this.#entries.size >= this.#max) {
-      const oldest = this.#entries.keys().next();
-      if (!oldest.done) this.#entries.delete(oldest.value);
-    }
-    this.#entries.set(key, { receivedAt, bytes, parsed });
+    const n = this.#n++;
+    const slot = n % this.#ring.length;
+    const old = this.#ring[slot];
+    if (old !== undefined && this.#entries.get(old)?.n === n - this.#ring.length) this.#entries.delete(old);
+    this.#ring[slot] = key;
+    this.#entries.set(key, { receivedAt, bytes, parsed, n });
   }
   /** The parsed event for this record, once; undefined when this process did not validate it. */
   take(record: EventRecord): Valid | undefined {

@@ -86,7 +86,9 @@ export function memoryStore(options: MemoryStoreOptions = {}): Store {
   const maxRecords = options.maxRecords ?? 1_000_000;
   const records = new Map<string, EventRecord>();
   // Open (pending/retrying) records per ordering group, in seq order: the head is items[start].
+  // Keyed by customer id; an event without a customer is a group of its own, kept apart by its key.
   const groups = new Map<string, Group>();
+  const solo = new Map<string, Group>();
   let seq = 0;
   let closed = false;
   // Kept as records change status, so counts() (polled by /metrics) does not walk every record.
@@ -105,12 +107,13 @@ export function memoryStore(options: MemoryStoreOptions = {}): Store {
   const leased = new Set<EventRecord>();
   const where = new Map<EventRecord, 'ready' | 'delayed' | 'leased'>();
 
-  const groupOf = (r: EventRecord) => (r.customerId === null ? `key:${r.key}` : `c:${r.customerId}`);
+  const groupsOf = (r: EventRecord) => (r.customerId === null ? solo : groups);
+  const groupKey = (r: EventRecord) => r.customerId ?? r.key;
   const check = () => {
     if (closed) throw new StoreUnavailableError('memory store is closed');
   };
   const headOf = (g: Group | undefined) => (g ? g.items[g.start] : undefined);
-  const isHead = (r: EventRecord) => headOf(groups.get(groupOf(r))) === r;
+  const isHead = (r: EventRecord) => headOf(groupsOf(r).get(groupKey(r))) === r;
   /** A record became (or, changed, still is) its group's head: it may be claimable. */
   const offer = (r: EventRecord) => {
     leased.delete(r);
@@ -123,8 +126,9 @@ export function memoryStore(options: MemoryStoreOptions = {}): Store {
   };
   const leave = (r: EventRecord) => {
     forget(r);
-    const key = groupOf(r);
-    const g = groups.get(key);
+    const map = groupsOf(r);
+    const key = groupKey(r);
+    const g = map.get(key);
     if (!g) return;
     const wasHead = g.items[g.start] === r;
     if (wasHead) {
@@ -135,7 +139,7 @@ export function memoryStore(options: MemoryStoreOptions = {}): Store {
       if (i >= 0) g.items.splice(i, 1);
     }
     if (g.start >= g.items.length) {
-      groups.delete(key);
+      map.delete(key);
       return;
     }
     // Completed heads are dropped in bulk, so a long backlog is not shifted once per event.
@@ -146,10 +150,11 @@ export function memoryStore(options: MemoryStoreOptions = {}): Store {
     if (wasHead) offer(g.items[g.start] as EventRecord);
   };
   const join = (r: EventRecord) => {
-    const key = groupOf(r);
-    const g = groups.get(key);
+    const map = groupsOf(r);
+    const key = groupKey(r);
+    const g = map.get(key);
     if (!g) {
-      groups.set(key, { items: [r], start: 0 });
+      map.set(key, { items: [r], start: 0 });
       offer(r);
       return;
     }
