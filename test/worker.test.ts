@@ -418,7 +418,19 @@ describe('worker', () => {
       return got;
     };
     const N = 200;
-    for (let i = 0; i < N; i++) await deliver(lava, balance(`cus_${i % 100}`, i));
+    // Recorded straight into the store (a delivery without a running loop would be processed at once).
+    for (let i = 0; i < N; i++) {
+      const body = new TextEncoder().encode(JSON.stringify(balance(`cus_${i % 100}`, i)));
+      await lava.store.insert({
+        key: `b${i}`,
+        event: 'customer.wallet.balance.updated',
+        customerId: `cus_${i % 100}`,
+        body,
+        headers: {},
+        receivedAt: Date.now(),
+        status: 'pending',
+      });
+    }
     lava.start();
     await waitFor(() => seen.size === N, 10_000, 'every event to run');
     assert.ok([...seen.values()].every((n) => n === 1));
