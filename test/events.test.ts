@@ -38,8 +38,12 @@ describe('validateEvent (compiled zod validators)', () => {
   test('gives the same verdict and the same output as zod’s runtime parse, on generated payloads', () => {
     fc.assert(
       fc.property(fc.oneof(payload, fc.jsonValue()), (json) => {
-        const input = JSON.parse(JSON.stringify(json ?? null));
+        const text = JSON.stringify(json ?? null);
+        const input = JSON.parse(text);
         const got = validateEvent(input);
+        // Given the text, a valid known event is only checked and keeps the parsed object: same verdict, same payload.
+        const viaText = validateEvent(JSON.parse(text), text);
+        assert.deepEqual(viaText, got);
         const env = envelope.safeParse(input);
         if (!env.success) {
           assert.equal(got.ok, false);
@@ -71,6 +75,21 @@ describe('validateEvent (compiled zod validators)', () => {
       if (got.ok) {
         assert.equal(got.name, name);
         assert.deepEqual((got.payload as { extra?: unknown }).extra, { kept: true });
+      }
+    }
+  });
+
+  test('a "__proto__" key never reaches a handler as an own property, however the body spells it', () => {
+    for (const key of ['__proto__', '\\u005f_proto__']) {
+      const text = `{"event":"customer.created","data":{"customer_id":"cus_p","${key}":{"polluted":true}},"${key}":{"x":1}}`;
+      const json = JSON.parse(text);
+      assert.ok(Object.hasOwn(json, '__proto__'), 'JSON.parse makes it an own property');
+      const got = validateEvent(json, text);
+      assert.equal(got.ok, true);
+      if (got.ok) {
+        assert.equal(Object.hasOwn(got.payload, '__proto__'), false);
+        assert.equal(Object.hasOwn(got.payload.data as object, '__proto__'), false);
+        assert.equal(({} as { polluted?: unknown }).polluted, undefined);
       }
     }
   });

@@ -107,19 +107,31 @@ function fast<S extends z.ZodType>(schema: S): S {
 const knownSchema = (name: string): z.ZodType | undefined =>
   Object.hasOwn(schemas, name) ? fast((schemas as Record<string, z.ZodType>)[name] as z.ZodType) : undefined;
 
-/** Validates an already JSON-parsed body against the envelope and, for a known event, its schema. */
-export function validateEvent(json: unknown): ParsedEvent {
+function known(name: string, payload: Record<string, unknown>): ParsedEvent {
+  const customerId = (payload.data as { customer_id: string }).customer_id;
+  return { ok: true, name, deliveredAs: name, known: true, customerId, payload };
+}
+
+/**
+ * Validates an already JSON-parsed body against the envelope and, for a known event, its schema.
+ * `text`, when given, is the JSON text `json` was parsed from (see the fast path below).
+ */
+export function validateEvent(json: unknown, text?: string): ParsedEvent {
   // Fast path: a current known event is checked once against its own schema, which is stricter than the envelope
   // (so success there means the envelope holds too). Anything else takes the full path below, which also words the
-  // errors. This halves zod's share of the request path.
+  // errors.
   if (json !== null && typeof json === 'object' && !Array.isArray(json)) {
     const name = (json as { event?: unknown }).event;
     const schema = typeof name === 'string' ? knownSchema(name) : undefined;
     if (schema) {
-      const parsed = schema.safeParse(json);
-      if (parsed.success) {
-        const payload = parsed.data as Record<string, unknown> & { data: { customer_id: string } };
-        return { ok: true, name: name as string, deliveredAs: name as string, known: true, customerId: payload.data.customer_id, payload };
+      // These schemas transform nothing and keep unknown keys, so zod's output is a copy of its input but for one
+      // thing: it leaves out "__proto__" keys. A body whose text cannot hold one (no "__proto__", no \u escape to
+      // spell it) is only checked, and the parsed object itself becomes the payload: no copy to build and collect.
+      if (text !== undefined && !text.includes('__proto__') && !text.includes('\\u')) {
+        if (schema.validate(json)) return known(name as string, json as Record<string, unknown>);
+      } else {
+        const parsed = schema.safeParse(json);
+        if (parsed.success) return known(name as string, parsed.data as Record<string, unknown>);
       }
     }
   }

@@ -180,8 +180,10 @@ export function createIntake(config: IntakeConfig) {
 
     // 4. Parse and validate.
     let json: unknown;
+    let text: string;
     try {
-      json = JSON.parse(dec.decode(body));
+      text = dec.decode(body);
+      json = JSON.parse(text);
     } catch (error) {
       const reason = `body is not valid JSON: ${(error as Error).message}`.slice(0, 300);
       if (!(await deadLetter(body, headers, 'unknown', null, reason, received))) {
@@ -189,7 +191,7 @@ export function createIntake(config: IntakeConfig) {
       }
       return result('invalid_payload', 400, { error: 'invalid payload', issues: [{ message: 'body is not valid JSON' }] });
     }
-    const parsed = validateEvent(json);
+    const parsed = validateEvent(json, text);
     if (!parsed.ok) {
       if (!(await deadLetter(body, headers, parsed.name, parsed.customerId, parsed.reason, received))) {
         return result('store_unavailable', 503, { error: 'store unavailable' });

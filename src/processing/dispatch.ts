@@ -69,12 +69,14 @@ export class ParsedCache {
 
 function parse(record: EventRecord): Valid {
   let json: unknown;
+  let text: string;
   try {
-    json = JSON.parse(dec.decode(record.body));
+    text = dec.decode(record.body);
+    json = JSON.parse(text);
   } catch (error) {
     throw new NonRetryableError('stored body is not valid JSON', { cause: error });
   }
-  const parsed = validateEvent(json);
+  const parsed = validateEvent(json, text);
   if (!parsed.ok) throw new NonRetryableError(parsed.reason);
   return parsed;
 }
