@@ -1,4 +1,5 @@
 // Bounded read of a request body: stops at the limit without buffering the rest, whatever Content-Length claims.
+import { clear, deadline } from './deadlines.ts';
 
 export class PayloadTooLargeError extends Error {
   override name = 'PayloadTooLargeError';
@@ -16,39 +17,6 @@ export interface ReadBodyOptions {
 }
 
 const EMPTY = new Uint8Array(0);
-
-// One watchdog for every body being read, instead of a timer and a Promise.race per request and per chunk (both
-// showed on the request path's profile). It cancels a reader whose deadline passed; the read loop then sees the flag.
-interface Pending {
-  deadline: number;
-  timedOut: boolean;
-  /** Called once the deadline passed: cancels the read. */
-  expire: () => void;
-}
-const pending = new Set<Pending>();
-let watchdog: ReturnType<typeof setInterval> | undefined;
-const TICK_MS = 50;
-
-function watch(p: Pending) {
-  pending.add(p);
-  if (watchdog) return;
-  watchdog = setInterval(() => {
-    const now = Date.now();
-    for (const q of pending) {
-      if (q.deadline <= now) {
-        q.timedOut = true;
-        pending.delete(q);
-        q.expire();
-      }
-    }
-    if (pending.size === 0) {
-      clearInterval(watchdog);
-      watchdog = undefined;
-    }
-  }, TICK_MS);
-  // Never keeps a process alive on its own.
-  (watchdog as { unref?: () => void }).unref?.();
-}
 
 /** Reads the body of `request` into one buffer, or throws PayloadTooLargeError / BodyTimeoutError. */
 export function readBody(request: Request, { limit, timeoutMs }: ReadBodyOptions): Promise<Uint8Array> {
@@ -68,16 +36,12 @@ async function readStream(request: Request, limit: number, timeoutMs: number): P
   const reader = stream.getReader();
   const chunks: Uint8Array[] = [];
   let total = 0;
-  const p: Pending = {
-    deadline: Date.now() + timeoutMs,
-    timedOut: false,
-    expire: () => void reader.cancel().catch(() => {}),
-  };
-  watch(p);
+  // The watchdog cancels a reader whose deadline passed; the read loop then sees the flag.
+  const p = deadline(timeoutMs, () => void reader.cancel().catch(() => {}));
   try {
     for (;;) {
       const { done, value } = await reader.read();
-      if (p.timedOut) throw new BodyTimeoutError(`body not received within ${timeoutMs} ms (${total} bytes so far)`);
+      if (p.expired) throw new BodyTimeoutError(`body not received within ${timeoutMs} ms (${total} bytes so far)`);
       if (done) break;
       if (!value) continue;
       total += value.byteLength;
@@ -85,14 +49,14 @@ async function readStream(request: Request, limit: number, timeoutMs: number): P
       chunks.push(value);
     }
   } catch (error) {
-    if (!p.timedOut) reader.cancel().catch(() => {});
-    if (p.timedOut && !(error instanceof BodyTimeoutError)) {
+    if (!p.expired) reader.cancel().catch(() => {});
+    if (p.expired && !(error instanceof BodyTimeoutError)) {
       // A read that failed because the watchdog cancelled it is a timeout, whatever the stream said.
       throw new BodyTimeoutError(`body not received within ${timeoutMs} ms (${total} bytes so far)`);
     }
     throw error;
   } finally {
-    pending.delete(p);
+    clear(p);
   }
   if (chunks.length === 1) return chunks[0] as Uint8Array;
   const out = new Uint8Array(total);
@@ -111,20 +75,17 @@ async function readStream(request: Request, limit: number, timeoutMs: number): P
  */
 function readDeclared(request: Request, declared: number, limit: number, timeoutMs: number): Promise<Uint8Array> {
   return new Promise<Uint8Array>((resolve, reject) => {
-    const p: Pending = {
-      deadline: Date.now() + timeoutMs,
-      timedOut: false,
-      expire: () => reject(new BodyTimeoutError(`body of ${declared} bytes not received within ${timeoutMs} ms`)),
-    };
-    watch(p);
+    const p = deadline(timeoutMs, () =>
+      reject(new BodyTimeoutError(`body of ${declared} bytes not received within ${timeoutMs} ms`)),
+    );
     request.arrayBuffer().then(
       (buffer) => {
-        pending.delete(p);
+        clear(p);
         if (buffer.byteLength > limit) reject(new PayloadTooLargeError(`body exceeds the limit of ${limit} bytes`));
         else resolve(new Uint8Array(buffer));
       },
       (error) => {
-        pending.delete(p);
+        clear(p);
         reject(error);
       },
     );

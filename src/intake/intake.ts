@@ -4,6 +4,7 @@ import type { Logger } from '../observability/log.ts';
 import type { DeliveryOutcome, Metrics } from '../observability/metrics.ts';
 import { type NewEvent, type Store, StoreUnavailableError } from '../stores/store.ts';
 import { BodyTimeoutError, PayloadTooLargeError, readBody } from './body.ts';
+import { clear, deadline } from './deadlines.ts';
 import { type ParsedEvent, validateEvent } from './events.ts';
 import { type KeyFunction, idempotencyKey, invalidKey } from './idempotency.ts';
 import { type Sha256Hex, type Verifier, parseSignatureHeader, sha256Hex } from './signature.ts';
@@ -47,19 +48,21 @@ export function isJsonContentType(value: string | null): boolean {
   return type === 'application/json';
 }
 
-async function withTimeout<T>(work: T | Promise<T>, ms: number, what: string): Promise<T> {
-  if (!(work instanceof Promise)) return work;
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    return await Promise.race([
-      work,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new StoreUnavailableError(`${what} did not answer within ${ms} ms`)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
+/** `work`, or StoreUnavailableError once `ms` passed without an answer (the shared watchdog, not a timer each). */
+function withTimeout<T>(work: Promise<T>, ms: number, what: string): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const d = deadline(ms, () => reject(new StoreUnavailableError(`${what} did not answer within ${ms} ms`)));
+    work.then(
+      (value) => {
+        clear(d);
+        resolve(value);
+      },
+      (error) => {
+        clear(d);
+        reject(error);
+      },
+    );
+  });
 }
 
 export function createIntake(config: IntakeConfig) {
