@@ -534,7 +534,8 @@ const report = [
   '- (b) is Lava’s documented Express receiver (express.raw for the raw body, createHmac, timingSafeEqual, JSON.parse); ' +
     '(n) is the same logic on bare node:http, to show what Express itself costs.',
   '- (h) answers after its handlers ran in memory and records nothing; ours answers only after the event is in the store, ' +
-    'and its worker processes every event on the same core during the run.',
+    'and its worker runs the handlers on the same core during the run (the notes column says how many acknowledged ' +
+    'events it had not yet run when the load stopped; it runs them afterwards).',
   '',
   '## Targets',
   '',
