@@ -2,7 +2,10 @@
 // different cores, every request a unique signed event. Prints a table and writes bench/RESULTS.md.
 //
 // Knobs (environment):
-//   BENCH_DURATION=10       seconds of measured load per target
+//   BENCH_DURATION=5        seconds of measured load per target in each round
+//   BENCH_ROUNDS=3          rounds: every target is measured once per round, in turn, so a machine whose speed
+//                           drifts (a shared VM) slows every target alike; figures are medians over the rounds, and
+//                           each ratio is the median of the per-round ratios
 //   BENCH_WARMUP=2          seconds of unmeasured load before it
 //   BENCH_CONNECTIONS=64    wrk connections
 //   BENCH_WRK_THREADS=1     wrk threads (all on the load cores)
@@ -25,7 +28,8 @@ const BIN = join(ROOT, 'node_modules', '.bin');
 const env = process.env;
 const num = (name, fallback) => (env[name] !== undefined && env[name] !== '' ? Number(env[name]) : fallback);
 
-const DURATION = num('BENCH_DURATION', 10);
+const DURATION = num('BENCH_DURATION', 5);
+const ROUNDS = Math.max(1, num('BENCH_ROUNDS', 3));
 const WARMUP = num('BENCH_WARMUP', 2);
 const CONNECTIONS = num('BENCH_CONNECTIONS', 64);
 const THREADS = num('BENCH_WRK_THREADS', 1);
@@ -298,64 +302,108 @@ const runs = [];
 const dir = mkdtempSync(join(tmpdir(), 'lava-bench-'));
 let pg = null;
 
-async function benchTarget(id) {
+/** Cold starts of one target: process start to the first 200 on a signed POST, fresh store each time (median). */
+async function coldStart(id) {
   const t = TARGETS[id];
-  if (!t) throw new Error(`unknown target ${id}`);
-  const row = { id, name: t.name };
-  const missing = t.missing?.();
-  if (missing) return { ...row, skipped: missing };
-  const ctx = {};
-  if (t.postgres) {
-    pg ??= await pgAdmin();
-    if (pg.reason) return { ...row, skipped: pg.reason };
-    ctx.schema = `lava_bench_${Date.now().toString(36)}_${Math.random().toString(36).slice(2, 8)}`;
-  }
   const mode = t.mode ?? 'lava';
-  try {
-    // Cold starts: process start to the first 200 on a signed POST (fresh store each time).
-    const colds = [];
-    for (let k = 0; k < COLD_RUNS; k++) {
-      const sub = mkdtempSync(join(dir, `${id}-cold-`));
-      const proc = startProcess(t.cmd, t.env?.(sub, ctx) ?? {});
-      try {
-        colds.push(await firstOk(proc, mode));
-      } finally {
-        await stop(proc);
-      }
-      if (t.postgres) await pg.unsafe(`DROP SCHEMA IF EXISTS "${ctx.schema}" CASCADE`);
-    }
-    colds.sort((x, y) => x - y);
-    row.coldMs = colds[Math.floor(colds.length / 2)];
-    const sub = mkdtempSync(join(dir, `${id}-`));
+  const colds = [];
+  for (let k = 0; k < COLD_RUNS; k++) {
+    const ctx = t.postgres ? { schema: pgSchema() } : {};
+    const sub = mkdtempSync(join(dir, `${id}-cold-`));
     const proc = startProcess(t.cmd, t.env?.(sub, ctx) ?? {});
     try {
-      await firstOk(proc, mode);
-      if (WARMUP > 0) await runWrk(proc.port, mode, WARMUP, WARM_OFFSET);
-      const before = t.ours ? await metricsOf(proc.port) : null;
-      const r = await runWrk(proc.port, mode, DURATION, 0);
-      const after = t.ours ? await metricsOf(proc.port) : null;
-      row.rps = r.requests / (r.duration_us / 1e6);
-      row.requests = r.requests;
-      row.p50 = r.p50_us / 1000;
-      row.p99 = r.p99_us / 1000;
-      row.errors = r.status + r.connect + r.read + r.write + r.timeout;
-      row.errorDetail = r;
-      row.rssMb = rssMb(proc.child.pid);
-      if (r.requests > MAIN_N) row.note = `${r.requests - MAIN_N} requests reused an event (raise BENCH_MAX_RATE)`;
-      if (before && after) {
-        row.accepted = after.accepted - before.accepted;
-        row.duplicates = after.duplicate - before.duplicate;
-        // Acked but not yet processed when the load stopped: an ack rate the worker cannot follow shows here.
-        row.pendingAfter = after.pending;
-      }
+      colds.push(await firstOk(proc, mode));
     } finally {
       await stop(proc);
+      if (t.postgres) await pg.unsafe(`DROP SCHEMA IF EXISTS "${ctx.schema}" CASCADE`);
     }
-  } catch (error) {
-    row.failed = error.message.split('\n').slice(0, 6).join(' ');
-  } finally {
-    if (t.postgres && ctx.schema && !pg.reason) await pg.unsafe(`DROP SCHEMA IF EXISTS "${ctx.schema}" CASCADE`);
   }
+  colds.sort((x, y) => x - y);
+  return colds[Math.floor(colds.length / 2)];
+}
+
+const pgSchema = () => `lava_bench_${Date.now().toString(36)}_${Math.random().toString(36).slice(2, 8)}`;
+
+/** Why a target cannot run here, or null. */
+async function unavailable(id) {
+  const t = TARGETS[id];
+  if (!t) throw new Error(`unknown target ${id}`);
+  const missing = t.missing?.();
+  if (missing) return missing;
+  if (t.postgres) {
+    pg ??= await pgAdmin();
+    if (pg.reason) return pg.reason;
+  }
+  return null;
+}
+
+/** One measured run of one target on a fresh server and store: warm-up, then DURATION seconds of load. */
+async function measure(id) {
+  const t = TARGETS[id];
+  const mode = t.mode ?? 'lava';
+  const ctx = t.postgres ? { schema: pgSchema() } : {};
+  const m = {};
+  const sub = mkdtempSync(join(dir, `${id}-`));
+  const proc = startProcess(t.cmd, t.env?.(sub, ctx) ?? {});
+  try {
+    await firstOk(proc, mode);
+    // Taken before the warm-up, so the backlog note counts every event acked in this run (warm-up included).
+    const before = t.ours ? await metricsOf(proc.port) : null;
+    if (WARMUP > 0) await runWrk(proc.port, mode, WARMUP, WARM_OFFSET);
+    const r = await runWrk(proc.port, mode, DURATION, 0);
+    const after = t.ours ? await metricsOf(proc.port) : null;
+    m.rps = r.requests / (r.duration_us / 1e6);
+    m.requests = r.requests;
+    m.p50 = r.p50_us / 1000;
+    m.p99 = r.p99_us / 1000;
+    m.errors = r.status + r.connect + r.read + r.write + r.timeout;
+    m.errorDetail = r;
+    m.rssMb = rssMb(proc.child.pid);
+    if (r.requests > MAIN_N) m.note = `${r.requests - MAIN_N} requests reused an event (raise BENCH_MAX_RATE)`;
+    if (before && after) {
+      m.accepted = after.accepted - before.accepted;
+      m.duplicates = after.duplicate - before.duplicate;
+      // Acked but not yet processed when the load stopped: an ack rate the worker cannot follow shows here.
+      m.pendingAfter = after.pending;
+    }
+  } finally {
+    await stop(proc);
+    if (t.postgres) await pg.unsafe(`DROP SCHEMA IF EXISTS "${ctx.schema}" CASCADE`);
+  }
+  return m;
+}
+
+const median = (xs) => {
+  const v = xs.filter((x) => typeof x === 'number' && Number.isFinite(x)).sort((p, q) => p - q);
+  if (v.length === 0) return null;
+  const mid = Math.floor(v.length / 2);
+  return v.length % 2 ? v[mid] : (v[mid - 1] + v[mid]) / 2;
+};
+
+/** The median over rounds of x's rate over y's, each pair measured in the same round. */
+function ratioOf(x, y) {
+  if (!x?.rounds || !y?.rounds) return null;
+  const per = x.rounds.map((r, i) => (r?.rps && y.rounds[i]?.rps ? r.rps / y.rounds[i].rps : null));
+  return median(per);
+}
+
+/** Folds a target's rounds into one row: medians of rate and latency, the last round's counts. */
+function summarize(row) {
+  const ok = row.rounds.filter((r) => r && !r.failed);
+  if (ok.length === 0) return row;
+  const last = ok[ok.length - 1];
+  Object.assign(row, {
+    rps: median(ok.map((r) => r.rps)),
+    p50: median(ok.map((r) => r.p50)),
+    p99: median(ok.map((r) => r.p99)),
+    errors: ok.reduce((n, r) => n + r.errors, 0),
+    errorDetail: last.errorDetail,
+    rssMb: last.rssMb,
+    accepted: last.accepted,
+    duplicates: ok.reduce((n, r) => n + (r.duplicates ?? 0), 0),
+    pendingAfter: last.pendingAfter,
+    note: ok.map((r) => r.note).find(Boolean),
+  });
   return row;
 }
 
@@ -411,21 +459,30 @@ async function memoryStep() {
 const f1 = (x) => (x === undefined || x === null ? '—' : x.toFixed(1));
 const f2 = (x) => (x === undefined || x === null ? '—' : x.toFixed(2));
 
+/** The per-round ratios to (a), e.g. `0.41 / 0.45 / 0.39`. */
+function byRound(r, a) {
+  if (!a?.rounds) return '—';
+  return r.rounds.map((m, i) => (m?.rps && a.rounds[i]?.rps ? f2(m.rps / a.rounds[i].rps) : '—')).join(' / ');
+}
+
 function table(rows) {
   const a = rows.find((r) => r.id === 'a' && r.rps);
   const lines = [
-    '| | target | requests/s | × (a) | p50 ms | p99 ms | errors | cold start ms | RSS MB | notes |',
-    '|---|---|---:|---:|---:|---:|---:|---:|---:|---|',
+    '| | target | requests/s | × (a) | × (a) by round | p50 ms | p99 ms | errors | cold start ms | RSS MB | notes |',
+    '|---|---|---:|---:|---|---:|---:|---:|---:|---:|---|',
   ];
   for (const r of rows) {
     if (r.skipped || r.failed) {
-      lines.push(`| ${r.id} | ${r.name} | — | — | — | — | — | — | — | ${r.skipped ? `skipped: ${r.skipped}` : `failed: ${r.failed}`} |`);
+      lines.push(`| ${r.id} | ${r.name} | — | — | — | — | — | — | — | — | ${r.skipped ? `skipped: ${r.skipped}` : `failed: ${r.failed}`} |`);
       continue;
     }
     const notes = [];
     if (r.duplicates) notes.push(`${r.duplicates} answered as duplicates`);
     if (r.pendingAfter !== undefined && r.pendingAfter !== null) {
-      notes.push(`${r.pendingAfter.toLocaleString('en')} of ${(r.accepted ?? 0).toLocaleString('en')} acked events still pending at the end`);
+      notes.push(
+        `${r.pendingAfter.toLocaleString('en')} of the ${(r.accepted ?? 0).toLocaleString('en')} events acked in the last round ` +
+          '(warm-up included) not yet run when the load stopped',
+      );
     }
     if (r.note) notes.push(r.note);
     if (r.errors) {
@@ -433,7 +490,7 @@ function table(rows) {
       notes.push(`non-2xx ${e.status}, connect ${e.connect}, read ${e.read}, write ${e.write}, timeout ${e.timeout}`);
     }
     lines.push(
-      `| ${r.id} | ${r.name} | ${Math.round(r.rps).toLocaleString('en')} | ${a ? f2(r.rps / a.rps) : '—'} | ${f2(r.p50)} | ${f2(r.p99)} | ${r.errors} | ${f1(r.coldMs)} | ${f1(r.rssMb)} | ${notes.join('; ')} |`,
+      `| ${r.id} | ${r.name} | ${Math.round(r.rps).toLocaleString('en')} | ${a ? f2(ratioOf(r, a)) : '—'} | ${byRound(r, a)} | ${f2(r.p50)} | ${f2(r.p99)} | ${r.errors} | ${f1(r.coldMs)} | ${f1(r.rssMb)} | ${notes.join('; ')} |`,
     );
   }
   return lines.join('\n');
@@ -443,7 +500,7 @@ function targets(rows) {
   const by = Object.fromEntries(rows.filter((r) => r.rps).map((r) => [r.id, r]));
   const out = [];
   const check = (label, ok) => out.push(`- ${ok === null ? '[n/a]' : ok ? '[met]' : '[missed]'} ${label}`);
-  const ratio = (x, y) => (by[x] && by[y] ? by[x].rps / by[y].rps : null);
+  const ratio = (x, y) => ratioOf(by[x], by[y]);
   const cmp = (x, y, min) => {
     const v = ratio(x, y);
     return [v, v === null ? null : v >= min];
@@ -487,20 +544,44 @@ function versions() {
 const startedAt = new Date();
 const loadBefore = loadavg()[0];
 console.log(
-  `bench: ${DURATION}s per target after ${WARMUP}s warm-up, ${CONNECTIONS} connections, wrk ${THREADS} thread(s); ` +
+  `bench: ${ROUNDS} round(s) of ${DURATION}s per target after ${WARMUP}s warm-up, ${CONNECTIONS} connections, ` +
+    `wrk ${THREADS} thread(s); ` +
     `server on cpu ${pin ? SERVER_CPUS : 'any'}, wrk on cpu ${pin ? LOAD_CPUS : 'any'}`,
 );
 for (const id of TARGET_IDS) {
-  process.stdout.write(`  (${id}) ${TARGETS[id]?.name ?? id} … `);
-  const row = await benchTarget(id);
+  const row = { id, name: TARGETS[id]?.name ?? id, rounds: [] };
   runs.push(row);
-  console.log(
-    row.skipped
-      ? `skipped: ${row.skipped}`
-      : row.failed
-        ? `FAILED: ${row.failed}`
-        : `${Math.round(row.rps)} req/s, p50 ${f2(row.p50)} ms, p99 ${f2(row.p99)} ms, errors ${row.errors}, cold ${f1(row.coldMs)} ms`,
-  );
+  row.skipped = (await unavailable(id)) ?? undefined;
+  if (row.skipped) {
+    console.log(`  (${id}) ${row.name}: skipped: ${row.skipped}`);
+    continue;
+  }
+  try {
+    row.coldMs = await coldStart(id);
+  } catch (error) {
+    row.failed = error.message.split('\n').slice(0, 6).join(' ');
+    console.log(`  (${id}) ${row.name}: FAILED: ${row.failed}`);
+  }
+}
+for (let round = 0; round < ROUNDS; round++) {
+  console.log(`round ${round + 1} of ${ROUNDS}`);
+  for (const row of runs) {
+    if (row.skipped || row.failed) continue;
+    process.stdout.write(`  (${row.id}) ${row.name} … `);
+    try {
+      const m = await measure(row.id);
+      row.rounds[round] = m;
+      console.log(`${Math.round(m.rps)} req/s, p50 ${f2(m.p50)} ms, p99 ${f2(m.p99)} ms, errors ${m.errors}`);
+    } catch (error) {
+      row.rounds[round] = { failed: error.message.split('\n').slice(0, 6).join(' ') };
+      console.log(`FAILED: ${row.rounds[round].failed}`);
+    }
+  }
+}
+for (const row of runs) {
+  if (row.skipped || row.failed) continue;
+  summarize(row);
+  if (!row.rps) row.failed = row.rounds.find((r) => r?.failed)?.failed ?? 'no successful round';
 }
 let memory = null;
 if (MEMORY_EVENTS > 0) {
@@ -519,14 +600,17 @@ const report = [
   `Run: ${startedAt.toISOString()} — \`npm run bench\``,
   `Machine: ${machine}`,
   `Runtimes: Bun ${ver.bun}, ${ver.deno}, Node ${ver.node}; load: ${ver.wrk}`,
-  `Settings: ${DURATION}s per target after ${WARMUP}s warm-up; ${CONNECTIONS} connections, ${THREADS} wrk thread(s); ` +
+  `Settings: ${ROUNDS} round(s), each measuring every target in turn for ${DURATION}s after ${WARMUP}s warm-up on a fresh ` +
+    `server and store; ${CONNECTIONS} connections, ${THREADS} wrk thread(s); ` +
     `server pinned to cpu ${pin ? SERVER_CPUS : 'none'}, wrk to cpu ${pin ? LOAD_CPUS : 'none'}; every request a unique ` +
     'signed `customer.wallet.balance.updated` event (997 customers); servers log at warn.',
   '',
   table(runs),
   '',
   'Latency is wrk’s, from the generator (ack latency as the sender sees it). Cold start: process spawn to the first 200 ' +
-    `on a signed POST, median of ${COLD_RUNS}. RSS: resident memory after the measured run.`,
+    `on a signed POST, median of ${COLD_RUNS}. RSS: resident memory after the last round's run. requests/s, p50 and p99 ` +
+    'are medians over the rounds; × (a) is the median of the per-round ratios (each target against the bare server ' +
+    'of the same round), and the next column lists them, so the spread shows how steady the machine was.',
   '',
   '## Notes',
   '',
