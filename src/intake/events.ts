@@ -93,16 +93,22 @@ function summarize(issues: z.core.$ZodIssue[]): string {
 
 // zod's ahead-of-time compiled validators: the same schemas and answers, four to five times faster on a valid
 // payload (a failed fast check falls back to zod's own parse, which words the issues). Where a runtime forbids
-// `new Function` (Cloudflare Workers), z.compile hands the schema back unchanged. Each is compiled the first time
-// it is needed, so start-up and the first delivery pay for one schema only.
+// `new Function` (Cloudflare Workers), z.compile hands the schema back unchanged. Compiling one schema takes about
+// 10 ms, so the first deliveries use zod's own parse and the compile happens at the COMPILE_AFTER-th: a fresh process
+// answers its first delivery without it (cold start), and a process that never validates never compiles.
+const COMPILE_AFTER = 64;
 const compiled = new Map<z.ZodType, z.ZodType>();
+const uses = new Map<z.ZodType, number>();
 function fast<S extends z.ZodType>(schema: S): S {
-  let c = compiled.get(schema);
-  if (c === undefined) {
-    c = z.compile(schema);
-    compiled.set(schema, c);
-  }
-  return c as S;
+  const c = compiled.get(schema);
+  if (c !== undefined) return c as S;
+  const n = (uses.get(schema) ?? 0) + 1;
+  uses.set(schema, n);
+  if (n < COMPILE_AFTER) return schema;
+  const made = z.compile(schema);
+  compiled.set(schema, made);
+  uses.delete(schema);
+  return made;
 }
 const knownSchema = (name: string): z.ZodType | undefined =>
   Object.hasOwn(schemas, name) ? fast((schemas as Record<string, z.ZodType>)[name] as z.ZodType) : undefined;
