@@ -27,8 +27,10 @@ const json = (status: number, body: unknown, extra?: Record<string, string>) =>
     headers: { 'content-type': 'application/json', ...extra },
   });
 
-const JSON_HEADERS = { 'content-type': 'application/json' };
+// The usual answer. A Response copies the Headers it is given, so one shared instance serves every delivery, and
+// costs less than headers built from a plain object each time.
 const RECEIVED_JSON = JSON.stringify(RECEIVED);
+const JSON_HEADERS = new Headers({ 'content-type': 'application/json' });
 
 /** Hono's executionCtx getter throws where the runtime has none (Bun, Deno, Node): ask, don't assume. */
 function waitUntilOf(c: { executionCtx: unknown }): ((p: Promise<unknown>) => void) | null {

@@ -43,6 +43,7 @@ const dec = new TextDecoder('utf-8', { fatal: true });
 
 /** `application/json` with any parameters, or no content type at all. */
 export function isJsonContentType(value: string | null): boolean {
+  if (value === 'application/json') return true;
   if (value === null || value.trim() === '') return true;
   const type = value.split(';', 1)[0]?.trim().toLowerCase();
   return type === 'application/json';
