@@ -27,10 +27,11 @@ const json = (status: number, body: unknown, extra?: Record<string, string>) =>
     headers: { 'content-type': 'application/json', ...extra },
   });
 
-// The usual answer. A Response copies the Headers it is given, so one shared instance serves every delivery, and
-// costs less than headers built from a plain object each time.
+// The usual answer. Its headers are a plain object, not a shared Headers instance: Bun, Deno and undici copy a
+// Headers they are given, but @hono/node-server's Response hands that very instance back, so what a caller added
+// to one answer would reach every later one (the intake test checks this on every runtime).
 const RECEIVED_JSON = JSON.stringify(RECEIVED);
-const JSON_HEADERS = new Headers({ 'content-type': 'application/json' });
+const JSON_HEADERS = { 'content-type': 'application/json' };
 
 /** Hono's executionCtx getter throws where the runtime has none (Bun, Deno, Node): ask, don't assume. */
 function waitUntilOf(c: { executionCtx: unknown }): ((p: Promise<unknown>) => void) | null {
