@@ -50,6 +50,8 @@ export interface PostgresStoreOptions {
 }
 
 const OPEN = `('pending', 'retrying')`;
+// Open events a claim looks through, oldest first, before it looks customer by customer instead.
+const WINDOW = 1000;
 
 // One-word lower-case aliases survive postgres.js column transforms such as postgres.camel.
 const COLUMNS = `seq AS seq, key AS key, event AS event, customer_id AS customer, body AS body,
@@ -256,23 +258,64 @@ export function postgresStore(options: PostgresStoreOptions): Store {
           AND NOT EXISTS (
             SELECT 1 FROM ${T} o
             WHERE o.customer_id = ${e}.customer_id AND o.status IN ${OPEN} AND o.lease_until > ${nowParam})`;
+        // Candidates go through a per-customer advisory lock (held to commit); try-lock never waits, so instances
+        // skip each other's customers instead of blocking, and a look-ahead lets a claimer get past heads another holds.
+        const lockPick = (candidates: string) => `
+          WITH candidates AS MATERIALIZED (${candidates})
+          SELECT seq AS seq FROM candidates
+          WHERE customer_id IS NULL OR pg_try_advisory_xact_lock(hashtext($3), hashtext(customer_id))
+          LIMIT $4`;
         const claimed = (await client.begin(async (tx) => {
-          // 1. Take a per-customer advisory lock (held to commit) for up to `limit` heads. try-lock never waits,
-          //    so instances skip each other's customers instead of blocking; a look-ahead window lets a claimer
-          //    get past the heads another one holds.
+          // 1. Heads among the oldest open events: a window of WINDOW events in seq order, so a customer with a long
+          //    backlog behind a running or retrying head costs at most the window, not its whole backlog.
           const picked = await rows(
             tx,
-            `WITH candidates AS MATERIALIZED (
-               SELECT e.seq, e.customer_id FROM ${T} e WHERE ${head('e', '$1')}
-               ORDER BY e.seq LIMIT $2
-             )
-             SELECT seq AS seq FROM candidates
-             WHERE customer_id IS NULL OR pg_try_advisory_xact_lock(hashtext($3), hashtext(customer_id))
-             LIMIT $4`,
+            lockPick(`
+              SELECT e.seq, e.customer_id FROM (
+                SELECT seq, customer_id, status, next_attempt_at, lease_until FROM ${T}
+                WHERE status IN ${OPEN} ORDER BY seq LIMIT ${WINDOW}
+              ) e
+              WHERE ${head('e', '$1')}
+              ORDER BY e.seq LIMIT $2`),
             [now, take * 4 + 64, schemaName, take],
           );
+          // 2. Too few there (the window was taken by blocked customers' backlogs, or there is little work): each
+          //    customer's oldest open event, found by skipping from customer to customer through the index, and
+          //    events without a customer. It costs one index probe per customer with open events.
+          if (picked.length < take) {
+            const seen = new Set(picked.map((r) => String(r.seq)));
+            const more = await rows(
+              tx,
+              lockPick(`
+                WITH RECURSIVE firsts(customer_id, seq) AS (
+                  -- Each step is the first entry after the previous customer in (customer_id, seq) order: the next
+                  -- customer's oldest open event, one index probe each, however long any customer's backlog is.
+                  (SELECT customer_id, seq FROM ${T}
+                   WHERE status IN ${OPEN} AND customer_id IS NOT NULL ORDER BY customer_id, seq LIMIT 1)
+                  UNION ALL
+                  SELECT n.customer_id, n.seq FROM firsts CROSS JOIN LATERAL (
+                    SELECT o.customer_id, o.seq FROM ${T} o
+                    WHERE o.status IN ${OPEN} AND o.customer_id > firsts.customer_id
+                    ORDER BY o.customer_id, o.seq LIMIT 1
+                  ) n
+                ),
+                heads AS (
+                  SELECT seq FROM firsts
+                  UNION ALL
+                  (SELECT o.seq FROM ${T} o WHERE o.customer_id IS NULL AND o.status IN ${OPEN}
+                   ORDER BY o.seq LIMIT $2)
+                )
+                SELECT e.seq, e.customer_id FROM heads JOIN ${T} e ON e.seq = heads.seq
+                WHERE ${head('e', '$1')}
+                ORDER BY e.seq LIMIT $2`),
+              [now, take * 4 + 64, schemaName, take],
+            );
+            for (const r of more) if (!seen.has(String(r.seq))) picked.push(r);
+            picked.sort((a, b) => Number(a.seq) - Number(b.seq));
+            picked.splice(take);
+          }
           if (picked.length === 0) return [];
-          // 2. Re-check in a new statement, so its snapshot sees every claim committed before we got the lock:
+          // 3. Re-check in a new statement, so its snapshot sees every claim committed before we got the lock:
           //    any other claim of these customers committed before it, or skips them until we commit.
           return rows(
             tx,

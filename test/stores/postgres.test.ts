@@ -217,6 +217,37 @@ describe(`${label} store`, { skip }, () => {
     await s.close();
   });
 
+  test('claim() finds the heads behind one customer’s backlog longer than its look-ahead window, oldest first', async () => {
+    const schema = pg!.schema();
+    const s = postgresStore({ sql: pg!.sql, schema });
+    await s.ping();
+    // 3,000 open events of one customer (three times the window), written in one statement.
+    await pg!.sql.unsafe(
+      `INSERT INTO "${schema}".events (key, event, customer_id, body, headers, received_at, status, next_attempt_at)
+       SELECT 'hot' || g, 'customer.created', 'hot', '\\x7b7d'::bytea, '{}'::jsonb, ${T0}, 'pending', ${T0}
+       FROM generate_series(1, 3000) g`,
+    );
+    await s.insert(newEvent('q1', 'quiet1', T0));
+    await s.insert(newEvent('n1', null, T0));
+    await s.insert(newEvent('q2', 'quiet2', T0));
+    const [running] = await s.claim({ owner: 'w', limit: 1, leaseMs: 60_000, now: T0 + 1 });
+    assert.equal(running?.key, 'hot1');
+    // hot1 runs; hot2… wait behind it. Everything else is found, in arrival order, past the whole backlog.
+    assert.deepEqual(
+      (await s.claim({ owner: 'x', limit: 10, leaseMs: 60_000, now: T0 + 2 })).map((r) => r.key),
+      ['q1', 'n1', 'q2'],
+    );
+    assert.equal(await s.complete('q1', 'x', T0 + 3), true);
+    assert.equal(await s.retry('hot1', 'w', T0 + 10, 'not yet'), true);
+    // A retrying head holds its customer back until due; then it is the only one of its customer to run.
+    assert.deepEqual(await s.claim({ owner: 'y', limit: 10, leaseMs: 60_000, now: T0 + 5 }), []);
+    assert.deepEqual(
+      (await s.claim({ owner: 'y', limit: 10, leaseMs: 60_000, now: T0 + 10 })).map((r) => r.key),
+      ['hot1'],
+    );
+    await s.close();
+  });
+
   test('claim() from four connections never runs two events of one customer at once and keeps their order', async () => {
     const schema = pg!.schema();
     const TOTAL = 200;
