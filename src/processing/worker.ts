@@ -31,7 +31,10 @@ export interface WorkerOptions {
 }
 
 export interface DrainOptions {
-  /** Stop starting new work after this many ms; default 25 000. */
+  /**
+   * Stop starting new work after this many ms; default 25 000. A drain() called while another runs joins that one,
+   * and its deadline, and resolves with it.
+   */
   timeoutMs?: number;
 }
 
