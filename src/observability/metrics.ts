@@ -62,14 +62,24 @@ class Histogram {
   }
 }
 
+function renderHistogram(out: string[], name: string, help: string, h: Histogram): void {
+  out.push(`# HELP ${name} ${help}`);
+  out.push(`# TYPE ${name} histogram`);
+  h.bounds.forEach((le, i) => {
+    out.push(`${name}_bucket{le="${le}"} ${h.buckets[i]}`);
+  });
+  out.push(`${name}_bucket{le="+Inf"} ${h.count}`);
+  out.push(`${name}_sum ${h.sum}`);
+  out.push(`${name}_count ${h.count}`);
+}
+
 export class Metrics {
   readonly deliveries = new Counter();
   readonly handlerRuns = new Counter();
   readonly extra = new Map<string, { help: string; type: 'counter' | 'gauge'; counter: Counter }>();
   readonly histograms = new Map<string, { help: string; histogram: Histogram }>();
-  readonly ackBuckets: number[] = ACK_BUCKETS_MS.map(() => 0);
-  ackCount = 0;
-  ackSumMs = 0;
+  /** Time from request to acknowledgement, in milliseconds. */
+  readonly ack = new Histogram(ACK_BUCKETS_MS);
 
   // Rendered label ids by outcome (and event), so counting a delivery or a run builds no string.
   readonly #deliveryIds = new Map<string, string>();
@@ -96,11 +106,7 @@ export class Metrics {
   }
 
   ackLatency(ms: number): void {
-    this.ackCount++;
-    this.ackSumMs += ms;
-    for (let i = 0; i < ACK_BUCKETS_MS.length; i++) {
-      if (ms <= (ACK_BUCKETS_MS[i] as number)) this.ackBuckets[i] = (this.ackBuckets[i] as number) + 1;
-    }
+    this.ack.observe(ms);
   }
 
   /** A named counter family for add-ons (relay, …). */
@@ -156,29 +162,13 @@ export class Metrics {
       out.push('# TYPE lava_webhooks_dead_letters gauge');
       out.push(`lava_webhooks_dead_letters ${gauges.dead}`);
     }
-    out.push('# HELP lava_webhooks_ack_latency_ms Time from request to acknowledgement, in milliseconds.');
-    out.push('# TYPE lava_webhooks_ack_latency_ms histogram');
-    ACK_BUCKETS_MS.forEach((le, i) => {
-      out.push(`lava_webhooks_ack_latency_ms_bucket{le="${le}"} ${this.ackBuckets[i]}`);
-    });
-    out.push(`lava_webhooks_ack_latency_ms_bucket{le="+Inf"} ${this.ackCount}`);
-    out.push(`lava_webhooks_ack_latency_ms_sum ${this.ackSumMs}`);
-    out.push(`lava_webhooks_ack_latency_ms_count ${this.ackCount}`);
+    renderHistogram(out, 'lava_webhooks_ack_latency_ms', 'Time from request to acknowledgement, in milliseconds.', this.ack);
     for (const [name, { help, type, counter }] of this.extra) {
       out.push(`# HELP ${name} ${help}`);
       out.push(`# TYPE ${name} ${type}`);
       for (const { labels: l, value } of counter.values.values()) out.push(`${name}${labels(l)} ${value}`);
     }
-    for (const [name, { help, histogram: h }] of this.histograms) {
-      out.push(`# HELP ${name} ${help}`);
-      out.push(`# TYPE ${name} histogram`);
-      h.bounds.forEach((le, i) => {
-        out.push(`${name}_bucket{le="${le}"} ${h.buckets[i]}`);
-      });
-      out.push(`${name}_bucket{le="+Inf"} ${h.count}`);
-      out.push(`${name}_sum ${h.sum}`);
-      out.push(`${name}_count ${h.count}`);
-    }
+    for (const [name, { help, histogram }] of this.histograms) renderHistogram(out, name, help, histogram);
     return `${out.join('\n')}\n`;
   }
 }
