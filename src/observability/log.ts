@@ -28,6 +28,14 @@ function errorFields(value: unknown): unknown {
   return value;
 }
 
+/** Copies `fields` into `line`, leaving out undefined values and anything named like a secret. */
+function merge(line: LogFields, fields: LogFields): void {
+  for (const [k, v] of Object.entries(fields)) {
+    if (v === undefined || FORBIDDEN.test(k)) continue;
+    line[k] = errorFields(v);
+  }
+}
+
 interface Sink {
   min: number;
   write: (line: string) => void;
@@ -46,21 +54,13 @@ class JsonLogger implements Logger {
   }
   #collect(line: LogFields) {
     if (this.#parent) this.#parent.#collect(line);
-    for (const [k, v] of Object.entries(this.#fields)) {
-      if (v === undefined || FORBIDDEN.test(k)) continue;
-      line[k] = errorFields(v);
-    }
+    merge(line, this.#fields);
   }
   #emit(level: Exclude<LogLevel, 'silent'>, msg: string, fields?: LogFields) {
     if (RANK[level] < this.#sink.min) return;
     const line: LogFields = { time: new Date().toISOString(), level, msg };
     this.#collect(line);
-    if (fields) {
-      for (const [k, v] of Object.entries(fields)) {
-        if (v === undefined || FORBIDDEN.test(k)) continue;
-        line[k] = errorFields(v);
-      }
-    }
+    if (fields) merge(line, fields);
     this.#sink.write(JSON.stringify(line));
   }
   debug(msg: string, fields?: LogFields) {
