@@ -68,9 +68,10 @@ async function loadHandlers(spec: string): Promise<{ handlers: HandlerMap; onUnk
 
 async function boot(): Promise<{ lava: LavaWebhooks; port: number; hostname: string; shutdownMs: number }> {
   const boot = jsonLogger({ level: 'info' });
+  const env = readEnv();
   let config: ReturnType<typeof loadConfig>;
   try {
-    config = loadConfig(readEnv());
+    config = loadConfig(env);
   } catch (error) {
     boot.error('refusing to start', { error: (error as Error).message });
     console.error(`\n${(error as Error).message}\n\nSet LAVA_WEBHOOK_SECRET (and see README.md, "Configuration").`);
@@ -87,7 +88,6 @@ async function boot(): Promise<{ lava: LavaWebhooks; port: number; hostname: str
     return exit(1);
   }
   const metrics = new Metrics();
-  const env = readEnv();
   const urls = relayUrls(env);
   const relayOn = Boolean(config.LAVA_RELAY_URL || Object.keys(urls).length > 0);
   let relayProcess: ReturnType<typeof relay> | undefined;
@@ -116,7 +116,7 @@ async function boot(): Promise<{ lava: LavaWebhooks; port: number; hostname: str
     metrics,
     process: relayProcess,
     store: opened.store,
-    // node:crypto's synchronous HMAC (Bun, Deno and Node all have it) instead of SubtleCrypto's async verify.
+    // A synchronous native HMAC (Bun's CryptoHasher, else node:crypto) instead of SubtleCrypto's async verify.
     verifier: nativeVerifier,
     digest: nativeSha256Hex,
     handlers: handlers.handlers,
