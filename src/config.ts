@@ -113,6 +113,9 @@ function parseEnv<S extends z.ZodType>(schema: S, env: Record<string, string | u
   return parsed.data;
 }
 
+/** The environment variable of an event's own relay endpoint: customer.created → LAVA_RELAY_URL_CUSTOMER_CREATED. */
+const relayUrlVar = (event: string) => `LAVA_RELAY_URL_${event.toUpperCase().replace(/\./g, '_')}`;
+
 /** Per-event relay endpoints: LAVA_RELAY_URL_CUSTOMER_CREATED=… → { 'customer.created': … }. */
 export function relayUrls(env: Record<string, string | undefined>): Record<string, string> {
   const out: Record<string, string> = {};
@@ -129,13 +132,13 @@ export function loadConfig(env: Record<string, string | undefined>): ServerConfi
   const perEvent = relayUrls(env);
   const problems: string[] = [];
   for (const [event, url] of Object.entries(perEvent)) {
-    const name = `LAVA_RELAY_URL_${event.toUpperCase().replace(/\./g, '_')}`;
+    const name = relayUrlVar(event);
     // A typo would otherwise send that event to the default URL without a word.
     if (Object.hasOwn(LEGACY_EVENTS, event)) {
-      const current = (LEGACY_EVENTS[event] as string).toUpperCase().replace(/\./g, '_');
-      problems.push(`${name}: legacy events are relayed under their current name; use LAVA_RELAY_URL_${current}`);
+      const current = relayUrlVar(LEGACY_EVENTS[event] as string);
+      problems.push(`${name}: legacy events are relayed under their current name; use ${current}`);
     } else if (!(EVENT_NAMES as readonly string[]).includes(event)) {
-      const known = EVENT_NAMES.map((e) => `LAVA_RELAY_URL_${e.toUpperCase().replace(/\./g, '_')}`).join(', ');
+      const known = EVENT_NAMES.map(relayUrlVar).join(', ');
       problems.push(`${name}: not a known event; expected one of ${known}`);
     } else if (!/^https?:\/\/[^\s]+$/i.test(url) || !URL.canParse(url)) {
       problems.push(`${name}: expected an http(s) URL`);
