@@ -177,6 +177,12 @@ export function createWorker(options: WorkerOptions): Worker {
   const logFor = (record: EventRecord) =>
     logger.child({ key: record.key, event: record.event, customer_id: record.customerId });
 
+  /** A claim was answered: say so once if the store had been failing. */
+  function reachable() {
+    if (storeDown) logger.info('store reachable again; processing resumes', { store: store.name });
+    storeDown = false;
+  }
+
   async function fill(): Promise<number> {
     const capacity = options.concurrency * prefetch - held();
     if (capacity <= 0 || stopping) return 0;
@@ -195,8 +201,7 @@ export function createWorker(options: WorkerOptions): Worker {
     prefetch = claim instanceof Promise ? 1 : PREFETCH;
     if (!(claim instanceof Promise)) {
       // A synchronous store answered at once: no timeout to race.
-      if (storeDown) logger.info('store reachable again; processing resumes', { store: store.name });
-      storeDown = false;
+      reachable();
       for (const record of claim) launch(record);
       return claim.length;
     }
@@ -214,8 +219,7 @@ export function createWorker(options: WorkerOptions): Worker {
           }, claimTimeoutMs);
         }),
       ]);
-      if (storeDown) logger.info('store reachable again; processing resumes', { store: store.name });
-      storeDown = false;
+      reachable();
     } catch (error) {
       if (!storeDown) logger.warn('claim failed; will retry on the next poll', { store: store.name, error });
       storeDown = true;
@@ -251,6 +255,11 @@ export function createWorker(options: WorkerOptions): Worker {
   function launch(record: EventRecord) {
     let fail!: (reason: unknown) => void;
     let resolve!: () => void;
+    // Shutdown, a timeout or a lost lease ends the run here even if the handler ignores its signal.
+    const handled = new Promise<void>((res, rej) => {
+      resolve = res;
+      fail = rej;
+    });
     const t = now();
     const run: Run = {
       record,
@@ -261,15 +270,10 @@ export function createWorker(options: WorkerOptions): Worker {
       controller: undefined,
       reason: undefined,
       began: false,
-      fail: (reason) => fail(reason),
-      resolve: () => resolve(),
+      fail,
+      resolve,
       promise: undefined as unknown as Promise<void>,
     };
-    // Shutdown, a timeout or a lost lease ends the run here even if the handler ignores its signal.
-    const handled = new Promise<void>((res, rej) => {
-      resolve = res;
-      fail = rej;
-    });
     run.promise = settle(run, handled).finally(() => {
       inflight.delete(record.key);
       processed++;
