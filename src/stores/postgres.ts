@@ -282,8 +282,9 @@ export function postgresStore(options: PostgresStoreOptions): Store {
           // 2. Too few there (the window was taken by blocked customers' backlogs, or there is little work): each
           //    customer's oldest open event, found by skipping from customer to customer through the index, and
           //    events without a customer. It costs one index probe per customer with open events.
+          //    It locks only as many more customers as are still wanted, and none already picked: a customer
+          //    locked here and then not claimed would be skipped by every other claimer until this one commits.
           if (picked.length < take) {
-            const seen = new Set(picked.map((r) => String(r.seq)));
             const more = await rows(
               tx,
               lockPick(`
@@ -306,13 +307,11 @@ export function postgresStore(options: PostgresStoreOptions): Store {
                    ORDER BY o.seq LIMIT $2)
                 )
                 SELECT e.seq, e.customer_id FROM heads JOIN ${T} e ON e.seq = heads.seq
-                WHERE ${head('e', '$1')}
+                WHERE ${head('e', '$1')} AND NOT (e.seq = ANY(string_to_array($5, ',')::bigint[]))
                 ORDER BY e.seq LIMIT $2`),
-              [now, take * 4 + 64, schemaName, take],
+              [now, take * 4 + 64, schemaName, take - picked.length, picked.map((r) => String(r.seq)).join(',')],
             );
-            for (const r of more) if (!seen.has(String(r.seq))) picked.push(r);
-            picked.sort((a, b) => Number(a.seq) - Number(b.seq));
-            picked.splice(take);
+            picked.push(...more);
           }
           if (picked.length === 0) return [];
           // 3. Re-check in a new statement, so its snapshot sees every claim committed before we got the lock:
