@@ -11,7 +11,6 @@ interface Start {
 
 const scope = globalThis as unknown as {
   onmessage: ((e: { data: Start | { type: 'stop' } }) => void) | null;
-  postMessage(message: unknown): void;
   close(): void;
 };
 
@@ -26,28 +25,27 @@ function stop() {
     // The process is going away or the file is gone; nothing to keep.
   }
   db = undefined;
-  scope.postMessage({ type: 'stopped' });
   scope.close();
 }
 
+// Started only on Bun (see startCheckpointer in sqlite.ts), so it opens the file with bun:sqlite. Nothing listens
+// for its news: a checkpoint that fails (busy, I/O) is simply tried again next tick, and the writer's own
+// autocheckpoint is the backstop if this thread never manages one.
 scope.onmessage = async (e) => {
   const msg = e.data;
   if (msg.type === 'stop') return stop();
   try {
-    const driver = (globalThis as { Bun?: unknown }).Bun !== undefined ? await import('./sqlite-bun.ts') : await import('./sqlite-node.ts');
-    db = driver.openDatabase(msg.path);
+    const { openDatabase } = await import('./sqlite-bun.ts');
+    db = openDatabase(msg.path);
     const checkpoint = db.prepare('PRAGMA wal_checkpoint(PASSIVE)');
     timer = setInterval(() => {
       try {
         checkpoint.get();
-      } catch (error) {
-        // Busy or I/O trouble: the writer's own autocheckpoint is the backstop; try again next tick.
-        scope.postMessage({ type: 'error', message: error instanceof Error ? error.message : String(error) });
+      } catch {
+        // Busy or I/O trouble: try again next tick.
       }
     }, msg.everyMs);
-    scope.postMessage({ type: 'started' });
-  } catch (error) {
-    scope.postMessage({ type: 'error', message: error instanceof Error ? error.message : String(error) });
+  } catch {
     stop();
   }
 };
