@@ -160,17 +160,22 @@ async function part(s: string): Promise<Part> {
   return new Uint8Array(await crypto.subtle.digest('SHA-256', encoder.encode(s)));
 }
 
-const partsId = (parts: readonly Part[]) =>
-  parts.map((p) => (typeof p === 'string' ? `s${p}` : `b${p.join(',')}`)).join('\u0000');
-
+/** A string naming a key (or any list of key parts), to tell keys apart in a Set. */
 const keyId = (key: KvKey) =>
   key.map((p) => (p instanceof Uint8Array ? `b${p.join(',')}` : `${typeof p}:${String(p)}`)).join('\u0000');
 const keySize = (key: KvKey) =>
   key.reduce<number>((n, p) => n + 9 + (typeof p === 'string' ? 3 * p.length : p instanceof Uint8Array ? p.length : 0), 0);
 
+type Step = (op: KvAtomic) => void;
+/** Applies recorded steps to a real atomic operation. */
+function replay(op: KvAtomic, steps: readonly Step[]): KvAtomic {
+  for (const step of steps) step(op);
+  return op;
+}
+
 /** An atomic change written down rather than sent, so several can go out in one commit. */
 interface Recorded extends KvAtomic {
-  steps: ((op: KvAtomic) => void)[];
+  steps: Step[];
   /** Keys it checks, sets or deletes. */
   keys: Set<string>;
   checks: number;
@@ -256,8 +261,8 @@ function patient(kv: DenoKvLike): DenoKvLike {
     list: (selector, options) => kv.list(selector, options),
     close: () => kv.close(),
     atomic() {
-      const steps: ((op: KvAtomic) => void)[] = [];
-      const record = (step: (op: KvAtomic) => void): KvAtomic => {
+      const steps: Step[] = [];
+      const record = (step: Step): KvAtomic => {
         steps.push(step);
         return recorder;
       };
@@ -266,12 +271,7 @@ function patient(kv: DenoKvLike): DenoKvLike {
         set: (key, value, options) => record((op) => op.set(key, value, options)),
         delete: (key) => record((op) => op.delete(key)),
         sum: (key, n) => record((op) => op.sum(key, n)),
-        commit: () =>
-          whenFree(() => {
-            const op = kv.atomic();
-            for (const step of steps) step(op);
-            return op.commit();
-          }),
+          commit: () => whenFree(() => replay(kv.atomic(), steps).commit()),
       };
       return recorder;
     },
@@ -583,17 +583,13 @@ export function denoKvStore(options: DenoKvStoreOptions = {}): Store {
           }
         }
         sharedQueue.splice(0, sharedQueue.length, ...rest);
-        const alone = (q: (typeof sharedQueue)[number]) => {
-          const op = kv.atomic();
-          for (const step of q.op.steps) step(op);
-          return op.commit().then(q.done, q.fail);
-        };
+        const alone = (q: (typeof sharedQueue)[number]) => replay(kv.atomic(), q.op.steps).commit().then(q.done, q.fail);
         if (batch.length === 1) {
           await alone(batch[0] as (typeof sharedQueue)[number]);
           continue;
         }
         const op = kv.atomic();
-        for (const q of batch) for (const step of q.op.steps) step(op);
+        for (const q of batch) replay(op, q.op.steps);
         const r = await op.commit().catch(() => ({ ok: false }) as const);
         if (r.ok) for (const q of batch) q.done(r);
         else await Promise.all(batch.map(alone));
@@ -955,7 +951,7 @@ export function denoKvStore(options: DenoKvStoreOptions = {}): Store {
         return new Promise<InsertResult>((done, fail) => {
           let at = queued.length;
           while (at > 0 && (queued[at - 1] as Queued).ticket > ticket) at--;
-          queued.splice(at, 0, { ...item, ticket, id: partsId([event.key]), gid: partsId(g), done, fail });
+          queued.splice(at, 0, { ...item, ticket, id: keyId([event.key]), gid: keyId(g), done, fail });
           if (!flushing) void flush(kv);
         });
       });
