@@ -961,7 +961,7 @@ export function denoKvStore(options: DenoKvStoreOptions = {}): Store {
       return run('claim', async (kv) => {
         const won: Meta[] = [];
         const tried = new Set<string>();
-        const id = (kp: Part) => (typeof kp === 'string' ? `s:${kp}` : `b:${kp.join(',')}`);
+        const id = (kp: Part) => keyId([kp]);
         for (let round = 0; round < MAX_TRIES && won.length < limit; round++) {
           const need = limit - won.length;
           const candidates: KvEntry<Part>[] = [];
@@ -1010,11 +1010,13 @@ export function denoKvStore(options: DenoKvStoreOptions = {}): Store {
           // another claimer or a writer got to one of them first, each is tried on its own.
           for (let i = 0; i < leases.length; i += BATCH_LEASES) {
             const some = leases.slice(i, i + BATCH_LEASES);
-            const op = kv.atomic();
-            for (const l of some) lease(op, l);
-            if (some.length > 1 && (await op.commit()).ok) {
-              for (const l of some) won.push(l.after);
-              continue;
+            if (some.length > 1) {
+              const op = kv.atomic();
+              for (const l of some) lease(op, l);
+              if ((await op.commit()).ok) {
+                for (const l of some) won.push(l.after);
+                continue;
+              }
             }
             await Promise.all(
               some.map(async (l) => {
