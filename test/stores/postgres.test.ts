@@ -2,7 +2,7 @@
 // several instances claiming at once, connection loss). Each run works in schemas of its own.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { postgresStore } from '../../src/stores/postgres.ts';
+import { type PostgresTransaction, postgresStore } from '../../src/stores/postgres.ts';
 import { type EventRecord, StoreSchemaError, StoreUnavailableError } from '../../src/stores/store.ts';
 import { openPg } from '../helpers/pg.ts';
 import { newEvent, storeContract } from './contract.ts';
@@ -97,6 +97,78 @@ describe(`${label} store`, { skip }, () => {
     assert.equal(r.nextAttemptAt, T0);
     assert.equal((await s.get('empty'))?.body.length, 0);
     await s.close();
+  });
+
+  test('inserts made together share one INSERT, keep their order, and each learns whether it was new', async () => {
+    // Counts the statements that reach the client.
+    const statements: string[] = [];
+    const counting = {
+      unsafe: (text: string, params?: unknown[]) => {
+        statements.push(text);
+        return pg!.sql.unsafe(text, params);
+      },
+      begin: (fn: (tx: PostgresTransaction) => Promise<unknown>) => pg!.sql.begin(fn),
+    };
+    const s = postgresStore({ sql: counting, schema: pg!.schema() });
+    await s.insert(newEvent('old', 'c1', T0)); // migrates, then one insert
+    statements.length = 0;
+    const keys = Array.from({ length: 40 }, (_, i) => `k${i}`);
+    const results = await Promise.all([
+      ...keys.map((k, i) => s.insert(newEvent(k, `c${i % 3}`, T0 + i))),
+      s.insert(newEvent('old', 'c1', T0)), // already stored
+      s.insert(newEvent('k7', 'c1', T0)), // the same key twice in one batch: the first one is new
+    ]);
+    assert.equal(statements.filter((t) => t.includes('INSERT')).length, 1, 'one statement for the 42 inserts');
+    assert.deepEqual(
+      results.map((r) => r.inserted),
+      [...keys.map(() => true), false, false],
+    );
+    // seq follows the order the inserts were made in.
+    const listed = (await s.list({ limit: 100 })).map((r) => r.key);
+    assert.deepEqual(listed, ['old', ...keys]);
+    assert.equal((await s.get('k7'))?.customerId, 'c1');
+    await s.close();
+  });
+
+  test('a row Postgres refuses fails only its own insert, not the others made with it', async () => {
+    const s = postgresStore({ sql: pg!.sql, schema: pg!.schema() });
+    await s.ping();
+    // Postgres text cannot hold a NUL character: this insert fails on its own.
+    const outcomes = await Promise.allSettled([
+      s.insert(newEvent('a', 'c1', T0)),
+      s.insert(newEvent('bad', 'c\u0000x', T0 + 1)),
+      s.insert(newEvent('b', 'c2', T0 + 2)),
+    ]);
+    assert.deepEqual(
+      outcomes.map((o) => o.status),
+      ['fulfilled', 'rejected', 'fulfilled'],
+    );
+    const failed = outcomes[1] as PromiseRejectedResult;
+    assert.ok(failed.reason instanceof StoreUnavailableError, `got ${failed.reason}`);
+    assert.deepEqual(
+      (await s.list()).map((r) => r.key),
+      ['a', 'b'],
+    );
+    await s.close();
+  });
+
+  test('close() sends the inserts already made before it closes', async () => {
+    const schema = pg!.schema();
+    const s = postgresStore({ sql: pg!.sql, schema });
+    await s.ping();
+    const inserting = [s.insert(newEvent('x', 'c', T0)), s.insert(newEvent('y', 'c', T0 + 1))];
+    await s.close();
+    assert.deepEqual(
+      (await Promise.all(inserting)).map((r) => r.inserted),
+      [true, true],
+    );
+    await assert.rejects(async () => s.insert(newEvent('z', 'c', T0)), StoreUnavailableError);
+    const again = postgresStore({ sql: pg!.sql, schema });
+    assert.deepEqual(
+      (await again.list()).map((r) => r.key),
+      ['x', 'y'],
+    );
+    await again.close();
   });
 
   test('insert() rejects with StoreUnavailableError when the database cannot be reached', async () => {
