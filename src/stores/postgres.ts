@@ -64,6 +64,7 @@ type Row = Record<string, unknown>;
 // Parameters per inserted row, and rows per INSERT (Postgres allows 65 535 parameters in one statement).
 const INSERT_PARAMS = 9;
 const MAX_INSERT_BATCH = 256;
+const MAX_COMPLETE_BATCH = 1000;
 // setImmediate runs after the I/O of this turn, so every delivery read in it joins the batch (Bun, Deno, Node).
 const later: (fn: () => void) => void =
   typeof setImmediate === 'function' ? (fn) => void setImmediate(fn) : (fn) => void setTimeout(fn, 0);
@@ -277,6 +278,50 @@ export function postgresStore(options: PostgresStoreOptions): Store {
     }
   }
 
+  // ---- Completions: one UPDATE for those made in one turn, like inserts ----
+  type QueuedComplete = { key: string; owner: string; now: number; resolve: (ok: boolean) => void; reject: (e: unknown) => void };
+  let completing: QueuedComplete[] = [];
+  let completeScheduled = false;
+
+  /** Completes a batch in one statement, fenced by owner; each learns whether its lease still held. */
+  async function completeBatch(batch: QueuedComplete[]): Promise<void> {
+    const params: unknown[] = [];
+    const values: string[] = [];
+    for (const q of batch) {
+      const b = params.length;
+      params.push(q.key, q.owner, q.now);
+      values.push(`($${b + 1}::text, $${b + 2}::text, $${b + 3}::bigint)`);
+    }
+    const out = await run('complete', () =>
+      rows(
+        client,
+        `UPDATE ${T} e SET status = 'done', finished_at = v.now, lease_owner = NULL, lease_until = NULL
+         FROM (VALUES ${values.join(', ')}) AS v (key, owner, now)
+         WHERE e.key = v.key AND e.lease_owner = v.owner AND e.status IN ${OPEN}
+         RETURNING e.key AS key`,
+        params,
+      ),
+    );
+    const done = new Set(out.map((r) => String(r.key)));
+    for (const q of batch) q.resolve(done.delete(q.key));
+  }
+
+  function flushCompletes(): void {
+    completeScheduled = false;
+    while (completing.length > 0) {
+      const batch = completing.splice(0, MAX_COMPLETE_BATCH);
+      const sent = completeBatch(batch).catch((error: unknown) => {
+        if (batch.length === 1) {
+          (batch[0] as QueuedComplete).reject(error);
+          return;
+        }
+        return Promise.all(batch.map((q) => completeBatch([q]).catch(q.reject))).then(() => {});
+      });
+      sending.add(sent);
+      void sent.finally(() => sending.delete(sent));
+    }
+  }
+
   // Fenced by owner: a worker whose lease was taken over changes nothing.
   const fenced = (what: string, set: string, params: unknown[]) =>
     run(what, async () => {
@@ -395,11 +440,14 @@ export function postgresStore(options: PostgresStoreOptions): Store {
       return fenced('renew', 'lease_until = $3', [key, owner, leaseUntil]);
     },
     complete(key, owner, now) {
-      return fenced('complete', `status = 'done', finished_at = $3, lease_owner = NULL, lease_until = NULL`, [
-        key,
-        owner,
-        now,
-      ]);
+      if (closed) return Promise.reject(new StoreUnavailableError('postgres store is closed'));
+      return new Promise<boolean>((resolve, reject) => {
+        completing.push({ key, owner, now, resolve, reject });
+        if (!completeScheduled) {
+          completeScheduled = true;
+          later(flushCompletes);
+        }
+      });
     },
     retry(key, owner, at, error) {
       return fenced(
@@ -514,8 +562,9 @@ export function postgresStore(options: PostgresStoreOptions): Store {
 
     async close() {
       if (closed) return;
-      // Inserts already made are sent and answered before the store closes.
+      // Inserts and completions already made are sent and answered before the store closes.
       await flushInserts();
+      flushCompletes();
       await Promise.all([...sending]);
       closed = true;
       if (options.closeClient) await client.end?.({ timeout: 5 });

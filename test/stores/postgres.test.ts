@@ -130,6 +130,37 @@ describe(`${label} store`, { skip }, () => {
     await s.close();
   });
 
+  test('completions made together share one UPDATE, and one whose lease is gone is told so', async () => {
+    const statements: string[] = [];
+    const counting = {
+      unsafe: (text: string, params?: unknown[]) => {
+        statements.push(text);
+        return pg!.sql.unsafe(text, params);
+      },
+      begin: (fn: (tx: PostgresTransaction) => Promise<unknown>) => pg!.sql.begin(fn),
+    };
+    const s = postgresStore({ sql: counting, schema: pg!.schema() });
+    await Promise.all(['a', 'b', 'c', 'd'].map((k, i) => s.insert(newEvent(k, `c${i}`, T0 + i))));
+    const claimed = await s.claim({ owner: 'w1', limit: 10, leaseMs: 60_000, now: T0 + 10 });
+    assert.deepEqual(
+      claimed.map((r) => r.key),
+      ['a', 'b', 'c', 'd'],
+    );
+    statements.length = 0;
+    const oks = await Promise.all([
+      s.complete('a', 'w1', T0 + 20),
+      s.complete('b', 'w1', T0 + 21),
+      s.complete('c', 'someone-else', T0 + 22), // not its lease: nothing changes
+      s.complete('d', 'w1', T0 + 23),
+    ]);
+    assert.deepEqual(oks, [true, true, false, true]);
+    assert.equal(statements.filter((t) => t.includes('UPDATE')).length, 1, 'one statement for the four completions');
+    assert.equal((await s.get('b'))?.finishedAt, T0 + 21);
+    assert.equal((await s.get('c'))?.status, 'pending');
+    assert.deepEqual(await s.counts(), { pending: 1, retrying: 0, done: 3, dead: 0 });
+    await s.close();
+  });
+
   test('a row Postgres refuses fails only its own insert, not the others made with it', async () => {
     const s = postgresStore({ sql: pg!.sql, schema: pg!.schema() });
     await s.ping();
