@@ -280,7 +280,7 @@ export function postgresStore(options: PostgresStoreOptions): Store {
 
   // ---- Completions: one UPDATE for those made in one turn, like inserts ----
   type QueuedComplete = { key: string; owner: string; now: number; resolve: (ok: boolean) => void; reject: (e: unknown) => void };
-  let completing: QueuedComplete[] = [];
+  const completing: QueuedComplete[] = [];
   let completeScheduled = false;
 
   /** Completes a batch in one statement, fenced by owner; each learns whether its lease still held. */
