@@ -206,6 +206,12 @@ describe(`${label} store`, { skip }, () => {
       return true;
     });
     await assert.rejects(async () => s.ping(), StoreUnavailableError);
+    // Inserts made together fail together, each with the store's error.
+    const together = await Promise.allSettled([1, 2, 3].map((i) => s.insert(newEvent(`t${i}`, 'c', T0))));
+    for (const o of together) {
+      assert.equal(o.status, 'rejected');
+      assert.ok((o as PromiseRejectedResult).reason instanceof StoreUnavailableError);
+    }
     await unreachable.end({ timeout: 1 });
 
     // A client the user has closed behaves the same.
