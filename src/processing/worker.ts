@@ -2,7 +2,7 @@
 // and records the outcome: done, a retry at a later time, or a dead letter. It never knows which store it has.
 import type { Logger } from '../observability/log.ts';
 import type { Metrics } from '../observability/metrics.ts';
-import type { EventRecord, Store } from '../stores/store.ts';
+import { type EventRecord, type Store, afterThisTurn } from '../stores/store.ts';
 import { type RetryPolicy, isNonRetryable, nextAttemptDelay } from './retry.ts';
 
 /** Runs one claimed event; resolves when handled, throws to retry (or a non-retryable error to dead-letter). */
@@ -101,10 +101,6 @@ function abortRun(run: Run, reason: unknown) {
   run.controller?.abort(reason);
   run.fail(reason);
 }
-
-// Work that becomes ready in one turn of the event loop (many acks, many completions) shares one claim pass.
-const later: (fn: () => void) => void =
-  typeof setImmediate === 'function' ? (fn) => void setImmediate(fn) : (fn) => void setTimeout(fn, 0);
 
 export function createWorker(options: WorkerOptions): Worker {
   const { store, logger, metrics } = options;
@@ -246,7 +242,7 @@ export function createWorker(options: WorkerOptions): Worker {
   function passSoon() {
     if (soon || stopping) return;
     soon = true;
-    later(() => {
+    afterThisTurn(() => {
       soon = false;
       if (!stopping) void pass();
     });

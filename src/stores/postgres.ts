@@ -14,6 +14,7 @@ import {
   type Store,
   StoreSchemaError,
   StoreUnavailableError,
+  afterThisTurn,
   emptyCounts,
 } from './store.ts';
 
@@ -66,9 +67,6 @@ const INSERT_PARAMS = 9;
 const MAX_INSERT_BATCH = 256;
 // Rows inserted by this instance before it refreshes the planner's statistics (see grew()).
 const ANALYZE_MIN_ROWS = 5000;
-// setImmediate runs after the I/O of this turn, so every delivery read in it joins the batch (Bun, Deno, Node).
-const later: (fn: () => void) => void =
-  typeof setImmediate === 'function' ? (fn) => void setImmediate(fn) : (fn) => void setTimeout(fn, 0);
 
 /**
  * Whether Postgres refused a statement for the data it carried (SQLSTATE class 22 data exception, 23 integrity
@@ -349,7 +347,7 @@ export function postgresStore(options: PostgresStoreOptions): Store {
         pending.push({ event, resolve, reject });
         if (!flushScheduled) {
           flushScheduled = true;
-          later(flushInserts);
+          afterThisTurn(flushInserts);
         }
       });
     },

@@ -15,6 +15,7 @@ import {
   type Store,
   StoreSchemaError,
   StoreUnavailableError,
+  afterThisTurn,
 } from './store.ts';
 
 export const DRIVER_NAME = 'sqlite';
@@ -452,9 +453,6 @@ export function sqliteStore(options: SqliteStoreOptions): SqliteStore | SqliteGr
   let queue: Queued[] = [];
   let scheduled = false;
   let groupCommits = 0;
-  // setImmediate runs after the I/O of this turn, so every delivery read in it joins the batch (Bun, Deno, Node).
-  const later: (fn: () => void) => void =
-    typeof setImmediate === 'function' ? (fn) => void setImmediate(fn) : (fn) => void setTimeout(fn, 0);
   const flush = () => {
     scheduled = false;
     const batch = queue;
@@ -492,7 +490,7 @@ export function sqliteStore(options: SqliteStoreOptions): SqliteStore | SqliteGr
       queue.push({ run, resolve: resolve as (value: never) => void, reject });
       if (!scheduled) {
         scheduled = true;
-        later(flush);
+        afterThisTurn(flush);
       }
     });
 

@@ -153,6 +153,14 @@ export class StoreSchemaError extends Error {
   override name = 'StoreSchemaError';
 }
 
+/**
+ * Runs `fn` once the I/O of this turn of the event loop has been handled (setImmediate on Bun, Deno and Node;
+ * setTimeout 0 elsewhere), so everything that arrives in one turn can share one batch: a group commit, a multi-row
+ * insert, a claim pass.
+ */
+export const afterThisTurn: (fn: () => void) => void =
+  typeof setImmediate === 'function' ? (fn) => void setImmediate(fn) : (fn) => void setTimeout(fn, 0);
+
 export function emptyCounts(): StatusCounts {
   return { pending: 0, retrying: 0, done: 0, dead: 0 };
 }
