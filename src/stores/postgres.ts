@@ -227,7 +227,7 @@ export function postgresStore(options: PostgresStoreOptions): Store {
   // (one WAL flush) for all of them, instead of one each. Under load that is most of the database's work per event;
   // alone, an insert is still one statement, sent at the end of the turn it was made in.
   type QueuedInsert = { event: NewEvent; resolve: (r: InsertResult) => void; reject: (e: unknown) => void };
-  let pending: QueuedInsert[] = [];
+  const pending: QueuedInsert[] = [];
   let flushScheduled = false;
   // Batches on their way, so close() lets them finish before it ends the client.
   const sending = new Set<Promise<void>>();
@@ -270,11 +270,10 @@ export function postgresStore(options: PostgresStoreOptions): Store {
     }
   }
 
-  async function flushInserts(): Promise<void> {
+  function flushInserts(): void {
     flushScheduled = false;
     while (pending.length > 0) {
-      const batch = pending.length <= MAX_INSERT_BATCH ? pending : pending.slice(0, MAX_INSERT_BATCH);
-      pending = pending.length <= MAX_INSERT_BATCH ? [] : pending.slice(MAX_INSERT_BATCH);
+      const batch = pending.splice(0, MAX_INSERT_BATCH);
       const sent = insertBatch(batch).catch((error: unknown) => {
         if (batch.length === 1 || !refusedData(error)) {
           for (const q of batch) q.reject(error);
@@ -317,11 +316,10 @@ export function postgresStore(options: PostgresStoreOptions): Store {
         });
         const [r] = await rows(client, `SELECT reltuples::bigint AS n FROM pg_class WHERE oid = $1::regclass`, [T]);
         analyzedAt = Math.max(0, toNumber(r?.n ?? 0));
-        grownBy -= base;
       } catch {
         // Not the owner, or the database is away: autovacuum still gets to it; try again after more growth.
-        grownBy -= base;
       } finally {
+        grownBy -= base;
         analyzing = false;
       }
     })();
@@ -565,7 +563,7 @@ export function postgresStore(options: PostgresStoreOptions): Store {
     async close() {
       if (closed) return;
       // Inserts already made are sent and answered before the store closes.
-      await flushInserts();
+      flushInserts();
       await Promise.all([...sending]);
       closed = true;
       if (options.closeClient) await client.end?.({ timeout: 5 });
