@@ -391,11 +391,16 @@ const median = (xs) => {
   return v.length % 2 ? v[mid] : (v[mid - 1] + v[mid]) / 2;
 };
 
-/** The median over rounds of x's rate over y's, each pair measured in the same round. */
-function ratioOf(x, y) {
+/** x's rate over y's in each round (null where either has none), each pair measured in the same round. */
+function perRound(x, y) {
   if (!x?.rounds || !y?.rounds) return null;
-  const per = x.rounds.map((r, i) => (r?.rps && y.rounds[i]?.rps ? r.rps / y.rounds[i].rps : null));
-  return median(per);
+  return x.rounds.map((r, i) => (r?.rps && y.rounds[i]?.rps ? r.rps / y.rounds[i].rps : null));
+}
+
+/** The median of the per-round ratios of x to y. */
+function ratioOf(x, y) {
+  const per = perRound(x, y);
+  return per ? median(per) : null;
 }
 
 /** Folds a target's rounds into one row: medians of rate and latency, the last round's counts. */
@@ -473,8 +478,8 @@ const f2 = (x) => (x === undefined || x === null ? '—' : x.toFixed(2));
 
 /** The per-round ratios to (a), e.g. `0.41 / 0.45 / 0.39`. */
 function byRound(r, a) {
-  if (!a?.rounds) return '—';
-  return r.rounds.map((m, i) => (m?.rps && a.rounds[i]?.rps ? f2(m.rps / a.rounds[i].rps) : '—')).join(' / ');
+  const per = perRound(r, a);
+  return per ? per.map((x) => (x === null ? '—' : f2(x))).join(' / ') : '—';
 }
 
 function table(rows) {
