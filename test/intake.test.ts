@@ -85,7 +85,7 @@ describe('intake over HTTP', () => {
     assert.equal(res.status, 200);
     assert.equal(res.headers.get('content-type'), 'application/json');
     assert.deepEqual(await res.json(), { received: true });
-    // 200s share one Headers instance to copy from: what a caller adds to one answer must not reach the next.
+    // 200s are built from shared constants: what a caller adds to one answer must not reach the next.
     const direct = await h.lava.fetch(signedRequest('http://x/webhooks/lava', created('cus_accept_2')));
     direct.headers.set('x-added-by-caller', '1');
     const next = await h.lava.fetch(signedRequest('http://x/webhooks/lava', created('cus_accept_3')));

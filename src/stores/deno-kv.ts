@@ -271,7 +271,7 @@ function patient(kv: DenoKvLike): DenoKvLike {
         set: (key, value, options) => record((op) => op.set(key, value, options)),
         delete: (key) => record((op) => op.delete(key)),
         sum: (key, n) => record((op) => op.sum(key, n)),
-          commit: () => whenFree(() => replay(kv.atomic(), steps).commit()),
+        commit: () => whenFree(() => replay(kv.atomic(), steps).commit()),
       };
       return recorder;
     },
