@@ -15,6 +15,9 @@
 //   BENCH_MEMORY_RETENTION=5s       retention during the memory step (purge runs that often)
 //   BENCH_COLD_RUNS=5       cold starts measured per target (median reported)
 //   BENCH_DRAIN=3           seconds after the load in which ours' processing rate of the backlog is measured (0 skips)
+//   BENCH_PACED=0.25        after the rounds, latency below saturation: each of BENCH_PACED_TARGETS gets a fresh server
+//                           and this fraction of (a)'s rate, paced (0 skips); BENCH_PACED_RATE=5000 if (a) is not run
+//   BENCH_PACED_TARGETS=a,h,c,d
 //   DATABASE_URL=postgres://postgres@127.0.0.1:5432/test   for (g); a unique schema is made and dropped
 //   BENCH_RESULTS=bench/RESULTS.md  where the report goes ('' to skip writing)
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
@@ -40,6 +43,9 @@ const MEMORY_STORE = env.BENCH_MEMORY_STORE ?? 'sqlite';
 const MEMORY_RETENTION = env.BENCH_MEMORY_RETENTION ?? '5s';
 const COLD_RUNS = num('BENCH_COLD_RUNS', 5);
 const DRAIN = num('BENCH_DRAIN', 3);
+const PACED = num('BENCH_PACED', 0.25);
+const PACED_RATE = num('BENCH_PACED_RATE', 5000);
+const PACED_IDS = (env.BENCH_PACED_TARGETS ?? 'a,h,c,d').split(',').map((s) => s.trim()).filter(Boolean);
 const PG_URL = env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 const RESULTS = env.BENCH_RESULTS ?? join(ROOT, 'bench', 'RESULTS.md');
 const NCPU = cpus().length;
@@ -191,10 +197,14 @@ function wrkArgs(port, mode, seconds, offset) {
   return [file, args];
 }
 
-function runWrk(port, mode, seconds, offset) {
+/** wrk's summary of one run; `paceMs` > 0 makes each connection wait about that long before each request. */
+function runWrk(port, mode, seconds, offset, paceMs = 0) {
   return new Promise((resolvePromise, reject) => {
     const [file, args] = wrkArgs(port, mode, seconds, offset);
-    const child = spawn(file, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(file, args, {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: paceMs > 0 ? { ...env, BENCH_PACE_MS: String(paceMs) } : env,
+    });
     let out = '';
     child.stdout.on('data', (d) => (out += d));
     child.stderr.on('data', (d) => (out += d));
@@ -384,6 +394,34 @@ async function measure(id) {
   return m;
 }
 
+/**
+ * Latency below saturation: a fresh server of one target, offered about `rate` requests/s over CONNECTIONS
+ * connections (each waits a random 0–2 × CONNECTIONS / rate before each request), warm-up first at the same pace.
+ */
+async function measurePaced(id, rate) {
+  const t = TARGETS[id];
+  const mode = t.mode ?? 'lava';
+  const ctx = t.postgres ? { schema: pgSchema() } : {};
+  const sub = mkdtempSync(join(dir, `${id}-paced-`));
+  const proc = startProcess(t.cmd, t.env?.(sub, ctx) ?? {});
+  const paceMs = (1000 * CONNECTIONS) / rate;
+  try {
+    await firstOk(proc, mode);
+    if (WARMUP > 0) await runWrk(proc.port, mode, WARMUP, WARM_OFFSET, paceMs);
+    const r = await runWrk(proc.port, mode, DURATION, 0, paceMs);
+    return {
+      rps: r.requests / (r.duration_us / 1e6),
+      p50: r.p50_us / 1000,
+      p99: r.p99_us / 1000,
+      max: r.max_us / 1000,
+      errors: r.status + r.connect + r.read + r.write + r.timeout,
+    };
+  } finally {
+    await stop(proc);
+    if (t.postgres) await pg.unsafe(`DROP SCHEMA IF EXISTS "${ctx.schema}" CASCADE`);
+  }
+}
+
 const median = (xs) => {
   const v = xs.filter((x) => typeof x === 'number' && Number.isFinite(x)).sort((p, q) => p - q);
   if (v.length === 0) return null;
@@ -516,6 +554,23 @@ function table(rows) {
   return lines.join('\n');
 }
 
+function pacedTable() {
+  const lines = [
+    '| | target | offered req/s | served req/s | p50 ms | p99 ms | max ms | errors |',
+    '|---|---|---:|---:|---:|---:|---:|---:|',
+  ];
+  for (const r of paced.rows) {
+    const name = TARGETS[r.id]?.name ?? r.id;
+    if (r.failed) lines.push(`| ${r.id} | ${name} | — | — | — | — | — | failed: ${r.failed} |`);
+    else {
+      lines.push(
+        `| ${r.id} | ${name} | ${Math.round(paced.rate).toLocaleString('en')} | ${Math.round(r.rps).toLocaleString('en')} | ${f2(r.p50)} | ${f2(r.p99)} | ${f2(r.max)} | ${r.errors} |`,
+      );
+    }
+  }
+  return lines.join('\n');
+}
+
 function targets(rows) {
   const by = Object.fromEntries(rows.filter((r) => r.rps).map((r) => [r.id, r]));
   const out = [];
@@ -537,8 +592,18 @@ function targets(rows) {
   check(`(c) ≥ 5 × (b): ${f2(v)}`, ok);
   [v, ok] = cmp('d', 'b', 5);
   check(`(d) ≥ 5 × (b): ${f2(v)}`, ok);
-  for (const id of ['c', 'd']) check(`(${id}) p99 ≤ 5 ms: ${f2(by[id]?.p99)} ms`, by[id] ? by[id].p99 <= 5 : null);
-  check(`cold start ≤ 150 ms on Bun, ours (c): ${f1(by.c?.coldMs)} ms`, by.c ? by.c.coldMs <= 150 : null);
+  for (const id of ['c', 'd']) {
+    check(`(${id}) p99 ≤ 5 ms at saturation: ${f2(by[id]?.p99)} ms`, by[id] ? by[id].p99 <= 5 : null);
+  }
+  for (const id of ['c', 'd']) {
+    const p = paced?.rows.find((r) => r.id === id && !r.failed);
+    check(
+      `(${id}) p99 ≤ 5 ms when paced at about ${paced ? Math.round(paced.rate).toLocaleString('en') : '—'} requests/s: ${f2(p?.p99)} ms`,
+      p ? p.p99 <= 5 : null,
+    );
+  }
+  const cold = by.c?.coldMs;
+  check(`cold start ≤ 150 ms on Bun, ours (c): ${f1(cold)} ms`, typeof cold === 'number' ? cold <= 150 : null);
   check(`bare server over 100k requests/s (the generator is not the bottleneck): ${by.a ? Math.round(by.a.rps) : '—'}`, by.a ? by.a.rps > 100_000 : null);
   return out;
 }
@@ -603,6 +668,26 @@ for (const row of runs) {
   summarize(row);
   if (!row.rps) row.failed = row.rounds.find((r) => r?.failed)?.failed ?? 'no successful round';
 }
+// Latency below saturation, at a fraction of the ceiling measured above (the same rate for every target).
+let paced = null;
+const pacedIds = PACED > 0 ? PACED_IDS.filter((id) => runs.some((r) => r.id === id && r.rps)) : [];
+if (pacedIds.length > 0) {
+  const a = runs.find((r) => r.id === 'a' && r.rps);
+  const rate = a ? a.rps * PACED : PACED_RATE;
+  paced = { rate, basis: a ? `${PACED} × (a)` : 'BENCH_PACED_RATE', rows: [] };
+  console.log(`paced: about ${Math.round(rate)} requests/s (${paced.basis})`);
+  for (const id of pacedIds) {
+    process.stdout.write(`  (${id}) ${TARGETS[id].name} … `);
+    try {
+      const m = await measurePaced(id, rate);
+      paced.rows.push({ id, ...m });
+      console.log(`${Math.round(m.rps)} req/s, p50 ${f2(m.p50)} ms, p99 ${f2(m.p99)} ms, max ${f2(m.max)} ms`);
+    } catch (error) {
+      paced.rows.push({ id, failed: error.message.split('\n').slice(0, 6).join(' ') });
+      console.log(`FAILED: ${paced.rows.at(-1).failed}`);
+    }
+  }
+}
 let memory = null;
 if (MEMORY_EVENTS > 0) {
   process.stdout.write(`  memory: ${MEMORY_EVENTS} events into ours (${MEMORY_STORE}, retention ${MEMORY_RETENTION}) … `);
@@ -645,6 +730,20 @@ const report = [
     'Postgres each handler slot waits for a claim and a completion round trip, so it is far below the ack rate; raise ' +
     'LAVA_WEBHOOK_CONCURRENCY (or run more instances) for more.',
   '',
+  ...(paced
+    ? [
+        '## Latency below saturation',
+        '',
+        `The table above is taken at saturation: wrk sends as fast as each server answers, so its latencies are mostly ` +
+          `queueing. Here each target gets a fresh server and a paced load of about ${Math.round(paced.rate).toLocaleString('en')} ` +
+          `requests/s (${paced.basis}) over the same ${CONNECTIONS} connections, ${DURATION}s after ${WARMUP}s of warm-up at ` +
+          'that pace; every connection waits a random 0 to 2 × (connections ÷ rate) before each request, and wrk times ' +
+          'each request from when it is written. Ours also runs its handlers meanwhile.',
+        '',
+        pacedTable(),
+        '',
+      ]
+    : []),
   '## Targets',
   '',
   ...targets(runs),

@@ -3,6 +3,17 @@
 -- Arguments (after --): mode (lava | github) sigs-file template-file threads offset
 local threads = {}
 
+-- Paced mode (BENCH_PACE_MS set): each connection waits a random 0 to 2 × BENCH_PACE_MS ms before each request, so
+-- the offered rate is about connections / pace and latency is measured below saturation. wrk measures a request's
+-- latency from when it is written, so the wait is not counted. Defined only when set: wrk schedules a timer per
+-- request for any script that has a delay function.
+local pace = tonumber(os.getenv("BENCH_PACE_MS") or "")
+if pace and pace > 0 then
+  function delay()
+    return math.floor(math.random() * 2 * pace + 0.5)
+  end
+end
+
 function setup(thread)
   thread:set("tid", #threads)
   table.insert(threads, thread)
