@@ -354,6 +354,9 @@ export function postgresStore(options: PostgresStoreOptions): Store {
       return run('claim', async () => {
         if (!(limit >= 1)) return [];
         const take = Math.floor(limit);
+        // Nothing open at all (a quiet worker that just finished its event): one indexed read instead of a
+        // transaction of four round trips.
+        if ((await rows(client, `SELECT 1 FROM ${T} WHERE status IN ${OPEN} LIMIT 1`)).length === 0) return [];
         // A head is an open, due, unleased event with no earlier open event of its customer and no live lease in
         // its customer (a requeued older event must not start while a newer one runs). Null customer: own group.
         const head = (e: string, nowParam: string) => `

@@ -193,6 +193,8 @@ describe('sqliteStore()', () => {
   test('insert() answers StoreUnavailableError, with the cause, while another connection holds the write lock', async () => {
     const path = tempPath();
     const s = sqliteStore({ path, busyTimeoutMs: 50 });
+    // Something claimable, so the claim below needs the write lock.
+    s.insert(newEvent('k0', 'c0', T0));
     const driver: { openDatabase(path: string): SqliteConnection } = (globalThis as { Bun?: unknown }).Bun !== undefined
       ? await import('../../src/stores/sqlite-bun.ts')
       : await import('../../src/stores/sqlite-node.ts');
@@ -210,6 +212,30 @@ describe('sqliteStore()', () => {
       other.close();
     }
     assert.deepEqual(s.insert(newEvent('k', 'c', T0)), { inserted: true }, 'works again once the lock is gone');
+    s.close();
+  });
+
+  test('claim() with nothing claimable answers [] at once, without waiting for the write lock', async () => {
+    const path = tempPath();
+    const s = sqliteStore({ path, busyTimeoutMs: 2000 });
+    s.insert(newEvent('a', 'c1', T0));
+    s.insert(newEvent('b', 'c2', T0 + 500)); // due only from T0 + 500
+    assert.deepEqual(s.claim({ owner: 'w', limit: 5, leaseMs: 60_000, now: T0 + 1 }).map((r) => r.key), ['a']);
+    const driver: { openDatabase(path: string): SqliteConnection } = (globalThis as { Bun?: unknown }).Bun !== undefined
+      ? await import('../../src/stores/sqlite-bun.ts')
+      : await import('../../src/stores/sqlite-node.ts');
+    const other = driver.openDatabase(path);
+    other.exec('BEGIN IMMEDIATE');
+    try {
+      // 'a' is leased and 'b' not due: nothing to claim, so no write transaction (which would wait 2 s and throw).
+      const t0 = performance.now();
+      assert.deepEqual(s.claim({ owner: 'w', limit: 5, leaseMs: 60_000, now: T0 + 2 }), []);
+      assert.ok(performance.now() - t0 < 1000, 'the empty claim did not wait for the lock');
+    } finally {
+      other.exec('ROLLBACK');
+      other.close();
+    }
+    assert.deepEqual(s.claim({ owner: 'w', limit: 5, leaseMs: 60_000, now: T0 + 600 }).map((r) => r.key), ['b']);
     s.close();
   });
 
