@@ -346,12 +346,15 @@ export function sqliteStore(options: SqliteStoreOptions): SqliteStore | SqliteGr
          ?4, ?5, ?6, ?4, CASE WHEN ?3 = 'dead' THEN ?4 END, ?7, ?8, ?9)
        ON CONFLICT (key) DO NOTHING`,
     ),
-    claim: db.prepare(
-      `UPDATE events SET lease_owner = ?1, lease_until = ?2, attempts = attempts + 1
-       WHERE seq IN (
-         SELECT seq FROM events
-         WHERE head = 1 AND ${OPEN} AND next_attempt_at <= ?3 AND (lease_until IS NULL OR lease_until <= ?3)
-         ORDER BY seq LIMIT ?4)
+    // A claim picks the claimable heads, then leases each by its seq, inside one write transaction. (One
+    // UPDATE … WHERE seq IN (SELECT …) RETURNING took twice as long: SQLite materialises the subquery first.)
+    claimPick: db.prepare(
+      `SELECT seq FROM events
+       WHERE head = 1 AND ${OPEN} AND next_attempt_at <= ?1 AND (lease_until IS NULL OR lease_until <= ?1)
+       ORDER BY seq LIMIT ?2`,
+    ),
+    claimOne: db.prepare(
+      `UPDATE events SET lease_owner = ?1, lease_until = ?2, attempts = attempts + 1 WHERE seq = ?3
        RETURNING ${COLUMNS}`,
     ),
     // The claim's condition as a read: when nothing is claimable (the usual answer once a quiet worker finished its
@@ -390,6 +393,8 @@ export function sqliteStore(options: SqliteStoreOptions): SqliteStore | SqliteGr
       `UPDATE events SET head = 1
        WHERE seq = (SELECT seq FROM events WHERE grp = ?1 AND ${OPEN} ORDER BY seq LIMIT 1) AND head = 0`,
     ),
+    firstOpen: db.prepare(`SELECT seq FROM events WHERE grp = ?1 AND ${OPEN} ORDER BY seq LIMIT 1`),
+    promoteSeq: db.prepare('UPDATE events SET head = 1 WHERE seq = ?1 AND head = 0'),
     get: db.prepare(`SELECT ${COLUMNS} FROM events WHERE key = ?1`),
     list: db.prepare(
       `SELECT ${COLUMNS} FROM events
@@ -451,7 +456,10 @@ export function sqliteStore(options: SqliteStoreOptions): SqliteStore | SqliteGr
       const row = s.finish.get(key, owner, status, now, error);
       if (!row) return false;
       const grp = row.grp as string;
-      if (isCustomerGroup(grp)) s.promote.run(grp);
+      if (isCustomerGroup(grp)) {
+        const next = s.firstOpen.get(grp);
+        if (next) s.promoteSeq.run(next.seq as number);
+      }
       return true;
     });
 
@@ -526,9 +534,14 @@ export function sqliteStore(options: SqliteStoreOptions): SqliteStore | SqliteGr
       check();
       try {
         if (s.claimable.get(now) === undefined) return [];
-        const rows = transaction(() => s.claim.all(owner, now + leaseMs, now, limit));
-        // RETURNING has no defined order.
-        return rows.map(toRecord).sort((a, b) => a.seq - b.seq);
+        return transaction(() => {
+          const out: EventRecord[] = [];
+          for (const pick of s.claimPick.all(now, limit)) {
+            const row = s.claimOne.get(owner, now + leaseMs, pick.seq as number);
+            if (row) out.push(toRecord(row));
+          }
+          return out;
+        });
       } catch (err) {
         throw failure('claim', err);
       }
