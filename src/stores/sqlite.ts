@@ -154,6 +154,10 @@ INSERT OR IGNORE INTO meta (name, value) VALUES ('seq_floor', 0);
 `;
 
 const OPEN = `status IN ('pending', 'retrying')`;
+// Where SQLite's planner reads a bound value to choose a plan, binding a new value re-prepares the statement: about
+// 10 us a call in Bun's SQLite, more than the query itself. It does so for a bare parameter as LIMIT, and for
+// `grp = ?` (the column of a partial index). LIMIT CAST(? AS INTEGER) and `grp = +?` mean the same without it (the
+// plans are unchanged: EXPLAIN QUERY PLAN still searches the same indexes).
 const COLUMNS =
   'seq, key, event, customer_id, received_at, status, attempts, next_attempt_at, lease_owner, lease_until, ' +
   'last_error, finished_at, headers, body';
@@ -342,7 +346,7 @@ export function sqliteStore(options: SqliteStoreOptions): SqliteStore | SqliteGr
          max(coalesce((SELECT max(seq) FROM events), 0),
              coalesce((SELECT value FROM meta WHERE name = 'seq_floor'), 0)) + 1,
          ?1, ?2, ?3,
-         CASE WHEN ?3 = 'pending' THEN NOT EXISTS (SELECT 1 FROM events WHERE grp = ?2 AND ${OPEN}) ELSE 0 END,
+         CASE WHEN ?3 = 'pending' THEN NOT EXISTS (SELECT 1 FROM events WHERE grp = +?2 AND ${OPEN}) ELSE 0 END,
          ?4, ?5, ?6, ?4, CASE WHEN ?3 = 'dead' THEN ?4 END, ?7, ?8, ?9)
        ON CONFLICT (key) DO NOTHING`,
     ),
@@ -351,7 +355,7 @@ export function sqliteStore(options: SqliteStoreOptions): SqliteStore | SqliteGr
     claimPick: db.prepare(
       `SELECT seq FROM events
        WHERE head = 1 AND ${OPEN} AND next_attempt_at <= ?1 AND (lease_until IS NULL OR lease_until <= ?1)
-       ORDER BY seq LIMIT ?2`,
+       ORDER BY seq LIMIT CAST(?2 AS INTEGER)`,
     ),
     claimOne: db.prepare(
       `UPDATE events SET lease_owner = ?1, lease_until = ?2, attempts = attempts + 1 WHERE seq = ?3
@@ -388,19 +392,19 @@ export function sqliteStore(options: SqliteStoreOptions): SqliteStore | SqliteGr
        WHERE instr(?1, ',' || status || ',') > 0 AND (?3 IS NULL OR event = ?3)
        RETURNING grp`,
     ),
-    demote: db.prepare('UPDATE events SET head = 0 WHERE grp = ?1 AND head = 1'),
+    demote: db.prepare('UPDATE events SET head = 0 WHERE grp = +?1 AND head = 1'),
     promote: db.prepare(
       `UPDATE events SET head = 1
-       WHERE seq = (SELECT seq FROM events WHERE grp = ?1 AND ${OPEN} ORDER BY seq LIMIT 1) AND head = 0`,
+       WHERE seq = (SELECT seq FROM events WHERE grp = +?1 AND ${OPEN} ORDER BY seq LIMIT 1) AND head = 0`,
     ),
-    firstOpen: db.prepare(`SELECT seq FROM events WHERE grp = ?1 AND ${OPEN} ORDER BY seq LIMIT 1`),
+    firstOpen: db.prepare(`SELECT seq FROM events WHERE grp = +?1 AND ${OPEN} ORDER BY seq LIMIT 1`),
     promoteSeq: db.prepare('UPDATE events SET head = 1 WHERE seq = ?1 AND head = 0'),
     get: db.prepare(`SELECT ${COLUMNS} FROM events WHERE key = ?1`),
     list: db.prepare(
       `SELECT ${COLUMNS} FROM events
        WHERE seq > ?1 AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR event = ?3)
          AND (?4 IS NULL OR customer_id = ?4)
-       ORDER BY seq LIMIT ?5`,
+       ORDER BY seq LIMIT CAST(?5 AS INTEGER)`,
     ),
     raiseSeqFloor: db.prepare(
       `UPDATE meta SET value = max(value, coalesce((SELECT max(seq) FROM events), 0)) WHERE name = 'seq_floor'`,
@@ -409,7 +413,7 @@ export function sqliteStore(options: SqliteStoreOptions): SqliteStore | SqliteGr
       `DELETE FROM events WHERE seq IN (
          SELECT seq FROM events
          WHERE status IN ('done', 'dead') AND finished_at < ?1 AND instr(?2, ',' || status || ',') > 0
-         LIMIT ?3)`,
+         LIMIT CAST(?3 AS INTEGER))`,
     ),
     countOpen: db.prepare(`SELECT status, count(*) AS n FROM events WHERE ${OPEN} GROUP BY status`),
     countFinished: db.prepare(
