@@ -66,7 +66,7 @@ type Row = Record<string, unknown>;
 const INSERT_PARAMS = 9;
 const MAX_INSERT_BATCH = 256;
 // Rows inserted by this instance before it refreshes the planner's statistics (see grew()).
-const ANALYZE_MIN_ROWS = 5000;
+const ANALYZE_MIN_ROWS = 1000;
 
 /**
  * Whether Postgres refused a statement for the data it carried (SQLSTATE class 22 data exception, 23 integrity
@@ -298,8 +298,9 @@ export function postgresStore(options: PostgresStoreOptions): Store {
   // Autovacuum analyzes a table at most once a minute, and a new one not before it has a few hundred rows. A burst
   // outruns that: with statistics from an empty table, Postgres plans the claim's walk through open events as a
   // bitmap scan that reads and sorts all of them (18 ms at 33k open events, against 1.7 ms analyzed), and the worker
-  // crawls while it has the most to do. So the store analyzes the table itself once it has grown by a fifth (and by
-  // at least ANALYZE_MIN_ROWS) since the last time it did.
+  // crawls while it has the most to do (at 3k open events the first step of a claim took 2.2 ms, 0.3 ms analyzed). So
+  // the store analyzes the table itself once it has grown by a fifth (and by at least ANALYZE_MIN_ROWS) since the
+  // last time it did.
   let grownBy = 0;
   let analyzedAt = 0;
   let analyzing = false;
