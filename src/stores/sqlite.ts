@@ -350,8 +350,8 @@ export function sqliteStore(options: SqliteStoreOptions): SqliteStore | SqliteGr
          ?4, ?5, ?6, ?4, CASE WHEN ?3 = 'dead' THEN ?4 END, ?7, ?8, ?9)
        ON CONFLICT (key) DO NOTHING`,
     ),
-    // A claim picks the claimable heads, then leases each by its seq, inside one write transaction. (One
-    // UPDATE … WHERE seq IN (SELECT …) RETURNING took twice as long: SQLite materialises the subquery first.)
+    // A claim picks the claimable heads, then leases each by its seq, inside one write transaction: measured
+    // faster than one UPDATE … WHERE seq IN (SELECT …) RETURNING (a one-event claim on tmpfs: 29-38 us against 37-47).
     claimPick: db.prepare(
       `SELECT seq FROM events
        WHERE head = 1 AND ${OPEN} AND next_attempt_at <= ?1 AND (lease_until IS NULL OR lease_until <= ?1)
