@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import {
   isSqliteAvailable,
+  SCHEMA_VERSION,
   type SqliteConnection,
   sqliteStore,
   sqliteUnavailableReason,
@@ -76,7 +77,7 @@ describe('sqliteStore()', () => {
       ['k2'],
     );
     assert.equal(b.pragma('journal_mode'), 'wal');
-    assert.equal(b.pragma('user_version'), 1);
+    assert.equal(b.pragma('user_version'), SCHEMA_VERSION);
     b.close();
   });
 
@@ -109,7 +110,7 @@ describe('sqliteStore()', () => {
       (err: unknown) =>
         err instanceof StoreSchemaError &&
         err.message.includes(path) &&
-        err.message.includes('newer version (schema 99, this build knows 1)'),
+        err.message.includes(`newer version (schema 99, this build knows ${SCHEMA_VERSION})`),
     );
     assert.deepEqual(readFileSync(path), before);
   });
@@ -215,6 +216,11 @@ describe('sqliteStore()', () => {
     s.close();
   });
 
+  const rawDriver = async (): Promise<{ openDatabase(path: string): SqliteConnection }> =>
+    (globalThis as { Bun?: unknown }).Bun !== undefined
+      ? await import('../../src/stores/sqlite-bun.ts')
+      : await import('../../src/stores/sqlite-node.ts');
+
   test('claim() with nothing claimable answers [] at once, without waiting for the write lock', async () => {
     const path = tempPath();
     const s = sqliteStore({ path, busyTimeoutMs: 2000 });
@@ -237,6 +243,63 @@ describe('sqliteStore()', () => {
     }
     assert.deepEqual(s.claim({ owner: 'w', limit: 5, leaseMs: 60_000, now: T0 + 600 }).map((r) => r.key), ['b']);
     s.close();
+  });
+
+  test('counts() agrees with a full count of the rows after every kind of change', async () => {
+    const path = tempPath();
+    const s = sqliteStore({ path });
+    const raw = (await rawDriver()).openDatabase(path);
+    const counted = () => {
+      const c = { pending: 0, retrying: 0, done: 0, dead: 0 };
+      for (const r of raw.prepare('SELECT status, count(*) AS n FROM events GROUP BY status').all()) {
+        c[r.status as keyof typeof c] = r.n as number;
+      }
+      return c;
+    };
+    for (let i = 0; i < 12; i++) s.insert(newEvent(`k${i}`, `c${i % 4}`, T0 + i));
+    s.insert(newEvent('k0', 'c0', T0)); // a duplicate changes nothing
+    s.insert(newEvent('bad', null, T0, { status: 'dead', lastError: 'invalid' }));
+    assert.deepEqual(s.counts(), counted());
+    const got = s.claim({ owner: 'w', limit: 4, leaseMs: 60_000, now: T0 + 100 });
+    assert.equal(got.length, 4);
+    s.complete(got[0]!.key, 'w', T0 + 101);
+    s.retry(got[1]!.key, 'w', T0 + 5_000, 'later');
+    s.deadLetter(got[2]!.key, 'w', 'broken', T0 + 102);
+    assert.equal(s.complete(got[0]!.key, 'w', T0 + 103), false, 'a second completion changes nothing');
+    assert.deepEqual(s.counts(), counted());
+    assert.equal(s.requeue(got[2]!.key, T0 + 200), true);
+    s.requeueWhere({ status: ['dead'] }, T0 + 201);
+    assert.deepEqual(s.counts(), counted());
+    assert.equal(s.purge({ before: T0 + 1_000, status: ['done', 'dead'] }), 1);
+    assert.deepEqual(s.counts(), counted());
+    assert.deepEqual(s.counts(), { pending: 11, retrying: 1, done: 0, dead: 0 });
+    raw.close();
+    s.close();
+  });
+
+  test('a schema-1 file is upgraded in place, its counts taken from its rows', async () => {
+    const path = tempPath();
+    const s = sqliteStore({ path });
+    for (let i = 0; i < 5; i++) s.insert(newEvent(`k${i}`, `c${i}`, T0 + i));
+    s.insert(newEvent('bad', null, T0, { status: 'dead', lastError: 'invalid' }));
+    s.close();
+    // Back to schema 1 as an older build left it: no counts table, no triggers, and rows it alone wrote.
+    const raw = (await rawDriver()).openDatabase(path);
+    raw.exec(`DROP TRIGGER events_count_insert; DROP TRIGGER events_count_delete; DROP TRIGGER events_count_update;
+      DROP TABLE counts; UPDATE events SET status = 'done', finished_at = 1, head = 0 WHERE key = 'k4';
+      PRAGMA user_version = 1;`);
+    raw.close();
+    const again = sqliteStore({ path });
+    assert.equal(again.pragma('user_version'), SCHEMA_VERSION);
+    assert.deepEqual(again.counts(), { pending: 4, retrying: 0, done: 1, dead: 1 });
+    again.insert(newEvent('k9', 'c9', T0 + 9));
+    assert.equal(again.counts().pending, 5, 'and kept from then on');
+    assert.deepEqual(
+      again.list().map((r) => r.key),
+      ['k0', 'k1', 'k2', 'k3', 'k4', 'bad', 'k9'],
+      'every event is still there',
+    );
+    again.close();
   });
 
   test('two stores on one file (two instances) never claim the same event and agree on each group head', () => {
