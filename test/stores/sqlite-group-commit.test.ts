@@ -5,8 +5,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
-import { type SqliteConnection, sqliteStore, sqliteUnavailableReason } from '../../src/stores/sqlite.ts';
+import { sqliteStore, sqliteUnavailableReason } from '../../src/stores/sqlite.ts';
 import { StoreUnavailableError } from '../../src/stores/store.ts';
+import { sqliteDriver } from '../helpers/sqlite.ts';
 import { newEvent, storeContract } from './contract.ts';
 
 const skip = sqliteUnavailableReason ?? false;
@@ -22,12 +23,6 @@ const removeTemp = () => {
   if (dir) rmSync(dir, { recursive: true, force: true });
   dir = '';
 };
-
-async function driver(): Promise<{ openDatabase(path: string): SqliteConnection }> {
-  return (globalThis as { Bun?: unknown }).Bun !== undefined
-    ? await import('../../src/stores/sqlite-bun.ts')
-    : await import('../../src/stores/sqlite-node.ts');
-}
 
 storeContract('sqlite (group commit, full)', {
   skip,
@@ -74,7 +69,7 @@ describe('sqliteStore({ groupCommit: true })', { skip }, () => {
   test('a failed commit rejects every insert of the batch with StoreUnavailableError, and stores none of them', async () => {
     const path = tempPath();
     const s = sqliteStore({ path, groupCommit: true, busyTimeoutMs: 50 });
-    const other = (await driver()).openDatabase(path);
+    const other = (await sqliteDriver()).openDatabase(path);
     other.exec('BEGIN IMMEDIATE');
     let outcomes: PromiseSettledResult<unknown>[];
     try {

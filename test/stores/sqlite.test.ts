@@ -8,12 +8,12 @@ import { after, describe, test } from 'node:test';
 import {
   isSqliteAvailable,
   SCHEMA_VERSION,
-  type SqliteConnection,
   sqliteStore,
   sqliteUnavailableReason,
 } from '../../src/stores/sqlite.ts';
 import { StoreSchemaError, StoreUnavailableError } from '../../src/stores/store.ts';
 import { waitFor } from '../helpers/lava.ts';
+import { sqliteDriver } from '../helpers/sqlite.ts';
 import { newEvent, storeContract } from './contract.ts';
 
 const skip = sqliteUnavailableReason ?? false;
@@ -196,10 +196,7 @@ describe('sqliteStore()', () => {
     const s = sqliteStore({ path, busyTimeoutMs: 50 });
     // Something claimable, so the claim below needs the write lock.
     s.insert(newEvent('k0', 'c0', T0));
-    const driver: { openDatabase(path: string): SqliteConnection } = (globalThis as { Bun?: unknown }).Bun !== undefined
-      ? await import('../../src/stores/sqlite-bun.ts')
-      : await import('../../src/stores/sqlite-node.ts');
-    const other = driver.openDatabase(path);
+    const other = (await sqliteDriver()).openDatabase(path);
     other.exec('BEGIN IMMEDIATE');
     try {
       assert.throws(
@@ -216,21 +213,13 @@ describe('sqliteStore()', () => {
     s.close();
   });
 
-  const rawDriver = async (): Promise<{ openDatabase(path: string): SqliteConnection }> =>
-    (globalThis as { Bun?: unknown }).Bun !== undefined
-      ? await import('../../src/stores/sqlite-bun.ts')
-      : await import('../../src/stores/sqlite-node.ts');
-
   test('claim() with nothing claimable answers [] at once, without waiting for the write lock', async () => {
     const path = tempPath();
     const s = sqliteStore({ path, busyTimeoutMs: 2000 });
     s.insert(newEvent('a', 'c1', T0));
     s.insert(newEvent('b', 'c2', T0 + 500)); // due only from T0 + 500
     assert.deepEqual(s.claim({ owner: 'w', limit: 5, leaseMs: 60_000, now: T0 + 1 }).map((r) => r.key), ['a']);
-    const driver: { openDatabase(path: string): SqliteConnection } = (globalThis as { Bun?: unknown }).Bun !== undefined
-      ? await import('../../src/stores/sqlite-bun.ts')
-      : await import('../../src/stores/sqlite-node.ts');
-    const other = driver.openDatabase(path);
+    const other = (await sqliteDriver()).openDatabase(path);
     other.exec('BEGIN IMMEDIATE');
     try {
       // 'a' is leased and 'b' not due: nothing to claim, so no write transaction (which would wait 2 s and throw).
@@ -248,7 +237,7 @@ describe('sqliteStore()', () => {
   test('counts() agrees with a full count of the rows after every kind of change', async () => {
     const path = tempPath();
     const s = sqliteStore({ path });
-    const raw = (await rawDriver()).openDatabase(path);
+    const raw = (await sqliteDriver()).openDatabase(path);
     const counted = () => {
       const c = { pending: 0, retrying: 0, done: 0, dead: 0 };
       for (const r of raw.prepare('SELECT status, count(*) AS n FROM events GROUP BY status').all()) {
@@ -284,7 +273,7 @@ describe('sqliteStore()', () => {
     s.insert(newEvent('bad', null, T0, { status: 'dead', lastError: 'invalid' }));
     s.close();
     // Back to schema 1 as an older build left it: no counts table, no triggers, and rows it alone wrote.
-    const raw = (await rawDriver()).openDatabase(path);
+    const raw = (await sqliteDriver()).openDatabase(path);
     raw.exec(`DROP TRIGGER events_count_insert; DROP TRIGGER events_count_delete; DROP TRIGGER events_count_update;
       DROP TABLE counts; UPDATE events SET status = 'done', finished_at = 1, head = 0 WHERE key = 'k4';
       PRAGMA user_version = 1;`);
