@@ -315,21 +315,30 @@ const dir = mkdtempSync(join(tmpdir(), 'lava-bench-'));
 let pg = null;
 
 /** Cold starts of one target: process start to the first 200 on a signed POST, fresh store each time (median). */
-async function coldStart(id) {
+/**
+ * Starts one target on a fresh store (its own directory, or its own Postgres schema), waits for its first 200, runs
+ * `fn(proc, mode, readyMs)`, then stops it and drops what it made. readyMs: spawn to that first 200.
+ */
+async function onFreshServer(id, label, fn) {
   const t = TARGETS[id];
   const mode = t.mode ?? 'lava';
-  const colds = [];
-  for (let k = 0; k < COLD_RUNS; k++) {
-    const ctx = t.postgres ? { schema: pgSchema() } : {};
-    const sub = mkdtempSync(join(dir, `${id}-cold-`));
-    const proc = startProcess(t.cmd, t.env?.(sub, ctx) ?? {});
-    try {
-      colds.push(await firstOk(proc, mode));
-    } finally {
-      await stop(proc);
-      if (t.postgres) await pg.unsafe(`DROP SCHEMA IF EXISTS "${ctx.schema}" CASCADE`);
-    }
+  const ctx = t.postgres ? { schema: pgSchema() } : {};
+  const sub = mkdtempSync(join(dir, `${id}-${label}`));
+  const proc = startProcess(t.cmd, t.env?.(sub, ctx) ?? {});
+  try {
+    return await fn(proc, mode, await firstOk(proc, mode));
+  } finally {
+    await stop(proc);
+    if (t.postgres) await pg.unsafe(`DROP SCHEMA IF EXISTS "${ctx.schema}" CASCADE`);
   }
+}
+
+/** wrk's error count of one run: non-2xx answers and socket errors of every kind. */
+const errorsOf = (r) => r.status + r.connect + r.read + r.write + r.timeout;
+
+async function coldStart(id) {
+  const colds = [];
+  for (let k = 0; k < COLD_RUNS; k++) colds.push(await onFreshServer(id, 'cold-', (_proc, _mode, readyMs) => readyMs));
   colds.sort((x, y) => x - y);
   return colds[Math.floor(colds.length / 2)];
 }
@@ -350,15 +359,10 @@ async function unavailable(id) {
 }
 
 /** One measured run of one target on a fresh server and store: warm-up, then DURATION seconds of load. */
-async function measure(id) {
+function measure(id) {
   const t = TARGETS[id];
-  const mode = t.mode ?? 'lava';
-  const ctx = t.postgres ? { schema: pgSchema() } : {};
-  const m = {};
-  const sub = mkdtempSync(join(dir, `${id}-`));
-  const proc = startProcess(t.cmd, t.env?.(sub, ctx) ?? {});
-  try {
-    await firstOk(proc, mode);
+  return onFreshServer(id, '', async (proc, mode) => {
+    const m = {};
     // Taken before the warm-up, so the backlog note counts every event acked in this run (warm-up included).
     const before = t.ours ? await metricsOf(proc.port) : null;
     if (WARMUP > 0) await runWrk(proc.port, mode, WARMUP, WARM_OFFSET);
@@ -368,7 +372,7 @@ async function measure(id) {
     m.requests = r.requests;
     m.p50 = r.p50_us / 1000;
     m.p99 = r.p99_us / 1000;
-    m.errors = r.status + r.connect + r.read + r.write + r.timeout;
+    m.errors = errorsOf(r);
     m.errorDetail = r;
     m.rssMb = rssMb(proc.child.pid);
     if (r.requests > MAIN_N) m.note = `${r.requests - MAIN_N} requests reused an event (raise BENCH_MAX_RATE)`;
@@ -387,26 +391,17 @@ async function measure(id) {
         }
       }
     }
-  } finally {
-    await stop(proc);
-    if (t.postgres) await pg.unsafe(`DROP SCHEMA IF EXISTS "${ctx.schema}" CASCADE`);
-  }
-  return m;
+    return m;
+  });
 }
 
 /**
  * Latency below saturation: a fresh server of one target, offered about `rate` requests/s over CONNECTIONS
  * connections (each waits a random 0–2 × CONNECTIONS / rate before each request), warm-up first at the same pace.
  */
-async function measurePaced(id, rate) {
-  const t = TARGETS[id];
-  const mode = t.mode ?? 'lava';
-  const ctx = t.postgres ? { schema: pgSchema() } : {};
-  const sub = mkdtempSync(join(dir, `${id}-paced-`));
-  const proc = startProcess(t.cmd, t.env?.(sub, ctx) ?? {});
+function measurePaced(id, rate) {
   const paceMs = (1000 * CONNECTIONS) / rate;
-  try {
-    await firstOk(proc, mode);
+  return onFreshServer(id, 'paced-', async (proc, mode) => {
     if (WARMUP > 0) await runWrk(proc.port, mode, WARMUP, WARM_OFFSET, paceMs);
     const r = await runWrk(proc.port, mode, DURATION, 0, paceMs);
     return {
@@ -414,12 +409,9 @@ async function measurePaced(id, rate) {
       p50: r.p50_us / 1000,
       p99: r.p99_us / 1000,
       max: r.max_us / 1000,
-      errors: r.status + r.connect + r.read + r.write + r.timeout,
+      errors: errorsOf(r),
     };
-  } finally {
-    await stop(proc);
-    if (t.postgres) await pg.unsafe(`DROP SCHEMA IF EXISTS "${ctx.schema}" CASCADE`);
-  }
+  });
 }
 
 const median = (xs) => {
