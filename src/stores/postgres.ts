@@ -69,13 +69,15 @@ const MAX_INSERT_BATCH = 256;
 const ANALYZE_MIN_ROWS = 1000;
 
 /**
- * Whether Postgres refused a statement for the data it carried (SQLSTATE class 22 data exception, 23 integrity
- * violation or 54 program limit), as opposed to not being reachable. Bun's SQL puts the SQLSTATE in `errno`,
- * postgres.js in `code`; the store's own errors keep the client's as their cause.
+ * Whether a failed multi-row INSERT is worth retrying one row at a time, as opposed to the database not being
+ * reachable: Postgres refused it for the data it carried (SQLSTATE class 22 data exception, 23 integrity violation,
+ * 54 program limit), or rolled it back (class 40: a deadlock with another instance's batch holding the same keys in
+ * another order, or a serialization failure); a one-row INSERT holds no other row, so it cannot deadlock. Bun's SQL
+ * puts the SQLSTATE in `errno`, postgres.js in `code`; the store's own errors keep the client's as their cause.
  */
-function refusedData(error: unknown): boolean {
+function retryRowByRow(error: unknown): boolean {
   const e = (error instanceof StoreUnavailableError ? error.cause : error) as { code?: unknown; errno?: unknown } | null;
-  for (const v of [e?.errno, e?.code]) if (typeof v === 'string' && /^(22|23|54)[0-9A-Z]{3}$/.test(v)) return true;
+  for (const v of [e?.errno, e?.code]) if (typeof v === 'string' && /^(22|23|40|54)[0-9A-Z]{3}$/.test(v)) return true;
   return false;
 }
 
@@ -277,14 +279,14 @@ export function postgresStore(options: PostgresStoreOptions): Store {
     while (pending.length > 0) {
       const batch = pending.splice(0, MAX_INSERT_BATCH);
       const sent = insertBatch(batch).catch((error: unknown) => {
-        if (batch.length === 1 || !refusedData(error)) {
+        if (batch.length === 1 || !retryRowByRow(error)) {
           for (const q of batch) q.reject(error);
           return;
         }
-        // One row Postgres refuses (a NUL in a text field, say) must not cost the others their ack: each is tried
-        // alone, in order (so seq keeps the order they were made in), and only what fails alone fails. Any other
-        // failure (the database is away) fails them all at once: trying each again would only queue more work on a
-        // client that is reconnecting.
+        // One row Postgres refuses (a NUL in a text field, say), or a deadlock with another instance, must not cost
+        // the batch its acks: each is tried alone, in order (so seq keeps the order they were made in), and only what
+        // fails alone fails. Any other failure (the database is away) fails them all at once: trying each again would
+        // only queue more work on a client that is reconnecting.
         return (async () => {
           for (const q of batch) await insertBatch([q]).catch(q.reject);
         })();
