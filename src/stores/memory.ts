@@ -297,7 +297,8 @@ export function memoryStore(options: MemoryStoreOptions = {}): Store {
       check();
       const statuses = filter.status ?? ['dead'];
       let n = 0;
-      for (const r of [...records.values()]) {
+      // Requeueing changes a record in place (the map is not touched), so the live iteration is safe.
+      for (const r of records.values()) {
         if (!statuses.includes(r.status)) continue;
         if (filter.event !== undefined && r.event !== filter.event) continue;
         if (this.requeue(r.key, now)) n++;
@@ -313,8 +314,8 @@ export function memoryStore(options: MemoryStoreOptions = {}): Store {
       check();
       const limit = options.limit ?? 100;
       const out: EventRecord[] = [];
-      const all = [...records.values()].sort((a, b) => a.seq - b.seq);
-      for (const r of all) {
+      // A Map iterates in insertion order, and seq grows with every insert: this is seq order, with no copy to sort.
+      for (const r of records.values()) {
         if (out.length >= limit) break;
         if (options.afterSeq !== undefined && r.seq <= options.afterSeq) continue;
         if (options.status !== undefined && r.status !== options.status) continue;
@@ -328,7 +329,8 @@ export function memoryStore(options: MemoryStoreOptions = {}): Store {
       check();
       const statuses = status ?? ['done'];
       let n = 0;
-      for (const r of [...records.values()]) {
+      // Deleting the entry just visited is safe while iterating a Map: no copy of every record (a million, hourly).
+      for (const r of records.values()) {
         if ((r.status === 'done' || r.status === 'dead') && statuses.includes(r.status)) {
           if (r.finishedAt !== null && r.finishedAt < before) {
             records.delete(r.key);
