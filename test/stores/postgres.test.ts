@@ -2,7 +2,7 @@
 // several instances claiming at once, connection loss). Each run works in schemas of its own.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { type PostgresTransaction, postgresStore } from '../../src/stores/postgres.ts';
+import { type PostgresTransaction, SCHEMA_VERSION, postgresStore } from '../../src/stores/postgres.ts';
 import { type EventRecord, StoreSchemaError, StoreUnavailableError } from '../../src/stores/store.ts';
 import { openPg } from '../helpers/pg.ts';
 import { newEvent, storeContract } from './contract.ts';
@@ -35,7 +35,7 @@ describe(`${label} store`, { skip }, () => {
         ((await pg!.sql.unsafe(`SELECT version FROM "${schema}".schema_version`)) as Array<{ version: number }>).map(
           (r) => Number(r.version),
         ),
-        [1],
+        Array.from({ length: SCHEMA_VERSION }, (_, i) => i + 1),
       );
       // Every instance sees the others' writes: one inbox, not four.
       await stores[0]!.insert(newEvent('k', 'c', T0));
@@ -43,7 +43,7 @@ describe(`${label} store`, { skip }, () => {
       // A later start on the migrated schema changes nothing.
       const again = postgresStore({ sql: pg!.sql, schema });
       await again.ping();
-      assert.equal(Number(await scalar(`SELECT count(*) FROM "${schema}".schema_version`)), 1);
+      assert.equal(Number(await scalar(`SELECT count(*) FROM "${schema}".schema_version`)), SCHEMA_VERSION);
       for (const s of [...stores, again]) await s.close();
       for (const c of clients) await c.end({ timeout: 2 });
     }
@@ -53,11 +53,11 @@ describe(`${label} store`, { skip }, () => {
     const schema = pg!.schema();
     await pg!.sql.unsafe(`CREATE SCHEMA "${schema}"`);
     await pg!.sql.unsafe(`CREATE TABLE "${schema}".schema_version (version integer PRIMARY KEY, applied_at bigint)`);
-    await pg!.sql.unsafe(`INSERT INTO "${schema}".schema_version VALUES (2, 0)`);
+    await pg!.sql.unsafe(`INSERT INTO "${schema}".schema_version VALUES (${SCHEMA_VERSION + 1}, 0)`);
     const s = postgresStore({ sql: pg!.sql, schema });
     await assert.rejects(async () => s.ping(), (e: unknown) => {
       assert.ok(e instanceof StoreSchemaError);
-      assert.match(e.message, /version 2.*knows up to 1/);
+      assert.match(e.message, new RegExp(`version ${SCHEMA_VERSION + 1}.*knows up to ${SCHEMA_VERSION}`));
       return true;
     });
     await assert.rejects(async () => s.insert(newEvent('k', 'c', T0)), StoreSchemaError);
@@ -69,7 +69,7 @@ describe(`${label} store`, { skip }, () => {
     const first = postgresStore({ sql: pg!.sql, schema: upgraded });
     await first.insert(newEvent('k', 'c', T0));
     await first.close();
-    await pg!.sql.unsafe(`INSERT INTO "${upgraded}".schema_version VALUES (3, 0)`);
+    await pg!.sql.unsafe(`INSERT INTO "${upgraded}".schema_version VALUES (${SCHEMA_VERSION + 1}, 0)`);
     const old = postgresStore({ sql: pg!.sql, schema: upgraded });
     await assert.rejects(async () => old.get('k'), StoreSchemaError);
     await old.close();
@@ -167,6 +167,95 @@ describe(`${label} store`, { skip }, () => {
     const claimed = await s.claim({ owner: 'w', limit: 60, leaseMs: 60_000, now: T0 + 10_000 });
     assert.equal(claimed.length, 50, 'one head per customer');
     await s.close();
+  });
+
+  // What counts() must agree with: a full count of the table (what it ran before the counters existed).
+  const counted = async (schema: string) => {
+    const c: Record<string, number> = { pending: 0, retrying: 0, done: 0, dead: 0 };
+    for (const row of (await pg!.sql.unsafe(
+      `SELECT status, count(*) AS n FROM "${schema}".events GROUP BY status`,
+    )) as Array<{ status: string; n: unknown }>) {
+      c[row.status] = Number(row.n);
+    }
+    return c;
+  };
+
+  test('counts() agrees with a full count through every kind of write, from several connections at once', async () => {
+    const schema = pg!.schema();
+    const clients = await Promise.all([1, 2, 3].map(() => pg!.client()));
+    const stores = clients.map((sql) => postgresStore({ sql, schema }));
+    const [a, b, c] = stores as [ReturnType<typeof postgresStore>, ReturnType<typeof postgresStore>, ReturnType<typeof postgresStore>];
+    await Promise.all(stores.map((s) => s.ping()));
+    const agree = async (what: string) => assert.deepEqual(await a.counts(), await counted(schema), what);
+    await agree('empty');
+    // Batched inserts from three connections at once, with keys sent twice (once new, once a duplicate).
+    await Promise.all(
+      stores.map((s, i) =>
+        Promise.all(Array.from({ length: 120 }, (_, j) => s.insert(newEvent(`k${(i * 80 + j) % 300}`, `c${j % 7}`, T0 + j)))),
+      ),
+    );
+    await c.insert(newEvent('bad', 'c1', T0, { status: 'dead', lastError: 'invalid' }));
+    await agree('after inserts');
+    // Rows written by hand, outside the store, are counted too (one statement, many rows).
+    await pg!.sql.unsafe(
+      `INSERT INTO "${schema}".events (key, event, customer_id, body, headers, received_at, status, next_attempt_at)
+       SELECT 'raw' || g, 'customer.created', NULL, '\\x7b7d'::bytea, '{}'::jsonb, ${T0}, 'pending', ${T0}
+       FROM generate_series(1, 40) g`,
+    );
+    await agree('after a raw insert');
+    // Claims and renewals change no status; completions, retries and dead letters do, from every connection.
+    const now = T0 + 1000;
+    const claimed = await Promise.all(stores.map((s, i) => s.claim({ owner: `w${i}`, limit: 30, leaseMs: 60_000, now })));
+    assert.ok(claimed.flat().length >= 30);
+    await agree('after claims');
+    await Promise.all(
+      claimed.flatMap((records, i) =>
+        records.map((r, j) => {
+          const s = stores[i]!;
+          if (j % 3 === 0) return s.retry(r.key, `w${i}`, now + 5000, 'again');
+          if (j % 3 === 1) return s.deadLetter(r.key, `w${i}`, 'no', now);
+          return Promise.resolve(s.renew(r.key, `w${i}`, now + 90_000)).then(() => s.complete(r.key, `w${i}`, now));
+        }),
+      ),
+    );
+    await agree('after finishing');
+    // Finishing again (a lost lease) changes nothing.
+    const first = claimed.flat()[0]!;
+    await a.complete(first.key, 'w0', now);
+    await agree('after a fenced-off completion');
+    assert.ok((await b.requeueWhere({ status: ['dead'] }, now + 1)) > 0);
+    await c.requeue(first.key, now + 2);
+    await agree('after requeues');
+    const more = await b.claim({ owner: 'z', limit: 10, leaseMs: 60_000, now: now + 10_000 });
+    for (const r of more) await b.complete(r.key, 'z', now + 10);
+    assert.ok((await c.purge({ before: now + 100 })) > 0);
+    await agree('after a purge');
+    const totals = await a.counts();
+    assert.ok(totals.pending > 0 && totals.retrying > 0, JSON.stringify(totals));
+    for (const s of stores) await s.close();
+    for (const sql of clients) await sql.end({ timeout: 2 });
+  });
+
+  test('a version-1 schema is upgraded in place and its existing rows are counted once', async () => {
+    const schema = pg!.schema();
+    const s1 = postgresStore({ sql: pg!.sql, schema });
+    for (let i = 0; i < 50; i++) await s1.insert(newEvent(`k${i}`, `c${i % 5}`, T0 + i));
+    const [r] = await s1.claim({ owner: 'w', limit: 1, leaseMs: 60_000, now: T0 + 100 });
+    await s1.complete(r!.key, 'w', T0 + 100);
+    await s1.close();
+    // Back to what version 1 left: no counters, no triggers.
+    const S = `"${schema}"`;
+    await pg!.sql.unsafe(`DROP TABLE ${S}.counts`);
+    for (const t of ['events_count_inserted', 'events_count_deleted', 'events_count_status_changed']) {
+      await pg!.sql.unsafe(`DROP TRIGGER ${t} ON ${S}.events`);
+    }
+    await pg!.sql.unsafe(`DELETE FROM ${S}.schema_version WHERE version > 1`);
+    const s2 = postgresStore({ sql: pg!.sql, schema });
+    assert.deepEqual(await s2.counts(), { pending: 49, retrying: 0, done: 1, dead: 0 });
+    assert.equal(Number(await scalar(`SELECT max(version) FROM ${S}.schema_version`)), SCHEMA_VERSION);
+    await s2.insert(newEvent('after', null, T0 + 200));
+    assert.deepEqual(await s2.counts(), await counted(schema));
+    await s2.close();
   });
 
   test('a row Postgres refuses fails only its own insert, not the others made with it', async () => {
