@@ -41,7 +41,8 @@ const COMMANDS: Record<string, Command> = {
   --data <json>          fields merged into data, e.g. '{"balance":"12.50"}'
   --count <n>            send n events (default 1)
   --duplicate            send each event twice: the second answer says duplicate
-  --webhook-id <id>      send a webhook-id header (the idempotency key); -1, -2, … appended with --count
+  --webhook-id <id>      send a webhook-id header (the key where the receiver trusts it:
+                         LAVA_WEBHOOK_TRUST_WEBHOOK_ID=true); -1, -2, … appended with --count
   events: customer.created, customer.wallet.balance.updated, customer.deleted (legacy connection.* too)`,
     options: {
       url: { type: 'string' },

@@ -90,6 +90,10 @@ export const envSchema = z.object({
     })
     .optional(),
   LAVA_WEBHOOK_HANDLERS: z.string().min(1).optional(),
+  LAVA_WEBHOOK_TRUST_WEBHOOK_ID: z
+    .enum(['true', 'false', '1', '0'], { error: 'expected true or false' })
+    .default('false')
+    .transform((v) => v === 'true' || v === '1'),
   LAVA_RELAY_URL: z.url({ protocol: /^https?$/, error: 'expected an http(s) URL' }).optional(),
   LAVA_RELAY_SECRET: z
     .string()

@@ -49,6 +49,12 @@ export interface LavaWebhooksOptions {
   retentionMs?: number;
   /** Per-event idempotency key functions, tried before the default policy. */
   idempotencyKey?: Record<string, KeyFunction>;
+  /**
+   * Use a `webhook-id` request header, when present, as the idempotency key. Default false: Lava sends none, and
+   * its signature does not cover headers, so a captured delivery could be replayed under new ids and run again.
+   * Turn it on only behind a proxy you control that sets the header and drops any a client sent.
+   */
+  trustWebhookIdHeader?: boolean;
   /** Request headers stored with each event (lower-case). */
   keepHeaders?: readonly string[];
   /** Signature verifier; default SubtleCrypto. Runtime entries may pass a faster native one. */
@@ -151,6 +157,7 @@ export function createLavaWebhooks(options: LavaWebhooksOptions): LavaWebhooks {
     storeTimeoutMs: positive('storeTimeoutMs', options.storeTimeoutMs, 5_000),
     keepHeaders: (options.keepHeaders ?? DEFAULT_KEEP_HEADERS).map((h) => h.toLowerCase()),
     keyOverrides: options.idempotencyKey,
+    trustIdHeader: options.trustWebhookIdHeader === true,
     logger,
     metrics,
     now,

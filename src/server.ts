@@ -129,6 +129,7 @@ async function boot(): Promise<{ lava: LavaWebhooks; port: number; hostname: str
     pollMs: config.LAVA_WEBHOOK_POLL,
     handlerTimeoutMs: config.LAVA_WEBHOOK_HANDLER_TIMEOUT,
     storeTimeoutMs: config.LAVA_WEBHOOK_STORE_TIMEOUT,
+    trustWebhookIdHeader: config.LAVA_WEBHOOK_TRUST_WEBHOOK_ID,
     retry: config.LAVA_WEBHOOK_RETRY_SCHEDULE ? { scheduleMs: config.LAVA_WEBHOOK_RETRY_SCHEDULE } : undefined,
     logger,
   });

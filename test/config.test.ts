@@ -16,6 +16,16 @@ describe('loadConfig()', () => {
     assert.equal(c.LAVA_WEBHOOK_DURABILITY, 'normal');
     assert.equal(c.LAVA_WEBHOOK_PATH, '/webhooks/lava');
     assert.equal(c.LOG_LEVEL, 'info');
+    assert.equal(c.LAVA_WEBHOOK_TRUST_WEBHOOK_ID, false);
+  });
+
+  test('LAVA_WEBHOOK_TRUST_WEBHOOK_ID takes true/false or 1/0, and names itself when it is anything else', () => {
+    const trust = (v: string) => loadConfig({ LAVA_WEBHOOK_SECRET: 's', LAVA_WEBHOOK_TRUST_WEBHOOK_ID: v }).LAVA_WEBHOOK_TRUST_WEBHOOK_ID;
+    assert.equal(trust('true'), true);
+    assert.equal(trust('1'), true);
+    assert.equal(trust('false'), false);
+    assert.equal(trust('0'), false);
+    assert.throws(() => trust('yes'), /LAVA_WEBHOOK_TRUST_WEBHOOK_ID: expected true or false/);
   });
 
   test('splits comma-separated secrets for rotation and trims them', () => {

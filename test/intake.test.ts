@@ -10,6 +10,7 @@ import {
   jsonLogger,
   memoryStore,
   sign,
+  silentLogger,
 } from '../src/mod.ts';
 import { samplePayload } from '../src/samples.ts';
 import { SECRET, lavaSign, signedRequest, waitFor } from './helpers/lava.ts';
@@ -269,10 +270,16 @@ describe('intake over HTTP', () => {
     assert.match(status, /^HTTP\/1\.1 413/);
   });
 
-  test('the idempotency key: webhook-id header, then a top-level id, then event+customer, then event+body hash', async () => {
+  test('the idempotency key: a top-level id, then event+customer, then event+body hash; webhook-id is not trusted', async () => {
+    // An unsigned webhook-id header does not name the event: a captured delivery replayed under new ids is a duplicate.
     let body = created('cus_key1');
-    assert.equal((await post(h.url, body, { headers: { 'webhook-id': 'msg_1' } })).status, 200);
-    assert.ok(await h.store.get('id:msg_1'));
+    assert.deepEqual(await (await post(h.url, body, { headers: { 'webhook-id': 'msg_1' } })).json(), { received: true });
+    assert.deepEqual(await (await post(h.url, body, { headers: { 'webhook-id': 'msg_2' } })).json(), {
+      received: true,
+      duplicate: true,
+    });
+    assert.equal(await h.store.get('id:msg_1'), null);
+    assert.ok(await h.store.get('customer.created:cus_key1'));
     body = created('cus_key2', { id: 'evt_123' });
     assert.equal((await post(h.url, body)).status, 200);
     assert.ok(await h.store.get('id:evt_123'));
@@ -284,6 +291,29 @@ describe('intake over HTTP', () => {
     const keys = (await h.store.list({ customerId: 'cus_bal' })).map((r) => r.key);
     assert.equal(keys.length, 2);
     assert.ok(keys.every((k) => /^customer\.wallet\.balance\.updated:sha256:[0-9a-f]{64}$/.test(k)));
+  });
+
+  test('trustWebhookIdHeader: a webhook-id header becomes the key, before the fields of the body', async () => {
+    const trusting = await harness({ trustWebhookIdHeader: true, logger: silentLogger });
+    try {
+      const body = created('cus_trust', { id: 'evt_body' });
+      assert.deepEqual(await (await post(trusting.url, body, { headers: { 'webhook-id': ' msg_9 ' } })).json(), {
+        received: true,
+      });
+      assert.ok(await trusting.store.get('id:msg_9'));
+      // Trusted, a new id is a new event even for the same body; without the header the body's id is the key.
+      assert.deepEqual(await (await post(trusting.url, body, { headers: { 'webhook-id': 'msg_10' } })).json(), {
+        received: true,
+      });
+      assert.deepEqual(await (await post(trusting.url, body)).json(), { received: true });
+      assert.ok(await trusting.store.get('id:evt_body'));
+      assert.deepEqual(await (await post(trusting.url, body, { headers: { 'webhook-id': 'msg_9' } })).json(), {
+        received: true,
+        duplicate: true,
+      });
+    } finally {
+      await trusting.close();
+    }
   });
 
   test('a duplicate delivery answers 200 duplicate:true and the handler runs once', async () => {

@@ -84,6 +84,8 @@ describe('postgres outage', { skip }, () => {
       pollMs: 100,
       retry: { scheduleMs: [100, 200, 400, 800], jitter: 0 },
       logLevel: 'silent',
+      // The deliveries name their keys in webhook-id, as a proxy in front of the receiver would.
+      trustWebhookIdHeader: true,
     });
     lava.start();
     const deliver = async (key: string, customer: string, n: number) => {

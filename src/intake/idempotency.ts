@@ -18,26 +18,35 @@ export type KeyFunction = (input: KeyInput) => string | null | undefined | Promi
 const BY_CUSTOMER = new Set(['customer.created', 'customer.deleted']);
 
 /**
- * The default policy, in order: a `webhook-id` header; a top-level `id` field; `event:customer_id` for
- * customer.created and customer.deleted; otherwise `event:sha256:<hex of the raw body>`.
+ * The default policy, in order: a `webhook-id` header, only when `trustIdHeader` is set; a top-level `id` field;
+ * `event:customer_id` for customer.created and customer.deleted; otherwise `event:sha256:<hex of the raw body>`.
  * A per-event override in `overrides` comes first when it returns a key.
+ *
+ * The header is not trusted by default: Lava sends none, and its signature covers the body only, so anyone holding
+ * one captured delivery could send it again under new `webhook-id`s and have each copy run as a new event. Every
+ * other source of the key is inside the signed body.
  */
 export function idempotencyKey(
   input: KeyInput,
   overrides?: Record<string, KeyFunction>,
   digest: Sha256Hex = sha256Hex,
+  trustIdHeader = false,
 ): string | Promise<string> {
   const custom = overrides?.[input.event];
   if (custom) {
-    return Promise.resolve(custom(input)).then((key) => (key ? `custom:${key}` : defaultKey(input, digest)));
+    return Promise.resolve(custom(input)).then((key) =>
+      key ? `custom:${key}` : defaultKey(input, digest, trustIdHeader),
+    );
   }
-  return defaultKey(input, digest);
+  return defaultKey(input, digest, trustIdHeader);
 }
 
 // Synchronous when the digest is (the native one): no promise on the request path for the common case.
-function defaultKey(input: KeyInput, digest: Sha256Hex): string | Promise<string> {
-  const header = input.headers.get('webhook-id')?.trim();
-  if (header) return `id:${header}`;
+function defaultKey(input: KeyInput, digest: Sha256Hex, trustIdHeader: boolean): string | Promise<string> {
+  if (trustIdHeader) {
+    const header = input.headers.get('webhook-id')?.trim();
+    if (header) return `id:${header}`;
+  }
   const id = input.payload.id;
   if ((typeof id === 'string' && id.length > 0) || (typeof id === 'number' && Number.isFinite(id))) return `id:${id}`;
   if (BY_CUSTOMER.has(input.event) && input.customerId) return `${input.event}:${input.customerId}`;

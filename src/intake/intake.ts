@@ -21,6 +21,8 @@ export interface IntakeConfig {
   /** Lower-case names of the request headers stored with each event. */
   keepHeaders: readonly string[];
   keyOverrides?: Record<string, KeyFunction>;
+  /** Use a `webhook-id` request header as the key (it is not covered by the signature). Default false. */
+  trustIdHeader?: boolean;
   logger: Logger;
   metrics: Metrics;
   now: () => number;
@@ -209,6 +211,7 @@ export function createIntake(config: IntakeConfig) {
       { event: parsed.name, customerId: parsed.customerId, payload: parsed.payload, body, headers },
       config.keyOverrides,
       digest,
+      config.trustIdHeader === true,
     );
     const key = typeof keyed === 'string' ? keyed : await keyed;
     const inserting = insert({
