@@ -439,6 +439,59 @@ describe('worker', () => {
     await lava.close();
   });
 
+  test('a networked store (claims answered by a promise) is claimed a few slots ahead, never past its bound', async () => {
+    const inner = memoryStore();
+    // Every method answers through a promise, as Postgres and Deno KV do.
+    const store = Object.fromEntries(
+      Object.entries(inner).map(([k, v]) => [k, typeof v === 'function' ? (...a: unknown[]) => Promise.resolve(v(...a)) : v]),
+    ) as unknown as typeof inner;
+    const limits: number[] = [];
+    const seen = new Map<string, number>();
+    let running = 0;
+    let maxRunning = 0;
+    const claim = store.claim;
+    store.claim = (o) => {
+      limits.push(o.limit);
+      return claim(o);
+    };
+    const { lava } = receiver({
+      store,
+      concurrency: 2,
+      handlers: {
+        'customer.wallet.balance.updated': async (e) => {
+          running++;
+          maxRunning = Math.max(maxRunning, running);
+          await sleep(1);
+          running--;
+          seen.set(e.data.balance as string, (seen.get(e.data.balance as string) ?? 0) + 1);
+        },
+      },
+    });
+    const N = 120;
+    for (let i = 0; i < N; i++) {
+      await store.insert({
+        key: `b${i}`,
+        event: 'customer.wallet.balance.updated',
+        customerId: `cus_${i % 60}`,
+        body: new TextEncoder().encode(JSON.stringify(balance(`cus_${i % 60}`, i))),
+        headers: {},
+        receivedAt: Date.now(),
+        status: 'pending',
+      });
+    }
+    lava.start();
+    await waitFor(() => seen.size === N, 10_000, 'every event to run');
+    assert.ok([...seen.values()].every((n) => n === 1));
+    assert.ok(maxRunning <= 2, 'the concurrency limit held');
+    // 2 slots, 4 × 2 held at most: once the worker has seen the store answer by promise, claims ask for up to 8
+    // (the very first asks for the free slots only), and none for more.
+    assert.equal(Math.max(...limits), 8, `claim limits ${limits.join(',')}`);
+    assert.ok(limits.every((l) => l >= 1 && l <= 8), `claim limits ${limits.join(',')}`);
+    const withWork = limits.length;
+    assert.ok(withWork <= N / 3, `${withWork} claims for ${N} events (one per freed slot would be about ${N})`);
+    await lava.close();
+  });
+
   test('retention: purge() removes completed events older than the retention period, not dead letters', async () => {
     let clock = 1_000_000;
     const { lava } = receiver({
