@@ -388,7 +388,8 @@ function measure(id) {
         const t0 = performance.now();
         await sleep(DRAIN * 1000);
         const later = await metricsOf(proc.port);
-        if (later?.pending !== null && later?.pending !== undefined) {
+        // A backlog gone before the window ended gives only a lower bound (the backlog over the window): not a rate.
+        if (later?.pending !== null && later?.pending !== undefined && later.pending > 0) {
           m.drainRate = (after.pending - later.pending) / ((performance.now() - t0) / 1000);
         }
       }
@@ -537,6 +538,8 @@ function table(rows) {
     }
     if (typeof r.drainRate === 'number') {
       notes.push(`then run at ${Math.round(r.drainRate).toLocaleString('en')} events/s once the load stopped`);
+    } else if (r.pendingAfter > 0 && DRAIN > 0) {
+      notes.push(`all run within the ${DRAIN} s after the load`);
     }
     if (r.note) notes.push(r.note);
     if (r.errors) {
