@@ -63,12 +63,24 @@ export function createDeliveryHandler(deps: AppDeps) {
   const { metrics } = deps;
   return async (request: Request, waitUntil: () => ((p: Promise<unknown>) => void) | null): Promise<Response> => {
     if (deps.isClosing()) return json(503, { error: 'shutting down' }, { 'retry-after': '1' });
-    const started = performance.now();
-    const r = await deps.intake(request);
-    if (r.status === 200) metrics.ackLatency(performance.now() - started);
-    if (r.recorded) deps.onRecorded(waitUntil);
-    return r.body === RECEIVED ? new Response(RECEIVED_JSON, { headers: JSON_HEADERS }) : json(r.status, r.body);
+    // The receiver's fast path calls this without Hono, so it answers its own unexpected errors, as onError would;
+    // left to the runtime, the answer could show the error (Bun's development error page does).
+    try {
+      const started = performance.now();
+      const r = await deps.intake(request);
+      if (r.status === 200) metrics.ackLatency(performance.now() - started);
+      if (r.recorded) deps.onRecorded(waitUntil);
+      return r.body === RECEIVED ? new Response(RECEIVED_JSON, { headers: JSON_HEADERS }) : json(r.status, r.body);
+    } catch (error) {
+      return internalError(deps.logger, error);
+    }
   };
+}
+
+/** The answer to an error nobody expected: the same generic 500 from every route, the error itself to the log. */
+export function internalError(logger: Logger, error: unknown): Response {
+  logger.error('unhandled error in request', { error });
+  return json(500, { error: 'internal error' });
 }
 
 export function createApp(deps: AppDeps, deliver = createDeliveryHandler(deps)): Hono {
@@ -113,10 +125,7 @@ export function createApp(deps: AppDeps, deliver = createDeliveryHandler(deps)):
     return json(404, { error: 'not found' });
   });
 
-  app.onError((error) => {
-    logger.error('unhandled error in request', { error });
-    return json(500, { error: 'internal error' });
-  });
+  app.onError((error) => internalError(logger, error));
 
   return app;
 }

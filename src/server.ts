@@ -161,6 +161,9 @@ if (isBun && runtimeGlobals.Bun) {
     fetch: lava.fetch,
     // Bun closes a connection idle for 10 s by default; a slow sender gets the body timeout instead.
     idleTimeout: 60,
+    // Bun's default follows NODE_ENV, and its development mode answers an uncaught error with an HTML page that
+    // shows the error; this is a production server whatever NODE_ENV says.
+    development: false,
   });
   stopListening = () => server.stop();
   lava.logger.info('listening', { url: `http://${hostname}:${server.port}` });

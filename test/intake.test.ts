@@ -5,6 +5,7 @@ import { after, before, describe, test } from 'node:test';
 import {
   type HandlerMap,
   type LavaWebhooksOptions,
+  type Logger,
   type Store,
   createLavaWebhooks,
   jsonLogger,
@@ -388,6 +389,36 @@ describe('intake options', () => {
       assert.equal((await post(h.url, created('r1'), { secret: 'whsec_new' })).status, 200);
       assert.equal((await post(h.url, created('r2'), { secret: 'whsec_old' })).status, 200);
       assert.equal((await post(h.url, created('r3'), { secret: SECRET })).status, 401);
+    } finally {
+      await h.close();
+    }
+  });
+
+  test('an unexpected error on the delivery path answers the generic 500, and the error goes to the log', async () => {
+    const lines: string[] = [];
+    const base = jsonLogger({ level: 'debug', write: (l) => lines.push(l) });
+    // A logger that fails when the accepted line is written: an error no part of intake expects.
+    const logger: Logger = {
+      debug: (m, f) => base.debug(m, f),
+      info: (m, f) => {
+        if (m === 'accepted') throw new Error('log sink is gone: /srv/internal/path.ts');
+        base.info(m, f);
+      },
+      warn: (m, f) => base.warn(m, f),
+      error: (m, f) => base.error(m, f),
+      child: () => logger,
+    };
+    const h = await harness({ logger });
+    try {
+      for (const url of [h.url, `${h.url}?via=hono`]) {
+        const res = await post(url, created(`err_${url.length}`));
+        assert.equal(res.status, 500);
+        assert.equal(res.headers.get('content-type'), 'application/json');
+        const text = await res.text();
+        assert.deepEqual(JSON.parse(text), { error: 'internal error' });
+        assert.ok(!text.includes('/srv/internal'), 'the answer does not show the error');
+      }
+      assert.equal(lines.filter((l) => l.includes('unhandled error in request') && l.includes('log sink is gone')).length, 2);
     } finally {
       await h.close();
     }
