@@ -410,8 +410,12 @@ describe('intake options', () => {
     };
     const h = await harness({ logger });
     try {
-      for (const url of [h.url, `${h.url}?via=hono`]) {
-        const res = await post(url, created(`err_${url.length}`));
+      // Over HTTP (the receiver's fast path, which skips Hono), and through the Hono app a larger app would mount.
+      const answers = [
+        await post(h.url, created('err_fast')),
+        await h.lava.app.fetch(signedRequest('http://receiver.test/webhooks/lava', created('err_hono'))),
+      ];
+      for (const res of answers) {
         assert.equal(res.status, 500);
         assert.equal(res.headers.get('content-type'), 'application/json');
         const text = await res.text();
