@@ -5,6 +5,7 @@ import {
   type HandlerMap,
   type LavaWebhooksOptions,
   NonRetryableError,
+  type Store,
   createLavaWebhooks,
   jsonLogger,
   memoryStore,
@@ -39,6 +40,21 @@ async function deliver(lava: { fetch: (r: Request) => Response | Promise<Respons
 
 const balance = (customerId: string, n: number) =>
   samplePayload('customer.wallet.balance.updated', { customerId, data: { balance: String(n) } });
+
+/** Records n pending balance events (key `b<i>`, customer `cus_<i % customers>`) straight into the store. */
+async function recordBalances(store: Store, n: number, customers: number) {
+  for (let i = 0; i < n; i++) {
+    await store.insert({
+      key: `b${i}`,
+      event: 'customer.wallet.balance.updated',
+      customerId: `cus_${i % customers}`,
+      body: new TextEncoder().encode(JSON.stringify(balance(`cus_${i % customers}`, i))),
+      headers: {},
+      receivedAt: Date.now(),
+      status: 'pending',
+    });
+  }
+}
 
 describe('retry policy', () => {
   test('nextAttemptDelay() follows the schedule with bounded jitter, then gives up', () => {
@@ -419,18 +435,7 @@ describe('worker', () => {
     };
     const N = 200;
     // Recorded straight into the store (a delivery without a running loop would be processed at once).
-    for (let i = 0; i < N; i++) {
-      const body = new TextEncoder().encode(JSON.stringify(balance(`cus_${i % 100}`, i)));
-      await lava.store.insert({
-        key: `b${i}`,
-        event: 'customer.wallet.balance.updated',
-        customerId: `cus_${i % 100}`,
-        body,
-        headers: {},
-        receivedAt: Date.now(),
-        status: 'pending',
-      });
-    }
+    await recordBalances(lava.store, N, 100);
     lava.start();
     await waitFor(() => seen.size === N, 10_000, 'every event to run');
     assert.ok([...seen.values()].every((n) => n === 1));
@@ -468,17 +473,7 @@ describe('worker', () => {
       },
     });
     const N = 120;
-    for (let i = 0; i < N; i++) {
-      await store.insert({
-        key: `b${i}`,
-        event: 'customer.wallet.balance.updated',
-        customerId: `cus_${i % 60}`,
-        body: new TextEncoder().encode(JSON.stringify(balance(`cus_${i % 60}`, i))),
-        headers: {},
-        receivedAt: Date.now(),
-        status: 'pending',
-      });
-    }
+    await recordBalances(store, N, 60);
     lava.start();
     await waitFor(() => seen.size === N, 10_000, 'every event to run');
     assert.ok([...seen.values()].every((n) => n === 1));
@@ -487,8 +482,7 @@ describe('worker', () => {
     // (the very first asks for the free slots only), and none for more.
     assert.equal(Math.max(...limits), 8, `claim limits ${limits.join(',')}`);
     assert.ok(limits.every((l) => l >= 1 && l <= 8), `claim limits ${limits.join(',')}`);
-    const withWork = limits.length;
-    assert.ok(withWork <= N / 3, `${withWork} claims for ${N} events (one per freed slot would be about ${N})`);
+    assert.ok(limits.length <= N / 3, `${limits.length} claims for ${N} events (one per freed slot would be about ${N})`);
     await lava.close();
   });
 
