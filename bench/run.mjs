@@ -314,7 +314,6 @@ const runs = [];
 const dir = mkdtempSync(join(tmpdir(), 'lava-bench-'));
 let pg = null;
 
-/** Cold starts of one target: process start to the first 200 on a signed POST, fresh store each time (median). */
 /**
  * Starts one target on a fresh store (its own directory, or its own Postgres schema), waits for its first 200, runs
  * `fn(proc, mode, readyMs)`, then stops it and drops what it made. readyMs: spawn to that first 200.
@@ -336,6 +335,7 @@ async function onFreshServer(id, label, fn) {
 /** wrk's error count of one run: non-2xx answers and socket errors of every kind. */
 const errorsOf = (r) => r.status + r.connect + r.read + r.write + r.timeout;
 
+/** Cold starts of one target: process start to the first 200 on a signed POST, fresh store each time (median). */
 async function coldStart(id) {
   const colds = [];
   for (let k = 0; k < COLD_RUNS; k++) colds.push(await onFreshServer(id, 'cold-', (_proc, _mode, readyMs) => readyMs));

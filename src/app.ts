@@ -78,7 +78,7 @@ export function createDeliveryHandler(deps: AppDeps) {
 }
 
 /** The answer to an error nobody expected: the same generic 500 from every route, the error itself to the log. */
-export function internalError(logger: Logger, error: unknown): Response {
+function internalError(logger: Logger, error: unknown): Response {
   logger.error('unhandled error in request', { error });
   return json(500, { error: 'internal error' });
 }

@@ -460,12 +460,12 @@ export function sqliteStore(options: SqliteStoreOptions): SqliteStore | SqliteGr
       throw err;
     }
   };
-  // After the open set of a group changed in a way that can move its head (requeue).
   // The group's lowest-seq open event becomes its head (when it is not already).
   const promote = (grp: string) => {
     const next = s.firstOpen.get(grp);
     if (next) s.promoteSeq.run(next.seq as number);
   };
+  // After the open set of a group changed in a way that can move its head (requeue).
   const reseatHead = (grp: string) => {
     s.demote.run(grp);
     promote(grp);
