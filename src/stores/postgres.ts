@@ -65,6 +65,9 @@ type Row = Record<string, unknown>;
 // Parameters per inserted row, and rows per INSERT (Postgres allows 65 535 parameters in one statement).
 const INSERT_PARAMS = 9;
 const MAX_INSERT_BATCH = 256;
+// Parameters per completion, and completions per UPDATE.
+const COMPLETE_PARAMS = 3;
+const MAX_COMPLETE_BATCH = 256;
 // Rows inserted by this instance before it refreshes the planner's statistics (see grew()).
 const ANALYZE_MIN_ROWS = 1000;
 
@@ -356,6 +359,60 @@ export function postgresStore(options: PostgresStoreOptions): Store {
     }
   }
 
+  // ---- Completions: the worker's commits ----
+  // Like inserts, the completions made in one turn of the event loop go as one UPDATE: one round trip and one commit
+  // for all of them. Each is still fenced by its own owner, and each caller hears whether its own row changed. A
+  // batch Postgres rolls back (a deadlock: a lease taken over while its old owner completes, in two batches holding
+  // the same keys in opposite orders) is tried again one completion at a time, which holds one row and cannot deadlock.
+  type QueuedCompletion = {
+    key: string;
+    owner: string;
+    now: number;
+    resolve: (ok: boolean) => void;
+    reject: (e: unknown) => void;
+  };
+  const completions: QueuedCompletion[] = [];
+  let completionsScheduled = false;
+
+  const completeSql = (rowsInBatch: number) => {
+    const values: string[] = [];
+    for (let i = 0; i < rowsInBatch; i++) {
+      const b = i * COMPLETE_PARAMS;
+      values.push(`($${b + 1}::text, $${b + 2}::text, $${b + 3}::bigint)`);
+    }
+    return `UPDATE ${T} e SET status = 'done', finished_at = v.now, lease_owner = NULL, lease_until = NULL
+      FROM (VALUES ${values.join(', ')}) AS v(key, owner, now)
+      WHERE e.key = v.key AND e.lease_owner = v.owner AND e.status IN ${OPEN}
+      RETURNING e.key AS key`;
+  };
+
+  async function completeBatch(batch: QueuedCompletion[]): Promise<void> {
+    const params: unknown[] = [];
+    for (const q of batch) params.push(q.key, q.owner, q.now);
+    const out = await run('complete', () => rows(client, completeSql(batch.length), params));
+    const changed = new Set(out.map((r) => String(r.key)));
+    // The same key twice in one batch changed its row once: the first caller completed it, as it would have alone.
+    for (const q of batch) q.resolve(changed.delete(q.key));
+  }
+
+  function flushCompletions(): void {
+    completionsScheduled = false;
+    while (completions.length > 0) {
+      const batch = completions.splice(0, MAX_COMPLETE_BATCH);
+      const sent = completeBatch(batch).catch((error: unknown) => {
+        if (batch.length === 1 || !retryRowByRow(error)) {
+          for (const q of batch) q.reject(error);
+          return;
+        }
+        return (async () => {
+          for (const q of batch) await completeBatch([q]).catch(q.reject);
+        })();
+      });
+      sending.add(sent);
+      void sent.finally(() => sending.delete(sent));
+    }
+  }
+
   // ---- Planner statistics during a burst ----
   // Autovacuum analyzes a table at most once a minute, and a new one not before it has a few hundred rows. A burst
   // outruns that: with statistics from an empty table, Postgres plans the claim's walk through open events as a
@@ -514,12 +571,15 @@ export function postgresStore(options: PostgresStoreOptions): Store {
     renew(key, owner, leaseUntil) {
       return fenced('renew', 'lease_until = $3', [key, owner, leaseUntil]);
     },
-    complete(key, owner, now) {
-      return fenced('complete', `status = 'done', finished_at = $3, lease_owner = NULL, lease_until = NULL`, [
-        key,
-        owner,
-        now,
-      ]);
+    complete(key, owner, now): Promise<boolean> {
+      if (closed) return Promise.reject(new StoreUnavailableError('postgres store is closed'));
+      return new Promise<boolean>((resolve, reject) => {
+        completions.push({ key, owner, now, resolve, reject });
+        if (!completionsScheduled) {
+          completionsScheduled = true;
+          afterThisTurn(flushCompletions);
+        }
+      });
     },
     retry(key, owner, at, error) {
       return fenced(
@@ -636,8 +696,9 @@ export function postgresStore(options: PostgresStoreOptions): Store {
 
     async close() {
       if (closed) return;
-      // Inserts already made are sent and answered before the store closes.
+      // Inserts and completions already made are sent and answered before the store closes.
       flushInserts();
+      flushCompletions();
       await Promise.all([...sending]);
       closed = true;
       if (options.closeClient) await client.end?.({ timeout: 5 });

@@ -130,6 +130,78 @@ describe(`${label} store`, { skip }, () => {
     await s.close();
   });
 
+  test('completions made together share one UPDATE, and each is fenced by its own lease', async () => {
+    const statements: string[] = [];
+    const counting = {
+      unsafe: (text: string, params?: unknown[]) => {
+        statements.push(text);
+        return pg!.sql.unsafe(text, params);
+      },
+      begin: (fn: (tx: PostgresTransaction) => Promise<unknown>) => pg!.sql.begin(fn),
+    };
+    const s = postgresStore({ sql: counting, schema: pg!.schema() });
+    const keys = Array.from({ length: 30 }, (_, i) => `k${i}`);
+    await Promise.all(keys.map((k, i) => s.insert(newEvent(k, `c${i}`, T0 + i))));
+    assert.equal((await s.claim({ owner: 'w', limit: 30, leaseMs: 60_000, now: T0 + 100 })).length, 30);
+    statements.length = 0;
+    const results = await Promise.all([
+      ...keys.map((k, i) => s.complete(k, 'w', T0 + 200 + i)),
+      s.complete('k3', 'intruder', T0 + 300), // not its lease
+      s.complete('k5', 'w', T0 + 301), // the same completion twice in one batch: the first one did it
+      s.complete('missing', 'w', T0 + 302),
+    ]);
+    assert.equal(statements.filter((t) => t.includes(`status = 'done'`)).length, 1, 'one statement for 33');
+    assert.deepEqual(results, [...keys.map(() => true), false, false, false]);
+    const stored = await s.list({ limit: 100 });
+    assert.deepEqual(
+      stored.map((r) => [r.key, r.status, r.finishedAt, r.leaseOwner]),
+      keys.map((k, i) => [k, 'done', T0 + 200 + i, null]),
+    );
+    assert.deepEqual(await s.counts(), { pending: 0, retrying: 0, done: 30, dead: 0 });
+    assert.equal(await s.complete('k0', 'w', T0 + 400), false, 'a finished event cannot be completed again');
+    await s.close();
+  });
+
+  test('a completion Postgres refuses fails alone: the rest of its batch is retried one by one and completes', async () => {
+    const s = postgresStore({ sql: pg!.sql, schema: pg!.schema() });
+    await Promise.all(['a', 'b'].map((k, i) => s.insert(newEvent(k, k, T0 + i))));
+    await s.claim({ owner: 'w', limit: 2, leaseMs: 60_000, now: T0 + 10 });
+    // Postgres text cannot hold a NUL character: the whole statement is refused (SQLSTATE 22021) before any row
+    // changes, so the batch is tried again one completion at a time and only that one fails.
+    const outcomes = await Promise.allSettled([
+      s.complete('a', 'w', T0 + 20),
+      s.complete('a', 'w\u0000x', T0 + 21),
+      s.complete('b', 'w', T0 + 22),
+    ]);
+    assert.deepEqual(outcomes[0], { status: 'fulfilled', value: true });
+    assert.equal(outcomes[1]?.status, 'rejected');
+    const failed = (outcomes[1] as PromiseRejectedResult).reason;
+    assert.ok(failed instanceof StoreUnavailableError, `got ${failed}`);
+    assert.deepEqual(outcomes[2], { status: 'fulfilled', value: true });
+    assert.deepEqual(
+      (await s.list()).map((r) => [r.key, r.status, r.finishedAt, r.leaseOwner]),
+      [
+        ['a', 'done', T0 + 20, null],
+        ['b', 'done', T0 + 22, null],
+      ],
+    );
+    await s.close();
+  });
+
+  test('close() sends the completions already made before it closes', async () => {
+    const schema = pg!.schema();
+    const s = postgresStore({ sql: pg!.sql, schema });
+    await s.insert(newEvent('x', 'c', T0));
+    await s.claim({ owner: 'w', limit: 1, leaseMs: 60_000, now: T0 + 1 });
+    const completing = s.complete('x', 'w', T0 + 2);
+    await s.close();
+    assert.equal(await completing, true);
+    await assert.rejects(async () => s.complete('x', 'w', T0 + 3), StoreUnavailableError);
+    const again = postgresStore({ sql: pg!.sql, schema });
+    assert.equal((await again.get('x'))?.status, 'done');
+    await again.close();
+  });
+
   test('a burst of inserts gets the table analyzed, so claims are planned for its real size', async () => {
     const schema = pg!.schema();
     const s = postgresStore({ sql: pg!.sql, schema });
