@@ -362,8 +362,9 @@ export function postgresStore(options: PostgresStoreOptions): Store {
   // ---- Completions: the worker's commits ----
   // Like inserts, the completions made in one turn of the event loop go as one UPDATE: one round trip and one commit
   // for all of them. Each is still fenced by its own owner, and each caller hears whether its own row changed. A
-  // batch Postgres rolls back (a deadlock: a lease taken over while its old owner completes, in two batches holding
-  // the same keys in opposite orders) is tried again one completion at a time, which holds one row and cannot deadlock.
+  // batch Postgres refuses for a value in it, or rolls back (a deadlock with another statement locking the same rows
+  // in another order, such as a bulk requeue), is tried again one completion at a time: only what fails alone fails,
+  // and one completion holds one row, so it cannot deadlock.
   type QueuedCompletion = {
     key: string;
     owner: string;
