@@ -61,6 +61,8 @@ const COLUMNS = `seq AS seq, key AS key, event AS event, customer_id AS customer
   finished_at AS finished`;
 
 type Row = Record<string, unknown>;
+/** A write waiting for its batch, and how to answer whoever made it. */
+type Queued<I, R> = { item: I; resolve: (r: R) => void; reject: (e: unknown) => void };
 
 // Parameters per inserted row, and rows per INSERT (Postgres allows 65 535 parameters in one statement).
 const INSERT_PARAMS = 9;
@@ -72,10 +74,11 @@ const MAX_COMPLETE_BATCH = 256;
 const ANALYZE_MIN_ROWS = 1000;
 
 /**
- * Whether a failed multi-row INSERT is worth retrying one row at a time, as opposed to the database not being
- * reachable: Postgres refused it for the data it carried (SQLSTATE class 22 data exception, 23 integrity violation,
- * 54 program limit), or rolled it back (class 40: a deadlock with another instance's batch holding the same keys in
- * another order, or a serialization failure); a one-row INSERT holds no other row, so it cannot deadlock. Bun's SQL
+ * Whether a failed batch (a multi-row INSERT or completion UPDATE) is worth retrying one row at a time, as opposed to
+ * the database not being reachable: Postgres refused it for the data it carried (SQLSTATE class 22 data exception,
+ * 23 integrity violation, 54 program limit), or rolled it back (class 40: a deadlock with another instance's batch
+ * holding the same keys in another order, or a serialization failure); a one-row statement holds no other row, so it
+ * cannot deadlock. Bun's SQL
  * puts the SQLSTATE in `errno`, postgres.js in `code`; the store's own errors keep the client's as their cause.
  */
 function retryRowByRow(error: unknown): boolean {
@@ -289,15 +292,56 @@ export function postgresStore(options: PostgresStoreOptions): Store {
     }
   }
 
+  // ---- Batched writes: inserts and completions ----
+  // Batches on their way, so close() lets them finish before it ends the client.
+  const sending = new Set<Promise<void>>();
+  const flushes: Array<() => void> = [];
+
+  /**
+   * Queues the writes made in one turn of the event loop and sends them at the end of it, `max` to a statement, with
+   * `send`, which settles each one. A batch Postgres refuses for a value in it (a NUL in a text field, say), or rolls
+   * back (a deadlock with another statement holding the same rows in another order), must not fail every write in
+   * it: each is sent again alone, in order (so an insert's seq keeps the order the inserts were made in), and only
+   * what fails alone fails. Any other failure (the database is away) fails them all at once: trying each again would
+   * only queue more work on a client that is reconnecting.
+   */
+  function batched<I, R>(max: number, send: (batch: Queued<I, R>[]) => Promise<void>): (item: I) => Promise<R> {
+    const queue: Queued<I, R>[] = [];
+    let scheduled = false;
+    const flush = () => {
+      scheduled = false;
+      while (queue.length > 0) {
+        const batch = queue.splice(0, max);
+        const sent = send(batch).catch((error: unknown) => {
+          if (batch.length === 1 || !retryRowByRow(error)) {
+            for (const q of batch) q.reject(error);
+            return;
+          }
+          return (async () => {
+            for (const q of batch) await send([q]).catch(q.reject);
+          })();
+        });
+        sending.add(sent);
+        void sent.finally(() => sending.delete(sent));
+      }
+    };
+    flushes.push(flush);
+    return (item) => {
+      if (closed) return Promise.reject(new StoreUnavailableError('postgres store is closed'));
+      return new Promise<R>((resolve, reject) => {
+        queue.push({ item, resolve, reject });
+        if (!scheduled) {
+          scheduled = true;
+          afterThisTurn(flush);
+        }
+      });
+    };
+  }
+
   // ---- Inserts: the ack path ----
   // Inserts made in one turn of the event loop go to Postgres as one multi-row INSERT: one round trip and one commit
   // (one WAL flush) for all of them, instead of one each. Under load that is most of the database's work per event;
   // alone, an insert is still one statement, sent at the end of the turn it was made in.
-  type QueuedInsert = { event: NewEvent; resolve: (r: InsertResult) => void; reject: (e: unknown) => void };
-  const pending: QueuedInsert[] = [];
-  let flushScheduled = false;
-  // Batches on their way, so close() lets them finish before it ends the client.
-  const sending = new Set<Promise<void>>();
 
   const insertSql = (rowsInBatch: number) => {
     const values: string[] = [];
@@ -325,55 +369,25 @@ export function postgresStore(options: PostgresStoreOptions): Store {
   ];
 
   /** Inserts a batch in one statement; resolves each with whether its row is new (a key twice: the first is). */
-  async function insertBatch(batch: QueuedInsert[]): Promise<void> {
+  async function insertBatch(batch: Queued<NewEvent, InsertResult>[]): Promise<void> {
     const params: unknown[] = [];
-    for (const q of batch) params.push(...insertParams(q.event));
+    for (const q of batch) params.push(...insertParams(q.item));
     const out = await run('insert', () => rows(client, insertSql(batch.length), params));
     const fresh = new Set(out.map((r) => String(r.key)));
     grew(fresh.size);
     for (const q of batch) {
-      const inserted = fresh.delete(q.event.key);
+      const inserted = fresh.delete(q.item.key);
       q.resolve({ inserted });
     }
   }
-
-  function flushInserts(): void {
-    flushScheduled = false;
-    while (pending.length > 0) {
-      const batch = pending.splice(0, MAX_INSERT_BATCH);
-      const sent = insertBatch(batch).catch((error: unknown) => {
-        if (batch.length === 1 || !retryRowByRow(error)) {
-          for (const q of batch) q.reject(error);
-          return;
-        }
-        // One row Postgres refuses (a NUL in a text field, say), or a deadlock with another instance, must not cost
-        // the batch its acks: each is tried alone, in order (so seq keeps the order they were made in), and only what
-        // fails alone fails. Any other failure (the database is away) fails them all at once: trying each again would
-        // only queue more work on a client that is reconnecting.
-        return (async () => {
-          for (const q of batch) await insertBatch([q]).catch(q.reject);
-        })();
-      });
-      sending.add(sent);
-      void sent.finally(() => sending.delete(sent));
-    }
-  }
+  const insert = batched(MAX_INSERT_BATCH, insertBatch);
 
   // ---- Completions: the worker's commits ----
   // Like inserts, the completions made in one turn of the event loop go as one UPDATE: one round trip and one commit
-  // for all of them. Each is still fenced by its own owner, and each caller hears whether its own row changed. A
-  // batch Postgres refuses for a value in it, or rolls back (a deadlock with another statement locking the same rows
-  // in another order, such as a bulk requeue), is tried again one completion at a time: only what fails alone fails,
-  // and one completion holds one row, so it cannot deadlock.
-  type QueuedCompletion = {
-    key: string;
-    owner: string;
-    now: number;
-    resolve: (ok: boolean) => void;
-    reject: (e: unknown) => void;
-  };
-  const completions: QueuedCompletion[] = [];
-  let completionsScheduled = false;
+  // for all of them. Each is still fenced by its own owner, and each caller hears whether its own row changed. Two
+  // completion batches cannot deadlock on each other (a row matches only its lease owner's batch); another statement
+  // locking the same rows, such as a bulk requeue, can, and a completion sent alone holds one row.
+  type Completion = { key: string; owner: string; now: number };
 
   const completeSql = (rowsInBatch: number) => {
     const values: string[] = [];
@@ -387,32 +401,15 @@ export function postgresStore(options: PostgresStoreOptions): Store {
       RETURNING e.key AS key`;
   };
 
-  async function completeBatch(batch: QueuedCompletion[]): Promise<void> {
+  async function completeBatch(batch: Queued<Completion, boolean>[]): Promise<void> {
     const params: unknown[] = [];
-    for (const q of batch) params.push(q.key, q.owner, q.now);
+    for (const { item } of batch) params.push(item.key, item.owner, item.now);
     const out = await run('complete', () => rows(client, completeSql(batch.length), params));
     const changed = new Set(out.map((r) => String(r.key)));
     // The same key twice in one batch changed its row once: the first caller completed it, as it would have alone.
-    for (const q of batch) q.resolve(changed.delete(q.key));
+    for (const q of batch) q.resolve(changed.delete(q.item.key));
   }
-
-  function flushCompletions(): void {
-    completionsScheduled = false;
-    while (completions.length > 0) {
-      const batch = completions.splice(0, MAX_COMPLETE_BATCH);
-      const sent = completeBatch(batch).catch((error: unknown) => {
-        if (batch.length === 1 || !retryRowByRow(error)) {
-          for (const q of batch) q.reject(error);
-          return;
-        }
-        return (async () => {
-          for (const q of batch) await completeBatch([q]).catch(q.reject);
-        })();
-      });
-      sending.add(sent);
-      void sent.finally(() => sending.delete(sent));
-    }
-  }
+  const complete = batched(MAX_COMPLETE_BATCH, completeBatch);
 
   // ---- Planner statistics during a burst ----
   // Autovacuum analyzes a table at most once a minute, and a new one not before it has a few hundred rows. A burst
@@ -463,14 +460,7 @@ export function postgresStore(options: PostgresStoreOptions): Store {
     name: DRIVER_NAME,
 
     insert(event: NewEvent): Promise<InsertResult> {
-      if (closed) return Promise.reject(new StoreUnavailableError('postgres store is closed'));
-      return new Promise<InsertResult>((resolve, reject) => {
-        pending.push({ event, resolve, reject });
-        if (!flushScheduled) {
-          flushScheduled = true;
-          afterThisTurn(flushInserts);
-        }
-      });
+      return insert(event);
     },
 
     claim({ owner, limit, leaseMs, now }: ClaimOptions): Promise<EventRecord[]> {
@@ -573,14 +563,7 @@ export function postgresStore(options: PostgresStoreOptions): Store {
       return fenced('renew', 'lease_until = $3', [key, owner, leaseUntil]);
     },
     complete(key, owner, now): Promise<boolean> {
-      if (closed) return Promise.reject(new StoreUnavailableError('postgres store is closed'));
-      return new Promise<boolean>((resolve, reject) => {
-        completions.push({ key, owner, now, resolve, reject });
-        if (!completionsScheduled) {
-          completionsScheduled = true;
-          afterThisTurn(flushCompletions);
-        }
-      });
+      return complete({ key, owner, now });
     },
     retry(key, owner, at, error) {
       return fenced(
@@ -698,8 +681,7 @@ export function postgresStore(options: PostgresStoreOptions): Store {
     async close() {
       if (closed) return;
       // Inserts and completions already made are sent and answered before the store closes.
-      flushInserts();
-      flushCompletions();
+      for (const flush of flushes) flush();
       await Promise.all([...sending]);
       closed = true;
       if (options.closeClient) await client.end?.({ timeout: 5 });

@@ -23,6 +23,19 @@ if (!pg) {
   console.log(`[skip] ${label} store tests: ${skip}`);
 }
 
+/** The run's client, recording the text of every statement sent outside a transaction. */
+function countingClient() {
+  const statements: string[] = [];
+  const counting = {
+    unsafe: (text: string, params?: unknown[]) => {
+      statements.push(text);
+      return pg!.sql.unsafe(text, params);
+    },
+    begin: (fn: (tx: PostgresTransaction) => Promise<unknown>) => pg!.sql.begin(fn),
+  };
+  return { statements, counting };
+}
+
 // Declared before the contract suite, whose teardown drops the run's schemas and closes the clients.
 describe(`${label} store`, { skip }, () => {
   test('postgresStore() migrates once when several instances start together on one schema', async () => {
@@ -100,15 +113,7 @@ describe(`${label} store`, { skip }, () => {
   });
 
   test('inserts made together share one INSERT, keep their order, and each learns whether it was new', async () => {
-    // Counts the statements that reach the client.
-    const statements: string[] = [];
-    const counting = {
-      unsafe: (text: string, params?: unknown[]) => {
-        statements.push(text);
-        return pg!.sql.unsafe(text, params);
-      },
-      begin: (fn: (tx: PostgresTransaction) => Promise<unknown>) => pg!.sql.begin(fn),
-    };
+    const { statements, counting } = countingClient();
     const s = postgresStore({ sql: counting, schema: pg!.schema() });
     await s.insert(newEvent('old', 'c1', T0)); // migrates, then one insert
     statements.length = 0;
@@ -131,14 +136,7 @@ describe(`${label} store`, { skip }, () => {
   });
 
   test('completions made together share one UPDATE, and each is fenced by its own lease', async () => {
-    const statements: string[] = [];
-    const counting = {
-      unsafe: (text: string, params?: unknown[]) => {
-        statements.push(text);
-        return pg!.sql.unsafe(text, params);
-      },
-      begin: (fn: (tx: PostgresTransaction) => Promise<unknown>) => pg!.sql.begin(fn),
-    };
+    const { statements, counting } = countingClient();
     const s = postgresStore({ sql: counting, schema: pg!.schema() });
     const keys = Array.from({ length: 30 }, (_, i) => `k${i}`);
     await Promise.all(keys.map((k, i) => s.insert(newEvent(k, `c${i}`, T0 + i))));
