@@ -6,6 +6,7 @@ import {
   type LavaWebhooksOptions,
   NonRetryableError,
   type Store,
+  StoreUnavailableError,
   createLavaWebhooks,
   jsonLogger,
   memoryStore,
@@ -270,6 +271,68 @@ describe('worker', () => {
     assert.equal(calls, 2);
     assert.equal(aborted, true);
     assert.match((await lava.store.get('customer.created:slow'))?.lastError ?? '', /timed out/);
+    await lava.close();
+  });
+
+  test('a completion the store refuses for a moment is tried again: the handler runs once', async () => {
+    const store = memoryStore();
+    const complete = store.complete.bind(store);
+    let refusals = 2;
+    store.complete = (...args) => {
+      if (refusals-- > 0) throw new StoreUnavailableError('connection reset');
+      return complete(...args);
+    };
+    let runs = 0;
+    const { lava, logs } = receiver({ store, handlers: { 'customer.created': () => void runs++ } });
+    lava.start();
+    await deliver(lava, samplePayload('customer.created', { customerId: 'blip' }));
+    const rec = await waitFor(async () => {
+      const r = await store.get('customer.created:blip');
+      return r?.status === 'done' ? r : null;
+    }, 5000, 'recorded as done');
+    assert.equal(runs, 1, 'the handler ran once');
+    assert.equal(rec.attempts, 1);
+    assert.equal(logs.filter((l) => l.includes('could not record the completion; trying again')).length, 2);
+    assert.match(lava.metrics.render(null), /handler_runs_total\{event="customer.created",outcome="ok"\} 1/);
+    assert.doesNotMatch(lava.metrics.render(null), /outcome="retry"/);
+    await lava.close();
+  });
+
+  test('a completion the store keeps refusing is not recorded as a failure: the event runs again after its lease', async () => {
+    const store = memoryStore();
+    const complete = store.complete.bind(store);
+    let refusals = 3;
+    store.complete = (...args) => {
+      if (refusals-- > 0) throw new StoreUnavailableError('database or disk is full');
+      return complete(...args);
+    };
+    // Renewals fail too (the store is down for writes), so the lease bounds how long the completion is tried.
+    store.renew = () => {
+      throw new StoreUnavailableError('database or disk is full');
+    };
+    let retries = 0;
+    const retry = store.retry.bind(store);
+    store.retry = (...args) => {
+      retries++;
+      return retry(...args);
+    };
+    const attempts: number[] = [];
+    const { lava, logs } = receiver({
+      store,
+      leaseMs: 300,
+      handlers: { 'customer.created': (_e, ctx) => void attempts.push(ctx.attempt) },
+    });
+    lava.start();
+    await deliver(lava, samplePayload('customer.created', { customerId: 'down' }));
+    const rec = await waitFor(async () => {
+      const r = await store.get('customer.created:down');
+      return r?.status === 'done' ? r : null;
+    }, 5000, 'recorded as done');
+    assert.deepEqual(attempts, [1, 2], 'ran again once the first lease ran out');
+    assert.equal(rec.attempts, 2);
+    assert.equal(retries, 0, 'no retry was scheduled: the handler did not fail');
+    assert.ok(logs.some((l) => l.includes('"outcome":"ok_unrecorded"') && l.includes('runs again once its lease expires')));
+    assert.doesNotMatch(lava.metrics.render(null), /outcome="retry"/);
     await lava.close();
   });
 

@@ -53,6 +53,8 @@ export interface Worker {
 }
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+/** Waits before each new attempt to record a completion the store refused (then the lease decides). */
+const COMPLETION_RETRY_MS = [50, 250, 1000, 3000];
 
 function describe(error: unknown): string {
   if (error instanceof Error) return `${error.name}: ${error.message}`.slice(0, 2000);
@@ -369,7 +371,7 @@ export function createWorker(options: WorkerOptions): Worker {
     // The slot stays taken until the outcome is recorded, so at most `concurrency` events are ever run but not yet
     // recorded (what a crash can make run twice).
     try {
-      const ok = await store.complete(record.key, owner, now());
+      const ok = await recordCompletion(run);
       metrics.handlerRun(record.event, 'ok');
       if (!ok || logger.enabled?.('info') !== false) {
         const line = { outcome: ok ? 'ok' : 'ok_lease_lost', attempt: record.attempts, ms: now() - run.started };
@@ -378,9 +380,36 @@ export function createWorker(options: WorkerOptions): Worker {
         else logFor(record).warn('handled, but the lease was lost meanwhile; another worker may run it again', line);
       }
     } catch (error) {
-      await settleFailure(record, error, run.started);
+      // The handler succeeded; only recording that failed, every time it was tried. It is not a handler failure, so
+      // no retry is scheduled (that write would most likely fail too): the lease runs out and the event runs again.
+      metrics.handlerRun(record.event, 'ok');
+      logFor(record).error('handled, but the completion could not be recorded; the event runs again once its lease expires', {
+        outcome: 'ok_unrecorded',
+        attempt: record.attempts,
+        ms: now() - run.started,
+        error,
+      });
     } finally {
       slotFreed();
+    }
+  }
+
+  /**
+   * Records a successful run as done. A store error is tried again a few times, while the lease still holds: a
+   * store that blinks for a moment (a dropped connection, a busy or momentarily full disk) must not make a handler
+   * that already succeeded run a second time.
+   */
+  async function recordCompletion(run: Run): Promise<boolean> {
+    const { record } = run;
+    for (let i = 0; ; i++) {
+      try {
+        return await store.complete(record.key, owner, now());
+      } catch (error) {
+        const wait = COMPLETION_RETRY_MS[i];
+        if (wait === undefined || now() + wait >= run.leaseUntil) throw error;
+        logFor(record).warn('could not record the completion; trying again', { error, retry_in_ms: wait });
+        await sleep(wait);
+      }
     }
   }
 
