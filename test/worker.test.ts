@@ -298,6 +298,26 @@ describe('worker', () => {
     await lava.close();
   });
 
+  test('a completion committed but answered with an error is recognised when tried again (no lease-lost warning)', async () => {
+    const store = memoryStore();
+    const complete = store.complete.bind(store);
+    let lostReplies = 1;
+    store.complete = (...args) => {
+      const ok = complete(...args);
+      if (lostReplies-- > 0) throw new StoreUnavailableError('connection closed after COMMIT');
+      return ok;
+    };
+    let runs = 0;
+    const { lava, logs } = receiver({ store, handlers: { 'customer.created': () => void runs++ } });
+    lava.start();
+    await deliver(lava, samplePayload('customer.created', { customerId: 'lost-reply' }));
+    await waitFor(() => logs.some((l) => l.includes('"msg":"handled"')), 5000, 'handled');
+    assert.equal(runs, 1);
+    assert.equal((await store.get('customer.created:lost-reply'))?.status, 'done');
+    assert.ok(!logs.some((l) => l.includes('lease was lost')), 'not mistaken for a lost lease');
+    await lava.close();
+  });
+
   test('a completion the store keeps refusing is not recorded as a failure: the event runs again after its lease', async () => {
     const store = memoryStore();
     const complete = store.complete.bind(store);

@@ -403,7 +403,12 @@ export function createWorker(options: WorkerOptions): Worker {
     const { record } = run;
     for (let i = 0; ; i++) {
       try {
-        return await store.complete(record.key, owner, now());
+        const ok = await store.complete(record.key, owner, now());
+        if (ok || i === 0) return ok;
+        // Tried again, the event is no longer held: the refused attempt may have been committed after all, with
+        // only its answer lost (a connection dropped after COMMIT). It was, if nobody has claimed the event since.
+        const current = await store.get(record.key);
+        return current?.status === 'done' && current.attempts === record.attempts;
       } catch (error) {
         const wait = COMPLETION_RETRY_MS[i];
         if (wait === undefined || now() + wait >= run.leaseUntil) throw error;
