@@ -356,6 +356,101 @@ describe('worker', () => {
     await lava.close();
   });
 
+  test('a running handler whose lease cannot be renewed is aborted when the lease runs out, and runs again later', async () => {
+    const store = memoryStore();
+    // The store goes down for writes once the first run started, and comes back when that run ends.
+    let storeDown = false;
+    const renew = store.renew.bind(store);
+    store.renew = (...args) => {
+      if (storeDown) throw new StoreUnavailableError('connection refused');
+      return renew(...args);
+    };
+    const claim = store.claim.bind(store);
+    store.claim = (...args) => {
+      if (storeDown) throw new StoreUnavailableError('connection refused');
+      return claim(...args);
+    };
+    const runs: { attempt: number; start: number; end?: number; aborted?: string }[] = [];
+    const { lava, logs } = receiver({
+      store,
+      leaseMs: 300,
+      retry: { scheduleMs: [50], jitter: 0 },
+      handlers: {
+        'customer.created': async (_e, ctx) => {
+          const run: (typeof runs)[number] = { attempt: ctx.attempt, start: Date.now() };
+          runs.push(run);
+          if (ctx.attempt > 1) {
+            run.end = Date.now();
+            return;
+          }
+          // The first run outlives its lease; it stops when told to.
+          storeDown = true;
+          await new Promise<void>((resolve) => {
+            ctx.signal.addEventListener('abort', () => {
+              run.aborted = String(ctx.signal.reason);
+              resolve();
+            });
+          });
+          run.end = Date.now();
+          storeDown = false;
+          throw ctx.signal.reason;
+        },
+      },
+    });
+    lava.start();
+    const t0 = Date.now();
+    await deliver(lava, samplePayload('customer.created', { customerId: 'unrenewed' }));
+    await waitFor(async () => (await store.get('customer.created:unrenewed'))?.status === 'done', 5000, 'done');
+    assert.deepEqual(
+      runs.map((r) => r.attempt),
+      [1, 2],
+    );
+    const [first, second] = runs as [(typeof runs)[number], (typeof runs)[number]];
+    assert.match(first.aborted ?? '', /lease expired/);
+    assert.ok((first.end ?? 0) - t0 >= 250, 'not before the lease ran out');
+    assert.ok((first.end ?? 0) <= second.start, 'the runs never overlap');
+    assert.ok(logs.some((l) => l.includes('lease ran out while the handler was running')));
+    await lava.close();
+  });
+
+  test('an event claimed again while it is still running here is not started a second time', async () => {
+    const store = memoryStore();
+    const claim = store.claim.bind(store);
+    let running: Awaited<ReturnType<typeof claim>> = [];
+    // Every pass also hands back what the previous one claimed: what a re-claim of this worker's own expired lease
+    // looks like from the worker's side.
+    store.claim = async (options) => {
+      const fresh = await claim(options);
+      const open = [];
+      for (const r of running) if ((await store.get(r.key))?.status === 'pending') open.push(r);
+      reclaims += open.length;
+      running = [...open, ...fresh];
+      return [...fresh, ...open.map((r) => ({ ...r, leaseUntil: options.now + options.leaseMs }))];
+    };
+    let concurrent = 0;
+    let maxConcurrent = 0;
+    let runs = 0;
+    let reclaims = 0;
+    const { lava } = receiver({
+      store,
+      handlers: {
+        'customer.created': async () => {
+          runs++;
+          maxConcurrent = Math.max(maxConcurrent, ++concurrent);
+          await sleep(150);
+          concurrent--;
+        },
+      },
+    });
+    lava.start();
+    await deliver(lava, samplePayload('customer.created', { customerId: 'reclaimed' }));
+    await waitFor(async () => (await store.get('customer.created:reclaimed'))?.status === 'done', 5000, 'done');
+    assert.ok(reclaims > 0, 'the running event was handed back by a claim');
+    assert.equal(maxConcurrent, 1);
+    assert.equal(runs, 1);
+    await lava.close();
+  });
+
   test('crash recovery: an event whose worker died is taken over once its lease expires', async () => {
     const store = memoryStore();
     const ran: string[] = [];

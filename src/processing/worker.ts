@@ -172,6 +172,11 @@ export function createWorker(options: WorkerOptions): Worker {
         const error = new Error(`handler timed out after ${options.handlerTimeoutMs} ms`);
         error.name = 'HandlerTimeoutError';
         abortRun(run, error);
+      } else if (run.began && run.deadline !== Number.POSITIVE_INFINITY && t >= run.leaseUntil) {
+        // The store could not renew the lease (it is unreachable) and it ran out: the event may now be claimed by
+        // another instance, so this run stops, as it would have on a lease renewal answered "lost".
+        logFor(run.record).warn('lease ran out while the handler was running (renewals failed); aborting this run');
+        abortRun(run, new Error('lease expired: the store could not renew it'));
       }
     }
   }
@@ -255,6 +260,13 @@ export function createWorker(options: WorkerOptions): Worker {
   }
 
   function launch(record: EventRecord) {
+    // Claimed again while this worker still has it (its lease ran out while a run was ending, and a pass took it):
+    // the claim renewed this worker's own lease, so the run already here goes on; a second one would run it twice.
+    const existing = inflight.get(record.key);
+    if (existing) {
+      if (record.leaseUntil !== null) existing.leaseUntil = Math.max(existing.leaseUntil, record.leaseUntil);
+      return;
+    }
     let fail!: (reason: unknown) => void;
     let resolve!: () => void;
     // Shutdown, a timeout or a lost lease ends the run here even if the handler ignores its signal.
