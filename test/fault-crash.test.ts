@@ -10,7 +10,7 @@ import { after, describe, test } from 'node:test';
 import { samplePayload } from '../src/samples.ts';
 import { signedRequest, sleep, waitFor } from './helpers/lava.ts';
 import { binAvailable, startServer } from './helpers/server-process.ts';
-import { fixtureEnv, readRuns } from './fixtures/runs.ts';
+import { fixtureEnv, readRuns, waitForRuns } from './fixtures/runs.ts';
 
 const isBun = typeof (globalThis as { Bun?: unknown }).Bun !== 'undefined';
 // Spawn-heavy: the repeated-kill loop runs once per `npm test`, under Bun (test/e2e.test.ts kills once on every runtime).
@@ -74,15 +74,7 @@ describe('crash: repeated kill -9 under load', { skip }, () => {
 
     const server = await startServer({ env });
     try {
-      await waitFor(
-        () => {
-          const ran = new Set(readRuns(runsFile).map((r) => r.key));
-          for (const k of acked) if (!ran.has(k)) return false;
-          return true;
-        },
-        30_000,
-        'every acknowledged event processed after the last restart',
-      );
+      await waitForRuns(runsFile, acked, 30_000, 'every acknowledged event processed after the last restart');
       const runs = readRuns(runsFile);
       for (const r of runs) assert.ok(sentKeys.has(r.key), `a run for a key never sent: ${r.key}`);
       const byKey = new Map<string, string[]>();

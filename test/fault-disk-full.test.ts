@@ -12,7 +12,7 @@ import { after, describe, test } from 'node:test';
 import { samplePayload } from '../src/samples.ts';
 import { signedRequest, sleep, waitFor } from './helpers/lava.ts';
 import { binAvailable, startServer } from './helpers/server-process.ts';
-import { fixtureEnv, readRuns } from './fixtures/runs.ts';
+import { fixtureEnv, readRuns, waitForRuns } from './fixtures/runs.ts';
 
 const isBun = typeof (globalThis as { Bun?: unknown }).Bun !== 'undefined';
 const proc = globalThis as unknown as { process?: { getuid?: () => number; platform?: string } };
@@ -145,15 +145,7 @@ describe('store fault: the SQLite disk fills up', { skip }, () => {
       assert.deepEqual(new Set(afterFree.slice(firstOk + 4)), new Set([200]), 'and stays up');
 
       // 4. Every acknowledged event runs (a completion the full disk refused runs again once its lease expires).
-      await waitFor(
-        () => {
-          const ran = new Set(readRuns(runsFile).map((r) => r.key));
-          for (const k of acked) if (!ran.has(k)) return false;
-          return true;
-        },
-        30_000,
-        'every acknowledged event processed',
-      );
+      await waitForRuns(runsFile, acked, 30_000, 'every acknowledged event processed');
       const runs = readRuns(runsFile);
       for (const r of runs) assert.ok(!refused.has(r.key), `an event answered 503 ran: ${r.key}`);
       // Only a run whose completion the full disk refused (one of the runs in flight) may have run again.
