@@ -352,7 +352,10 @@ describe('worker', () => {
     assert.equal(rec.attempts, 2);
     assert.equal(retries, 0, 'no retry was scheduled: the handler did not fail');
     assert.ok(logs.some((l) => l.includes('"outcome":"ok_unrecorded"') && l.includes('runs again once its lease expires')));
-    assert.doesNotMatch(lava.metrics.render(null), /outcome="retry"/);
+    const metrics = lava.metrics.render(null);
+    assert.doesNotMatch(metrics, /outcome="retry"/);
+    assert.match(metrics, /handler_runs_total\{event="customer.created",outcome="unrecorded"\} 1/);
+    assert.match(metrics, /handler_runs_total\{event="customer.created",outcome="ok"\} 1/);
     await lava.close();
   });
 

@@ -10,7 +10,8 @@ export type DeliveryOutcome =
   | 'body_timeout'
   | 'store_unavailable';
 
-export type RunOutcome = 'ok' | 'retry' | 'dead';
+/** `unrecorded`: the handler succeeded but the store refused its completion every time: it runs again later. */
+export type RunOutcome = 'ok' | 'retry' | 'dead' | 'unrecorded';
 
 const ACK_BUCKETS_MS = [0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000];
 

@@ -394,7 +394,7 @@ export function createWorker(options: WorkerOptions): Worker {
     } catch (error) {
       // The handler succeeded; only recording that failed, every time it was tried. It is not a handler failure, so
       // no retry is scheduled (that write would most likely fail too): the lease runs out and the event runs again.
-      metrics.handlerRun(record.event, 'ok');
+      metrics.handlerRun(record.event, 'unrecorded');
       logFor(record).error('handled, but the completion could not be recorded; the event runs again once its lease expires', {
         outcome: 'ok_unrecorded',
         attempt: record.attempts,
