@@ -721,4 +721,37 @@ describe('worker', () => {
     assert.ok(calls >= 2);
     await worker.stop(100);
   });
+
+  test('a completion that never answers frees its handler slot: it is tried again, and the event runs once', async () => {
+    const store = memoryStore();
+    const realComplete = store.complete.bind(store);
+    let calls = 0;
+    store.complete = (...args) => {
+      calls++;
+      return calls === 1 ? new Promise<boolean>(() => {}) : realComplete(...args);
+    };
+    const body = new TextEncoder().encode('{}');
+    store.insert({ key: 'k', event: 'e', customerId: 'c', body, headers: {}, receivedAt: Date.now(), status: 'pending' });
+    const ran: string[] = [];
+    const logs: string[] = [];
+    const worker = createWorker({
+      store,
+      process: (r) => void ran.push(r.key),
+      concurrency: 1,
+      leaseMs: 5000,
+      pollMs: 30,
+      claimTimeoutMs: 150,
+      handlerTimeoutMs: 1000,
+      retry: { scheduleMs: [10], jitter: 0 },
+      logger: jsonLogger({ level: 'warn', write: (l) => logs.push(l) }),
+      metrics: new Metrics(),
+    });
+    worker.start();
+    await waitFor(async () => (await store.get('k'))?.status === 'done', 3000, 'recorded as done after the hung call');
+    assert.deepEqual(ran, ['k']);
+    assert.equal(calls, 2);
+    assert.equal(worker.running, 0, 'the slot is free again');
+    assert.ok(logs.some((l) => l.includes('completion did not answer within 150 ms')));
+    await worker.stop(100);
+  });
 });

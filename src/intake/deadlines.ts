@@ -1,5 +1,5 @@
-// One watchdog for every deadline on the request path (body reads, store inserts), instead of a timer and a
-// Promise.race per request: both showed on the request path's profile. Deadlines are checked every TICK_MS, so one
+// One watchdog for every deadline on the request path (body reads, store inserts) and for the worker's store writes,
+// instead of a timer and a Promise.race per call: both showed on the request path's profile. Deadlines are checked every TICK_MS, so one
 // fires up to that much late; the interval runs only while a deadline is pending and never keeps a process alive.
 
 export interface Deadline {
@@ -40,4 +40,21 @@ export function deadline(ms: number, expire: () => void): Deadline {
 
 export function clear(d: Deadline): void {
   pending.delete(d);
+}
+
+/** `work`, or a rejection with `error()` once `ms` passed without an answer. */
+export function within<T>(work: Promise<T>, ms: number, error: () => Error): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const d = deadline(ms, () => reject(error()));
+    work.then(
+      (value) => {
+        clear(d);
+        resolve(value);
+      },
+      (reason) => {
+        clear(d);
+        reject(reason);
+      },
+    );
+  });
 }

@@ -4,7 +4,7 @@ import type { Logger } from '../observability/log.ts';
 import type { DeliveryOutcome, Metrics } from '../observability/metrics.ts';
 import { type NewEvent, type Store, StoreUnavailableError } from '../stores/store.ts';
 import { BodyTimeoutError, PayloadTooLargeError, readBody } from './body.ts';
-import { clear, deadline } from './deadlines.ts';
+import { within } from './deadlines.ts';
 import { type ParsedEvent, validateEvent } from './events.ts';
 import { type KeyFunction, idempotencyKey, invalidKey } from './idempotency.ts';
 import { type Sha256Hex, type Verifier, parseSignatureHeader, sha256Hex } from './signature.ts';
@@ -51,23 +51,6 @@ export function isJsonContentType(value: string | null): boolean {
   return type === 'application/json';
 }
 
-/** `work`, or StoreUnavailableError once `ms` passed without an answer (the shared watchdog, not a timer each). */
-function withTimeout<T>(work: Promise<T>, ms: number, what: string): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const d = deadline(ms, () => reject(new StoreUnavailableError(`${what} did not answer within ${ms} ms`)));
-    work.then(
-      (value) => {
-        clear(d);
-        resolve(value);
-      },
-      (error) => {
-        clear(d);
-        reject(error);
-      },
-    );
-  });
-}
-
 export function createIntake(config: IntakeConfig) {
   const { store, verifier, logger, metrics } = config;
   const digest = config.digest ?? sha256Hex;
@@ -105,7 +88,10 @@ export function createIntake(config: IntakeConfig) {
       return insertFailed(event, error);
     }
     if (!(work instanceof Promise)) return work;
-    return withTimeout(work, config.storeTimeoutMs, `${store.name} store insert`).catch((error) => insertFailed(event, error));
+    const ms = config.storeTimeoutMs;
+    return within(work, ms, () => new StoreUnavailableError(`${store.name} store insert did not answer within ${ms} ms`)).catch(
+      (error) => insertFailed(event, error),
+    );
   }
 
   /** Records an authenticated delivery that cannot be processed, so it is never lost. */

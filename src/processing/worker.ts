@@ -2,7 +2,8 @@
 // and records the outcome: done, a retry at a later time, or a dead letter. It never knows which store it has.
 import type { Logger } from '../observability/log.ts';
 import type { Metrics } from '../observability/metrics.ts';
-import { type EventRecord, type Store, afterThisTurn } from '../stores/store.ts';
+import { within } from '../intake/deadlines.ts';
+import { type EventRecord, type Store, StoreUnavailableError, afterThisTurn } from '../stores/store.ts';
 import { type RetryPolicy, isNonRetryable, nextAttemptDelay } from './retry.ts';
 
 /** Runs one claimed event; resolves when handled, throws to retry (or a non-retryable error to dead-letter). */
@@ -407,6 +408,16 @@ export function createWorker(options: WorkerOptions): Worker {
   }
 
   /**
+   * A store write's answer, or a rejection once it has not answered in `claimTimeoutMs`: a call that never settles (a
+   * client that lost a query with its connection) must not hold a handler slot for good.
+   */
+  function answered<T>(work: T | Promise<T>, what: string): Promise<T> {
+    if (!(work instanceof Promise)) return Promise.resolve(work);
+    const error = () => new StoreUnavailableError(`${store.name} store: ${what} did not answer within ${claimTimeoutMs} ms`);
+    return within(work, claimTimeoutMs, error);
+  }
+
+  /**
    * Records a successful run as done. A store error is tried again a few times, while the lease still holds: a
    * store that blinks for a moment (a dropped connection, a busy or momentarily full disk) must not make a handler
    * that already succeeded run a second time.
@@ -415,7 +426,7 @@ export function createWorker(options: WorkerOptions): Worker {
     const { record } = run;
     for (let i = 0; ; i++) {
       try {
-        const ok = await store.complete(record.key, owner, now());
+        const ok = await answered(store.complete(record.key, owner, now()), 'completion');
         if (ok || i === 0) return ok;
         // Tried again, the event is no longer held: the refused attempt may have been committed after all, with
         // only its answer lost (a connection dropped after COMMIT). It was, if nobody has claimed the event since.
@@ -464,11 +475,11 @@ export function createWorker(options: WorkerOptions): Worker {
     const delay = isNonRetryable(error) ? null : nextAttemptDelay(options.retry, record.attempts, error);
     try {
       if (delay === null) {
-        await store.deadLetter(record.key, owner, reason, now());
+        await answered(store.deadLetter(record.key, owner, reason, now()), 'dead letter');
         metrics.handlerRun(record.event, 'dead');
         log.error('dead letter', { outcome: 'dead', attempt: record.attempts, error: reason, ms: now() - started });
       } else {
-        await store.retry(record.key, owner, now() + delay, reason);
+        await answered(store.retry(record.key, owner, now() + delay, reason), 'retry');
         metrics.handlerRun(record.event, 'retry');
         log.warn('handler failed; will retry', {
           outcome: 'retry',

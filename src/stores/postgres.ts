@@ -70,6 +70,8 @@ const MAX_INSERT_BATCH = 256;
 // Parameters per completion, and completions per UPDATE.
 const COMPLETE_PARAMS = 3;
 const MAX_COMPLETE_BATCH = 256;
+/** How long close() waits for inserts and completions still in flight. */
+const CLOSE_WAIT_MS = 5_000;
 // Rows inserted by this instance before it refreshes the planner's statistics (see grew()).
 const ANALYZE_MIN_ROWS = 1000;
 
@@ -680,9 +682,17 @@ export function postgresStore(options: PostgresStoreOptions): Store {
 
     async close() {
       if (closed) return;
-      // Inserts and completions already made are sent and answered before the store closes.
+      // Inserts and completions already made are sent and answered before the store closes; a query the client
+      // never settles (its connection ended under it) holds the close up for CLOSE_WAIT_MS at most.
       for (const flush of flushes) flush();
-      await Promise.all([...sending]);
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        Promise.allSettled([...sending]),
+        new Promise((resolve) => {
+          timer = setTimeout(resolve, CLOSE_WAIT_MS);
+        }),
+      ]);
+      clearTimeout(timer);
       closed = true;
       if (options.closeClient) await client.end?.({ timeout: 5 });
     },

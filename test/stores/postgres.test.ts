@@ -186,6 +186,23 @@ describe(`${label} store`, { skip }, () => {
     await s.close();
   });
 
+  test('close() waits a bounded time for a query its client never answers', async () => {
+    const schema = pg!.schema();
+    // A client that loses the INSERTs (as postgres.js can when a connection ends under a queued query).
+    const losing = {
+      unsafe: (text: string, params?: unknown[]) =>
+        /^\s*INSERT INTO\b/.test(text) && text.includes('.events') ? new Promise<never>(() => {}) : pg!.sql.unsafe(text, params),
+      begin: (fn: (tx: PostgresTransaction) => Promise<unknown>) => pg!.sql.begin(fn),
+    };
+    const s = postgresStore({ sql: losing, schema });
+    await s.ping();
+    void s.insert(newEvent('lost', 'c', T0));
+    const started = Date.now();
+    await s.close();
+    const ms = Date.now() - started;
+    assert.ok(ms >= 4_000 && ms < 8_000, `close() gave up after about 5 s (${ms} ms)`);
+  });
+
   test('close() sends the completions already made before it closes', async () => {
     const schema = pg!.schema();
     const s = postgresStore({ sql: pg!.sql, schema });
