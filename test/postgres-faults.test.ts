@@ -116,7 +116,7 @@ async function settled(schema: string, r: Awaited<ReturnType<typeof receiver>>) 
   for (const k of r.runs) assert.ok(s.has(k), `a run of an event that is not stored: ${k}`);
 }
 
-describe('postgres faults from the database server', { skip }, () => {
+describe('postgres faults from the database server', { skip, timeout: 90_000 }, () => {
   test('the server ends the receiver’s connections mid-load: 200 or 503 only, every 200 runs, it recovers alone', async () => {
     const schema = pg!.schema();
     const app = `lava_fault_${Math.random().toString(36).slice(2, 10)}`;
