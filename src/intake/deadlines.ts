@@ -1,6 +1,7 @@
 // One watchdog for every deadline on the request path (body reads, store inserts) and for the worker's store writes,
-// instead of a timer and a Promise.race per call: both showed on the request path's profile. Deadlines are checked every TICK_MS, so one
-// fires up to that much late; the interval runs only while a deadline is pending and never keeps a process alive.
+// instead of a timer and a Promise.race per call: both showed on the request path's profile. Deadlines are checked
+// every TICK_MS, so one fires up to that much late; the interval runs only while a deadline is pending and never
+// keeps a process alive.
 
 export interface Deadline {
   /** Epoch ms after which `expire` is called (once). */

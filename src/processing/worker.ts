@@ -430,7 +430,7 @@ export function createWorker(options: WorkerOptions): Worker {
         if (ok || i === 0) return ok;
         // Tried again, the event is no longer held: the refused attempt may have been committed after all, with
         // only its answer lost (a connection dropped after COMMIT). It was, if nobody has claimed the event since.
-        const current = await store.get(record.key);
+        const current = await answered(store.get(record.key), 'read');
         return current?.status === 'done' && current.attempts === record.attempts;
       } catch (error) {
         const wait = COMPLETION_RETRY_MS[i];
