@@ -8,9 +8,8 @@ import { createLavaWebhooks } from '../src/receiver.ts';
 import { sqlClient } from '../src/runtime/sql-client.ts';
 import { samplePayload } from '../src/samples.ts';
 import { postgresStore } from '../src/stores/postgres.ts';
-import type { Store } from '../src/stores/store.ts';
 import { SECRET, signedRequest, sleep, waitFor } from './helpers/lava.ts';
-import { openPg } from './helpers/pg.ts';
+import { countingCompletions, eventStatuses, openPg } from './helpers/pg.ts';
 
 const opened = await openPg();
 const pg = opened.pg;
@@ -26,16 +25,7 @@ async function receiver(app: string, schema: string) {
   const url = new URL(pg!.url);
   url.searchParams.set('application_name', app);
   const inner = postgresStore({ sql: await sqlClient(url.toString(), { max: 4 }), schema, closeClient: true });
-  // Counts successful completions: a run may repeat (at least once), a completion must not.
-  const completions = new Map<string, number>();
-  const store: Store = {
-    ...inner,
-    async complete(key, owner, now) {
-      const ok = await inner.complete(key, owner, now);
-      if (ok) completions.set(key, (completions.get(key) ?? 0) + 1);
-      return ok;
-    },
-  };
+  const { store, completions } = countingCompletions(inner);
   const runs: string[] = [];
   const lava = createLavaWebhooks({
     secret: SECRET,
@@ -88,26 +78,17 @@ async function closeWithin(lava: { close(deadlineMs?: number): Promise<void> }, 
   assert.ok(closed, `close() finished within ${ms} ms`);
 }
 
-/** Status of each key straight from the database, on the test's own connections. */
-async function stored(schema: string): Promise<Map<string, string>> {
-  const rows = (await pg!.sql.unsafe(`SELECT key AS key, status AS status FROM "${schema}".events`)) as Array<{
-    key: string;
-    status: string;
-  }>;
-  return new Map(rows.map((r) => [r.key, r.status]));
-}
-
 /** Every stored event done and completed exactly once; every acknowledged one among them and run. */
 async function settled(schema: string, r: Awaited<ReturnType<typeof receiver>>) {
   await waitFor(
     async () => {
-      const s = await stored(schema);
+      const s = await eventStatuses(pg!.sql, schema);
       return [...s].every(([k, status]) => status === 'done' && r.completions.has(k));
     },
     20_000,
     'every stored event to be done',
   );
-  const s = await stored(schema);
+  const s = await eventStatuses(pg!.sql, schema);
   for (const k of r.acked) assert.equal(s.get(k), 'done', `acknowledged ${k} is stored and done`);
   for (const [k] of s) {
     assert.equal(r.completions.get(k), 1, `${k} completed exactly once`);
@@ -158,7 +139,7 @@ describe('postgres faults from the database server', { skip, timeout: 90_000 }, 
     const locker = await pg!.client({ max: 1 });
     try {
       assert.equal((await r.deliver('before')).status, 200);
-      await waitFor(async () => (await stored(schema)).get('id:before-1') === 'done', 10_000, 'the first event done');
+      await waitFor(async () => (await eventStatuses(pg!.sql, schema)).get('id:before-1') === 'done', 10_000, 'the first event done');
 
       let release: () => void = () => {};
       const released = new Promise<void>((resolve) => {

@@ -9,9 +9,8 @@ import { createLavaWebhooks } from '../src/receiver.ts';
 import { sqlClient } from '../src/runtime/sql-client.ts';
 import { samplePayload } from '../src/samples.ts';
 import { postgresStore } from '../src/stores/postgres.ts';
-import type { Store } from '../src/stores/store.ts';
 import { SECRET, signedRequest, waitFor } from './helpers/lava.ts';
-import { openPg } from './helpers/pg.ts';
+import { countingCompletions, eventStatuses, openPg } from './helpers/pg.ts';
 import { ROOT, binAvailable, startServer } from './helpers/server-process.ts';
 import { tcpProxy } from './helpers/tcp-proxy.ts';
 
@@ -48,13 +47,7 @@ const body = (customer: string, n: number) =>
   JSON.stringify(samplePayload('customer.wallet.balance.updated', { customerId: customer, data: { balance: String(n) } }));
 
 /** Status of each key straight from the database (not through the proxy). */
-async function statuses(schema: string): Promise<Map<string, string>> {
-  const rows = (await pg!.sql.unsafe(`SELECT key AS key, status AS status FROM "${schema}".events`)) as Array<{
-    key: string;
-    status: string;
-  }>;
-  return new Map(rows.map((r) => [r.key, r.status]));
-}
+const statuses = (schema: string) => eventStatuses(pg!.sql, schema);
 
 describe('postgres outage', { skip }, () => {
   test('postgres.js: a query on a connection that was cut off rejects with CONNECTION_CLOSED, and the process lives on', async () => {
@@ -87,16 +80,7 @@ describe('postgres outage', { skip }, () => {
     const proxy = await tcpProxy(target());
     const schema = pg!.schema();
     const inner = postgresStore({ sql: await sqlClient(viaProxy(proxy.port), { max: 4 }), schema, closeClient: true });
-    // Counts successful completions: a run may repeat (at least once), a completion must not.
-    const completions = new Map<string, number>();
-    const store: Store = {
-      ...inner,
-      async complete(key, owner, now) {
-        const ok = await inner.complete(key, owner, now);
-        if (ok) completions.set(key, (completions.get(key) ?? 0) + 1);
-        return ok;
-      },
-    };
+    const { store, completions } = countingCompletions(inner);
     let openGate: () => void = () => {};
     let gate: Promise<void> = Promise.resolve();
     const runs: string[] = [];

@@ -80,8 +80,8 @@ const ANALYZE_MIN_ROWS = 1000;
  * the database not being reachable: Postgres refused it for the data it carried (SQLSTATE class 22 data exception,
  * 23 integrity violation, 54 program limit), or rolled it back (class 40: a deadlock with another instance's batch
  * holding the same keys in another order, or a serialization failure); a one-row statement holds no other row, so it
- * cannot deadlock. Bun's SQL
- * puts the SQLSTATE in `errno`, postgres.js in `code`; the store's own errors keep the client's as their cause.
+ * cannot deadlock. Bun's SQL puts the SQLSTATE in `errno`, postgres.js in `code`; the store's own errors keep the
+ * client's as their cause.
  */
 function retryRowByRow(error: unknown): boolean {
   const e = (error instanceof StoreUnavailableError ? error.cause : error) as { code?: unknown; errno?: unknown } | null;

@@ -1,6 +1,7 @@
 // Test helper: a PostgreSQL connection through the runtime's own client (Bun's SQL on Bun, postgres.js on Deno
 // and Node), throwaway schemas unique to this run, and clean-up. Null with a reason when no Postgres answers.
 import type { PostgresClient } from '../../src/stores/postgres.ts';
+import type { Store } from '../../src/stores/store.ts';
 
 /** A client the tests can close themselves; `end` is what both Bun's SQL and postgres.js have. */
 export interface TestClient extends PostgresClient {
@@ -127,4 +128,27 @@ export async function openPg(): Promise<PgOpen> {
     },
   };
   return { pg, reason: null };
+}
+
+/** The status of each event in `schema`, read straight from the database on `sql` (the test's own connections). */
+export async function eventStatuses(sql: TestClient, schema: string): Promise<Map<string, string>> {
+  const rows = (await sql.unsafe(`SELECT key AS key, status AS status FROM "${schema}".events`)) as Array<{
+    key: string;
+    status: string;
+  }>;
+  return new Map(rows.map((r) => [r.key, r.status]));
+}
+
+/** `inner`, counting its successful completions by key: a run may repeat (at least once), a completion must not. */
+export function countingCompletions(inner: Store): { store: Store; completions: Map<string, number> } {
+  const completions = new Map<string, number>();
+  const store: Store = {
+    ...inner,
+    async complete(key, owner, now) {
+      const ok = await inner.complete(key, owner, now);
+      if (ok) completions.set(key, (completions.get(key) ?? 0) + 1);
+      return ok;
+    },
+  };
+  return { store, completions };
 }
