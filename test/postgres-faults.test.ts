@@ -9,7 +9,7 @@ import { sqlClient } from '../src/runtime/sql-client.ts';
 import { samplePayload } from '../src/samples.ts';
 import { postgresStore } from '../src/stores/postgres.ts';
 import { SECRET, signedRequest, sleep, waitFor } from './helpers/lava.ts';
-import { countingCompletions, eventStatuses, openPg } from './helpers/pg.ts';
+import { FAULT_TEST_OPTIONS, countingCompletions, eventStatuses, openPg } from './helpers/pg.ts';
 
 const opened = await openPg();
 const pg = opened.pg;
@@ -34,13 +34,7 @@ async function receiver(app: string, schema: string) {
       runs.push(record.key);
     },
     concurrency: 4,
-    storeTimeoutMs: 1_000,
-    leaseMs: 1_000,
-    pollMs: 100,
-    retry: { scheduleMs: [100, 200, 400, 800], jitter: 0 },
-    logLevel: 'silent',
-    // Deliveries name their keys in webhook-id, so the test knows each key.
-    trustWebhookIdHeader: true,
+    ...FAULT_TEST_OPTIONS,
   });
   lava.start();
   const statuses = new Map<number, number>();

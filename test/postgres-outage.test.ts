@@ -10,7 +10,7 @@ import { sqlClient } from '../src/runtime/sql-client.ts';
 import { samplePayload } from '../src/samples.ts';
 import { postgresStore } from '../src/stores/postgres.ts';
 import { SECRET, signedRequest, waitFor } from './helpers/lava.ts';
-import { countingCompletions, eventStatuses, openPg } from './helpers/pg.ts';
+import { FAULT_TEST_OPTIONS, countingCompletions, eventStatuses, openPg } from './helpers/pg.ts';
 import { ROOT, binAvailable, startServer } from './helpers/server-process.ts';
 import { tcpProxy } from './helpers/tcp-proxy.ts';
 
@@ -92,13 +92,7 @@ describe('postgres outage', { skip }, () => {
         runs.push(record.key);
       },
       concurrency: 2,
-      storeTimeoutMs: 1_000,
-      leaseMs: 1_000,
-      pollMs: 100,
-      retry: { scheduleMs: [100, 200, 400, 800], jitter: 0 },
-      logLevel: 'silent',
-      // The deliveries name their keys in webhook-id, as a proxy in front of the receiver would.
-      trustWebhookIdHeader: true,
+      ...FAULT_TEST_OPTIONS,
     });
     lava.start();
     const deliver = async (key: string, customer: string, n: number) => {

@@ -152,3 +152,17 @@ export function countingCompletions(inner: Store): { store: Store; completions: 
   };
   return { store, completions };
 }
+
+/**
+ * Receiver settings for the database-fault tests: a short store timeout, lease, poll and retry schedule, so a fault
+ * and the recovery after it both show within seconds; no logs; and keys taken from each delivery's webhook-id (as a
+ * proxy in front of the receiver would set it), so the test knows every key it sent.
+ */
+export const FAULT_TEST_OPTIONS = {
+  storeTimeoutMs: 1_000,
+  leaseMs: 1_000,
+  pollMs: 100,
+  retry: { scheduleMs: [100, 200, 400, 800], jitter: 0 },
+  logLevel: 'silent',
+  trustWebhookIdHeader: true,
+} as const;
