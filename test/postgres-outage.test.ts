@@ -9,7 +9,7 @@ import { createLavaWebhooks } from '../src/receiver.ts';
 import { sqlClient } from '../src/runtime/sql-client.ts';
 import { samplePayload } from '../src/samples.ts';
 import { postgresStore } from '../src/stores/postgres.ts';
-import { SECRET, signedRequest, waitFor } from './helpers/lava.ts';
+import { SECRET, signedRequest, sleep, waitFor } from './helpers/lava.ts';
 import { FAULT_TEST_OPTIONS, countingCompletions, eventStatuses, openPg } from './helpers/pg.ts';
 import { ROOT, binAvailable, startServer } from './helpers/server-process.ts';
 import { tcpProxy } from './helpers/tcp-proxy.ts';
@@ -67,7 +67,7 @@ describe('postgres outage', { skip }, () => {
       const reserved = await sql.reserve();
       await reserved.unsafe('SELECT 1');
       await proxy.cut();
-      await new Promise((resolve) => setTimeout(resolve, 100));
+      await sleep(100);
       await assert.rejects(reserved.unsafe('SELECT 1'), (e: { code?: string }) => e.code === 'CONNECTION_CLOSED');
       reserved.release();
     } finally {
