@@ -9,7 +9,7 @@
 //   BENCH_WARMUP=2          seconds of unmeasured load before it
 //   BENCH_CONNECTIONS=64    wrk connections
 //   BENCH_WRK_THREADS=1     wrk threads (all on the load cores)
-//   BENCH_TARGETS=a,b,n,h,c,d,e,f,g which targets, in order
+//   BENCH_TARGETS=a,b,n,h,m,c,d,e,f,g which targets, in order
 //   BENCH_SERVER_CPUS=0     cores for the server (taskset -c); BENCH_LOAD_CPUS=1 for wrk
 //   BENCH_MEMORY_EVENTS=1000000     events for the memory step (0 skips it); BENCH_MEMORY_STORE=sqlite|memory
 //   BENCH_MEMORY_RETENTION=5s       retention during the memory step (purge runs that often)
@@ -37,7 +37,7 @@ const ROUNDS = Math.max(1, num('BENCH_ROUNDS', 3));
 const WARMUP = num('BENCH_WARMUP', 2);
 const CONNECTIONS = num('BENCH_CONNECTIONS', 64);
 const THREADS = num('BENCH_WRK_THREADS', 1);
-const TARGET_IDS = (env.BENCH_TARGETS ?? 'a,b,n,h,c,d,e,f,g').split(',').map((s) => s.trim()).filter(Boolean);
+const TARGET_IDS = (env.BENCH_TARGETS ?? 'a,b,n,h,m,c,d,e,f,g').split(',').map((s) => s.trim()).filter(Boolean);
 const MEMORY_EVENTS = num('BENCH_MEMORY_EVENTS', 1_000_000);
 const MEMORY_STORE = env.BENCH_MEMORY_STORE ?? 'sqlite';
 const MEMORY_RETENTION = env.BENCH_MEMORY_RETENTION ?? '5s';
@@ -276,6 +276,10 @@ const TARGETS = {
     cmd: () => [node, 'bench/targets/express-style-node.mjs'],
   },
   h: { name: '@octokit/webhooks createWebMiddleware on Bun', cmd: () => [bun, 'bench/targets/octokit-bun.ts'], mode: 'github' },
+  m: {
+    name: 'a minimal receiver on Bun that keeps each event in a Map (native HMAC, JSON.parse; no validation, no handlers)',
+    cmd: () => [bun, 'bench/targets/minimal-bun.ts'],
+  },
   c: { name: 'ours, memory store (Bun)', cmd: server, env: () => ({ LAVA_WEBHOOK_STORE: 'memory' }), ours: true },
   d: {
     name: 'ours, SQLite default durability (Bun)',
@@ -734,6 +738,20 @@ const report = [
   '- (h) answers after its handlers ran in memory and records nothing; ours answers only after the event is in the store, ' +
     'and its worker runs the handlers on the same core during the run (the notes column says how many acknowledged ' +
     'events it had not yet run when the load stopped; it runs them afterwards).',
+  ...(() => {
+    const m = runs.find((r) => r.id === 'm' && r.rps);
+    if (!m) return [];
+    const a = runs.find((r) => r.id === 'a' && r.rps);
+    const c = runs.find((r) => r.id === 'c' && r.rps);
+    return [
+      '- (m) does only what any receiver that keeps what it acknowledges must do (read, verify, parse, keep the ' +
+        'event in the heap), with none of ours’ validation, logging, metrics, handler runs or store contract; it is ' +
+        'no target of its own. ' +
+        `Here it reached ${a ? `${f2(ratioOf(m, a))} × (a)` : '— (no (a))'}` +
+        `${c ? `, and ours with the memory store (c) reached ${f2(ratioOf(c, m))} × (m)` : ''}: the distance from (a) ` +
+        'to (m) is what keeping every event in memory costs on this machine, whoever writes the receiver.',
+    ];
+  })(),
   `- The rate at which ours then ran that backlog is measured over the ${DRAIN} s after the load stopped, with no-op ` +
     'handlers at the default concurrency (8): the processing capacity of one instance, with the core to itself. On ' +
     'Postgres each handler slot waits for a claim and a completion round trip, so it is far below the ack rate; raise ' +
