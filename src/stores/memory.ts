@@ -106,6 +106,9 @@ export function memoryStore(options: MemoryStoreOptions = {}): Store {
   const delayed = new Heap<EventRecord>((a, b) => a.nextAttemptAt < b.nextAttemptAt);
   const leased = new Set<EventRecord>();
   const where = new Map<EventRecord, 'ready' | 'delayed' | 'leased'>();
+  // The waiting (never claimed) record of each signal's coalesceKey: identical copies are counted into it.
+  const waiting = new Map<string, EventRecord>();
+  const isWaiting = (r: EventRecord) => r.status === 'pending' && r.attempts === 0 && r.leaseOwner === null;
 
   const groupsOf = (r: EventRecord) => (r.customerId === null ? solo : groups);
   const groupKey = (r: EventRecord) => r.customerId ?? r.key;
@@ -177,9 +180,21 @@ export function memoryStore(options: MemoryStoreOptions = {}): Store {
     insert(event: NewEvent): InsertResult {
       check();
       if (records.has(event.key)) return { inserted: false };
+      const ck = event.coalesceKey ?? null;
+      if (ck !== null) {
+        const w = waiting.get(ck);
+        if (w !== undefined && isWaiting(w)) {
+          w.deliveries++;
+          return { inserted: false, coalescedInto: w.key };
+        }
+      }
       if (records.size >= maxRecords) throw new StoreUnavailableError(`memory store is full (${maxRecords} records)`);
       const record: EventRecord = {
         key: event.key,
+        policy: event.policy ?? 'dedupe',
+        coalesceKey: ck,
+        deliveries: 1,
+        tombstone: false,
         event: event.event,
         customerId: event.customerId,
         body: event.body,
@@ -197,6 +212,7 @@ export function memoryStore(options: MemoryStoreOptions = {}): Store {
       records.set(record.key, record);
       tally[record.status]++;
       if (isOpen(record)) join(record);
+      if (ck !== null && record.status === 'pending') waiting.set(ck, record);
       return { inserted: true };
     },
     claim({ owner, limit, leaseMs, now }: ClaimOptions): EventRecord[] {
@@ -229,6 +245,8 @@ export function memoryStore(options: MemoryStoreOptions = {}): Store {
         head.leaseOwner = owner;
         head.leaseUntil = now + leaseMs;
         head.attempts += 1;
+        // Its run begins: copies that arrive from now on get a run of their own.
+        if (head.coalesceKey !== null && waiting.get(head.coalesceKey) === head) waiting.delete(head.coalesceKey);
         where.set(head, 'leased');
         leased.add(head);
         out.push(copy(head));
@@ -280,7 +298,7 @@ export function memoryStore(options: MemoryStoreOptions = {}): Store {
     requeue(key, now) {
       check();
       const r = records.get(key);
-      if (!r) return false;
+      if (!r || r.tombstone) return false;
       const wasOpen = isOpen(r);
       setStatus(r, 'pending');
       r.attempts = 0;
@@ -291,6 +309,10 @@ export function memoryStore(options: MemoryStoreOptions = {}): Store {
       r.finishedAt = null;
       if (!wasOpen) join(r);
       else if (isHead(r)) offer(r);
+      if (r.coalesceKey !== null) {
+        const w = waiting.get(r.coalesceKey);
+        if (w === undefined || !isWaiting(w)) waiting.set(r.coalesceKey, r);
+      }
       return true;
     },
     requeueWhere(filter: RequeueFilter, now) {
@@ -299,7 +321,7 @@ export function memoryStore(options: MemoryStoreOptions = {}): Store {
       let n = 0;
       // Requeueing changes a record in place (the map is not touched), so the live iteration is safe.
       for (const r of records.values()) {
-        if (!statuses.includes(r.status)) continue;
+        if (!statuses.includes(r.status) || r.tombstone) continue;
         if (filter.event !== undefined && r.event !== filter.event) continue;
         if (this.requeue(r.key, now)) n++;
       }
@@ -325,19 +347,31 @@ export function memoryStore(options: MemoryStoreOptions = {}): Store {
       }
       return out;
     },
-    purge({ before, status }: PurgeOptions) {
+    purge({ before, status, tombstonesBefore }: PurgeOptions) {
       check();
       const statuses = status ?? ['done'];
       let n = 0;
       // Deleting the entry just visited is safe while iterating a Map: no copy of every record (a million, hourly).
       for (const r of records.values()) {
-        if ((r.status === 'done' || r.status === 'dead') && statuses.includes(r.status)) {
-          if (r.finishedAt !== null && r.finishedAt < before) {
-            records.delete(r.key);
-            tally[r.status]--;
-            n++;
-          }
+        if (!(r.status === 'done' || r.status === 'dead') || !statuses.includes(r.status) || r.finishedAt === null) {
+          continue;
         }
+        if (r.tombstone) {
+          if (tombstonesBefore === undefined || r.finishedAt >= tombstonesBefore) continue;
+        } else if (r.finishedAt >= before) {
+          continue;
+        } else if (r.policy === 'once') {
+          // The key outlives the event: a replay of it stays a duplicate for the tombstone horizon.
+          r.tombstone = true;
+          r.body = new Uint8Array(0);
+          r.headers = {};
+          r.lastError = null;
+          n++;
+          continue;
+        }
+        records.delete(r.key);
+        tally[r.status]--;
+        n++;
       }
       return n;
     },

@@ -17,18 +17,38 @@ export type EventStatus = 'pending' | 'retrying' | 'done' | 'dead';
 
 export const EVENT_STATUSES: readonly EventStatus[] = ['pending', 'retrying', 'done', 'dead'];
 
+/**
+ * How a delivery's identity is kept (the policy per event type lives in src/intake/identity.ts):
+ * - `once`: one run per customer, ever. The key is `event:customer_id`; purging keeps a tombstone of the key.
+ * - `dedupe`: the key is the event's own identity (an `id` field, a trusted `webhook-id`, a custom key, the hash of
+ *   a rejected body); a second delivery with it is a duplicate until retention purges the record.
+ * - `signal`: a "look again" signal whose copies are identical on purpose (a balance update). Every record has a
+ *   key of its own; copies that arrive while one with the same `coalesceKey` still waits coalesce into it.
+ */
+export type IdentityPolicy = 'once' | 'dedupe' | 'signal';
+
+export const IDENTITY_POLICIES: readonly IdentityPolicy[] = ['once', 'dedupe', 'signal'];
+
 /** What intake hands to `insert`. */
 export interface NewEvent {
-  /** Idempotency key; unique across the store. */
+  /** The record's key; unique across the store. */
   key: string;
+  /** Default `dedupe`. */
+  policy?: IdentityPolicy;
+  /**
+   * Set for `signal` deliveries: the identity of identical copies (`event:sha256:<hex of the body>`). When a record
+   * with the same `coalesceKey` is still waiting (`pending`, `attempts` 0, no lease), the delivery is counted into
+   * it (`deliveries + 1`) instead of being inserted.
+   */
+  coalesceKey?: string | null;
   /** Event name as delivered (`customer.created`, …), or `unknown` when the body had none. */
   event: string;
   /** Ordering group: events of one customer run one at a time, in arrival order. Null = its own group. */
   customerId: string | null;
   /** The raw request body, byte for byte. */
   body: Uint8Array;
-  /** The selected request headers worth keeping (lower-case names). Includes Lava's X-Webhook-Signature, so a
-   * relay can forward it and an operator can re-verify the bytes; it is never written to a log. */
+  /** The selected request headers worth keeping (lower-case names). Lava's X-Webhook-Signature is not among them
+   * by default: a stored signature would let anyone who reads the database replay the delivery. */
   headers: Record<string, string>;
   /** Epoch milliseconds when intake received it. */
   receivedAt: number;
@@ -41,6 +61,16 @@ export interface NewEvent {
 /** A stored event. */
 export interface EventRecord {
   key: string;
+  policy: IdentityPolicy;
+  /** See `NewEvent.coalesceKey`; null unless the policy is `signal`. */
+  coalesceKey: string | null;
+  /** Deliveries this record stands for: 1, plus each identical copy coalesced into it while it waited. */
+  deliveries: number;
+  /**
+   * True once purge kept only the key of a finished `once` event: body empty, headers `{}`, error cleared. It still
+   * answers inserts of its key as a duplicate, until the tombstone horizon removes it.
+   */
+  tombstone: boolean;
   event: string;
   customerId: string | null;
   body: Uint8Array;
@@ -63,8 +93,10 @@ export interface EventRecord {
 }
 
 export interface InsertResult {
-  /** False when the key was already there: nothing was written. */
+  /** False when the key was already there (a duplicate), or the delivery was coalesced into a waiting copy. */
   inserted: boolean;
+  /** Set when a `signal` delivery was counted into the waiting record with this key. */
+  coalescedInto?: string;
 }
 
 export interface ClaimOptions {
@@ -95,10 +127,16 @@ export interface RequeueFilter {
 }
 
 export interface PurgeOptions {
-  /** Remove records that finished (`finishedAt`) before this epoch ms. */
+  /**
+   * Remove records that finished (`finishedAt`) before this epoch ms. A `once` record is not removed but becomes a
+   * tombstone (its key, event, customer and times stay; body, headers and error go), so its key keeps answering
+   * duplicate.
+   */
   before: number;
   /** Default `['done']`; dead letters are purged only when asked for. */
   status?: Array<'done' | 'dead'>;
+  /** Also delete tombstones (of those statuses) that finished before this epoch ms. Default: none. */
+  tombstonesBefore?: number;
 }
 
 export type StatusCounts = Record<EventStatus, number>;
@@ -107,7 +145,12 @@ export type StatusCounts = Record<EventStatus, number>;
  * The store contract. Every method may return a value or a promise.
  *
  * Rules every implementation keeps (the contract suite in test/stores checks them):
- * - `insert` is atomic insert-if-absent on `key`, and durable when it returns.
+ * - `insert` is atomic insert-if-absent on `key`, and durable when it returns. With a `coalesceKey`, it first looks
+ *   for a waiting record with that `coalesceKey` (`pending`, `attempts` 0, no lease): if there is one, its
+ *   `deliveries` goes up by one, nothing else changes, and the answer is `{ inserted: false, coalescedInto: key }`.
+ *   Once a record was claimed it never takes copies again: a delivery after a run began gets a run of its own.
+ * - `purge` deletes finished non-`once` records before `before`, turns finished `once` records into tombstones, and
+ *   deletes tombstones only before `tombstonesBefore`. Tombstones keep their status and are counted in it.
  * - `claim` returns only due events (`pending`/`retrying`, `nextAttemptAt <= now`) with no live lease, and only the
  *   head of each ordering group: the lowest-`seq` event of the customer that is still `pending`/`retrying`. A group
  *   whose head is leased or not yet due yields nothing. At most one event per group per call. Results are in `seq`

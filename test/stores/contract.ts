@@ -280,6 +280,126 @@ export function storeContract(name: string, target: ContractTarget): void {
       await s.close();
     });
 
+    test('insert() records the identity policy; a plain insert is dedupe with one delivery', async () => {
+      const s = await fresh();
+      await s.insert(newEvent('plain', 'A', T0));
+      await s.insert(newEvent('customer.created:B', 'B', T0, { policy: 'once' }));
+      const plain = await s.get('plain');
+      assert.equal(plain?.policy, 'dedupe');
+      assert.equal(plain?.coalesceKey, null);
+      assert.equal(plain?.deliveries, 1);
+      assert.equal(plain?.tombstone, false);
+      assert.equal((await s.get('customer.created:B'))?.policy, 'once');
+      assert.deepEqual(await s.insert(newEvent('customer.created:B', 'B', T0 + 1, { policy: 'once' })), {
+        inserted: false,
+      });
+      await s.close();
+    });
+
+    test('insert() of a signal coalesces into a waiting copy, and never into one whose run began', async () => {
+      const s = await fresh();
+      const sig = (key: string, at: number, ck = 'bal:A') =>
+        newEvent(key, 'A', at, { event: 'customer.wallet.balance.updated', policy: 'signal', coalesceKey: ck });
+      assert.deepEqual(await s.insert(sig('s1', T0)), { inserted: true });
+      assert.deepEqual(await s.insert(sig('s2', T0 + 1)), { inserted: false, coalescedInto: 's1' });
+      assert.deepEqual(await s.insert(sig('s3', T0 + 2)), { inserted: false, coalescedInto: 's1' });
+      assert.equal(await s.get('s2'), null, 'a coalesced copy writes no record of its own');
+      const waiting = await s.get('s1');
+      assert.equal(waiting?.deliveries, 3);
+      assert.equal(waiting?.policy, 'signal');
+      assert.equal(waiting?.coalesceKey, 'bal:A');
+      // Another body (another coalesceKey) is another record.
+      assert.deepEqual(await s.insert(sig('o1', T0 + 3, 'bal:A:other')), { inserted: true });
+      const [claimed] = await s.claim({ owner: 'w', limit: 1, leaseMs: 1000, now: T0 + 10 });
+      assert.equal(claimed?.key, 's1');
+      assert.equal(claimed?.deliveries, 3, 'the claimed copy says how many deliveries it stands for');
+      // The run began: the next copy is a record of its own, and copies after it coalesce into that one.
+      assert.deepEqual(await s.insert(sig('s4', T0 + 11)), { inserted: true });
+      assert.deepEqual(await s.insert(sig('s5', T0 + 12)), { inserted: false, coalescedInto: 's4' });
+      // A failed run waiting for its retry takes no copies either.
+      assert.equal(await s.retry('s1', 'w', T0 + 5000, 'boom'), true);
+      assert.deepEqual(await s.insert(sig('s6', T0 + 13)), { inserted: false, coalescedInto: 's4' });
+      assert.equal((await s.get('s1'))?.deliveries, 3);
+      assert.equal((await s.get('s4'))?.deliveries, 3);
+      const c = await s.counts();
+      assert.equal(c.pending + c.retrying, 3, 's1 (retrying), o1 and s4');
+      await s.close();
+    });
+
+    test('insert() of the same signal concurrently writes one record that counts every delivery', async () => {
+      const s = await fresh();
+      const results = await Promise.all(
+        Array.from({ length: 20 }, (_, i) =>
+          s.insert(
+            newEvent(`c${i}`, 'A', T0 + i, { event: 'customer.wallet.balance.updated', policy: 'signal', coalesceKey: 'ck' }),
+          ),
+        ),
+      );
+      const inserted = results.filter((r) => r.inserted);
+      assert.equal(inserted.length, 1);
+      const into = new Set(results.filter((r) => !r.inserted).map((r) => r.coalescedInto));
+      assert.equal(into.size, 1);
+      const [key] = [...into];
+      assert.equal((await s.get(key as string))?.deliveries, 20);
+      assert.equal((await s.counts()).pending, 1);
+      await s.close();
+    });
+
+    test('purge() keeps a tombstone of a finished once event, whose key stays a duplicate until its own horizon', async () => {
+      const s = await fresh();
+      await s.insert(newEvent('customer.created:A', 'A', T0, { policy: 'once', headers: { 'user-agent': 'lava' } }));
+      await s.insert(newEvent('id:evt_1', 'B', T0));
+      await s.insert(newEvent('sig1', 'C', T0, { policy: 'signal', coalesceKey: 'ck:C', event: 'customer.wallet.balance.updated' }));
+      for (const r of await s.claim({ owner: 'w', limit: 10, leaseMs: 1000, now: T0 })) {
+        assert.equal(await s.complete(r.key, 'w', T0 + 10), true);
+      }
+      assert.equal(await s.purge({ before: T0 + 50 }), 3, 'one tombstone made, two records removed');
+      assert.equal(await s.get('id:evt_1'), null);
+      assert.equal(await s.get('sig1'), null);
+      const t = await s.get('customer.created:A');
+      assert.ok(t, 'the tombstone is kept');
+      assert.equal(t.tombstone, true);
+      assert.equal(t.status, 'done');
+      assert.equal(t.event, 'customer.created');
+      assert.equal(t.customerId, 'A');
+      assert.equal(t.finishedAt, T0 + 10);
+      assert.equal(t.body.byteLength, 0);
+      assert.deepEqual(t.headers, {});
+      assert.deepEqual(await s.insert(newEvent('customer.created:A', 'A', T0 + 100, { policy: 'once' })), {
+        inserted: false,
+      });
+      assert.deepEqual(await s.insert(newEvent('id:evt_1', 'B', T0 + 100)), { inserted: true }, 'a dedupe key is freed');
+      assert.equal(await s.purge({ before: T0 + 60 }), 0, 'a tombstone is not purged twice');
+      assert.equal(
+        await s.purge({ before: T0 + 60, tombstonesBefore: T0 + 5 }),
+        0,
+        'a tombstone younger than its horizon stays',
+      );
+      assert.equal(await s.purge({ before: T0 + 60, tombstonesBefore: T0 + 11 }), 1);
+      assert.equal(await s.get('customer.created:A'), null);
+      assert.deepEqual(await s.insert(newEvent('customer.created:A', 'A', T0 + 200, { policy: 'once' })), {
+        inserted: true,
+      });
+      await s.close();
+    });
+
+    test('purge() of once dead letters, when asked, keeps their tombstones too', async () => {
+      const s = await fresh();
+      await s.insert(newEvent('customer.deleted:A', 'A', T0, { policy: 'once', event: 'customer.deleted' }));
+      const [r] = await s.claim({ owner: 'w', limit: 1, leaseMs: 1000, now: T0 });
+      assert.equal(await s.deadLetter(r!.key, 'w', 'gave up', T0 + 1), true);
+      assert.equal(await s.purge({ before: T0 + 10 }), 0, 'dead letters stay unless asked for');
+      assert.equal(await s.purge({ before: T0 + 10, status: ['dead'] }), 1);
+      const t = await s.get('customer.deleted:A');
+      assert.equal(t?.tombstone, true);
+      assert.equal(t?.status, 'dead');
+      assert.equal(t?.lastError, null);
+      assert.deepEqual(await s.insert(newEvent('customer.deleted:A', 'A', T0 + 20, { policy: 'once' })), {
+        inserted: false,
+      });
+      await s.close();
+    });
+
     test('ping() answers while open; close() is final', async () => {
       const s = await fresh();
       await s.ping();
