@@ -6,6 +6,7 @@ import {
   EVENT_STATUSES,
   type EventRecord,
   type EventStatus,
+  type IdentityPolicy,
   type InsertResult,
   type ListOptions,
   type NewEvent,
@@ -21,7 +22,7 @@ import {
 export const DRIVER_NAME = 'sqlite';
 
 /** The schema this build writes and understands (kept in `PRAGMA user_version`). */
-export const SCHEMA_VERSION = 2;
+export const SCHEMA_VERSION = 3;
 
 export interface SqliteStoreOptions {
   /** Database file; missing parent directories are created. `:memory:` keeps everything in this process only. */
@@ -173,6 +174,32 @@ BEGIN
 END;
 `;
 
+// Schema 3: identity policies (see IdentityPolicy in store.ts). ALTER TABLE appends the columns after body, so
+// reading them from a row with a large body walks its overflow pages; nothing hot filters on them from the row:
+// the coalescing lookup reads events_waiting, purge reads tombstone from events_finished_v3.
+// - Rows of older builds get the policy their key implies: `customer.created:` / `customer.deleted:` keys (but not
+//   the `:sha256:` keys of unparsable bodies) were already kept once per customer, everything else deduplicated.
+// - Older builds stored Lava's signature among the headers; whoever reads the file could replay those deliveries,
+//   so it is removed (openSchema runs this with secure_delete on, then scrubFile, so no old copy stays behind).
+// - events_waiting finds the waiting copy of a signal; it holds only signals that were never claimed, so it stays
+//   a handful of rows.
+// - events_finished gains tombstone, so purge seeks past the tombstones kept for years instead of visiting each.
+const IDENTITY = `
+ALTER TABLE events ADD COLUMN policy TEXT NOT NULL DEFAULT 'dedupe' CHECK (policy IN ('once', 'dedupe', 'signal'));
+ALTER TABLE events ADD COLUMN coalesce_key TEXT;
+ALTER TABLE events ADD COLUMN deliveries INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE events ADD COLUMN tombstone INTEGER NOT NULL DEFAULT 0;
+UPDATE events SET policy = 'once'
+  WHERE substr(key, 1, 17) IN ('customer.created:', 'customer.deleted:') AND instr(key, ':sha256:') = 0;
+UPDATE events SET headers = json_remove(headers, '$."x-webhook-signature"')
+  WHERE instr(headers, '"x-webhook-signature"') > 0 AND json_valid(headers);
+CREATE INDEX IF NOT EXISTS events_waiting ON events (coalesce_key)
+  WHERE coalesce_key IS NOT NULL AND status = 'pending' AND attempts = 0;
+DROP INDEX IF EXISTS events_finished;
+CREATE INDEX IF NOT EXISTS events_finished_v3 ON events (status, tombstone, finished_at)
+  WHERE status IN ('done', 'dead');
+`;
+
 const OPEN = `status IN ('pending', 'retrying')`;
 // A head that may be claimed at ?1: due, and not leased (or its lease ran out). The claim's pick and its probe share it.
 const CLAIMABLE = `head = 1 AND ${OPEN} AND next_attempt_at <= ?1 AND (lease_until IS NULL OR lease_until <= ?1)`;
@@ -182,7 +209,10 @@ const CLAIMABLE = `head = 1 AND ${OPEN} AND next_attempt_at <= ?1 AND (lease_unt
 // plans are unchanged: EXPLAIN QUERY PLAN still searches the same indexes).
 const COLUMNS =
   'seq, key, event, customer_id, received_at, status, attempts, next_attempt_at, lease_owner, lease_until, ' +
-  'last_error, finished_at, headers, body';
+  'last_error, finished_at, headers, body, policy, coalesce_key, deliveries, tombstone';
+// The purge's candidates of one status list: finished before ?1, not yet tombstones (the events_finished_v3 seek).
+const FINISHED_BEFORE =
+  `status IN ('done', 'dead') AND tombstone = 0 AND finished_at < ?1 AND instr(?2, ',' || status || ',') > 0`;
 const PURGE_BATCH = 1000;
 
 // SQLITE_CORRUPT (11) and SQLITE_NOTADB (26): the file is not a database we can read.
@@ -198,6 +228,10 @@ function isNotADatabase(err: unknown): boolean {
 function toRecord(row: Record<string, SqliteValue>): EventRecord {
   return {
     key: row.key as string,
+    policy: row.policy as IdentityPolicy,
+    coalesceKey: row.coalesce_key as string | null,
+    deliveries: row.deliveries as number,
+    tombstone: row.tombstone === 1,
     event: row.event as string,
     customerId: row.customer_id as string | null,
     body: row.body as Uint8Array,
@@ -220,6 +254,11 @@ const isCustomerGroup = (grp: string) => grp.charCodeAt(0) === 99; /* 'c' */
 /** Statuses as a `,a,b,` list for `instr()`, so one prepared statement serves every filter. */
 function statusList(statuses: readonly string[]): string {
   return `,${statuses.filter((s) => (EVENT_STATUSES as readonly string[]).includes(s)).join(',')},`;
+}
+
+/** `PRAGMA secure_delete` reads 0, 1 or 2 but takes 2 back only as FAST (a bare 2 would mean ON). */
+function secureDeleteSetting(value: unknown): 'OFF' | 'ON' | 'FAST' {
+  return value === 1 ? 'ON' : value === 2 ? 'FAST' : 'OFF';
 }
 
 /** Checks the file and creates or verifies the schema. Writes nothing to a file it does not recognise. */
@@ -256,7 +295,14 @@ function openSchema(db: SqliteConnection, path: string): void {
   }
   // Only now is the file known to be ours (or new): WAL rewrites the header.
   db.exec('PRAGMA journal_mode = WAL');
-  if (version < SCHEMA_VERSION) {
+  if (version >= SCHEMA_VERSION) return;
+  // The schema-3 step rewrites headers that held a signature: with secure_delete the space their old bytes took is
+  // zeroed instead of freed as is (and the space of the rows it rewrites for their policy, which is no secret, too).
+  // It is this connection's setting, so it is put back once the upgrade is done.
+  const secureDelete = secureDeleteSetting(db.prepare('PRAGMA secure_delete').get()?.secure_delete);
+  db.exec('PRAGMA secure_delete = ON');
+  let upgradedRows = false;
+  try {
     // Another process may be creating the schema at the same moment: decide under the write lock.
     db.exec('BEGIN IMMEDIATE');
     try {
@@ -264,8 +310,10 @@ function openSchema(db: SqliteConnection, path: string): void {
       // A new file gets schema 1's tables, then every later step; a schema-1 file only the later steps.
       if (now < 1) db.exec(SCHEMA);
       if (now < 2) db.exec(COUNTS);
+      if (now < 3) db.exec(IDENTITY);
       if (now < SCHEMA_VERSION) db.exec(`PRAGMA user_version = ${SCHEMA_VERSION};`);
       db.exec('COMMIT');
+      upgradedRows = now >= 1 && now < 3;
     } catch (err) {
       try {
         db.exec('ROLLBACK');
@@ -274,6 +322,32 @@ function openSchema(db: SqliteConnection, path: string): void {
       }
       throw err;
     }
+  } finally {
+    db.exec(`PRAGMA secure_delete = ${secureDelete}`);
+  }
+  if (upgradedRows) scrubFile(db);
+}
+
+/**
+ * After the upgrade that stripped stored signatures: leaves no old copy of one in the file or its WAL.
+ * secure_delete only zeroes what the upgrade itself frees. Older builds left copies of rows in the free space of
+ * their pages (the old version of every row a completion rewrote, the leaf cells of a page that a split turned into
+ * an interior page, pages a purge freed), and only VACUUM rebuilds every page from the rows alone. It rewrites the
+ * whole file (and needs about its size in temporary space), once, at the first start of this version. Then the WAL,
+ * which holds those page images, is copied back and cut to nothing.
+ * Best effort: the signatures are gone from the rows already. A reader in another process can hold up the
+ * checkpoint (SQLite's own checkpoints then finish copying later), a full disk the VACUUM.
+ */
+function scrubFile(db: SqliteConnection): void {
+  try {
+    db.exec('VACUUM');
+  } catch {
+    // Busy or out of space: the file keeps its free space as it was.
+  }
+  try {
+    db.prepare('PRAGMA wal_checkpoint(TRUNCATE)').get();
+  } catch {
+    // Busy: nothing more to do here.
   }
 }
 
@@ -329,6 +403,8 @@ export function sqliteStore(options: SqliteStoreOptions): SqliteStore | SqliteGr
   }
 
   let db: SqliteConnection;
+  // The connection's own secure_delete (SQLite's build default), put back after each purge.
+  let secureDelete: 'OFF' | 'ON' | 'FAST' = 'OFF';
   try {
     db = driver.openDatabase(path);
   } catch (err) {
@@ -347,6 +423,7 @@ export function sqliteStore(options: SqliteStoreOptions): SqliteStore | SqliteGr
     // backstop. After a checkpoint the WAL file is cut back to 64 MiB.
     db.exec('PRAGMA wal_autocheckpoint = 4000');
     db.exec('PRAGMA journal_size_limit = 67108864');
+    secureDelete = secureDeleteSetting(db.prepare('PRAGMA secure_delete').get()?.secure_delete);
   } catch (err) {
     try {
       db.close();
@@ -366,14 +443,26 @@ export function sqliteStore(options: SqliteStoreOptions): SqliteStore | SqliteGr
     // other open event; the subquery reads the open-events index only.
     insert: db.prepare(
       `INSERT INTO events (seq, key, grp, status, head, next_attempt_at, event, customer_id, received_at,
-         finished_at, last_error, headers, body)
+         finished_at, last_error, headers, body, policy, coalesce_key)
        VALUES (
          max(coalesce((SELECT max(seq) FROM events), 0),
              coalesce((SELECT value FROM meta WHERE name = 'seq_floor'), 0)) + 1,
          ?1, ?2, ?3,
          CASE WHEN ?3 = 'pending' THEN NOT EXISTS (SELECT 1 FROM events WHERE grp = +?2 AND ${OPEN}) ELSE 0 END,
-         ?4, ?5, ?6, ?4, CASE WHEN ?3 = 'dead' THEN ?4 END, ?7, ?8, ?9)
+         ?4, ?5, ?6, ?4, CASE WHEN ?3 = 'dead' THEN ?4 END, ?7, ?8, ?9, ?10, ?11)
        ON CONFLICT (key) DO NOTHING`,
+    ),
+    // A signal first counts itself into the waiting copy (never claimed; the oldest, should there be several), unless
+    // its own key is already there: a redelivery of a record is a duplicate, as for any other policy. `+?1`: see
+    // above (coalesce_key is the column of a partial index); the plan still searches events_waiting.
+    coalesce: db.prepare(
+      `UPDATE events SET deliveries = deliveries + 1
+       WHERE seq = (
+         SELECT seq FROM events
+         WHERE coalesce_key = +?1 AND status = 'pending' AND attempts = 0 AND lease_owner IS NULL
+         ORDER BY seq LIMIT 1)
+         AND NOT EXISTS (SELECT 1 FROM events WHERE key = ?2)
+       RETURNING key`,
     ),
     // A claim picks the claimable heads, then leases each by its seq, inside one write transaction: measured
     // faster than one UPDATE … WHERE seq IN (SELECT …) RETURNING (a one-event claim on tmpfs: 29-38 us against 37-47).
@@ -400,13 +489,13 @@ export function sqliteStore(options: SqliteStoreOptions): SqliteStore | SqliteGr
     requeue: db.prepare(
       `UPDATE events SET status = 'pending', attempts = 0, next_attempt_at = ?2, lease_owner = NULL,
          lease_until = NULL, last_error = NULL, finished_at = NULL
-       WHERE key = ?1
+       WHERE key = ?1 AND tombstone = 0
        RETURNING grp`,
     ),
     requeueWhere: db.prepare(
       `UPDATE events SET status = 'pending', attempts = 0, next_attempt_at = ?2, lease_owner = NULL,
          lease_until = NULL, last_error = NULL, finished_at = NULL
-       WHERE instr(?1, ',' || status || ',') > 0 AND (?3 IS NULL OR event = ?3)
+       WHERE instr(?1, ',' || status || ',') > 0 AND (?3 IS NULL OR event = ?3) AND tombstone = 0
        RETURNING grp`,
     ),
     demote: db.prepare('UPDATE events SET head = 0 WHERE grp = +?1 AND head = 1'),
@@ -422,10 +511,21 @@ export function sqliteStore(options: SqliteStoreOptions): SqliteStore | SqliteGr
     raiseSeqFloor: db.prepare(
       `UPDATE meta SET value = max(value, coalesce((SELECT max(seq) FROM events), 0)) WHERE name = 'seq_floor'`,
     ),
+    // A tombstone keeps the key (and event, customer, status, times) of a finished once event; what the delivery
+    // said goes.
+    bury: db.prepare(
+      `UPDATE events SET tombstone = 1, body = x'', headers = '{}', last_error = NULL WHERE seq IN (
+         SELECT seq FROM events WHERE ${FINISHED_BEFORE} AND policy = 'once' LIMIT CAST(?3 AS INTEGER))`,
+    ),
     purge: db.prepare(
       `DELETE FROM events WHERE seq IN (
+         SELECT seq FROM events WHERE ${FINISHED_BEFORE} AND policy <> 'once' LIMIT CAST(?3 AS INTEGER))`,
+    ),
+    purgeTombstones: db.prepare(
+      `DELETE FROM events WHERE seq IN (
          SELECT seq FROM events
-         WHERE status IN ('done', 'dead') AND finished_at < ?1 AND instr(?2, ',' || status || ',') > 0
+         WHERE status IN ('done', 'dead') AND tombstone = 1 AND finished_at < ?1
+           AND instr(?2, ',' || status || ',') > 0
          LIMIT CAST(?3 AS INTEGER))`,
     ),
     counts: db.prepare('SELECT status, n FROM counts'),
@@ -459,6 +559,23 @@ export function sqliteStore(options: SqliteStoreOptions): SqliteStore | SqliteGr
       }
       throw err;
     }
+  };
+  // The one-statement insert (see s.insert); a duplicate key changes nothing and answers inserted: false.
+  const add = (event: NewEvent, coalesceKey: string | null): InsertResult => {
+    const changes = s.insert.run(
+      event.key,
+      event.customerId === null ? `k:${event.key}` : `c:${event.customerId}`,
+      event.status,
+      event.receivedAt,
+      event.event,
+      event.customerId,
+      event.lastError ?? null,
+      JSON.stringify(event.headers),
+      event.body,
+      event.policy ?? 'dedupe',
+      coalesceKey,
+    );
+    return { inserted: changes > 0 };
   };
   // The group's lowest-seq open event becomes its head (when it is not already).
   const promote = (grp: string) => {
@@ -530,18 +647,15 @@ export function sqliteStore(options: SqliteStoreOptions): SqliteStore | SqliteGr
     insert(event: NewEvent): InsertResult {
       check();
       try {
-        const changes = s.insert.run(
-          event.key,
-          event.customerId === null ? `k:${event.key}` : `c:${event.customerId}`,
-          event.status,
-          event.receivedAt,
-          event.event,
-          event.customerId,
-          event.lastError ?? null,
-          JSON.stringify(event.headers),
-          event.body,
-        );
-        return { inserted: changes > 0 };
+        const coalesceKey = event.coalesceKey ?? null;
+        // The plain path stays one statement, committed on return; only a signal needs the look for a waiting copy
+        // and the insert in one transaction (inside a group commit's, that one).
+        if (coalesceKey === null) return add(event, null);
+        return transaction(() => {
+          const into = s.coalesce.get(coalesceKey, event.key);
+          if (into) return { inserted: false, coalescedInto: into.key as string };
+          return add(event, coalesceKey);
+        });
       } catch (err) {
         throw failure('insert', err);
       }
@@ -644,20 +758,39 @@ export function sqliteStore(options: SqliteStoreOptions): SqliteStore | SqliteGr
         throw failure('list', err);
       }
     },
-    purge({ before, status }: PurgeOptions) {
+    purge({ before, status, tombstonesBefore }: PurgeOptions) {
       check();
       try {
         const statuses = statusList((status ?? ['done']).filter((x) => x === 'done' || x === 'dead'));
         // In batches, so one large purge does not hold the write lock against other processes' inserts for long.
         let total = 0;
-        for (;;) {
-          const n = transaction(() => {
-            s.raiseSeqFloor.run();
-            return s.purge.run(before, statuses, PURGE_BATCH);
+        const inBatches = (step: () => number) => {
+          for (;;) {
+            const n = transaction(() => {
+              s.raiseSeqFloor.run();
+              return step();
+            });
+            total += n;
+            if (n < PURGE_BATCH) return;
+          }
+        };
+        // FAST zeroes what a purge frees wherever that costs no extra write (a body within its row's page; not the
+        // overflow pages of a large one, which stay in the free list until reused), so purged bodies and headers
+        // mostly do not linger in the file. Put back after, so the hot path's writes are untouched.
+        db.exec('PRAGMA secure_delete = FAST');
+        try {
+          // Old tombstones go first, so a tombstone made by this purge is kept at least until the next one.
+          if (tombstonesBefore !== undefined) {
+            inBatches(() => s.purgeTombstones.run(tombstonesBefore, statuses, PURGE_BATCH));
+          }
+          inBatches(() => {
+            const buried = s.bury.run(before, statuses, PURGE_BATCH);
+            return buried + s.purge.run(before, statuses, PURGE_BATCH - buried);
           });
-          total += n;
-          if (n < PURGE_BATCH) return total;
+        } finally {
+          db.exec(`PRAGMA secure_delete = ${secureDelete}`);
         }
+        return total;
       } catch (err) {
         throw failure('purge', err);
       }

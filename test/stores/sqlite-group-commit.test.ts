@@ -66,6 +66,20 @@ describe('sqliteStore({ groupCommit: true })', { skip }, () => {
     s.close();
   });
 
+  test('identical signals in one batch are one record that counts both deliveries', async () => {
+    const s = sqliteStore({ path: tempPath(), groupCommit: true });
+    const sig = (key: string) =>
+      newEvent(key, 'A', T0, { event: 'customer.wallet.balance.updated', policy: 'signal', coalesceKey: 'bal:A' });
+    const before = s.groupCommits;
+    const [a, b] = await Promise.all([s.insert(sig('s1')), s.insert(sig('s2'))]);
+    assert.deepEqual([a, b], [{ inserted: true }, { inserted: false, coalescedInto: 's1' }]);
+    assert.equal(s.groupCommits - before, 1, 'both in one commit');
+    assert.equal(s.get('s1')?.deliveries, 2);
+    assert.equal(s.get('s2'), null);
+    assert.deepEqual(s.counts(), { pending: 1, retrying: 0, done: 0, dead: 0 });
+    s.close();
+  });
+
   test('a failed commit rejects every insert of the batch with StoreUnavailableError, and stores none of them', async () => {
     const path = tempPath();
     const s = sqliteStore({ path, groupCommit: true, busyTimeoutMs: 50 });

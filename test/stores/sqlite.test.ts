@@ -25,6 +25,59 @@ const tempDir = () => {
   return dir;
 };
 let n = 0;
+
+// A file as the schema-2 builds created it: their CREATE statements, copied as they were (schema 1, then the
+// counts of schema 2). A fixture, not a reference to the current schema, which will keep moving on.
+const SCHEMA_1_2 = `
+CREATE TABLE IF NOT EXISTS events (
+  seq INTEGER PRIMARY KEY,
+  key TEXT NOT NULL UNIQUE,
+  grp TEXT NOT NULL,
+  status TEXT NOT NULL CHECK (status IN ('pending', 'retrying', 'done', 'dead')),
+  head INTEGER NOT NULL DEFAULT 0,
+  next_attempt_at INTEGER NOT NULL,
+  lease_owner TEXT,
+  lease_until INTEGER,
+  attempts INTEGER NOT NULL DEFAULT 0,
+  event TEXT NOT NULL,
+  customer_id TEXT,
+  received_at INTEGER NOT NULL,
+  finished_at INTEGER,
+  last_error TEXT,
+  headers TEXT NOT NULL,
+  body BLOB NOT NULL
+) STRICT;
+CREATE INDEX IF NOT EXISTS events_open ON events (grp, seq, status) WHERE status IN ('pending', 'retrying');
+CREATE INDEX IF NOT EXISTS events_heads ON events (seq) WHERE head = 1;
+CREATE UNIQUE INDEX IF NOT EXISTS events_head_per_group ON events (grp) WHERE head = 1;
+CREATE INDEX IF NOT EXISTS events_finished ON events (status, finished_at) WHERE status IN ('done', 'dead');
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) STRICT, WITHOUT ROWID;
+INSERT OR IGNORE INTO meta (name, value) VALUES ('seq_floor', 0);
+CREATE TABLE IF NOT EXISTS counts (status TEXT PRIMARY KEY, n INTEGER NOT NULL) STRICT, WITHOUT ROWID;
+INSERT OR REPLACE INTO counts (status, n)
+  SELECT s.status, (SELECT count(*) FROM events e WHERE e.status = s.status)
+  FROM (SELECT 'pending' AS status UNION ALL SELECT 'retrying' UNION ALL SELECT 'done' UNION ALL SELECT 'dead') s;
+CREATE TRIGGER IF NOT EXISTS events_count_insert AFTER INSERT ON events BEGIN
+  UPDATE counts SET n = n + 1 WHERE status = NEW.status;
+END;
+CREATE TRIGGER IF NOT EXISTS events_count_delete AFTER DELETE ON events BEGIN
+  UPDATE counts SET n = n - 1 WHERE status = OLD.status;
+END;
+CREATE TRIGGER IF NOT EXISTS events_count_update AFTER UPDATE OF status ON events WHEN OLD.status IS NOT NEW.status
+BEGIN
+  UPDATE counts SET n = n - 1 WHERE status = OLD.status;
+  UPDATE counts SET n = n + 1 WHERE status = NEW.status;
+END;
+PRAGMA user_version = 2;
+`;
+
+// What schema 3 added to a file, taken away again (for tests that turn a current file into an older one).
+const SCHEMA_3_UNDONE = `
+  DROP INDEX events_waiting; DROP INDEX events_finished_v3;
+  ALTER TABLE events DROP COLUMN policy; ALTER TABLE events DROP COLUMN coalesce_key;
+  ALTER TABLE events DROP COLUMN deliveries; ALTER TABLE events DROP COLUMN tombstone;
+  CREATE INDEX events_finished ON events (status, finished_at) WHERE status IN ('done', 'dead');`;
+
 const tempPath = () => join(tempDir(), `t${++n}`, 'events.db');
 const removeTemp = () => {
   if (dir) rmSync(dir, { recursive: true, force: true });
@@ -274,7 +327,8 @@ describe('sqliteStore()', () => {
     s.close();
     // Back to schema 1 as an older build left it: no counts table, no triggers, and rows it alone wrote.
     const raw = (await sqliteDriver()).openDatabase(path);
-    raw.exec(`DROP TRIGGER events_count_insert; DROP TRIGGER events_count_delete; DROP TRIGGER events_count_update;
+    raw.exec(`${SCHEMA_3_UNDONE}
+      DROP TRIGGER events_count_insert; DROP TRIGGER events_count_delete; DROP TRIGGER events_count_update;
       DROP TABLE counts; UPDATE events SET status = 'done', finished_at = 1, head = 0 WHERE key = 'k4';
       PRAGMA user_version = 1;`);
     raw.close();
@@ -289,6 +343,76 @@ describe('sqliteStore()', () => {
       'every event is still there',
     );
     again.close();
+  });
+
+  test('a schema-2 file is upgraded in place: policies inferred from keys, stored signatures gone from the file', async () => {
+    const path = tempPath();
+    const raw = (await sqliteDriver()).openDatabase(path);
+    // As a schema-2 build left it: WAL, its tables, rows whose headers kept Lava's signature.
+    raw.exec('PRAGMA journal_mode = WAL');
+    raw.exec(SCHEMA_1_2);
+    // 64 hex digits, as Lava signs: distinct for every row.
+    const hex = (i: number) =>
+      Array.from({ length: 8 }, (_, j) => ((i * 2654435761 + j * 40503) >>> 0).toString(16).padStart(8, '0')).join('');
+    const signatures: string[] = [];
+    const keys = ['customer.created:A', 'customer.deleted:B', 'customer.created:sha256:00ff', 'id:evt_1'];
+    for (let i = 0; i < 200; i++) keys.push(`webhook-id:w${i}`);
+    const add = raw.prepare(
+      `INSERT INTO events (seq, key, grp, status, head, next_attempt_at, event, customer_id, received_at, finished_at,
+         headers, body)
+       VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'customer.created', ?7, ?6, ?8, ?9, ?10)`,
+    );
+    // 'gone:0' is purged before the upgrade: its signature survives only in the file's free space.
+    ['gone:0', ...keys].forEach((key, i) => {
+      const signature = hex(i + 1);
+      assert.match(signature, /^[0-9a-f]{64}$/);
+      signatures.push(signature);
+      const done = key === 'customer.deleted:B';
+      const headers = { 'content-type': 'application/json', 'x-webhook-signature': signature, 'user-agent': 'lava' };
+      add.run(i + 1, key, `c:c${i}`, done ? 'done' : 'pending', done ? 0 : 1, T0 + i, `c${i}`, done ? T0 + 1 : null,
+        JSON.stringify(headers), new Uint8Array(300).fill(i & 0xff));
+    });
+    raw.exec(`DELETE FROM events WHERE key = 'gone:0'`);
+    raw.close();
+    const fileHas = (signature: string) =>
+      [path, `${path}-wal`].some((f) => existsSync(f) && readFileSync(f).includes(signature));
+    assert.ok(signatures.every(fileHas), 'the fixture did put every signature in the file');
+
+    const s = sqliteStore({ path, backgroundCheckpoint: false });
+    assert.equal(s.pragma('user_version'), SCHEMA_VERSION);
+    for (const key of keys) {
+      const r = s.get(key);
+      assert.deepEqual(r?.headers, { 'content-type': 'application/json', 'user-agent': 'lava' }, key);
+      assert.equal(r?.policy, key === 'customer.created:A' || key === 'customer.deleted:B' ? 'once' : 'dedupe', key);
+      assert.equal(r?.coalesceKey, null);
+      assert.equal(r?.deliveries, 1);
+      assert.equal(r?.tombstone, false);
+    }
+    assert.deepEqual(s.counts(), { pending: keys.length - 1, retrying: 0, done: 1, dead: 0 });
+    const left = signatures.filter(fileHas);
+    assert.deepEqual(left, [], 'no copy of a signature is left in the database file or its WAL');
+    // And it works as a schema-3 file: the once record becomes a tombstone, the signal coalesces.
+    assert.equal(s.purge({ before: T0 + 10 }), 1);
+    assert.equal(s.get('customer.deleted:B')?.tombstone, true);
+    const sig = (key: string) => newEvent(key, 'A', T0, { policy: 'signal', coalesceKey: 'ck' });
+    assert.deepEqual(s.insert(sig('s1')), { inserted: true });
+    assert.deepEqual(s.insert(sig('s2')), { inserted: false, coalescedInto: 's1' });
+    s.close();
+    assert.deepEqual(signatures.filter(fileHas), [], 'nor after close');
+  });
+
+  test('requeue() leaves a tombstone where it is: it has no body to run', () => {
+    const s = sqliteStore({ path: ':memory:' });
+    s.insert(newEvent('customer.created:A', 'A', T0, { policy: 'once' }));
+    s.insert(newEvent('customer.created:B', 'B', T0, { policy: 'once' }));
+    for (const r of s.claim({ owner: 'w', limit: 10, leaseMs: 1000, now: T0 })) s.deadLetter(r.key, 'w', 'x', T0 + 1);
+    assert.equal(s.purge({ before: T0 + 10, status: ['dead'] }), 2);
+    s.insert(newEvent('plain', null, T0, { status: 'dead', lastError: 'invalid' }));
+    assert.equal(s.requeue('customer.created:A', T0 + 20), false);
+    assert.equal(s.requeueWhere({ status: ['dead'] }, T0 + 20), 1, 'only the record that still has its body');
+    assert.equal(s.get('customer.created:B')?.status, 'dead');
+    assert.deepEqual(s.counts(), { pending: 1, retrying: 0, done: 0, dead: 2 });
+    s.close();
   });
 
   test('two stores on one file (two instances) never claim the same event and agree on each group head', () => {
