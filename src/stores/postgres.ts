@@ -5,6 +5,7 @@ import {
   EVENT_STATUSES,
   type EventRecord,
   type EventStatus,
+  type IdentityPolicy,
   type InsertResult,
   type ListOptions,
   type NewEvent,
@@ -21,7 +22,7 @@ import {
 export const DRIVER_NAME = 'postgres';
 
 /** The schema version this code creates and understands. */
-export const SCHEMA_VERSION = 2;
+export const SCHEMA_VERSION = 3;
 
 /** A transaction handle as both clients pass it to `begin`. */
 export interface PostgresTransaction {
@@ -58,14 +59,16 @@ const WINDOW = 1000;
 const COLUMNS = `seq AS seq, key AS key, event AS event, customer_id AS customer, body AS body,
   headers::text AS headers, received_at AS received, status AS status, attempts AS attempts,
   next_attempt_at AS due, lease_owner AS owner, lease_until AS until, last_error AS error,
-  finished_at AS finished`;
+  finished_at AS finished, policy AS policy, coalesce_key AS ck, deliveries AS deliveries, tombstone AS tombstone`;
 
 type Row = Record<string, unknown>;
 /** A write waiting for its batch, and how to answer whoever made it. */
 type Queued<I, R> = { item: I; resolve: (r: R) => void; reject: (e: unknown) => void };
 
 // Parameters per inserted row, and rows per INSERT (Postgres allows 65 535 parameters in one statement).
-const INSERT_PARAMS = 9;
+const INSERT_PARAMS = 10;
+// Parameters per row of a batch that carries coalescing copies (INSERT_PARAMS and the coalesce key).
+const COALESCE_PARAMS = 11;
 const MAX_INSERT_BATCH = 256;
 // Parameters per completion, and completions per UPDATE.
 const COMPLETE_PARAMS = 3;
@@ -109,6 +112,11 @@ function toBytes(v: unknown): Uint8Array {
 function toRecord(row: Row): EventRecord {
   return {
     key: String(row.key),
+    policy: row.policy as IdentityPolicy,
+    coalesceKey: row.ck === null || row.ck === undefined ? null : String(row.ck),
+    deliveries: toNumber(row.deliveries),
+    // Bun and postgres.js both parse bool; a client that does not gives 't'.
+    tombstone: row.tombstone === true || row.tombstone === 't',
     event: String(row.event),
     customerId: row.customer === null || row.customer === undefined ? null : String(row.customer),
     body: toBytes(row.body),
@@ -220,7 +228,33 @@ function migrationV2(s: string): string[] {
   ];
 }
 
-const MIGRATIONS: Record<number, (schema: string) => string[]> = { 1: migrationV1, 2: migrationV2 };
+// Version 3: identity policies. A `once` record outlives retention as a tombstone of its key; a `signal` record
+// counts the identical copies that arrived while it waited (`deliveries`), found through `coalesce_key`.
+function migrationV3(s: string): string[] {
+  const T = `${s}.events`;
+  return [
+    `ALTER TABLE ${T}
+      ADD COLUMN IF NOT EXISTS policy text NOT NULL DEFAULT 'dedupe' CHECK (policy IN ('once', 'dedupe', 'signal')),
+      ADD COLUMN IF NOT EXISTS coalesce_key text,
+      ADD COLUMN IF NOT EXISTS deliveries integer NOT NULL DEFAULT 1,
+      ADD COLUMN IF NOT EXISTS tombstone boolean NOT NULL DEFAULT false`,
+    // Before policies, a customer.created/deleted event without an id was keyed `event:customer_id` (the hash of a
+    // body without a customer has `:sha256:` in it): those keys already meant one run per customer.
+    `UPDATE ${T} SET policy = 'once'
+     WHERE (starts_with(key, 'customer.created:') OR starts_with(key, 'customer.deleted:'))
+       AND strpos(key, ':sha256:') = 0 AND policy <> 'once'`,
+    // Older versions stored Lava's signature with the headers: whoever reads the database could replay those
+    // deliveries. Nothing needs it once the delivery was accepted.
+    `UPDATE ${T} SET headers = headers - 'x-webhook-signature' WHERE headers -> 'x-webhook-signature' IS NOT NULL`,
+    // Finds the waiting copy of a signal. The lease is not in the predicate: a claim increments attempts, and a
+    // requeue, which resets attempts, also clears the lease.
+    `CREATE INDEX IF NOT EXISTS events_waiting_coalesce ON ${T} (coalesce_key)
+      WHERE coalesce_key IS NOT NULL AND status = 'pending' AND attempts = 0`,
+  ];
+}
+
+/** Each schema version's statements, run in one transaction per upgrade (exported for the upgrade tests). */
+export const MIGRATIONS: Record<number, (schema: string) => string[]> = { 1: migrationV1, 2: migrationV2, 3: migrationV3 };
 
 export function postgresStore(options: PostgresStoreOptions): Store {
   const client = options?.sql;
@@ -350,11 +384,11 @@ export function postgresStore(options: PostgresStoreOptions): Store {
     for (let i = 0; i < rowsInBatch; i++) {
       const b = i * INSERT_PARAMS;
       values.push(
-        `($${b + 1}, $${b + 2}, $${b + 3}, $${b + 4}, $${b + 5}::text::jsonb, $${b + 6}, $${b + 7}, $${b + 6}, $${b + 8}, $${b + 9})`,
+        `($${b + 1}, $${b + 2}, $${b + 3}, $${b + 4}, $${b + 5}::text::jsonb, $${b + 6}, $${b + 7}, $${b + 6}, $${b + 8}, $${b + 9}, $${b + 10})`,
       );
     }
     return `INSERT INTO ${T} (key, event, customer_id, body, headers, received_at, status, next_attempt_at, last_error,
-        finished_at)
+        finished_at, policy)
       VALUES ${values.join(', ')}
       ON CONFLICT (key) DO NOTHING RETURNING key AS key`;
   };
@@ -368,19 +402,122 @@ export function postgresStore(options: PostgresStoreOptions): Store {
     event.status,
     event.lastError ?? null,
     event.status === 'dead' ? event.receivedAt : null,
+    event.policy ?? 'dedupe',
   ];
 
-  /** Inserts a batch in one statement; resolves each with whether its row is new (a key twice: the first is). */
-  async function insertBatch(batch: Queued<NewEvent, InsertResult>[]): Promise<void> {
-    const params: unknown[] = [];
-    for (const q of batch) params.push(...insertParams(q.item));
-    const out = await run('insert', () => rows(client, insertSql(batch.length), params));
-    const fresh = new Set(out.map((r) => String(r.key)));
-    grew(fresh.size);
-    for (const q of batch) {
-      const inserted = fresh.delete(q.item.key);
-      q.resolve({ inserted });
+  // A record a copy of a signal may still be counted into: never claimed (a claim increments attempts, under the
+  // row lock it takes, so a copy can never be counted into a run that already began). Kept in step with the
+  // events_waiting_coalesce index.
+  const waiting = (e: string) =>
+    `${e}.coalesce_key IS NOT NULL AND ${e}.status = 'pending' AND ${e}.attempts = 0 AND ${e}.lease_owner IS NULL`;
+
+  /**
+   * One statement for a batch that carries copies of signals (a `coalesceKey`), so it commits or fails as a whole:
+   * a batch retried row by row after a refused value must not count a copy twice.
+   * - `w`: the copies that coalesce: pending, their key not stored yet and not earlier in the batch (a key sent
+   *   again is a duplicate, not another copy);
+   * - `g`: their groups by coalesce key, each led by its first copy;
+   * - `c`: each group is counted into the oldest waiting record of its key. Under READ COMMITTED an UPDATE that
+   *   waited for a claim's row lock checks its WHERE again on the claimed row, which no longer matches (attempts 1);
+   * - `ins`: the rows that do not coalesce (plain events, dead letters), and the leader of each group nothing took,
+   *   standing for its group. A copy left out of `w` as a duplicate is not inserted either.
+   * Two such statements in flight at once (batches of two instances, or two turns of this one, carrying copies that
+   * arrived within a round trip of each other) can both find no waiting record and each insert one: two waiting
+   * records, both run. That is safe (no delivery is lost, one runs once more) and ends there: later copies are
+   * counted into the older of the two. Closing it would take a lock per coalesce key in a transaction of its own.
+   */
+  const coalesceSql = (rowsInBatch: number) => {
+    const values: string[] = [];
+    for (let i = 0; i < rowsInBatch; i++) {
+      const b = i * COALESCE_PARAMS;
+      values.push(
+        `(${i}, $${b + 1}::text, $${b + 2}::text, $${b + 3}::text, $${b + 4}::bytea, $${b + 5}::text::jsonb,
+          $${b + 6}::bigint, $${b + 7}::text, $${b + 8}::text, $${b + 9}::bigint, $${b + 10}::text, $${b + 11}::text)`,
+      );
     }
+    return `WITH v (i, key, event, customer_id, body, headers, received_at, status, last_error, finished_at, policy, ck)
+        AS (VALUES ${values.join(', ')}),
+      w AS MATERIALIZED (
+        SELECT v.i, v.ck FROM v
+        WHERE v.ck IS NOT NULL AND v.status = 'pending'
+          AND NOT EXISTS (SELECT 1 FROM v d WHERE d.key = v.key AND d.i < v.i)
+          AND NOT EXISTS (SELECT 1 FROM ${T} t WHERE t.key = v.key)
+      ),
+      g AS MATERIALIZED (SELECT ck, count(*)::int AS n, min(i) AS first FROM w GROUP BY ck),
+      c AS (
+        UPDATE ${T} e SET deliveries = e.deliveries + g.n FROM g
+        WHERE e.coalesce_key = g.ck AND ${waiting('e')} AND e.seq IN (
+          SELECT DISTINCT ON (o.coalesce_key) o.seq FROM ${T} o
+          WHERE ${waiting('o')} AND o.coalesce_key IN (SELECT ck FROM g)
+          ORDER BY o.coalesce_key, o.seq
+        )
+        RETURNING e.key AS key, e.coalesce_key AS ck
+      ),
+      ins AS (
+        INSERT INTO ${T} (key, event, customer_id, body, headers, received_at, status, next_attempt_at, last_error,
+          finished_at, policy, coalesce_key, deliveries)
+        SELECT v.key, v.event, v.customer_id, v.body, v.headers, v.received_at, v.status, v.received_at, v.last_error,
+          v.finished_at, v.policy, v.ck, coalesce(g.n, 1)
+        FROM v LEFT JOIN g ON g.first = v.i
+        WHERE NOT (v.ck IS NOT NULL AND v.status = 'pending')
+          OR (g.first IS NOT NULL AND NOT EXISTS (SELECT 1 FROM c WHERE c.ck = g.ck))
+        ORDER BY v.i
+        ON CONFLICT (key) DO NOTHING
+        RETURNING key AS key
+      )
+      SELECT w.i AS i, c.key AS target, NULL::text AS key FROM w LEFT JOIN c ON c.ck = w.ck
+      UNION ALL SELECT NULL::int, NULL::text, ins.key FROM ins`;
+  };
+
+  /**
+   * Inserts a batch in one statement and resolves each insert: whether its row is new (a key twice: the first is),
+   * or the key of the record its copy was counted into. A batch without copies of signals takes the plain INSERT.
+   */
+  async function insertBatch(batch: Queued<NewEvent, InsertResult>[]): Promise<void> {
+    if (!batch.some((q) => q.item.coalesceKey != null)) {
+      const params: unknown[] = [];
+      for (const q of batch) params.push(...insertParams(q.item));
+      const out = await run('insert', () => rows(client, insertSql(batch.length), params));
+      const fresh = new Set(out.map((r) => String(r.key)));
+      grew(fresh.size);
+      for (const q of batch) q.resolve({ inserted: fresh.delete(q.item.key) });
+      return;
+    }
+    const params: unknown[] = [];
+    for (const q of batch) params.push(...insertParams(q.item), q.item.coalesceKey ?? null);
+    const out = await run('insert', () => rows(client, coalesceSql(batch.length), params));
+    const fresh = new Set<string>();
+    // Batch index of each coalescing copy -> the key of the waiting record it was counted into, or null.
+    const copies = new Map<number, string | null>();
+    for (const r of out) {
+      if (r.key !== null && r.key !== undefined) fresh.add(String(r.key));
+      else copies.set(toNumber(r.i), r.target === null || r.target === undefined ? null : String(r.target));
+    }
+    grew(fresh.size);
+    // Each group that nothing took is led by its first copy, inserted with the group's count.
+    const leaders = new Map<string, { key: string; inserted: boolean }>();
+    batch.forEach((q, i) => {
+      const copy = copies.get(i);
+      const ck = q.item.coalesceKey;
+      if (copy === undefined || ck == null) {
+        q.resolve({ inserted: fresh.delete(q.item.key) });
+      } else if (copy !== null) {
+        q.resolve({ inserted: false, coalescedInto: copy });
+      } else {
+        const leader = leaders.get(ck);
+        if (leader === undefined) {
+          const inserted = fresh.delete(q.item.key);
+          leaders.set(ck, { key: q.item.key, inserted });
+          q.resolve({ inserted });
+        } else if (leader.inserted) {
+          q.resolve({ inserted: false, coalescedInto: leader.key });
+        } else {
+          // Its leader's key was stored by another statement after this one looked: the copies it stood for are
+          // recorded nowhere, so they must not be acknowledged (the sender delivers them again).
+          q.reject(new StoreUnavailableError('postgres store could not insert: a concurrent insert took the key of its copy'));
+        }
+      }
+    });
   }
   const insert = batched(MAX_INSERT_BATCH, insertBatch);
 
@@ -588,7 +725,7 @@ export function postgresStore(options: PostgresStoreOptions): Store {
           client,
           `UPDATE ${T} SET status = 'pending', attempts = 0, next_attempt_at = $2, lease_owner = NULL,
              lease_until = NULL, last_error = NULL, finished_at = NULL
-           WHERE key = $1 RETURNING 1 AS ok`,
+           WHERE key = $1 AND NOT tombstone RETURNING 1 AS ok`,
           [key, now],
         );
         return out.length > 0;
@@ -599,7 +736,8 @@ export function postgresStore(options: PostgresStoreOptions): Store {
       const statuses = statusList(filter.status ?? ['dead'], EVENT_STATUSES);
       return run('requeue', async () => {
         const params: unknown[] = [now, statuses];
-        let where = `status = ANY(string_to_array($2, ','))`;
+        // A tombstone is only a key: there is nothing left to run.
+        let where = `status = ANY(string_to_array($2, ',')) AND NOT tombstone`;
         if (filter.event !== undefined) {
           params.push(filter.event);
           where += ` AND event = $3`;
@@ -647,15 +785,24 @@ export function postgresStore(options: PostgresStoreOptions): Store {
       });
     },
 
-    async purge({ before, status }: PurgeOptions) {
+    async purge({ before, status, tombstonesBefore }: PurgeOptions) {
       const statuses = statusList(status ?? ['done'], ['done', 'dead']);
       return run('purge', async () => {
+        // One statement, so a purge is all or nothing. Its parts touch disjoint rows (finished `once` records,
+        // other finished records, tombstones), and a record made a tombstone here waits for the next purge to go.
         const [row] = await rows(
           client,
-          `WITH d AS (
-             DELETE FROM ${T} WHERE status = ANY(string_to_array($1, ',')) AND finished_at < $2 RETURNING 1
-           ) SELECT count(*) AS n FROM d`,
-          [statuses, before],
+          `WITH t AS (
+             UPDATE ${T} SET tombstone = true, body = ''::bytea, headers = '{}'::jsonb, last_error = NULL
+             WHERE status = ANY(string_to_array($1, ',')) AND finished_at < $2 AND NOT tombstone AND policy = 'once'
+             RETURNING 1
+           ), d AS (
+             DELETE FROM ${T}
+             WHERE status = ANY(string_to_array($1, ','))
+               AND ((finished_at < $2 AND NOT tombstone AND policy <> 'once') OR (finished_at < $3 AND tombstone))
+             RETURNING 1
+           ) SELECT (SELECT count(*) FROM t) + (SELECT count(*) FROM d) AS n`,
+          [statuses, before, tombstonesBefore ?? null],
         );
         return toNumber(row?.n ?? 0);
       });

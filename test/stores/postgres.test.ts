@@ -2,8 +2,15 @@
 // several instances claiming at once, connection loss). Each run works in schemas of its own.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { type PostgresTransaction, SCHEMA_VERSION, postgresStore } from '../../src/stores/postgres.ts';
-import { type EventRecord, StoreSchemaError, StoreUnavailableError } from '../../src/stores/store.ts';
+import { MIGRATIONS, type PostgresTransaction, SCHEMA_VERSION, postgresStore } from '../../src/stores/postgres.ts';
+import {
+  type EventRecord,
+  type InsertResult,
+  type NewEvent,
+  type Store,
+  StoreSchemaError,
+  StoreUnavailableError,
+} from '../../src/stores/store.ts';
 import { openPg } from '../helpers/pg.ts';
 import { newEvent, storeContract } from './contract.ts';
 
@@ -640,6 +647,199 @@ describe(`${label} store`, { skip }, () => {
     assert.deepEqual(await producer.counts(), { pending: 0, retrying: 0, done: TOTAL, dead: 0 });
     await producer.close();
     await producerSql.end({ timeout: 2 });
+  });
+
+  const signal = (key: string, at: number, ck = 'balance:A', extra: Partial<NewEvent> = {}) =>
+    newEvent(key, 'A', at, { event: 'customer.wallet.balance.updated', policy: 'signal', coalesceKey: ck, ...extra });
+
+  test('a version-2 schema is upgraded to policies: signatures leave the stored headers, old keys get a policy', async () => {
+    const schema = pg!.schema();
+    const S = `"${schema}"`;
+    // What a version-2 receiver left: its DDL, and rows whose headers carry Lava's signature.
+    await pg!.sql.begin(async (tx) => {
+      await tx.unsafe(`CREATE SCHEMA ${S}`);
+      await tx.unsafe(`CREATE TABLE ${S}.schema_version (version integer PRIMARY KEY, applied_at bigint NOT NULL)`);
+      for (const v of [1, 2]) {
+        for (const statement of MIGRATIONS[v]!(S)) await tx.unsafe(statement);
+        await tx.unsafe(`INSERT INTO ${S}.schema_version VALUES (${v}, 0)`);
+      }
+    });
+    const signed = JSON.stringify({ 'content-type': 'application/json', 'x-webhook-signature': 't=1,v1=abc' });
+    for (const [i, key] of ['customer.created:cus_1', 'customer.deleted:cus_2', 'customer.created:sha256:ab12', 'id:evt_1'].entries()) {
+      await pg!.sql.unsafe(
+        `INSERT INTO ${S}.events (key, event, customer_id, body, headers, received_at, status, next_attempt_at)
+         VALUES ($1, $2, 'cus_1', '\\x7b7d'::bytea, $3::text::jsonb, $4, 'pending', $4)`,
+        [key, key.split(':')[0], signed, T0 + i],
+      );
+    }
+    const s = postgresStore({ sql: pg!.sql, schema });
+    const upgraded = await s.get('customer.created:cus_1');
+    assert.deepEqual(upgraded?.headers, { 'content-type': 'application/json' });
+    assert.equal(Number(await scalar(`SELECT max(version) FROM ${S}.schema_version`)), SCHEMA_VERSION);
+    const stored = (await pg!.sql.unsafe(`SELECT headers::text AS h FROM ${S}.events`)) as Array<{ h: string }>;
+    assert.equal(stored.length, 4);
+    for (const { h } of stored) assert.doesNotMatch(h, /x-webhook-signature/);
+    assert.deepEqual(
+      (await s.list()).map((r) => [r.key, r.policy, r.coalesceKey, r.deliveries, r.tombstone]),
+      [
+        ['customer.created:cus_1', 'once', null, 1, false],
+        ['customer.deleted:cus_2', 'once', null, 1, false],
+        ['customer.created:sha256:ab12', 'dedupe', null, 1, false],
+        ['id:evt_1', 'dedupe', null, 1, false],
+      ],
+    );
+    assert.deepEqual(await s.counts(), { pending: 4, retrying: 0, done: 0, dead: 0 });
+    await s.close();
+  });
+
+  test('a batch of signals is one statement; a plain batch stays the plain INSERT', async () => {
+    const { statements, counting } = countingClient();
+    const s = postgresStore({ sql: counting, schema: pg!.schema() });
+    await s.ping();
+    statements.length = 0;
+    await Promise.all([s.insert(newEvent('p1', 'A', T0)), s.insert(newEvent('p2', 'B', T0 + 1))]);
+    assert.equal(statements.length, 1);
+    assert.doesNotMatch(statements[0]!, /coalesce_key/, 'the ack path of plain events is unchanged');
+    statements.length = 0;
+    const results = await Promise.all([
+      s.insert(signal('s1', T0 + 2)),
+      s.insert(newEvent('p3', 'C', T0 + 3)),
+      s.insert(signal('s2', T0 + 4)),
+      s.insert(signal('o1', T0 + 5, 'balance:other')),
+      s.insert(signal('s3', T0 + 6)),
+    ]);
+    assert.equal(statements.length, 1, 'one statement for the batch');
+    assert.deepEqual(results, [
+      { inserted: true },
+      { inserted: true },
+      { inserted: false, coalescedInto: 's1' },
+      { inserted: true },
+      { inserted: false, coalescedInto: 's1' },
+    ]);
+    // The next batch is counted into the waiting record; seq keeps the order the inserts were made in.
+    assert.deepEqual(
+      await Promise.all([s.insert(signal('s4', T0 + 7)), s.insert(signal('s5', T0 + 8))]),
+      [
+        { inserted: false, coalescedInto: 's1' },
+        { inserted: false, coalescedInto: 's1' },
+      ],
+    );
+    assert.deepEqual(
+      (await s.list()).map((r) => [r.key, r.deliveries]),
+      [
+        ['p1', 1],
+        ['p2', 1],
+        ['s1', 5],
+        ['p3', 1],
+        ['o1', 1],
+      ],
+    );
+    await s.close();
+  });
+
+  test('a signal whose key is already stored is a duplicate, not another copy', async () => {
+    const s = postgresStore({ sql: pg!.sql, schema: pg!.schema() });
+    assert.deepEqual(await s.insert(signal('s1', T0)), { inserted: true });
+    assert.deepEqual(await s.insert(signal('s1', T0 + 1)), { inserted: false });
+    assert.deepEqual(
+      await Promise.all([s.insert(signal('s1', T0 + 2)), s.insert(signal('s2', T0 + 3)), s.insert(signal('s2', T0 + 4))]),
+      [{ inserted: false }, { inserted: false, coalescedInto: 's1' }, { inserted: false }],
+    );
+    assert.equal((await s.get('s1'))?.deliveries, 2);
+    // A dead signal (it failed validation) is recorded as it is, never counted into a waiting one.
+    assert.deepEqual(await s.insert(signal('bad', T0 + 5, 'balance:A', { status: 'dead', lastError: 'invalid' })), {
+      inserted: true,
+    });
+    assert.equal((await s.get('bad'))?.coalesceKey, 'balance:A');
+    assert.equal((await s.get('s1'))?.deliveries, 2);
+    await s.close();
+  });
+
+  test('a batch with a refused row retried row by row counts each copy once', async () => {
+    const s = postgresStore({ sql: pg!.sql, schema: pg!.schema() });
+    await s.insert(signal('s1', T0));
+    // The NUL makes Postgres refuse the whole statement (nothing of it is kept), so each insert is sent again alone.
+    const outcomes = await Promise.allSettled([
+      s.insert(signal('s2', T0 + 1)),
+      s.insert(newEvent('bad', 'c\u0000x', T0 + 2)),
+      s.insert(signal('s3', T0 + 3)),
+    ]);
+    assert.deepEqual(
+      outcomes.map((o) => (o.status === 'fulfilled' ? o.value : 'rejected')),
+      [{ inserted: false, coalescedInto: 's1' }, 'rejected', { inserted: false, coalescedInto: 's1' }],
+    );
+    assert.equal((await s.get('s1'))?.deliveries, 3);
+    await s.close();
+  });
+
+  test('requeue() and requeueWhere() leave tombstones alone', async () => {
+    const s = postgresStore({ sql: pg!.sql, schema: pg!.schema() });
+    await s.insert(newEvent('customer.created:A', 'A', T0, { policy: 'once' }));
+    await s.insert(newEvent('customer.deleted:B', 'B', T0, { policy: 'once', event: 'customer.deleted' }));
+    for (const r of await s.claim({ owner: 'w', limit: 10, leaseMs: 1000, now: T0 })) {
+      await s.deadLetter(r.key, 'w', 'no', T0 + 1);
+    }
+    assert.equal(await s.purge({ before: T0 + 10, status: ['dead'] }), 2);
+    assert.equal(await s.requeue('customer.created:A', T0 + 20), false);
+    assert.equal(await s.requeueWhere({ status: ['dead', 'done'] }, T0 + 20), 0);
+    assert.deepEqual(
+      (await s.list()).map((r) => [r.status, r.tombstone]),
+      [
+        ['dead', true],
+        ['dead', true],
+      ],
+    );
+    assert.deepEqual(await s.counts(), { pending: 0, retrying: 0, done: 0, dead: 2 });
+    await s.close();
+  });
+
+  test('two instances inserting the same signal at once, while a third claims, never lose a delivery', async () => {
+    const schema = pg!.schema();
+    const clients = await Promise.all([1, 2, 3].map(() => pg!.client({ max: 2 })));
+    const [a, b, worker] = clients.map((sql) => postgresStore({ sql, schema })) as [Store, Store, Store];
+    await Promise.all([a.ping(), b.ping(), worker.ping()]);
+    const ROUNDS = 20;
+    const PER_ROUND = 10;
+    // What each claimed record said it stood for when its run began: copies must never be counted in after that.
+    const atClaim = new Map<string, number>();
+    let inserting = true;
+    const claiming = (async () => {
+      while (inserting) {
+        for (const r of await worker.claim({ owner: 'w', limit: 5, leaseMs: 60_000, now: T0 + 1_000_000 })) {
+          atClaim.set(r.key, r.deliveries);
+          assert.equal(await worker.complete(r.key, 'w', T0 + 1_000_000), true);
+        }
+        await sleep(1);
+      }
+    })();
+    const answers: InsertResult[] = [];
+    for (let round = 0; round < ROUNDS; round++) {
+      // Each instance batches its copies of a round into one statement; the two statements race.
+      const sent = [a, b].flatMap((s, n) =>
+        Array.from({ length: PER_ROUND }, (_, i) => s.insert(signal(`r${round}-${n}-${i}`, T0 + round, 'balance:X'))),
+      );
+      answers.push(...(await Promise.all(sent)));
+      if (round % 4 === 3) await sleep(5);
+    }
+    inserting = false;
+    await claiming;
+    const records = await a.list({ limit: 10_000 });
+    const keys = new Set(records.map((r) => r.key));
+    for (const r of answers) {
+      if (!r.inserted) assert.ok(r.coalescedInto && keys.has(r.coalescedInto), JSON.stringify(r));
+    }
+    assert.equal(answers.filter((r) => r.inserted).length, records.length, 'one record per insert answered new');
+    assert.equal(
+      records.reduce((sum, r) => sum + r.deliveries, 0),
+      2 * ROUNDS * PER_ROUND,
+      'the records stand for every delivery',
+    );
+    for (const [key, deliveries] of atClaim) {
+      assert.equal(records.find((r) => r.key === key)?.deliveries, deliveries, `${key} took no copy after its claim`);
+    }
+    assert.ok(atClaim.size > 0, 'the worker ran some of them meanwhile');
+    for (const s of [a, b, worker]) await s.close();
+    for (const sql of clients) await sql.end({ timeout: 2 });
   });
 });
 
