@@ -9,7 +9,8 @@ export type { RetryPolicy } from './processing/retry.ts';
 export type { ProcessFn, Worker, DrainOptions } from './processing/worker.ts';
 export { sign, subtleVerifier, parseSignatureHeader, sha256Hex } from './intake/signature.ts';
 export type { Verifier, VerifierFactory } from './intake/signature.ts';
-export type { KeyFunction, KeyInput } from './intake/idempotency.ts';
+export type { IdentityRule, IdentityRules, KeyFunction, KeyInput } from './intake/identity.ts';
+export { identityPolicies } from './intake/events.ts';
 export { PayloadTooLargeError, BodyTimeoutError } from './intake/body.ts';
 export { relay, RelayRetryableError, RelayRejectedError, parseRetryAfter } from './relay/relay.ts';
 export type { RelayOptions, RelayOutcome } from './relay/relay.ts';
@@ -31,4 +32,5 @@ export type {
   RequeueFilter,
   StatusCounts,
   MaybePromise,
+  IdentityPolicy,
 } from './stores/store.ts';

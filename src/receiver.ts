@@ -1,15 +1,22 @@
 // createLavaWebhooks: wires intake, store, worker, metrics and the Hono app into one `{ fetch }` object.
 import type { Hono } from 'hono';
 import { createApp, createDeliveryHandler } from './app.ts';
-import type { KeyFunction } from './intake/idempotency.ts';
+import { type IdentityRules, type KeyFunction, refusal } from './intake/identity.ts';
 import { createIntake } from './intake/intake.ts';
 import { type Sha256Hex, type VerifierFactory, subtleVerifier } from './intake/signature.ts';
 import { type LogLevel, type Logger, jsonLogger } from './observability/log.ts';
 import { Metrics } from './observability/metrics.ts';
 import { type HandlerMap, ParsedCache, type UnknownHandler, createDispatcher } from './processing/dispatch.ts';
 import { DEFAULT_RETRY_SCHEDULE_MS, type RetryPolicy } from './processing/retry.ts';
-import { type DrainOptions, type ProcessFn, type Worker, createWorker } from './processing/worker.ts';
-import type { Store } from './stores/store.ts';
+import { NonRetryableError } from './processing/retry.ts';
+import {
+  type DrainOptions,
+  type LazySignalProcess,
+  type ProcessFn,
+  type Worker,
+  createWorker,
+} from './processing/worker.ts';
+import type { EventRecord, Store } from './stores/store.ts';
 
 export interface LavaWebhooksOptions {
   /** The webhook secret Lava showed when the endpoint was created. */
@@ -45,9 +52,19 @@ export interface LavaWebhooksOptions {
   handlerTimeoutMs?: number;
   /** Retry waits (ms) after each failed run, and the jitter fraction. Default about 1 s, 5 s, 30 s, 2 min, 10 min, 1 h; ±20 %. */
   retry?: Partial<RetryPolicy>;
-  /** Completed events (and their idempotency keys) are purged after this many ms. Default 7 days. */
+  /**
+   * Completed events are purged after this many ms. Default 7 days. A `once` event (customer.created/deleted)
+   * keeps a tombstone of its key, so a replay of it stays a duplicate; other keys are freed.
+   */
   retentionMs?: number;
-  /** Per-event idempotency key functions, tried before the default policy. */
+  /** How long tombstones of `once` events are kept (tens of bytes each). Default 3 years. */
+  tombstoneRetentionMs?: number;
+  /**
+   * Per-event identity overrides: a policy (`once`, `dedupe`, `signal`) and/or a key function, e.g.
+   * `{ 'customer.wallet.balance.updated': { policy: 'dedupe' } }`. See the README's "Idempotency" section.
+   */
+  identity?: IdentityRules;
+  /** Per-event key functions under the `dedupe` policy: shorthand for `identity: { [event]: { key, policy: 'dedupe' } }`. */
   idempotencyKey?: Record<string, KeyFunction>;
   /**
    * Use a `webhook-id` request header, when present, as the idempotency key. Default false: Lava sends none, and
@@ -55,7 +72,11 @@ export interface LavaWebhooksOptions {
    * Turn it on only behind a proxy you control that sets the header and drops any a client sent.
    */
   trustWebhookIdHeader?: boolean;
-  /** Request headers stored with each event (lower-case). */
+  /**
+   * Request headers stored with each event (lower-case). Lava's `x-webhook-signature` is left out by default: a
+   * stored signature lets anyone who reads the database (or a backup) replay the delivery. Add it only when a relay
+   * must forward it.
+   */
   keepHeaders?: readonly string[];
   /** Signature verifier; default SubtleCrypto. Runtime entries may pass a faster native one. */
   verifier?: VerifierFactory;
@@ -83,7 +104,7 @@ export interface LavaWebhooks {
   start(): void;
   /** Processes everything due now and resolves when done (serverless, cron, tests). */
   drain(options?: DrainOptions): Promise<{ processed: number }>;
-  /** Deletes completed events older than the retention period; returns how many. */
+  /** Purges completed events older than the retention period (tombstones after theirs); returns how many. */
   purge(): Promise<number>;
   /** Graceful shutdown: intake answers 503, running handlers get up to `deadlineMs`, then the store closes. */
   close(deadlineMs?: number): Promise<void>;
@@ -94,14 +115,38 @@ export class ConfigError extends Error {
   override name = 'ConfigError';
 }
 
-export const DEFAULT_KEEP_HEADERS = [
-  'content-type',
-  'user-agent',
-  'webhook-id',
-  'x-request-id',
-  'x-webhook-signature',
-] as const;
+export const DEFAULT_KEEP_HEADERS = ['content-type', 'user-agent', 'webhook-id', 'x-request-id'] as const;
 const DAY = 86_400_000;
+
+/** The identity rules from both options: `identity` wins over the `idempotencyKey` shorthand for the same event. */
+function identityRules(options: LavaWebhooksOptions): IdentityRules | undefined {
+  if (!options.idempotencyKey) return options.identity;
+  const rules: Record<string, { key?: KeyFunction; policy?: 'once' | 'dedupe' | 'signal' }> = {};
+  for (const [event, key] of Object.entries(options.idempotencyKey)) rules[event] = { key, policy: 'dedupe' };
+  return { ...rules, ...options.identity } as IdentityRules;
+}
+
+/**
+ * Runs `process` only for records the identity policy lets run (see `refusal`); a refused record becomes a dead
+ * letter with the reason. Keeps the dispatcher's lazy-signal entry, so a run that never asks for a signal makes none.
+ */
+function gated(store: Store, process: LazySignalProcess): LazySignalProcess {
+  const lazy = process.withSignal;
+  const refuse = (reason: string) => {
+    throw new NonRetryableError(reason);
+  };
+  const run = (record: EventRecord, signal: () => AbortSignal): Promise<void> | void => {
+    const why = refusal(record, store);
+    const go = (reason: string | null) => {
+      if (reason !== null) refuse(reason);
+      return lazy ? lazy(record, signal) : process(record, signal());
+    };
+    return why instanceof Promise ? why.then(go) : go(why);
+  };
+  const out: LazySignalProcess = (record, signal) => run(record, () => signal);
+  out.withSignal = run;
+  return out;
+}
 
 function positive(name: string, value: number | undefined, fallback: number): number {
   const v = value ?? fallback;
@@ -143,6 +188,13 @@ export function createLavaWebhooks(options: LavaWebhooksOptions): LavaWebhooks {
   const metrics = options.metrics ?? new Metrics();
   const store = options.store;
   const retentionMs = positive('retentionMs', options.retentionMs, 7 * DAY);
+  const tombstoneRetentionMs = positive('tombstoneRetentionMs', options.tombstoneRetentionMs, 3 * 365 * DAY);
+  if (tombstoneRetentionMs < retentionMs) {
+    throw new ConfigError(
+      `tombstoneRetentionMs (${tombstoneRetentionMs}) must be at least retentionMs (${retentionMs}): a tombstone ` +
+        'that went before its event would let a replay of it run again',
+    );
+  }
   const path = options.path ?? '/webhooks/lava';
   if (!path.startsWith('/')) throw new ConfigError(`path must start with "/", got ${JSON.stringify(path)}`);
 
@@ -156,7 +208,7 @@ export function createLavaWebhooks(options: LavaWebhooksOptions): LavaWebhooks {
     bodyTimeoutMs: positive('bodyTimeoutMs', options.bodyTimeoutMs, 10_000),
     storeTimeoutMs: positive('storeTimeoutMs', options.storeTimeoutMs, 5_000),
     keepHeaders: (options.keepHeaders ?? DEFAULT_KEEP_HEADERS).map((h) => h.toLowerCase()),
-    keyOverrides: options.idempotencyKey,
+    identityRules: identityRules(options),
     trustIdHeader: options.trustWebhookIdHeader === true,
     logger,
     metrics,
@@ -166,7 +218,7 @@ export function createLavaWebhooks(options: LavaWebhooksOptions): LavaWebhooks {
 
   const worker = createWorker({
     store,
-    process: options.process ?? createDispatcher(options.handlers ?? {}, options.onUnknown, logger, parsedCache),
+    process: gated(store, options.process ?? createDispatcher(options.handlers ?? {}, options.onUnknown, logger, parsedCache)),
     concurrency: positive('concurrency', options.concurrency, 8),
     leaseMs: positive('leaseMs', options.leaseMs, 30_000),
     pollMs: positive('pollMs', options.pollMs, 1_000),
@@ -185,7 +237,8 @@ export function createLavaWebhooks(options: LavaWebhooksOptions): LavaWebhooks {
   let retentionTimer: ReturnType<typeof setInterval> | undefined;
 
   async function purge(): Promise<number> {
-    const n = await store.purge({ before: now() - retentionMs });
+    const t = now();
+    const n = await store.purge({ before: t - retentionMs, tombstonesBefore: t - tombstoneRetentionMs });
     if (n > 0) logger.info('retention: purged completed events', { purged: n });
     return n;
   }

@@ -271,7 +271,7 @@ describe('intake over HTTP', () => {
     assert.match(status, /^HTTP\/1\.1 413/);
   });
 
-  test('the idempotency key: a top-level id, then event+customer, then event+body hash; webhook-id is not trusted', async () => {
+  test('identity: once per customer for created/deleted, an id field, else a balance signal; webhook-id is not trusted', async () => {
     // An unsigned webhook-id header does not name the event: a captured delivery replayed under new ids is a duplicate.
     let body = created('cus_key1');
     assert.deepEqual(await (await post(h.url, body, { headers: { 'webhook-id': 'msg_1' } })).json(), { received: true });
@@ -280,24 +280,59 @@ describe('intake over HTTP', () => {
       duplicate: true,
     });
     assert.equal(await h.store.get('id:msg_1'), null);
-    assert.ok(await h.store.get('customer.created:cus_key1'));
-    body = created('cus_key2', { id: 'evt_123' });
-    assert.equal((await post(h.url, body)).status, 200);
-    assert.ok(await h.store.get('id:evt_123'));
-    const b1 = JSON.stringify(samplePayload('customer.wallet.balance.updated', { customerId: 'cus_bal', data: { balance: '1.00' } }));
-    const b2 = JSON.stringify(samplePayload('customer.wallet.balance.updated', { customerId: 'cus_bal', data: { balance: '2.00' } }));
+    assert.equal((await h.store.get('customer.created:cus_key1'))?.policy, 'once');
+    // Once per customer, whatever else the body holds: a second customer.created of the customer is a duplicate.
+    body = created('cus_key1', { id: 'evt_other' });
+    assert.deepEqual(await (await post(h.url, body)).json(), { received: true, duplicate: true });
+    // An event that is not once-per-customer and carries an id is deduplicated by it.
+    const withId = JSON.stringify(samplePayload('customer.wallet.balance.updated', { customerId: 'cus_id', extra: { id: 'evt_123' } }));
+    assert.deepEqual(await (await post(h.url, withId)).json(), { received: true });
+    assert.equal((await h.store.get('id:evt_123'))?.policy, 'dedupe');
+    assert.deepEqual(await (await post(h.url, withId)).json(), { received: true, duplicate: true });
+    // Balance updates without an id are signals: a record of its own for each run, keyed under the body hash.
+    const b1 = JSON.stringify(samplePayload('customer.wallet.balance.updated', { customerId: 'cus_bal' }));
     assert.deepEqual(await (await post(h.url, b1)).json(), { received: true });
-    assert.deepEqual(await (await post(h.url, b2)).json(), { received: true }, 'a new balance is a new event');
-    assert.deepEqual(await (await post(h.url, b1)).json(), { received: true, duplicate: true });
-    const keys = (await h.store.list({ customerId: 'cus_bal' })).map((r) => r.key);
-    assert.equal(keys.length, 2);
-    assert.ok(keys.every((k) => /^customer\.wallet\.balance\.updated:sha256:[0-9a-f]{64}$/.test(k)));
+    await waitFor(() => runs.find((r) => r.customer === 'cus_bal'), 3000, 'balance run');
+    assert.deepEqual(await (await post(h.url, b1)).json(), { received: true }, 'after a run began, a copy runs again');
+    await waitFor(() => runs.filter((r) => r.customer === 'cus_bal').length === 2, 3000, 'second balance run');
+    const recs = await h.store.list({ customerId: 'cus_bal' });
+    assert.equal(recs.length, 2);
+    assert.ok(recs.every((r) => r.policy === 'signal' && /^customer\.wallet\.balance\.updated:sha256:[0-9a-f]{64}$/.test(r.coalesceKey ?? '')));
+    assert.equal(recs[0]?.coalesceKey, recs[1]?.coalesceKey);
+    assert.notEqual(recs[0]?.key, recs[1]?.key);
   });
 
-  test('trustWebhookIdHeader: a webhook-id header becomes the key, before the fields of the body', async () => {
+  test('identity rules: a per-event policy and key function replace the declared ones, typed by event', async () => {
+    const custom = await harness({
+      logger: silentLogger,
+      identity: {
+        'customer.wallet.balance.updated': { policy: 'dedupe' },
+        'customer.deleted': { key: (input) => `gone:${input.payload.data.customer_id}` },
+      },
+      idempotencyKey: { 'vendor.thing': (input) => String((input.payload as { ref?: string }).ref ?? '') || null },
+    });
+    try {
+      const bal = JSON.stringify(samplePayload('customer.wallet.balance.updated', { customerId: 'cus_rule' }));
+      assert.deepEqual(await (await post(custom.url, bal)).json(), { received: true });
+      await custom.lava.drain();
+      assert.deepEqual(await (await post(custom.url, bal)).json(), { received: true, duplicate: true }, 'deduplicated by body hash');
+      const del = JSON.stringify(samplePayload('customer.deleted', { customerId: 'cus_rule' }));
+      assert.deepEqual(await (await post(custom.url, del)).json(), { received: true });
+      const rec = await custom.store.get('custom:gone:cus_rule');
+      assert.equal(rec?.policy, 'once', 'a key function alone keeps the event’s declared policy');
+      const thing = JSON.stringify({ event: 'vendor.thing', data: { customer_id: 'cus_v' }, ref: 'r1' });
+      assert.deepEqual(await (await post(custom.url, thing)).json(), { received: true });
+      assert.equal((await custom.store.get('custom:r1'))?.policy, 'dedupe');
+      assert.deepEqual(await (await post(custom.url, thing)).json(), { received: true, duplicate: true });
+    } finally {
+      await custom.close();
+    }
+  });
+
+  test('trustWebhookIdHeader: a webhook-id header becomes the key of an event without its own identity', async () => {
     const trusting = await harness({ trustWebhookIdHeader: true, logger: silentLogger });
     try {
-      const body = created('cus_trust', { id: 'evt_body' });
+      const body = JSON.stringify(samplePayload('customer.wallet.balance.updated', { customerId: 'cus_trust', extra: { id: 'evt_body' } }));
       assert.deepEqual(await (await post(trusting.url, body, { headers: { 'webhook-id': ' msg_9 ' } })).json(), {
         received: true,
       });
@@ -309,6 +344,13 @@ describe('intake over HTTP', () => {
       assert.deepEqual(await (await post(trusting.url, body)).json(), { received: true });
       assert.ok(await trusting.store.get('id:evt_body'));
       assert.deepEqual(await (await post(trusting.url, body, { headers: { 'webhook-id': 'msg_9' } })).json(), {
+        received: true,
+        duplicate: true,
+      });
+      // A once-per-customer event stays once per customer, whatever id the header gives.
+      const c = created('cus_trust_once');
+      await post(trusting.url, c, { headers: { 'webhook-id': 'msg_a' } });
+      assert.deepEqual(await (await post(trusting.url, c, { headers: { 'webhook-id': 'msg_b' } })).json(), {
         received: true,
         duplicate: true,
       });

@@ -1,5 +1,6 @@
 // The zod schemas: the one source of truth for Lava's event names and the payload types handlers receive.
 import { z } from 'zod';
+import type { IdentityPolicy } from '../stores/store.ts';
 
 const contact = z
   .object({
@@ -45,6 +46,21 @@ export const schemas = {
 } as const;
 
 export type EventName = keyof typeof schemas;
+
+/**
+ * What a repeat of each event means (src/intake/identity.ts applies it; events not named here are `signal`s unless
+ * they carry an `id`):
+ * - a customer is created once and deleted once: `once` per customer, ever; the keys outlive retention as tombstones,
+ *   so a replayed old delivery never runs again;
+ * - a balance update says "the balance changed, look again", with the customer object as its payload (no balance,
+ *   no event id, no time), so updates of one customer are byte-identical: a `signal`, where every delivery after a
+ *   run began gets a run, and copies that arrive while one still waits coalesce into it.
+ */
+export const identityPolicies = {
+  'customer.created': 'once',
+  'customer.wallet.balance.updated': 'signal',
+  'customer.deleted': 'once',
+} as const satisfies Record<EventName, IdentityPolicy>;
 export type EventPayload<N extends EventName> = z.output<(typeof schemas)[N]>;
 export const EVENT_NAMES = Object.keys(schemas) as EventName[];
 

@@ -1,61 +1,137 @@
-// The idempotency key policy: which deliveries count as the same event.
+// Event identity: which deliveries are the same event, and what a repeat of one means. The policy of each known
+// event is declared beside its schema (`identityPolicies` in events.ts); this file turns a delivery into a key.
+import type { EventRecord, IdentityPolicy, MaybePromise, Store } from '../stores/store.ts';
+import { type EventName, type EventPayload, identityPolicies } from './events.ts';
 import { type Sha256Hex, sha256Hex } from './signature.ts';
 
 /** What a key function sees. */
-export interface KeyInput {
+export interface KeyInput<P = Record<string, unknown>> {
   /** Event name after legacy mapping. */
   event: string;
   customerId: string | null;
-  payload: Record<string, unknown>;
+  payload: P;
   body: Uint8Array;
   headers: Headers;
 }
 
-/** Returns the key, or null/undefined to fall back to the default policy. */
-export type KeyFunction = (input: KeyInput) => string | null | undefined | Promise<string | null | undefined>;
-
-/** Events Lava advises deduplicating by customer id: there is one creation and one deletion per customer. */
-const BY_CUSTOMER = new Set(['customer.created', 'customer.deleted']);
+/** Returns the key, or null/undefined to fall back to the event's own policy. */
+export type KeyFunction<P = Record<string, unknown>> = (
+  input: KeyInput<P>,
+) => string | null | undefined | Promise<string | null | undefined>;
 
 /**
- * The default policy, in order: a `webhook-id` header, only when `trustIdHeader` is set; a top-level `id` field;
- * `event:customer_id` for customer.created and customer.deleted; otherwise `event:sha256:<hex of the raw body>`.
- * A per-event override in `overrides` comes first when it returns a key.
- *
- * The header is not trusted by default: Lava sends none, and its signature covers the body only, so anyone holding
- * one captured delivery could send it again under new `webhook-id`s and have each copy run as a new event. Every
- * other source of the key is inside the signed body.
+ * A per-event override. `policy` replaces the event's declared policy; `key` names its identity (prefixed
+ * `custom:`): under `once` and `dedupe` it is the record's key, under `signal` what identical copies share.
+ * A key function that returns nothing falls back to the event's own key.
  */
-export function idempotencyKey(
-  input: KeyInput,
-  overrides?: Record<string, KeyFunction>,
-  digest: Sha256Hex = sha256Hex,
-  trustIdHeader = false,
-): string | Promise<string> {
-  const custom = overrides?.[input.event];
-  if (custom) {
-    return Promise.resolve(custom(input)).then((key) =>
-      key ? `custom:${key}` : defaultKey(input, digest, trustIdHeader),
-    );
-  }
-  return defaultKey(input, digest, trustIdHeader);
+export interface IdentityRule<P = Record<string, unknown>> {
+  policy?: IdentityPolicy;
+  key?: KeyFunction<P>;
 }
 
-// Synchronous when the digest is (the native one): no promise on the request path for the common case.
-function defaultKey(input: KeyInput, digest: Sha256Hex, trustIdHeader: boolean): string | Promise<string> {
-  if (trustIdHeader) {
+/** Overrides by event name: known events get their typed payload, any other name a plain object. */
+export type IdentityRules = { [N in EventName]?: IdentityRule<EventPayload<N>> } & {
+  [event: string]: IdentityRule<never> | undefined;
+};
+
+/** What intake stores a delivery under. */
+export interface Identity {
+  /** The record's key. */
+  key: string;
+  policy: IdentityPolicy;
+  /** For `signal`: what identical copies share. */
+  coalesceKey: string | null;
+}
+
+/** The declared policy of an event (after legacy mapping): events without a declaration are state signals. */
+export function policyOf(event: string): IdentityPolicy {
+  return Object.hasOwn(identityPolicies, event) ? identityPolicies[event as EventName] : 'signal';
+}
+
+/** The key of a `once` event: one per event name and customer, ever (until the tombstone horizon). */
+export const onceKey = (event: string, customerId: string): string => `${event}:${customerId}`;
+
+// Signal records need a key of their own each: the arrival time, this process's random tag and a counter make it
+// unique across instances without asking the store for a number.
+const tag = Array.from(crypto.getRandomValues(new Uint8Array(4)), (b) => b.toString(16).padStart(2, '0')).join('');
+let counter = 0;
+const uniqueSuffix = (receivedAt: number) => `${receivedAt.toString(36)}.${tag}${(counter++).toString(36)}`;
+
+export interface IdentifyOptions {
+  rules?: IdentityRules;
+  digest?: Sha256Hex;
+  /** Use a `webhook-id` request header as the event's identity (it is not covered by the signature). */
+  trustIdHeader?: boolean;
+  receivedAt: number;
+}
+
+/**
+ * The identity of a valid delivery, in order:
+ * 1. a rule's key function, when it returns a key (under the rule's policy, else the event's);
+ * 2. `once` events (customer.created/deleted): `event:customer_id`;
+ * 3. an identity from the sender: the `webhook-id` header, only when `trustIdHeader` is set, then a top-level `id`
+ *    field (`dedupe`);
+ * 4. otherwise the hash of the raw body: a `signal` coalesces copies that wait, a `dedupe` event is deduplicated.
+ *
+ * The header is not trusted by default: Lava sends none, and its signature covers the body only, so anyone holding
+ * one captured delivery could send it again under new `webhook-id`s and have each copy run as a new event.
+ * Synchronous when the digest is and no key function is async: no promise on the request path for the common case.
+ */
+export function identify(input: KeyInput, options: IdentifyOptions): Identity | Promise<Identity> {
+  const rule = options.rules?.[input.event] as IdentityRule | undefined;
+  const policy = rule?.policy ?? policyOf(input.event);
+  if (rule?.key) {
+    return Promise.resolve(rule.key(input)).then((custom) =>
+      custom ? ofKey(`custom:${custom}`, policy, options.receivedAt) : fallback(input, policy, options),
+    );
+  }
+  return fallback(input, policy, options);
+}
+
+function ofKey(key: string, policy: IdentityPolicy, receivedAt: number): Identity {
+  if (policy === 'signal') return { key: `${key}@${uniqueSuffix(receivedAt)}`, policy, coalesceKey: key };
+  return { key, policy, coalesceKey: null };
+}
+
+function fallback(input: KeyInput, policy: IdentityPolicy, options: IdentifyOptions): Identity | Promise<Identity> {
+  if (policy === 'once' && input.customerId) return { key: onceKey(input.event, input.customerId), policy, coalesceKey: null };
+  if (options.trustIdHeader) {
     const header = input.headers.get('webhook-id')?.trim();
-    if (header) return `id:${header}`;
+    if (header) return { key: `id:${header}`, policy: 'dedupe', coalesceKey: null };
   }
   const id = input.payload.id;
-  if ((typeof id === 'string' && id.length > 0) || (typeof id === 'number' && Number.isFinite(id))) return `id:${id}`;
-  if (BY_CUSTOMER.has(input.event) && input.customerId) return `${input.event}:${input.customerId}`;
-  const hex = digest(input.body);
+  if ((typeof id === 'string' && id.length > 0) || (typeof id === 'number' && Number.isFinite(id))) {
+    return { key: `id:${id}`, policy: 'dedupe', coalesceKey: null };
+  }
+  // A once event without a customer has nothing to be once per: its copies are deduplicated by their bytes.
+  const hashed = policy === 'signal' ? 'signal' : 'dedupe';
+  const hex = (options.digest ?? sha256Hex)(input.body);
   const prefix = `${input.event}:sha256:`;
-  return typeof hex === 'string' ? prefix + hex : hex.then((h) => prefix + h);
+  return typeof hex === 'string'
+    ? ofKey(prefix + hex, hashed, options.receivedAt)
+    : hex.then((h) => ofKey(prefix + h, hashed, options.receivedAt));
 }
 
 /** Key for a delivery that failed validation: the same bad bytes are one dead letter, not many. */
 export async function invalidKey(body: Uint8Array, digest: Sha256Hex = sha256Hex): Promise<string> {
   return `invalid:sha256:${await digest(body)}`;
+}
+
+/**
+ * Why a claimed record must not run, or null. A `customer.created` is not run once its customer's
+ * `customer.deleted` is recorded before it, or has run: that is a replay (or a requeue) that would give a deleted
+ * customer access again.
+ */
+export function refusal(record: EventRecord, store: Pick<Store, 'get'>): MaybePromise<string | null> {
+  if (record.event !== 'customer.created' || record.policy !== 'once' || record.customerId === null) return null;
+  const customerId = record.customerId;
+  const check = (deleted: EventRecord | null): string | null => {
+    if (!deleted || (deleted.seq > record.seq && deleted.status !== 'done')) return null;
+    return (
+      `customer ${customerId} was deleted (customer.deleted received ${new Date(deleted.receivedAt).toISOString()}); ` +
+      'a customer.created after it is not run, since it would give a deleted customer access again'
+    );
+  };
+  const found = store.get(onceKey('customer.deleted', customerId));
+  return found instanceof Promise ? found.then(check) : check(found);
 }

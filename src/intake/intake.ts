@@ -1,12 +1,12 @@
-// The request path: bounded read, signature, content type, parse and validate, idempotency key, durable insert.
+// The request path: bounded read, signature, content type, parse and validate, identity, durable insert.
 // It ends when the event is committed; nothing a handler does can slow the ack or lose the event.
 import type { Logger } from '../observability/log.ts';
 import type { DeliveryOutcome, Metrics } from '../observability/metrics.ts';
-import { type NewEvent, type Store, StoreUnavailableError } from '../stores/store.ts';
+import { type InsertResult, type NewEvent, type Store, StoreUnavailableError } from '../stores/store.ts';
 import { BodyTimeoutError, PayloadTooLargeError, readBody } from './body.ts';
 import { within } from './deadlines.ts';
 import { type ParsedEvent, validateEvent } from './events.ts';
-import { type KeyFunction, idempotencyKey, invalidKey } from './idempotency.ts';
+import { type IdentityRules, identify, invalidKey } from './identity.ts';
 import { type Sha256Hex, type Verifier, parseSignatureHeader, sha256Hex } from './signature.ts';
 
 export interface IntakeConfig {
@@ -20,7 +20,8 @@ export interface IntakeConfig {
   storeTimeoutMs: number;
   /** Lower-case names of the request headers stored with each event. */
   keepHeaders: readonly string[];
-  keyOverrides?: Record<string, KeyFunction>;
+  /** Per-event identity overrides (policy and key function). */
+  identityRules?: IdentityRules;
   /** Use a `webhook-id` request header as the key (it is not covered by the signature). Default false. */
   trustIdHeader?: boolean;
   logger: Logger;
@@ -41,6 +42,10 @@ export interface IntakeResult {
 const GENERIC_401 = { error: 'invalid signature' };
 /** The body of a 200 for a newly recorded event (one shared object, so the app can answer it from a constant). */
 export const RECEIVED: Readonly<Record<string, unknown>> = Object.freeze({ received: true });
+/** A repeat of an event already recorded (same `once` customer, same event id): nothing new was written. */
+const DUPLICATE = Object.freeze({ received: true, duplicate: true });
+/** A copy of a state signal counted into the identical copy still waiting: one run will stand for both. */
+const COALESCED = Object.freeze({ received: true, coalesced: true });
 const dec = new TextDecoder('utf-8', { fatal: true });
 
 /** `application/json` with any parameters, or no content type at all. */
@@ -80,7 +85,7 @@ export function createIntake(config: IntakeConfig) {
   }
 
   /** The store's answer, or null when it failed or timed out; synchronous stores answer without a promise. */
-  function insert(event: NewEvent): { inserted: boolean } | null | Promise<{ inserted: boolean } | null> {
+  function insert(event: NewEvent): InsertResult | null | Promise<InsertResult | null> {
     let work: ReturnType<Store['insert']>;
     try {
       work = store.insert(event);
@@ -192,16 +197,16 @@ export function createIntake(config: IntakeConfig) {
       return result('invalid_payload', 400, { error: 'invalid payload', issues });
     }
 
-    // 5. Idempotency key, 6. durable insert-if-absent.
-    const keyed = idempotencyKey(
+    // 5. Identity, 6. durable insert-if-absent (or a count on the waiting copy of a signal).
+    const identified = identify(
       { event: parsed.name, customerId: parsed.customerId, payload: parsed.payload, body, headers },
-      config.keyOverrides,
-      digest,
-      config.trustIdHeader === true,
+      { rules: config.identityRules, digest, trustIdHeader: config.trustIdHeader === true, receivedAt: received },
     );
-    const key = typeof keyed === 'string' ? keyed : await keyed;
+    const { key, policy, coalesceKey } = identified instanceof Promise ? await identified : identified;
     const inserting = insert({
       key,
+      policy,
+      coalesceKey,
       event: parsed.name,
       customerId: parsed.customerId,
       body,
@@ -214,10 +219,22 @@ export function createIntake(config: IntakeConfig) {
     if (!stored) return result('store_unavailable', 503, { error: 'store unavailable' });
     // The info lines' fields are built only when info is written (most servers log at info, benchmarks at warn).
     const info = logger.enabled?.('info') !== false;
-    const fields = () => ({ key, event: parsed.name, customer_id: parsed.customerId, ms, key_slot: matched || undefined });
+    const fields = () => ({
+      key,
+      event: parsed.name,
+      customer_id: parsed.customerId,
+      policy,
+      ms,
+      key_slot: matched || undefined,
+    });
     if (!stored.inserted) {
+      if (stored.coalescedInto !== undefined) {
+        const into = stored.coalescedInto;
+        if (info) logger.info('identical delivery coalesced into the copy still waiting', { ...fields(), key: into, outcome: 'coalesced' });
+        return result('coalesced', 200, COALESCED as Record<string, unknown>);
+      }
       if (info) logger.info('duplicate delivery ignored', { ...fields(), outcome: 'duplicate' });
-      return result('duplicate', 200, { received: true, duplicate: true });
+      return result('duplicate', 200, DUPLICATE as Record<string, unknown>);
     }
     config.onAccepted?.(key, received, body.byteLength, parsed);
     if (info) logger.info(parsed.known ? 'accepted' : 'unknown event recorded', { ...fields(), outcome: 'accepted' });

@@ -3,6 +3,7 @@
 export type DeliveryOutcome =
   | 'accepted'
   | 'duplicate'
+  | 'coalesced'
   | 'invalid_signature'
   | 'invalid_payload'
   | 'too_large'
@@ -138,6 +139,7 @@ export class Metrics {
     for (const o of [
       'accepted',
       'duplicate',
+      'coalesced',
       'invalid_signature',
       'invalid_payload',
       'too_large',

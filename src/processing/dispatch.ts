@@ -1,15 +1,28 @@
 // Turns a stored event back into a typed payload and calls the user's handler for it.
 import { type EventName, type EventPayload, type ParsedEvent, type UnknownEventPayload, validateEvent } from '../intake/events.ts';
 import type { Logger } from '../observability/log.ts';
-import type { EventRecord } from '../stores/store.ts';
+import type { EventRecord, IdentityPolicy } from '../stores/store.ts';
 import { NonRetryableError } from './retry.ts';
 
 /** What a handler gets besides the payload. */
 export interface HandlerContext {
-  /** The idempotency key: stable across retries, so a handler can make its own side effects idempotent. */
+  /**
+   * The event's key: stable across retries and across a run that a crash cut off and that runs again after its
+   * lease (delivery to handlers is at least once), so a handler can make its own side effects idempotent with it.
+   */
   key: string;
   /** 1 on the first run, 2 on the first retry, … */
   attempt: number;
+  /**
+   * How the event's identity was kept: `once` (customer.created/deleted: one run per customer, ever), `signal`
+   * (balance updates: identical copies coalesce while one waits), or `dedupe` (by an event id).
+   */
+  policy: IdentityPolicy;
+  /**
+   * Deliveries this run stands for: more than 1 when identical copies of a signal arrived while it waited. A
+   * balance update carries no balance: read the current balance from Lava's API, whatever this number is.
+   */
+  deliveries: number;
   receivedAt: Date;
   /** The event name as Lava delivered it (differs from `event.event` for a legacy `connection.*` name). */
   deliveredAs: string;
@@ -23,6 +36,11 @@ export interface HandlerContext {
   signal: AbortSignal;
 }
 
+/**
+ * A handler for one event. It may run more than once for one event (a crash mid-run, a retry): use `ctx.key` to
+ * make side effects idempotent. A `customer.wallet.balance.updated` payload is the customer object, not the new
+ * balance: read the balance from Lava's API.
+ */
 export type Handler<N extends EventName> = (event: EventPayload<N>, ctx: HandlerContext) => unknown;
 export type UnknownHandler = (event: UnknownEventPayload, ctx: HandlerContext) => unknown;
 /** One optional handler per known event, typed from the schemas. */
@@ -95,6 +113,8 @@ export function createDispatcher(
     const ctx = {
       key: record.key,
       attempt: record.attempts,
+      policy: record.policy,
+      deliveries: record.deliveries,
       get receivedAt() {
         return new Date(record.receivedAt);
       },
