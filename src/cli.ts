@@ -83,8 +83,9 @@ const COMMANDS: Record<string, Command> = {
     run: (_p, f, env) => listCommand(f, env),
   },
   'events show': {
-    usage: `events show <key>        one event: headers (secrets masked), body, attempts, last error, times`,
-    options: STORE_OPTIONS,
+    usage: `events show <key> [--reveal]   one event: headers (secrets masked), body, attempts, last error, times
+  --reveal               print the body's secrets and personal data (masked by default; signatures stay masked)`,
+    options: { ...STORE_OPTIONS, reveal: { type: 'boolean' } },
     positionals: 1,
     run: (p, f, env) => showCommand(p[0], f, env),
   },

@@ -3,11 +3,18 @@ import { z } from 'zod';
 import { EVENT_NAMES, LEGACY_EVENTS } from './intake/events.ts';
 import { ConfigError } from './receiver.ts';
 
-const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+const UNITS: Record<string, number> = {
+  ms: 1,
+  s: 1000,
+  m: 60_000,
+  h: 3_600_000,
+  d: 86_400_000,
+  y: 365 * 86_400_000,
+};
 
-/** `500ms`, `10s`, `5m`, `12h`, `7d`, or a plain number of milliseconds. */
+/** `500ms`, `10s`, `5m`, `12h`, `7d`, `3y` (365 days each), or a plain number of milliseconds. */
 export function parseDuration(value: string): number | null {
-  const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$/i.exec(value);
+  const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|y)?\s*$/i.exec(value);
   if (!m) return null;
   return Math.round(Number(m[1]) * (UNITS[(m[2] ?? 'ms').toLowerCase()] as number));
 }
@@ -73,6 +80,7 @@ export const envSchema = z.object({
     .default(256 * 1024),
   LAVA_WEBHOOK_CONCURRENCY: integer(1, 10_000).default(8),
   LAVA_WEBHOOK_RETENTION: duration('7d').default(7 * 86_400_000),
+  LAVA_WEBHOOK_TOMBSTONE_RETENTION: duration('3y').default(3 * 365 * 86_400_000),
   LAVA_WEBHOOK_LEASE: duration('30s').default(30_000),
   LAVA_WEBHOOK_POLL: duration('1s').default(1_000),
   LAVA_WEBHOOK_HANDLER_TIMEOUT: duration('60s').default(60_000),
@@ -100,6 +108,11 @@ export const envSchema = z.object({
     .regex(/^whsec_[A-Za-z0-9+/]+={0,2}$/, 'expected a Standard Webhooks secret: whsec_ followed by base64')
     .optional(),
   LAVA_RELAY_TIMEOUT: duration('10s').default(10_000),
+  // Off by default: the relay signs what it sends, and Lava's signature is only kept (and so forwarded) on request.
+  LAVA_RELAY_FORWARD_SIGNATURE: z
+    .enum(['true', 'false', '1', '0'], { error: 'expected true or false' })
+    .default('false')
+    .transform((v) => v === 'true' || v === '1'),
   LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error', 'silent']).default('info'),
 });
 
@@ -147,6 +160,12 @@ export function loadConfig(env: Record<string, string | undefined>): ServerConfi
     } else if (!/^https?:\/\/[^\s]+$/i.test(url) || !URL.canParse(url)) {
       problems.push(`${name}: expected an http(s) URL`);
     }
+  }
+  if (config.LAVA_WEBHOOK_TOMBSTONE_RETENTION < config.LAVA_WEBHOOK_RETENTION) {
+    problems.push(
+      'LAVA_WEBHOOK_TOMBSTONE_RETENTION: must be at least LAVA_WEBHOOK_RETENTION (a tombstone that went before its ' +
+        'event would let a replay of it run again)',
+    );
   }
   if ((config.LAVA_RELAY_URL || Object.keys(perEvent).length > 0) && !config.LAVA_RELAY_SECRET) {
     problems.push('LAVA_RELAY_SECRET: is required when LAVA_RELAY_URL is set (the whsec_… secret your endpoint verifies with)');

@@ -4,7 +4,7 @@ import { loadConfig, relayUrls } from './config.ts';
 import { Metrics } from './observability/metrics.ts';
 import { redactUrl, relay } from './relay/relay.ts';
 import type { HandlerMap, UnknownHandler } from './processing/dispatch.ts';
-import { type LavaWebhooks, createLavaWebhooks } from './receiver.ts';
+import { DEFAULT_KEEP_HEADERS, type LavaWebhooks, createLavaWebhooks } from './receiver.ts';
 import { jsonLogger } from './observability/log.ts';
 import { isBun, isDeno, openStore } from './runtime/open-store.ts';
 import { DRAIN_CRON_NAME, DRAIN_CRON_SCHEDULE, scheduleDrainCron } from './runtime/deno-cron.ts';
@@ -43,10 +43,21 @@ function onSignals(fn: (signal: string) => void) {
   }
 }
 
-/** The handlers used when LAVA_WEBHOOK_HANDLERS names no module: each event is logged as one JSON line. */
+/**
+ * The handlers used when LAVA_WEBHOOK_HANDLERS names no module: each event is logged as one JSON line. Only what
+ * identifies the event is logged, never `data`: it holds the customer's contact details (and, in legacy
+ * `connection.*` events, the connection secret), and logs are kept and shipped far more widely than the store.
+ */
 function loggingHandlers(): { handlers: HandlerMap; onUnknown: UnknownHandler } {
   const log: UnknownHandler = (event, ctx) => {
-    ctx.logger.info('event', { attempt: ctx.attempt, delivered_as: ctx.deliveredAs, data: event.data });
+    ctx.logger.info('event', {
+      event: event.event,
+      key: ctx.key,
+      customer_id: event.data.customer_id ?? null,
+      attempt: ctx.attempt,
+      delivered_as: ctx.deliveredAs,
+      outcome: 'logged',
+    });
   };
   return {
     handlers: { 'customer.created': log, 'customer.wallet.balance.updated': log, 'customer.deleted': log },
@@ -98,6 +109,7 @@ async function boot(): Promise<{ lava: LavaWebhooks; port: number; hostname: str
           urls,
           secret: config.LAVA_RELAY_SECRET as string,
           timeoutMs: config.LAVA_RELAY_TIMEOUT,
+          forwardSignature: config.LAVA_RELAY_FORWARD_SIGNATURE,
           logger,
           metrics,
         })
@@ -125,11 +137,14 @@ async function boot(): Promise<{ lava: LavaWebhooks; port: number; hostname: str
     bodyLimit: config.LAVA_WEBHOOK_BODY_LIMIT,
     concurrency: config.LAVA_WEBHOOK_CONCURRENCY,
     retentionMs: config.LAVA_WEBHOOK_RETENTION,
+    tombstoneRetentionMs: config.LAVA_WEBHOOK_TOMBSTONE_RETENTION,
     leaseMs: config.LAVA_WEBHOOK_LEASE,
     pollMs: config.LAVA_WEBHOOK_POLL,
     handlerTimeoutMs: config.LAVA_WEBHOOK_HANDLER_TIMEOUT,
     storeTimeoutMs: config.LAVA_WEBHOOK_STORE_TIMEOUT,
     trustWebhookIdHeader: config.LAVA_WEBHOOK_TRUST_WEBHOOK_ID,
+    // The relay can only forward Lava's signature if the store kept it, which by default it does not.
+    keepHeaders: relayProcess && config.LAVA_RELAY_FORWARD_SIGNATURE ? [...DEFAULT_KEEP_HEADERS, 'x-webhook-signature'] : undefined,
     retry: config.LAVA_WEBHOOK_RETRY_SCHEDULE ? { scheduleMs: config.LAVA_WEBHOOK_RETRY_SCHEDULE } : undefined,
     logger,
   });

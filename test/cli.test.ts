@@ -83,7 +83,7 @@ describe('cli against a running server', { skip }, () => {
   });
 
   test('send --duplicate sends the same bytes twice; the second answer is duplicate:true', async () => {
-    const r = await cli(['send', 'customer.wallet.balance.updated', '--duplicate', '--data', '{"balance":"12.50"}', '--json'], env);
+    const r = await cli(['send', 'customer.deleted', '--duplicate', '--json'], env);
     assert.equal(r.code, 0, r.stderr);
     const out = json<{ ok: boolean; results: Array<{ status: number; duplicate: boolean; repeat: boolean }> }>(r);
     assert.equal(out.ok, true);
@@ -144,7 +144,7 @@ describe('cli against a running server', { skip }, () => {
     const r = await cli(['stats', '--json'], env);
     const counts = json<Record<string, unknown>>(r);
     assert.deepEqual(Object.keys(counts).sort(), ['dead', 'done', 'pending', 'retrying', 'store', 'total']);
-    assert.equal(counts.done, 5); // cus_cli_1, the balance update (its duplicate is not stored) and the three above
+    assert.equal(counts.done, 5); // cus_cli_1, the deletion (its duplicate is not stored) and the three above
     assert.equal(counts.total, 5);
     const text = await cli(['stats'], env);
     assert.match(text.stdout, /^done\s+5$/m);
@@ -160,6 +160,7 @@ describe('cli against a running server', { skip }, () => {
     assert.deepEqual(Object.keys(all.events[0] as object).sort(), [
       'attempts',
       'customerId',
+      'deliveries',
       'event',
       'finishedAt',
       'key',
@@ -167,9 +168,11 @@ describe('cli against a running server', { skip }, () => {
       'leaseOwner',
       'leaseUntil',
       'nextAttemptAt',
+      'policy',
       'receivedAt',
       'seq',
       'status',
+      'tombstone',
     ]);
     const next = json<{ events: unknown[] }>(
       await cli(['events', 'list', '--json', '--event', 'customer.created', '--after', String(all.nextAfter)], env),
@@ -217,7 +220,46 @@ describe('cli against a running server', { skip }, () => {
     const all = await cli(['events', 'purge', '--before', future], env);
     assert.equal(all.code, 0, all.stderr);
     assert.match(all.stdout, /purged 5 done events finished before/);
-    assert.equal(json(await cli(['stats', '--json'], env)).total, 0);
+    assert.match(all.stdout, /customer\.created and customer\.deleted keep a tombstone/);
+    // Every event here was a customer.created or customer.deleted: what is left of each is a tombstone of its key.
+    const left = json<{ events: Array<{ tombstone: boolean; key: string }> }>(await cli(['events', 'list', '--json'], env));
+    assert.equal(left.events.length, 5);
+    assert.ok(left.events.every((e) => e.tombstone), JSON.stringify(left.events));
+    assert.equal(json(await cli(['events', 'purge', '--before', future, '--json'], env)).purged, 0, 'a tombstone is purged once');
+  });
+
+  test('events show masks secrets and personal data in the body unless --reveal; signature headers always', async () => {
+    const sent = await cli(['send', 'customer.created', '--customer', 'cus_cli_mask', '--data', '{"contact":{"email":"ada@example.com","phone":"+15550100"}}'], env);
+    assert.equal(sent.code, 0, sent.stderr);
+    const legacy = await cli(['send', 'connection.created', '--customer', 'conn_cli_mask'], env);
+    assert.equal(legacy.code, 0, legacy.stderr);
+    const legacyKey = json<{ events: Array<{ key: string }> }>(await cli(['events', 'list', '--customer', 'conn_cli_mask', '--json'], env))
+      .events[0]?.key as string;
+    assert.ok(legacyKey);
+
+    const shown = await cli(['events', 'show', 'customer.created:cus_cli_mask'], env);
+    assert.equal(shown.code, 0, shown.stderr);
+    assert.ok(!shown.stdout.includes('ada@example.com') && !shown.stdout.includes('+15550100'), shown.stdout);
+    assert.match(shown.stdout, /"email": "\[redacted\]"/);
+    assert.match(shown.stdout, /"customer_id": "cus_cli_mask"/);
+    const asJson = json<{ body: { data: { contact: Record<string, unknown> } } }>(
+      await cli(['events', 'show', 'customer.created:cus_cli_mask', '--json'], env),
+    );
+    assert.equal(asJson.body.data.contact.email, '[redacted]');
+    const secret = await cli(['events', 'show', legacyKey], env);
+    assert.ok(!secret.stdout.includes('cs_sample_not_a_real_secret'), secret.stdout);
+    assert.match(secret.stdout, /"connection_secret": "\[redacted\]"/);
+
+    const revealed = await cli(['events', 'show', 'customer.created:cus_cli_mask', '--reveal'], env);
+    assert.equal(revealed.code, 0, revealed.stderr);
+    assert.match(revealed.stdout, /"email": "ada@example\.com"/);
+    assert.doesNotMatch(revealed.stdout, /[0-9a-f]{64}/, 'a signature header was printed in full');
+    const revealedJson = json<{ body: { data: { contact: Record<string, unknown> } } }>(
+      await cli(['events', 'show', 'customer.created:cus_cli_mask', '--json', '--reveal'], env),
+    );
+    assert.equal(revealedJson.body.data.contact.phone, '+15550100');
+    assert.match((await cli(['events', 'show', legacyKey, '--reveal'], env)).stdout, /"connection_secret": "cs_sample_not_a_real_secret"/);
+    assert.match((await cli(['events', 'show', '--help'], env)).stdout, /--reveal/);
   });
 });
 

@@ -13,6 +13,7 @@ describe('loadConfig()', () => {
     assert.equal(c.LAVA_WEBHOOK_BODY_LIMIT, 256 * 1024);
     assert.equal(c.LAVA_WEBHOOK_CONCURRENCY, 8);
     assert.equal(c.LAVA_WEBHOOK_RETENTION, 7 * 86_400_000);
+    assert.equal(c.LAVA_WEBHOOK_TOMBSTONE_RETENTION, 3 * 365 * 86_400_000);
     assert.equal(c.LAVA_WEBHOOK_DURABILITY, 'normal');
     assert.equal(c.LAVA_WEBHOOK_PATH, '/webhooks/lava');
     assert.equal(c.LOG_LEVEL, 'info');
@@ -63,11 +64,21 @@ describe('loadConfig()', () => {
     );
   });
 
+  test('LAVA_WEBHOOK_TOMBSTONE_RETENTION must be at least the retention, and says why', () => {
+    const c = loadConfig({ LAVA_WEBHOOK_SECRET: 's', LAVA_WEBHOOK_TOMBSTONE_RETENTION: '400d' });
+    assert.equal(c.LAVA_WEBHOOK_TOMBSTONE_RETENTION, 400 * 86_400_000);
+    assert.throws(
+      () => loadConfig({ LAVA_WEBHOOK_SECRET: 's', LAVA_WEBHOOK_RETENTION: '30d', LAVA_WEBHOOK_TOMBSTONE_RETENTION: '7d' }),
+      (e: Error) => e instanceof ConfigError && /LAVA_WEBHOOK_TOMBSTONE_RETENTION: must be at least LAVA_WEBHOOK_RETENTION/.test(e.message),
+    );
+  });
+
   test('parseDuration() and parseBytes() accept the documented units only', () => {
     assert.equal(parseDuration('500ms'), 500);
     assert.equal(parseDuration('10s'), 10_000);
     assert.equal(parseDuration('5m'), 300_000);
     assert.equal(parseDuration('7d'), 604_800_000);
+    assert.equal(parseDuration('2y'), 2 * 365 * 86_400_000);
     assert.equal(parseDuration('250'), 250);
     assert.equal(parseDuration('ten'), null);
     assert.equal(parseDuration('-5s'), null);

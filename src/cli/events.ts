@@ -12,6 +12,7 @@ import {
   isoTime,
   jsonTime,
   maskHeaders,
+  maskPayload,
   out,
   printJson,
   progressBar,
@@ -127,14 +128,20 @@ function isLeased(r: EventRecord, now: number): boolean {
   return (r.status === 'pending' || r.status === 'retrying') && r.leaseUntil !== null && r.leaseUntil > now;
 }
 
-/** The record for scripts: EventRecord's names, times as ISO strings, body decoded only when asked for. */
-function recordJson(r: EventRecord, withBody: boolean): Record<string, unknown> {
+/**
+ * The record for scripts: EventRecord's names, times as ISO strings, body decoded only when asked for (secrets and
+ * personal data in it masked unless `reveal`).
+ */
+function recordJson(r: EventRecord, withBody: boolean, reveal = false): Record<string, unknown> {
   const base: Record<string, unknown> = {
     key: r.key,
     seq: r.seq,
     event: r.event,
     customerId: r.customerId,
     status: r.status,
+    policy: r.policy,
+    deliveries: r.deliveries,
+    tombstone: r.tombstone,
     attempts: r.attempts,
     receivedAt: jsonTime(r.receivedAt),
     nextAttemptAt: r.status === 'pending' || r.status === 'retrying' ? jsonTime(r.nextAttemptAt) : null,
@@ -145,7 +152,11 @@ function recordJson(r: EventRecord, withBody: boolean): Record<string, unknown> 
   };
   if (!withBody) return base;
   const body = decodeBody(r.body);
-  return { ...base, headers: maskHeaders(r.headers), ...('json' in body ? { body: body.json } : { bodyText: body.text }) };
+  return {
+    ...base,
+    headers: maskHeaders(r.headers),
+    ...('json' in body ? { body: maskPayload(body.json, reveal) } : { bodyText: body.text }),
+  };
 }
 
 export interface ListFlags extends StoreFlags {
@@ -198,14 +209,19 @@ export async function listCommand(flags: ListFlags, env: Env): Promise<number> {
   }
 }
 
-export async function showCommand(key: string | undefined, flags: StoreFlags, env: Env): Promise<number> {
+export interface ShowFlags extends StoreFlags {
+  /** Print the body's secrets and personal data as stored (headers named like a signature stay masked). */
+  reveal?: boolean;
+}
+
+export async function showCommand(key: string | undefined, flags: ShowFlags, env: Env): Promise<number> {
   if (!key) throw new UsageError('show: which event? pass its key (see events list)', 'events show');
   const { store } = await openCliStore(flags, env);
   try {
     const r = await store.get(key);
     if (!r) throw new CliError(`no event with key ${key} (list keys with: lava-webhooks events list)`);
     if (flags.json) {
-      printJson(recordJson(r, true));
+      printJson(recordJson(r, true, flags.reveal));
       return 0;
     }
     const now = Date.now();
@@ -214,6 +230,8 @@ export async function showCommand(key: string | undefined, flags: StoreFlags, en
       ['event', r.event],
       ['customer', r.customerId ?? '-'],
       ['status', `${r.status}${isLeased(r, now) ? ` (running: leased by ${r.leaseOwner} until ${isoTime(r.leaseUntil)})` : ''}`],
+      ['identity', `${r.policy}${r.tombstone ? ' (tombstone: only the key is kept, so a replay stays a duplicate)' : ''}`],
+      ['deliveries', String(r.deliveries)],
       ['attempts', String(r.attempts)],
       ['seq', String(r.seq)],
       ['received', `${isoTime(r.receivedAt)} UTC (${relative(r.receivedAt, now)})`],
@@ -230,9 +248,9 @@ export async function showCommand(key: string | undefined, flags: StoreFlags, en
     for (const [name, value] of Object.entries(headers)) out(`  ${name}: ${value}`);
     out('\nbody');
     const body = decodeBody(r.body);
-    const text = 'json' in body ? JSON.stringify(body.json, null, 2) : body.text;
+    const text = 'json' in body ? JSON.stringify(maskPayload(body.json, flags.reveal), null, 2) : body.text;
     out(text.replace(/^/gm, '  '));
-    if (r.status === 'dead') out(`\nreplay it with: lava-webhooks events requeue '${r.key}'`);
+    if (r.status === 'dead' && !r.tombstone) out(`\nreplay it with: lava-webhooks events requeue '${r.key}'`);
     return 0;
   } finally {
     await store.close();
@@ -310,6 +328,7 @@ export async function purgeCommand(
     if (flags.json) printJson({ purged, before: jsonTime(before), status });
     else {
       out(`purged ${purged} ${status.join(' and ')} event${purged === 1 ? '' : 's'} finished before ${isoTime(before)} UTC`);
+      out('customer.created and customer.deleted keep a tombstone of their key, so a replay of them stays a duplicate');
       if (!flags['include-dead']) out('dead letters are kept; add --include-dead to purge them too');
     }
     return 0;

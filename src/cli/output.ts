@@ -1,5 +1,6 @@
-// What the CLI prints: errors that carry an exit code, tables, times, masked headers and a progress bar.
+// What the CLI prints: errors that carry an exit code, tables, times, masked headers and payloads, and a progress bar.
 import process from 'node:process';
+import { isSecretName, redact } from '../observability/log.ts';
 
 /** Exit codes: 0 done, 1 the operation failed (rejected, unreachable, not found, store error), 2 bad usage. */
 export const EXIT_FAILED = 1;
@@ -72,15 +73,25 @@ export function table(header: string[], rows: string[][]): string {
   return [line(header), ...rows.map(line)].join('\n');
 }
 
-const SENSITIVE = /signature|authorization|secret|token|cookie/i;
-
-/** Stores never keep the signature, but a custom keepHeaders list might: never print one in full. */
+/**
+ * Stores do not keep the signature by default, but a keepHeaders list can (the relay's forwardSignature needs it):
+ * never print one in full, --reveal or not. Lava's signature has no timestamp, so with the body it is a replayable
+ * delivery; its first characters are enough to tell two apart.
+ */
 export function maskHeaders(headers: Record<string, string>): Record<string, string> {
   const masked: Record<string, string> = {};
   for (const [name, value] of Object.entries(headers)) {
-    masked[name] = SENSITIVE.test(name) ? `${value.slice(0, 4)}… (masked)` : value;
+    masked[name] = isSecretName(name) ? `${value.slice(0, 4)}… (masked)` : value;
   }
   return masked;
+}
+
+/**
+ * A payload as the CLI prints it: fields named like a secret or personal data (the rule the logger uses) become
+ * `"[redacted]"`, unless the user asked for --reveal. Limits far above the logger's: this is one event, on request.
+ */
+export function maskPayload(value: unknown, reveal = false): unknown {
+  return reveal ? value : redact(value, { maxDepth: 64, maxNodes: 1_000_000 });
 }
 
 /** A one-line progress bar on stderr, drawn only on a terminal (never in pipes or logs). */

@@ -173,6 +173,7 @@ export async function sendCommand(event: string | undefined, flags: SendFlags, e
         status: r.status,
         answer: r.answer,
         duplicate: typeof r.answer === 'object' && r.answer !== null && (r.answer as { duplicate?: unknown }).duplicate === true,
+        coalesced: typeof r.answer === 'object' && r.answer !== null && (r.answer as { coalesced?: unknown }).coalesced === true,
       })),
       ...(failure ? { error: failure.message } : {}),
     });

@@ -1,4 +1,5 @@
-// JSON-lines logger. Secrets and signatures never reach a log: fields with those names are dropped here too.
+// JSON-lines logger. Secrets, signatures and customers' personal data never reach a log: fields named like them are
+// masked here, at any depth, so a handler that logs a whole payload still leaks nothing.
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error' | 'silent';
 export type LogFields = Record<string, unknown>;
 
@@ -14,7 +15,116 @@ export interface Logger {
 }
 
 const RANK: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40, silent: 100 };
-const FORBIDDEN = /secret|signature|authorization|password/i;
+
+/** What a masked value is replaced with. */
+export const REDACTED = '[redacted]';
+
+// Substrings rather than exact names: a provider's payload or a custom header can call a secret anything from
+// `connection_secret` to `x-api-key`, and hiding a harmless field costs less than printing a secret. `key` alone is
+// our idempotency key and stays visible (only `_key`/`-key` suffixes match).
+const SECRET_NAME = /secret|token|passw(?:or)?d|authorization|cookie|api[_-]?key|signature|private[_-]?key|[_-]key$/i;
+// Exact names: Lava's contact fields. `customer_id` and `reference_id` are what an operator searches logs by.
+const PERSONAL_NAME = /^(?:email|phone|first_?name|last_?name)$/i;
+// The logger masks both kinds, so one test per field on its path.
+const MASKED_NAME = new RegExp(`${SECRET_NAME.source}|${PERSONAL_NAME.source}`, 'i');
+
+/** Whether a field or header of this name holds a secret (token, password, signature, API key, …). */
+export function isSecretName(name: string): boolean {
+  return SECRET_NAME.test(name);
+}
+
+/** Whether a field of this name holds a customer's personal data (email, phone, first or last name). */
+export function isPersonalName(name: string): boolean {
+  return PERSONAL_NAME.test(name);
+}
+
+export interface RedactOptions {
+  /** Mask personal data (email, phone, names) as well as secrets. Default true. */
+  personal?: boolean;
+  /** Objects nested deeper than this are replaced by `"[too deep]"`. Default 8. */
+  maxDepth?: number;
+  /** Objects and arrays visited at most; the rest are replaced by `"[truncated]"`. Default 1000. */
+  maxNodes?: number;
+}
+
+interface Walk {
+  masked: RegExp;
+  maxDepth: number;
+  budget: number;
+  /** The objects on the path from the root: one seen again is a cycle, which JSON.stringify would throw on. */
+  path: Set<object>;
+}
+
+// A null or absent value reveals nothing, and keeping it tells the reader the field was empty.
+const maskedValue = (value: unknown) => (value == null ? value : REDACTED);
+
+function setField(target: Record<string, unknown>, name: string, value: unknown): void {
+  // A parsed payload can own a `__proto__` field; plain assignment would set the copy's prototype instead.
+  if (name === '__proto__') Object.defineProperty(target, name, { value, enumerable: true, writable: true, configurable: true });
+  else target[name] = value;
+}
+
+/** The value with masked fields replaced; the very same value when nothing needed changing (no copy). */
+function walk(input: unknown, depth: number, w: Walk): unknown {
+  if (typeof input !== 'object' || input === null) return input;
+  // An Error's message and name are own non-enumerable properties: JSON.stringify would print `{}`.
+  if (input instanceof Error) return { name: input.name, message: input.message };
+  if (ArrayBuffer.isView(input) || input instanceof ArrayBuffer) return input;
+  let value: unknown = input;
+  // What JSON.stringify would print: a Date becomes its string, anything else with toJSON is walked as it returns.
+  const toJSON = (input as { toJSON?: unknown }).toJSON;
+  if (typeof toJSON === 'function') {
+    value = toJSON.call(input);
+    if (typeof value !== 'object' || value === null) return value;
+  }
+  const node = value as object;
+  if (w.path.has(node)) return '[circular]';
+  if (depth > w.maxDepth) return '[too deep]';
+  if (--w.budget < 0) return '[truncated]';
+  w.path.add(node);
+  try {
+    if (Array.isArray(node)) {
+      let copy: unknown[] | null = null;
+      for (let i = 0; i < node.length; i++) {
+        const item: unknown = node[i];
+        const next = walk(item, depth + 1, w);
+        if (copy === null && next !== item) copy = node.slice(0, i);
+        if (copy !== null) copy.push(next);
+      }
+      return copy ?? value;
+    }
+    const record = node as Record<string, unknown>;
+    const names = Object.keys(record);
+    let copy: Record<string, unknown> | null = null;
+    for (let i = 0; i < names.length; i++) {
+      const name = names[i] as string;
+      const item = record[name];
+      const next = w.masked.test(name) ? maskedValue(item) : walk(item, depth + 1, w);
+      if (copy === null && next !== item) {
+        copy = {};
+        for (let j = 0; j < i; j++) setField(copy, names[j] as string, record[names[j] as string]);
+      }
+      if (copy !== null) setField(copy, name, next);
+    }
+    return copy ?? value;
+  } finally {
+    w.path.delete(node);
+  }
+}
+
+/**
+ * A copy of `value` with every field named like a secret (and, unless `personal: false`, like personal data)
+ * replaced by `"[redacted]"`, at any depth of objects and arrays; cycles print as `"[circular]"`. The logger and the
+ * CLI share it, so what counts as a secret is decided here only. Returns `value` itself when nothing was masked.
+ */
+export function redact(value: unknown, options: RedactOptions = {}): unknown {
+  return walk(value, 0, {
+    masked: options.personal === false ? SECRET_NAME : MASKED_NAME,
+    maxDepth: options.maxDepth ?? 8,
+    budget: options.maxNodes ?? 1000,
+    path: new Set(),
+  });
+}
 
 export interface JsonLoggerOptions {
   /** Lowest level written. Default `info`. */
@@ -23,16 +133,19 @@ export interface JsonLoggerOptions {
   write?: (line: string) => void;
 }
 
-function errorFields(value: unknown): unknown {
-  if (value instanceof Error) return { name: value.name, message: value.message };
-  return value;
-}
-
-/** Copies `fields` into `line`, leaving out undefined values and anything named like a secret. */
+/**
+ * Copies `fields` into `line`, leaving out undefined values and masking secrets and personal data. A primitive
+ * value costs one test of its name: only objects and arrays are walked, so the usual flat line stays cheap.
+ */
 function merge(line: LogFields, fields: LogFields): void {
+  let w: Walk | undefined;
   for (const [k, v] of Object.entries(fields)) {
-    if (v === undefined || FORBIDDEN.test(k)) continue;
-    line[k] = errorFields(v);
+    if (v === undefined) continue;
+    if (MASKED_NAME.test(k)) line[k] = maskedValue(v);
+    else if (typeof v === 'object' && v !== null) {
+      w ??= { masked: MASKED_NAME, maxDepth: 8, budget: 1000, path: new Set() };
+      line[k] = walk(v, 1, w);
+    } else line[k] = v;
   }
 }
 

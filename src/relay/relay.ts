@@ -17,6 +17,12 @@ export interface RelayOptions {
   secret: string;
   /** Per-attempt timeout in ms. Default 10 000. */
   timeoutMs?: number;
+  /**
+   * Also send Lava's original `X-Webhook-Signature`, for a downstream that verifies Lava's own HMAC. Default false:
+   * every request is signed with `secret` anyway, and Lava's signature is a replayable credential for the original
+   * endpoint. It is sent only when the store kept it: add `x-webhook-signature` to the receiver's `keepHeaders`.
+   */
+  forwardSignature?: boolean;
   /** The fetch to use (tests, proxies). Default the global fetch. */
   fetch?: (request: Request) => Promise<Response>;
   logger?: Logger;
@@ -142,6 +148,7 @@ export function relay(options: RelayOptions): ProcessFn & { signer: StandardWebh
   const timeoutMs = options.timeoutMs ?? 10_000;
   if (!Number.isFinite(timeoutMs) || timeoutMs <= 0) throw new ConfigError(`relay: timeoutMs must be positive, got ${timeoutMs}`);
   const doFetch = options.fetch ?? ((r: Request) => fetch(r));
+  const forwardSignature = options.forwardSignature === true;
   const now = options.now ?? Date.now;
   const attempts = options.metrics?.counter(
     'lava_webhooks_relay_attempts_total',
@@ -172,8 +179,10 @@ export function relay(options: RelayOptions): ProcessFn & { signer: StandardWebh
       'webhook-signature': await signer.sign(id, timestamp, record.body),
       'x-lava-event': record.event,
     });
-    const original = record.headers['x-webhook-signature'];
-    if (original) headers.set('x-webhook-signature', original);
+    if (forwardSignature) {
+      const original = record.headers['x-webhook-signature'];
+      if (original) headers.set('x-webhook-signature', original);
+    }
 
     // One deadline for the whole attempt, the answer's first bytes included: a downstream that sends its headers
     // and then stalls must not hold the event until the handler timeout.

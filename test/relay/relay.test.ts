@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { Webhook } from 'standardwebhooks';
 import { loadConfig } from '../../src/config.ts';
-import { ConfigError, Metrics, createLavaWebhooks, jsonLogger, memoryStore } from '../../src/mod.ts';
+import { ConfigError, DEFAULT_KEEP_HEADERS, Metrics, createLavaWebhooks, jsonLogger, memoryStore } from '../../src/mod.ts';
 import { parseRetryAfter, redactUrl, relay, webhookId } from '../../src/relay/relay.ts';
 import { decodeSecret } from '../../src/relay/standard-webhooks.ts';
 import { samplePayload } from '../../src/samples.ts';
@@ -113,7 +113,10 @@ async function downstream(port = 0) {
   return d;
 }
 
-function relayReceiver(url: string, extra: { timeoutMs?: number; scheduleMs?: number[]; handlerTimeoutMs?: number } = {}) {
+function relayReceiver(
+  url: string,
+  extra: { timeoutMs?: number; scheduleMs?: number[]; handlerTimeoutMs?: number; forwardSignature?: boolean } = {},
+) {
   const logs: string[] = [];
   const logger = jsonLogger({ level: 'debug', write: (l) => logs.push(l) });
   const metrics = new Metrics();
@@ -125,7 +128,16 @@ function relayReceiver(url: string, extra: { timeoutMs?: number; scheduleMs?: nu
     pollMs: 20,
     handlerTimeoutMs: extra.handlerTimeoutMs,
     retry: { scheduleMs: extra.scheduleMs ?? [50, 100, 200, 400], jitter: 0 },
-    process: relay({ url, secret: RELAY_SECRET, timeoutMs: extra.timeoutMs ?? 2000, logger, metrics }),
+    // Kept whatever the default list says, so the relay alone decides whether it is forwarded.
+    keepHeaders: [...DEFAULT_KEEP_HEADERS, 'x-webhook-signature'],
+    process: relay({
+      url,
+      secret: RELAY_SECRET,
+      timeoutMs: extra.timeoutMs ?? 2000,
+      forwardSignature: extra.forwardSignature,
+      logger,
+      metrics,
+    }),
   });
   lava.start();
   return { lava, logs, metrics };
@@ -139,7 +151,7 @@ async function send(lava: { fetch: (r: Request) => Response | Promise<Response> 
 }
 
 describe('relay()', () => {
-  test('delivers the original body, signed so the standardwebhooks library verifies it, with Lava’s signature', async () => {
+  test('delivers the original body, signed so the standardwebhooks library verifies it, without Lava’s signature', async () => {
     const d = await downstream();
     const { lava, metrics } = relayReceiver(d.url);
     const body = await send(lava, 'cus_relay_ok');
@@ -149,11 +161,32 @@ describe('relay()', () => {
     assert.equal(a.verified, true);
     assert.equal(a.id, 'customer.created:cus_relay_ok');
     assert.equal(a.body, body, 'byte-for-byte the body Lava sent');
-    assert.equal(a.lavaSignature, lavaSign(SECRET, body), 'Lava’s own signature is forwarded');
+    const kept = await lava.store.get('customer.created:cus_relay_ok');
+    assert.equal(kept?.headers['x-webhook-signature'], lavaSign(SECRET, body), 'the store kept it');
+    assert.equal(a.lavaSignature, null, 'Lava’s own signature is not forwarded by default');
     assert.equal(a.event, 'customer.created');
     assert.match(metrics.render(null), /lava_webhooks_relay_attempts_total\{outcome="ok"\} 1/);
     assert.match(metrics.render(null), /lava_webhooks_relay_latency_ms_count 1/);
     await lava.close();
+  });
+
+  test('forwardSignature: Lava’s own signature is forwarded when the record kept it', async () => {
+    const d = await downstream();
+    const { lava } = relayReceiver(d.url, { forwardSignature: true });
+    const body = await send(lava, 'cus_relay_fwd');
+    await waitFor(async () => (await lava.store.get('customer.created:cus_relay_fwd'))?.status === 'done', 5000, 'done');
+    const a = d.arrivals[0] as Arrival;
+    assert.equal(a.verified, true, 'still signed with the relay secret');
+    assert.equal(a.lavaSignature, lavaSign(SECRET, body));
+    await lava.close();
+  });
+
+  test('LAVA_RELAY_FORWARD_SIGNATURE is a boolean, off by default', () => {
+    const base = { LAVA_WEBHOOK_SECRET: 's', LAVA_RELAY_URL: 'http://a/x', LAVA_RELAY_SECRET: RELAY_SECRET };
+    assert.equal(loadConfig(base).LAVA_RELAY_FORWARD_SIGNATURE, false);
+    assert.equal(loadConfig({ ...base, LAVA_RELAY_FORWARD_SIGNATURE: 'true' }).LAVA_RELAY_FORWARD_SIGNATURE, true);
+    assert.equal(loadConfig({ ...base, LAVA_RELAY_FORWARD_SIGNATURE: '1' }).LAVA_RELAY_FORWARD_SIGNATURE, true);
+    assert.throws(() => loadConfig({ ...base, LAVA_RELAY_FORWARD_SIGNATURE: 'yes' }), /LAVA_RELAY_FORWARD_SIGNATURE: expected true or false/);
   });
 
   test('downstream down, then up: delivered after retries, exactly once per key as the downstream sees it', async () => {
@@ -294,7 +327,7 @@ describe('relay()', () => {
   test('a key a header cannot carry is sent percent-encoded in webhook-id, and the signature still verifies', async () => {
     const d = await downstream();
     const { lava } = relayReceiver(d.url);
-    const body = JSON.stringify(samplePayload('customer.created', { customerId: 'cus_odd', extra: { id: 'évt 😀\n1' } }));
+    const body = JSON.stringify(samplePayload('customer.wallet.balance.updated', { customerId: 'cus_odd', extra: { id: 'évt 😀\n1' } }));
     assert.equal((await lava.fetch(signedRequest('http://receiver/webhooks/lava', body))).status, 200);
     const key = 'id:évt 😀\n1';
     await waitFor(async () => (await lava.store.get(key))?.status === 'done', 5000, 'done');
@@ -351,6 +384,34 @@ const skip = binAvailable('bun') ? false : 'node_modules/.bin/bun is missing (ru
 if (skip) console.log(`[skip] relay server process: ${skip}`);
 
 describe('relay server process', { skip }, () => {
+  test('LAVA_RELAY_FORWARD_SIGNATURE=true: the server keeps Lava’s signature and the relay forwards it', async () => {
+    const d = await downstream();
+    const dir = mkdtempSync(join(tmpdir(), 'lava-relay-fwd-'));
+    dirs.push(dir);
+    const server = await startServer({
+      env: {
+        LAVA_WEBHOOK_SECRET: SECRET,
+        LAVA_WEBHOOK_DB: join(dir, 'lava.sqlite'),
+        LAVA_RELAY_URL: d.url,
+        LAVA_RELAY_SECRET: RELAY_SECRET,
+        LAVA_RELAY_FORWARD_SIGNATURE: 'true',
+        LAVA_WEBHOOK_POLL: '100ms',
+      },
+    });
+    try {
+      const body = JSON.stringify(samplePayload('customer.created', { customerId: 'cus_relay_fwd_env' }));
+      const res = await fetch(signedRequest(`${server.url}/webhooks/lava`, body));
+      assert.equal(res.status, 200, await res.text());
+      await waitFor(() => d.arrivals.length >= 1, 10_000, 'the relayed request');
+      const a = d.arrivals[0] as Arrival;
+      assert.equal(a.verified, true);
+      assert.equal(a.lavaSignature, lavaSign(SECRET, body));
+    } finally {
+      server.kill('SIGTERM');
+      await server.exited;
+    }
+  });
+
   test('kill -9 of the relay under load: after a restart every acknowledged event reaches the downstream', async () => {
     const d = await downstream();
     d.respond = () => ({ status: 200 });
@@ -396,6 +457,7 @@ describe('relay server process', { skip }, () => {
       const raw = d.arrivals.length;
       const unique = d.uniqueIds().size;
       assert.ok(d.arrivals.every((a) => a.verified), 'every request verified');
+      assert.ok(d.arrivals.every((a) => a.lavaSignature === null), 'Lava’s signature is not forwarded by default');
       assert.ok(raw - unique <= 8, `repeats only for requests in flight at the kill (${raw - unique})`);
       console.log(`[info] relay kill -9: ${acked.length} acknowledged, ${unique} relayed, ${raw - unique} repeated`);
       await sleep(200);
