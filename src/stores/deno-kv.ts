@@ -6,6 +6,7 @@ import {
   emptyCounts,
   type EventRecord,
   type EventStatus,
+  type IdentityPolicy,
   type InsertResult,
   type ListOptions,
   type NewEvent,
@@ -75,12 +76,15 @@ export interface DenoKvStoreOptions {
   /**
    * Backstop expiry (ms) set with `expireIn` on done records, for when nobody runs `purge`. Keep it longer than your
    * retention: `purge` remains the way records are removed (expiry is a minimum, not a deadline, and the `done`
-   * count does not drop for records that expire). Default 30 days; 0 turns it off.
+   * count does not drop for records that expire). Default 30 days; 0 turns it off. `once` records never get it.
    */
   expireDoneAfterMs?: number;
 }
 
-const SCHEMA_VERSION = 1;
+/** Version 2: records carry policy/coalesceKey/deliveries/tombstone, and no stored header holds a signature. */
+const SCHEMA_VERSION = 2;
+/** A delivery's signature: never kept at rest, since it would let anyone who reads the database replay it. */
+const SIGNATURE_HEADER = 'x-webhook-signature';
 /** Deno KV caps a value at 64 KiB; larger bodies are split into chunks of this size. */
 const CHUNK_BYTES = 65_536;
 /** Bodies up to this size live inside the record itself (saves a read for the usual small webhook). */
@@ -95,6 +99,8 @@ const STAGING_STALE_MS = 60 * 60 * 1000;
 const MAX_CHUNK_DELETES = 900;
 /** Inserts per group commit: 3 checks each stays inside the 100 checks one commit may have. */
 const BATCH_INSERTS = 30;
+/** Checks per group commit: a plain insert takes 3, a signal up to 4 (its waiting entry, or what it coalesces into). */
+const BATCH_CHECKS = 90;
 /** Body bytes per group commit, well inside the 800 KiB a commit may write. */
 const BATCH_BYTES = 256 * 1024;
 /** Key bytes per group commit (checks and mutations), inside the 80 KiB a commit may name. */
@@ -122,23 +128,38 @@ interface Meta extends Omit<EventRecord, 'body'> {
   chunks: number;
   /** The chunks were rewritten with the done-record expiry and must be rewritten before the record reopens. */
   bodyExpires: boolean;
+  /**
+   * The `sig,coalesceKey` entry points here: the record takes coalesced copies. Only a waiting record (pending, never
+   * claimed) has it, and at most one per coalesceKey, so claim can drop the entry without reading it first.
+   */
+  waits: boolean;
 }
 
 type Part = string | Uint8Array;
-/** An insert on its way: the event and its key parts (`g` = its ordering group). */
+/** An insert on its way: the event and its key parts (`g` = its ordering group, `ckp` = its coalesceKey). */
 interface InsertItem {
   event: NewEvent;
   kp: Part;
   cp: Part | null;
   g: Part[];
+  ckp: Part | null;
 }
-/** An insert waiting for the next group commit; `id`/`gid` tell keys and groups apart within a batch. */
+/** An insert waiting for the next group commit; `id`/`gid`/`ckid` tell keys, groups and signals apart in a batch. */
 interface Queued extends InsertItem {
   ticket: number;
   id: string;
   gid: string;
+  ckid: string;
   done: (r: InsertResult) => void;
   fail: (err: unknown) => void;
+}
+/** A coalesceKey within one group commit (see `commitBatch`). */
+interface Signal {
+  entry: KvEntryMaybe<Part>;
+  into: KvEntryMaybe<Meta> | null;
+  copies: number;
+  m: Meta | null;
+  item?: InsertItem;
 }
 /** Under `g,…g`: how many open records the group has, and the highest seq ever queued in it while open. */
 type GroupValue = { n: number; last?: number };
@@ -146,6 +167,9 @@ const CONFLICT = Symbol('conflict');
 type Conflict = typeof CONFLICT;
 
 const isOpen = (s: EventStatus) => s === 'pending' || s === 'retrying';
+/** A record copies of its signal may be counted into: never claimed since it was (re)queued. */
+const isWaiting = (m: Meta) =>
+  m.status === 'pending' && m.attempts === 0 && m.leaseOwner === null && !m.tombstone && m.coalesceKey !== null;
 const isFinished = (s: EventStatus): s is 'done' | 'dead' => s === 'done' || s === 'dead';
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 const capError = (e: string | null | undefined) =>
@@ -278,9 +302,27 @@ function patient(kv: DenoKvLike): DenoKvLike {
   };
 }
 
+/** The policy of a record written before policies were stored: a customer's created/deleted event ran once. */
+function inferPolicy(key: string): IdentityPolicy {
+  return /^customer\.(created|deleted):/.test(key) && !key.includes(':sha256:') ? 'once' : 'dedupe';
+}
+
+/** A record as stored by any version: one written by schema version 1 has no policy fields yet. */
+function normalize(m: Meta): Meta {
+  if ((m as Partial<Meta>).policy !== undefined) return m;
+  return { ...m, policy: inferPolicy(m.key), coalesceKey: null, deliveries: 1, tombstone: false, waits: false };
+}
+
+const hasSignature = (headers: Record<string, string>) =>
+  Object.keys(headers).some((h) => h.toLowerCase() === SIGNATURE_HEADER);
+
 function toRecord(m: Meta, body: Uint8Array): EventRecord {
   return {
     key: m.key,
+    policy: m.policy,
+    coalesceKey: m.coalesceKey,
+    deliveries: m.deliveries,
+    tombstone: m.tombstone,
     event: m.event,
     customerId: m.customerId,
     body,
@@ -304,7 +346,9 @@ function denoGlobal(): DenoLike | undefined {
 /**
  * Layout under `prefix` (`kp` = the event key as a key part, `g` = ordering group parts, `seq` = arrival order):
  * - `ev,kp` record · `body,bodyId,i` body chunks · `staging,at,bodyId` chunks written ahead of a large insert
- * - `seq,seq` / `st,status,seq` / `cust,customer,seq` / `fin,status,finishedAt,seq` → kp: list, purge and requeue
+ * - `seq,seq` / `st,status,seq` / `cust,customer,seq` / `fin,status,finishedAt,seq` → kp: list, purge and requeue;
+ *   a tombstone is under `tomb,status,finishedAt,seq` instead of `fin`, so purge does not scan it again each time
+ * - `sig,coalesceKey` → kp: the waiting record identical copies of a signal are counted into (see `Meta.waits`)
  * - `g,…g` {n: open records, last: highest seq queued} and `q,…g,seq` → kp: each group's open records; the head is
  *   the first
  * - `ready,seq` (head, unleased, pending) and `wait,availableAt,seq` (head, leased or retrying) → kp: claim slots
@@ -339,10 +383,16 @@ export function denoKvStore(options: DenoKvStoreOptions = {}): Store {
     st: (status: EventStatus, seq: number) => [...P, 'st', status, seq],
     cust: (cp: Part, seq: number) => [...P, 'cust', cp, seq],
     fin: (status: EventStatus, at: number, seq: number) => [...P, 'fin', status, at, seq],
+    tomb: (status: EventStatus, at: number, seq: number) => [...P, 'tomb', status, at, seq],
+    waiting: (ckp: Part) => [...P, 'sig', ckp],
     group: (g: readonly Part[]) => [...P, 'g', ...g],
     queue: (g: readonly Part[], seq: number) => [...P, 'q', ...g, seq],
     count: (status: EventStatus) => [...P, 'n', status],
   };
+  const finKey = (m: Meta, at: number): KvKey => (m.tombstone ? K.tomb : K.fin)(m.status, at, m.seq);
+  // A `once` record never gets the done-record expiry: its key must keep answering duplicate (as the record, then as
+  // its tombstone) until purge's tombstone horizon, which may be far longer than the backstop, or never.
+  const expires = (m: Meta) => m.status === 'done' && m.policy !== 'once' && doneTtl !== undefined;
   const slotKey = (m: Meta): KvKey => {
     if (m.leaseUntil !== null) return [...P, 'wait', Math.max(m.leaseUntil, m.nextAttemptAt), m.seq];
     if (m.status === 'retrying') return [...P, 'wait', m.nextAttemptAt, m.seq];
@@ -377,6 +427,12 @@ export function denoKvStore(options: DenoKvStoreOptions = {}): Store {
     if (got.value === null) {
       await db.atomic().check({ key: K.schema, versionstamp: null }).set(K.schema, { version: SCHEMA_VERSION })
         .commit();
+    } else if (typeof got.value === 'object' && got.value.version === 1) {
+      await migrate(db);
+      // When another isolate finished the same migration first, the version it wrote is already the one wanted.
+      await db.atomic().check({ key: K.schema, versionstamp: got.versionstamp }).set(K.schema, {
+        version: SCHEMA_VERSION,
+      }).commit();
     } else if (typeof got.value !== 'object' || got.value.version !== SCHEMA_VERSION) {
       throw new StoreSchemaError(
         `deno-kv store: data under prefix ${JSON.stringify(P)} has schema ${
@@ -422,12 +478,80 @@ export function denoKvStore(options: DenoKvStoreOptions = {}): Store {
     throw new StoreUnavailableError(`deno-kv store: ${what} kept conflicting with concurrent writers`);
   }
 
+  /**
+   * Schema 1 → 2: stored headers lose the signature (version 1 kept whatever intake passed it), and a done record is
+   * rewritten with the expiry it has now (none for a `once` one), its indexes and body chunks with it. Other records
+   * are read as they are (see `normalize`). Safe to run in two isolates at once: each rewrite checks the versionstamp.
+   */
+  async function migrate(kv: DenoKvLike): Promise<void> {
+    let page: KvEntry<Meta>[] = [];
+    const rewritePage = async () => {
+      await Promise.all(page.map((e) => migrateOne(kv, e)));
+      page = [];
+    };
+    for await (const e of kv.list<Meta>({ prefix: [...P, 'ev'] }, { batchSize: 100 })) {
+      page.push(e);
+      if (page.length >= 50) await rewritePage();
+    }
+    await rewritePage();
+  }
+
+  async function migrateOne(kv: DenoKvLike, listed: KvEntry<Meta>): Promise<void> {
+    const kp = listed.key[listed.key.length - 1] as Part;
+    let cur: KvEntryMaybe<Meta> | null = listed;
+    await optimistic('migrate', async () => {
+      cur ??= await kv.get<Meta>(K.meta(kp));
+      const v = cur.value;
+      if (!v || !cur.versionstamp) return false;
+      const old = (v as Partial<Meta>).policy === undefined;
+      const m = normalize(v);
+      const done = old && m.status === 'done';
+      if (!hasSignature(m.headers) && !done) return false;
+      const kept = Object.entries(m.headers).filter(([h]) => h.toLowerCase() !== SIGNATURE_HEADER);
+      const after: Meta = { ...m, headers: Object.fromEntries(kept) };
+      const expire = expires(after) ? doneTtl : undefined;
+      if (done && m.bodyExpires && m.bodyId !== null) {
+        // The chunks carry version 1's done-record expiry: they get the record's, so the body outlives it no less.
+        const body = await readBody(kv, m).catch(() => null);
+        if (body) {
+          const chunks = splitBody(body);
+          for (let i = 0; i < chunks.length; i += CHUNKS_PER_COMMIT) {
+            const op = kv.atomic().check({ key: K.meta(kp), versionstamp: cur.versionstamp });
+            for (let j = i; j < Math.min(chunks.length, i + CHUNKS_PER_COMMIT); j++) {
+              op.set(K.chunk(m.bodyId, j), chunks[j], expire);
+            }
+            if (!(await op.commit()).ok) {
+              cur = null;
+              return CONFLICT;
+            }
+          }
+          after.bodyExpires = expire !== undefined;
+        }
+      }
+      const op = kv.atomic().check({ key: K.meta(kp), versionstamp: cur.versionstamp }).set(K.meta(kp), after, expire);
+      if (done) {
+        // Version 1 gave a done record's indexes the done-record expiry: they follow the record's.
+        op.set(K.seq(m.seq), kp, expire).set(K.st(m.status, m.seq), kp, expire);
+        if (m.finishedAt !== null) op.set(K.fin(m.status, m.finishedAt, m.seq), kp, expire);
+        if (m.customerId !== null) op.set(K.cust(await part(m.customerId), m.seq), kp, expire);
+      }
+      if ((await op.commit()).ok) return true;
+      cur = null;
+      return CONFLICT;
+    });
+  }
+
   async function getMetas(kv: DenoKvLike, kps: Part[]): Promise<KvEntryMaybe<Meta>[]> {
     const batches: Promise<KvEntryMaybe<Meta>[]>[] = [];
     for (let i = 0; i < kps.length; i += 10) {
       batches.push(kv.getMany<Meta[]>(kps.slice(i, i + 10).map((kp) => K.meta(kp))));
     }
-    return (await Promise.all(batches)).flat();
+    return (await Promise.all(batches)).flat().map((e) => (e.value ? { ...e, value: normalize(e.value) } : e));
+  }
+
+  async function getMeta(kv: DenoKvLike, kp: Part): Promise<KvEntryMaybe<Meta>> {
+    const e = await kv.get<Meta>(K.meta(kp));
+    return e.value ? { ...e, value: normalize(e.value) } : e;
   }
 
   async function readBody(kv: DenoKvLike, m: Meta): Promise<Uint8Array> {
@@ -486,8 +610,8 @@ export function denoKvStore(options: DenoKvStoreOptions = {}): Store {
    * claim slot. Group membership and the neighbouring head are the caller's business.
    */
   function change(op: KvAtomic, kp: Part, cp: Part | null, before: Meta, after: Meta): void {
-    const expire = after.status === 'done' ? doneTtl : undefined;
-    const expiryChanged = (before.status === 'done') !== (after.status === 'done') && doneTtl !== undefined;
+    const expire = expires(after) ? doneTtl : undefined;
+    const expiryChanged = expires(before) !== expires(after);
     op.set(K.meta(kp), after, expire);
     if (before.status !== after.status || expiryChanged) {
       op.delete(K.st(before.status, before.seq));
@@ -497,12 +621,8 @@ export function denoKvStore(options: DenoKvStoreOptions = {}): Store {
       op.sum(K.count(before.status), U64_MINUS_ONE);
       op.sum(K.count(after.status), 1n);
     }
-    if (isFinished(before.status) && before.finishedAt !== null) {
-      op.delete(K.fin(before.status, before.finishedAt, before.seq));
-    }
-    if (isFinished(after.status) && after.finishedAt !== null) {
-      op.set(K.fin(after.status, after.finishedAt, after.seq), kp, expire);
-    }
+    if (isFinished(before.status) && before.finishedAt !== null) op.delete(finKey(before, before.finishedAt));
+    if (isFinished(after.status) && after.finishedAt !== null) op.set(finKey(after, after.finishedAt), kp, expire);
     if (expiryChanged) {
       op.set(K.seq(after.seq), kp, expire);
       if (cp !== null) op.set(K.cust(cp, after.seq), kp, expire);
@@ -517,7 +637,7 @@ export function denoKvStore(options: DenoKvStoreOptions = {}): Store {
 
   /** After a done record commits, its body chunks get the same expiry (best effort: purge still deletes them). */
   async function expireChunks(kv: DenoKvLike, kp: Part, m: Meta, versionstamp: string): Promise<void> {
-    if (!doneTtl || m.status !== 'done' || m.chunks === 0 || m.bodyId === null) return;
+    if (!doneTtl || !expires(m) || m.chunks === 0 || m.bodyId === null) return;
     try {
       // Mark first, so a requeue that slips in between knows the chunks may expire and rewrites them.
       const marked = { ...m, bodyExpires: true };
@@ -610,7 +730,7 @@ export function denoKvStore(options: DenoKvStoreOptions = {}): Store {
       const kp = await part(key);
       let done: { m: Meta; versionstamp: string } | null = null;
       const ok = await optimistic(what, async () => {
-        const cur = await kv.get<Meta>(K.meta(kp));
+        const cur = await getMeta(kv, kp);
         const m = cur.value;
         if (!m || !cur.versionstamp || !isOpen(m.status) || m.leaseOwner !== owner) return false;
         const after = next(m);
@@ -630,7 +750,7 @@ export function denoKvStore(options: DenoKvStoreOptions = {}): Store {
           else op.delete(K.group(g));
           op.delete(K.queue(g, m.seq));
           if (nextHead) {
-            const h = await kv.get<Meta>(K.meta(nextHead));
+            const h = await getMeta(kv, nextHead);
             if (!h.value || !h.versionstamp) return CONFLICT;
             op.check({ key: K.meta(nextHead), versionstamp: h.versionstamp });
             const promoted = { ...h.value, head: true };
@@ -659,14 +779,27 @@ export function denoKvStore(options: DenoKvStoreOptions = {}): Store {
     return null;
   }
 
+  /** Makes a requeued signal the record its copies are counted into, unless another copy of it already waits. */
+  async function register(kv: DenoKvLike, op: KvAtomic, kp: Part, after: Meta): Promise<void> {
+    const key = K.waiting(await part(after.coalesceKey as string));
+    const w = await kv.get<Part>(key);
+    if (w.value !== null && keyId([w.value]) !== keyId([kp])) {
+      const other = await getMeta(kv, w.value);
+      if (other.value && isWaiting(other.value)) return;
+    }
+    op.check({ key, versionstamp: w.versionstamp }).set(key, kp);
+    after.waits = true;
+  }
+
   async function requeueOne(kv: DenoKvLike, kp: Part, now: number): Promise<boolean> {
     type Staged = { bodyId: string; marker: KvKey; old: Meta };
     let staged: Staged | null = null;
     try {
       return await optimistic('requeue', async () => {
-        const cur = await kv.get<Meta>(K.meta(kp));
+        const cur = await getMeta(kv, kp);
         const m = cur.value;
-        if (!m || !cur.versionstamp) return false;
+        // A tombstone only remembers a key: there is nothing left to run.
+        if (!m || !cur.versionstamp || m.tombstone) return false;
         const cp = await custPart(m);
         const after: Meta = {
           ...m,
@@ -679,6 +812,7 @@ export function denoKvStore(options: DenoKvStoreOptions = {}): Store {
           finishedAt: null,
         };
         const op = kv.atomic().check({ key: K.meta(kp), versionstamp: cur.versionstamp });
+        if (after.coalesceKey !== null && !m.waits) await register(kv, op, kp, after);
         let used: Staged | null = null;
         if (isOpen(m.status)) {
           change(op, kp, cp, m, after);
@@ -704,7 +838,7 @@ export function denoKvStore(options: DenoKvStoreOptions = {}): Store {
           op.set(K.queue(g, m.seq), kp);
           after.head = true;
           if (headKp !== null) {
-            const h = await kv.get<Meta>(K.meta(headKp));
+            const h = await getMeta(kv, headKp);
             if (!h.value || !h.versionstamp) return CONFLICT;
             if (h.value.seq < m.seq) after.head = false;
             else {
@@ -734,6 +868,10 @@ export function denoKvStore(options: DenoKvStoreOptions = {}): Store {
   function newMeta(event: NewEvent, seq: number, head: boolean): Meta {
     return {
       key: event.key,
+      policy: event.policy ?? 'dedupe',
+      coalesceKey: event.coalesceKey ?? null,
+      deliveries: 1,
+      tombstone: false,
       event: event.event,
       customerId: event.customerId,
       headers: { ...event.headers },
@@ -752,12 +890,17 @@ export function denoKvStore(options: DenoKvStoreOptions = {}): Store {
       bodyId: null,
       chunks: 0,
       bodyExpires: false,
+      waits: false,
     };
   }
 
-  /** The writes of a new record and its indexes; its group's counter is the caller's (one check per group). */
+  /**
+   * The writes of a new record and its indexes; its group's counter is the caller's (one check per group), and so is
+   * the check of its signal's waiting entry when it takes that entry over.
+   */
   function writeNew(op: KvAtomic, item: InsertItem, m: Meta): void {
     const { kp, cp, g } = item;
+    if (m.waits && item.ckp !== null) op.set(K.waiting(item.ckp), kp);
     op.check({ key: K.meta(kp), versionstamp: null })
       .check({ key: K.seq(m.seq), versionstamp: null })
       .set(K.meta(kp), m)
@@ -775,7 +918,7 @@ export function denoKvStore(options: DenoKvStoreOptions = {}): Store {
 
   /** One insert in its own commit(s): used for large bodies, and when a group commit lost a race. */
   async function insertOne(kv: DenoKvLike, item: InsertItem): Promise<InsertResult> {
-    const { event, kp, g } = item;
+    const { event, kp, g, ckp } = item;
     const open = event.status === 'pending';
     const body = event.body;
     const inline = body.length <= INLINE_BODY_BYTES;
@@ -784,8 +927,28 @@ export function denoKvStore(options: DenoKvStoreOptions = {}): Store {
     try {
       return await optimistic('insert', async () => {
         const reads: KvKey[] = open ? [K.meta(kp), K.group(g)] : [K.meta(kp)];
-        const [existing, group] = await kv.getMany<unknown[]>(reads);
+        if (ckp !== null) reads.push(K.waiting(ckp));
+        const got = await kv.getMany<unknown[]>(reads);
+        const [existing, group] = open ? got : [got[0], undefined];
         if (existing?.versionstamp) return { inserted: false };
+        const w = ckp === null ? null : (got[got.length - 1] as KvEntryMaybe<Part>);
+        if (w !== null && w.value !== null) {
+          const into = await getMeta(kv, w.value);
+          const r = into.value;
+          if (r && into.versionstamp && isWaiting(r) && r.coalesceKey === event.coalesceKey) {
+            // Counted in only while the entry still points there and the record was not claimed in between.
+            const committed = await kv
+              .atomic()
+              .check(
+                { key: K.meta(kp), versionstamp: null },
+                { key: w.key, versionstamp: w.versionstamp },
+                { key: K.meta(w.value), versionstamp: into.versionstamp },
+              )
+              .set(K.meta(w.value), { ...r, deliveries: r.deliveries + 1 })
+              .commit();
+            return committed.ok ? { inserted: false, coalescedInto: r.key } : CONFLICT;
+          }
+        }
         if (chunks.length > CHUNKS_PER_COMMIT && !staged) staged = await stageChunks(kv, chunks);
         const gv = group?.value as GroupValue | null | undefined;
         const groupN = gv?.n ?? 0;
@@ -795,8 +958,10 @@ export function denoKvStore(options: DenoKvStoreOptions = {}): Store {
         m.body = inline ? body.slice() : null;
         m.bodyId = bodyId;
         m.chunks = chunks.length;
+        m.waits = w !== null && open;
         const op = kv.atomic();
         writeNew(op, item, m);
+        if (w !== null && m.waits) op.check({ key: w.key, versionstamp: w.versionstamp });
         if (open) {
           op.check({ key: K.group(g), versionstamp: group?.versionstamp ?? null });
           op.set(K.group(g), { n: groupN + 1, last: seq });
@@ -847,16 +1012,20 @@ export function denoKvStore(options: DenoKvStoreOptions = {}): Store {
     const ids = new Set<string>();
     let bytes = 0;
     let keyBytes = 0;
+    let checks = 0;
     let n = 0;
     for (const q of queued) {
       // An insert names its event key and customer (or the key again, as its group) in up to 5 keys; UTF-8 takes
-      // up to 3 bytes a char.
-      const keyCost = 3 * 5 * (q.event.key.length + (q.event.customerId?.length ?? 0)) + 400;
-      if (n >= BATCH_INSERTS || ids.has(q.id)) break;
+      // up to 3 bytes a char. A signal also names its waiting entry and the record it may be counted into, twice.
+      let keyCost = 3 * 5 * (q.event.key.length + (q.event.customerId?.length ?? 0)) + 400;
+      if (q.ckp !== null) keyCost += 3 * 4 * MAX_PART_CHARS + 200;
+      const checkCost = q.ckp === null ? 3 : 4;
+      if (n >= BATCH_INSERTS || checks + checkCost > BATCH_CHECKS || ids.has(q.id)) break;
       if (bytes + q.event.body.length > BATCH_BYTES || keyBytes + keyCost > BATCH_KEY_BYTES) break;
       ids.add(q.id);
       bytes += q.event.body.length;
       keyBytes += keyCost;
+      checks += checkCost;
       n++;
     }
     return queued.splice(0, Math.max(1, n));
@@ -870,7 +1039,20 @@ export function denoKvStore(options: DenoKvStoreOptions = {}): Store {
         groups.set(q.gid, { key: K.group(q.g), value: null, versionstamp: null });
       }
     }
-    const reads: KvKey[] = [...batch.map((q) => K.meta(q.kp)), ...[...groups.values()].map((e) => e.key)];
+    // Signals only: each coalesceKey's waiting entry, the record it points to while that still waits, and the copies
+    // counted into it (or into the record of this batch that takes the entry over).
+    const signals = new Map<string, Signal>();
+    for (const q of batch) {
+      if (q.ckp !== null && !signals.has(q.ckid)) {
+        const entry = { key: K.waiting(q.ckp), value: null, versionstamp: null };
+        signals.set(q.ckid, { entry, into: null, copies: 0, m: null });
+      }
+    }
+    const reads: KvKey[] = [
+      ...batch.map((q) => K.meta(q.kp)),
+      ...[...groups.values()].map((e) => e.key),
+      ...[...signals.values()].map((s) => s.entry.key),
+    ];
     const got: KvEntryMaybe<unknown>[] = [];
     const parts: Promise<KvEntryMaybe<unknown>[]>[] = [];
     for (let i = 0; i < reads.length; i += 10) parts.push(kv.getMany<unknown[]>(reads.slice(i, i + 10)));
@@ -880,6 +1062,7 @@ export function denoKvStore(options: DenoKvStoreOptions = {}): Store {
       e.value = entry.value;
       e.versionstamp = entry.versionstamp;
     });
+    if (signals.size > 0) await readSignals(kv, [...signals.values()], got.slice(batch.length + groups.size));
     const op = kv.atomic();
     const results: InsertResult[] = [];
     const touched = new Map<string, GroupValue>();
@@ -888,21 +1071,64 @@ export function denoKvStore(options: DenoKvStoreOptions = {}): Store {
         results.push({ inserted: false });
         return;
       }
+      const sig = q.ckp === null ? undefined : signals.get(q.ckid);
+      const into = sig?.into?.value ?? sig?.m;
+      if (sig && into) {
+        op.check({ key: K.meta(q.kp), versionstamp: null });
+        if (sig.m) sig.m.deliveries++;
+        else sig.copies++;
+        results.push({ inserted: false, coalescedInto: into.key });
+        return;
+      }
       const open = q.event.status === 'pending';
       const gv = open ? (touched.get(q.gid) ?? groups.get(q.gid)?.value ?? { n: 0 }) : null;
       const n = gv?.n ?? 0;
       const m = newMeta(q.event, nextSeq(n > 0 ? (gv?.last ?? 0) : 0), open && n === 0);
       m.body = q.event.body.slice();
-      writeNew(op, q, m);
+      if (sig && open) {
+        // Written once the copies behind it in this batch are counted in.
+        m.waits = true;
+        sig.m = m;
+        sig.item = q;
+      } else writeNew(op, q, m);
       if (open) touched.set(q.gid, { n: n + 1, last: m.seq });
       results.push({ inserted: true });
     });
-    if (results.every((r) => !r.inserted)) return results;
+    for (const sig of signals.values()) {
+      const { entry, into } = sig;
+      if (sig.m && sig.item) {
+        op.check({ key: entry.key, versionstamp: entry.versionstamp });
+        writeNew(op, sig.item, sig.m);
+      } else if (into?.value && sig.copies > 0) {
+        // Counted in only while the entry still points there and the record was not claimed in between.
+        const kp = entry.value as Part;
+        op.check({ key: entry.key, versionstamp: entry.versionstamp })
+          .check({ key: K.meta(kp), versionstamp: into.versionstamp })
+          .set(K.meta(kp), { ...into.value, deliveries: into.value.deliveries + sig.copies });
+      }
+    }
+    if (results.every((r) => !r.inserted && r.coalescedInto === undefined)) return results;
     for (const [gid, value] of touched) {
       const e = groups.get(gid) as { key: KvKey; versionstamp: string | null };
       op.check({ key: e.key, versionstamp: e.versionstamp }).set(e.key, value);
     }
     return (await op.commit()).ok ? results : null;
+  }
+
+  /** Fills in, for each signal of a batch, the record its waiting entry points to, when that record still waits. */
+  async function readSignals(kv: DenoKvLike, signals: Signal[], entries: KvEntryMaybe<unknown>[]): Promise<void> {
+    signals.forEach((s, i) => {
+      s.entry = entries[i] as KvEntryMaybe<Part>;
+    });
+    const pointed = signals.filter((s) => s.entry.value !== null);
+    const metas = await getMetas(
+      kv,
+      pointed.map((s) => s.entry.value as Part),
+    );
+    pointed.forEach((s, i) => {
+      const cur = metas[i] as KvEntryMaybe<Meta>;
+      if (cur.value && cur.versionstamp && isWaiting(cur.value)) s.into = cur;
+    });
   }
 
   /** Keys of index entries in order, `limit` records at most after filtering on the loaded records. */
@@ -946,12 +1172,15 @@ export function denoKvStore(options: DenoKvStoreOptions = {}): Store {
         const kp = await part(event.key);
         const cp = event.customerId === null ? null : await part(event.customerId);
         const g = await groupOf(event);
-        const item = { event, kp, cp, g };
+        const ck = event.coalesceKey ?? null;
+        const ckp = ck === null ? null : await part(ck);
+        const item = { event, kp, cp, g, ckp };
         if (event.body.length > INLINE_BODY_BYTES) return insertOne(kv, item);
         return new Promise<InsertResult>((done, fail) => {
           let at = queued.length;
           while (at > 0 && (queued[at - 1] as Queued).ticket > ticket) at--;
-          queued.splice(at, 0, { ...item, ticket, id: keyId([event.key]), gid: keyId(g), done, fail });
+          const ckid = ck === null ? '' : keyId([ck]);
+          queued.splice(at, 0, { ...item, ticket, id: keyId([event.key]), gid: keyId(g), ckid, done, fail });
           if (!flushing) void flush(kv);
         });
       });
@@ -987,23 +1216,39 @@ export function denoKvStore(options: DenoKvStoreOptions = {}): Store {
             kv,
             picked.map((e) => e.value),
           );
-          const leases: { kp: Part; slot: KvEntry<Part>; versionstamp: string; m: Meta; after: Meta }[] = [];
-          picked.forEach((slot, i) => {
+          const leases: {
+            kp: Part;
+            slot: KvEntry<Part>;
+            versionstamp: string;
+            m: Meta;
+            after: Meta;
+            waiting: KvKey | null;
+          }[] = [];
+          for (const [i, slot] of picked.entries()) {
             const kp = slot.value;
             tried.add(id(kp));
             const cur = metas[i] as KvEntryMaybe<Meta>;
             const m = cur.value;
-            if (!m || !cur.versionstamp || !m.head || !isOpen(m.status)) return;
-            if (m.nextAttemptAt > now || (m.leaseUntil !== null && m.leaseUntil > now)) return;
-            if (!sameKey(slotKey(m), slot.key)) return;
-            const after: Meta = { ...m, leaseOwner: owner, leaseUntil: now + leaseMs, attempts: m.attempts + 1 };
-            leases.push({ kp, slot, versionstamp: cur.versionstamp, m, after });
-          });
+            if (!m || !cur.versionstamp || !m.head || !isOpen(m.status)) continue;
+            if (m.nextAttemptAt > now || (m.leaseUntil !== null && m.leaseUntil > now)) continue;
+            if (!sameKey(slotKey(m), slot.key)) continue;
+            const after: Meta = {
+              ...m,
+              leaseOwner: owner,
+              leaseUntil: now + leaseMs,
+              attempts: m.attempts + 1,
+              waits: false,
+            };
+            const waiting = m.waits && m.coalesceKey !== null ? K.waiting(await part(m.coalesceKey)) : null;
+            leases.push({ kp, slot, versionstamp: cur.versionstamp, m, after, waiting });
+          }
           const lease = (op: KvAtomic, l: (typeof leases)[number]) => {
             op.check({ key: K.meta(l.kp), versionstamp: l.versionstamp }).check({
               key: l.slot.key,
               versionstamp: l.slot.versionstamp,
             });
+            // Its run begins: copies that arrive from now on get a run of their own.
+            if (l.waiting) op.delete(l.waiting);
             change(op, l.kp, null, l.m, l.after);
           };
           // All in one commit (each is the head of its own group, so they do not touch each other's keys); when
@@ -1077,7 +1322,7 @@ export function denoKvStore(options: DenoKvStoreOptions = {}): Store {
           const metas = await collect(
             kv,
             { prefix: [...P, 'st', status] },
-            (m) => m.status === status && (filter.event === undefined || m.event === filter.event),
+            (m) => m.status === status && !m.tombstone && (filter.event === undefined || m.event === filter.event),
             Number.POSITIVE_INFINITY,
           );
           for (const m of metas) kps.push(await part(m.key));
@@ -1090,7 +1335,7 @@ export function denoKvStore(options: DenoKvStoreOptions = {}): Store {
 
     get(key) {
       return run('get', async (kv) => {
-        const cur = await kv.get<Meta>(K.meta(await part(key)));
+        const cur = await getMeta(kv, await part(key));
         return cur.value ? toRecord(cur.value, await readBody(kv, cur.value)) : null;
       });
     },
@@ -1120,12 +1365,18 @@ export function denoKvStore(options: DenoKvStoreOptions = {}): Store {
       });
     },
 
-    purge({ before, status }: PurgeOptions) {
+    purge({ before, status, tombstonesBefore }: PurgeOptions) {
       return run('purge', async (kv) => {
         let n = 0;
+        // Finished records under `fin` up to `before`; tombstones, under `tomb`, only up to their own horizon.
+        const passes: ['done' | 'dead', 'fin' | 'tomb', number][] = [];
         for (const st of status ?? ['done']) {
+          passes.push([st, 'fin', before]);
+          if (tombstonesBefore !== undefined) passes.push([st, 'tomb', tombstonesBefore]);
+        }
+        for (const [st, index, cutoff] of passes) {
           const entries: KvEntry<Part>[] = [];
-          for await (const e of kv.list<Part>({ start: [...P, 'fin', st], end: [...P, 'fin', st, before] })) {
+          for await (const e of kv.list<Part>({ start: [...P, index, st], end: [...P, index, st, cutoff] })) {
             entries.push(e);
           }
           for (let i = 0; i < entries.length; i += 20) {
@@ -1140,10 +1391,36 @@ export function denoKvStore(options: DenoKvStoreOptions = {}): Store {
                 const cur = metas[j] as KvEntryMaybe<Meta>;
                 const m = cur.value;
                 const seq = e.key[e.key.length - 1];
-                if (!m || !cur.versionstamp || m.seq !== seq || m.status !== st) {
+                const stale = !m || !cur.versionstamp || m.seq !== seq || m.status !== st;
+                if (stale || m.tombstone !== (index === 'tomb')) {
                   // A stale index entry (its record expired or was replaced): drop just the entry.
                   await kv.atomic().check({ key: e.key, versionstamp: e.versionstamp }).delete(e.key).commit();
                   return 0;
+                }
+                const together = m.bodyId !== null && m.chunks <= MAX_CHUNK_DELETES;
+                if (!m.tombstone && m.policy === 'once') {
+                  // The key outlives the event: it keeps answering duplicate until the tombstone horizon.
+                  const t: Meta = {
+                    ...m,
+                    tombstone: true,
+                    headers: {},
+                    lastError: null,
+                    size: 0,
+                    body: null,
+                    bodyId: null,
+                    chunks: 0,
+                    bodyExpires: false,
+                  };
+                  const op = kv
+                    .atomic()
+                    .check({ key: K.meta(kp), versionstamp: cur.versionstamp })
+                    .set(K.meta(kp), t)
+                    .delete(e.key)
+                    .set(finKey(t, m.finishedAt as number), kp);
+                  if (together) { for (let c = 0; c < m.chunks; c++) op.delete(K.chunk(m.bodyId as string, c)); }
+                  if (!(await op.commit()).ok) return 0;
+                  if (m.bodyId !== null && !together) await deleteChunks(kv, m.bodyId, m.chunks);
+                  return 1;
                 }
                 const op = kv
                   .atomic()
@@ -1154,7 +1431,6 @@ export function denoKvStore(options: DenoKvStoreOptions = {}): Store {
                   .delete(e.key)
                   .sum(K.count(m.status), U64_MINUS_ONE);
                 if (m.customerId !== null) op.delete(K.cust(await part(m.customerId), m.seq));
-                const together = m.bodyId !== null && m.chunks <= MAX_CHUNK_DELETES;
                 if (together) { for (let c = 0; c < m.chunks; c++) op.delete(K.chunk(m.bodyId as string, c)); }
                 // A record changed since it was listed (requeued) is simply not purged this time.
                 if (!(await op.commit()).ok) return 0;

@@ -1,7 +1,7 @@
 // The store contract against real Deno KV (in memory and on a file), plus what only KV needs: large bodies split
 // into chunks, two handles on one file inserting and claiming at once, and data that outlives the handle.
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -45,6 +45,34 @@ interface RawKv {
 }
 const openRaw = () =>
   (globalThis as unknown as { Deno: { openKv(p: string): Promise<RawKv> } }).Deno.openKv(':memory:');
+
+/** A raw handle on a KV file, to write data the way an older version did and to read everything at rest. */
+interface RawFileKv extends RawKv {
+  list(selector: { prefix: unknown[] }): AsyncIterable<{ key: unknown[]; value: unknown; versionstamp: string }>;
+  get(key: unknown[]): Promise<{ value: unknown }>;
+  set(key: unknown[], value: unknown): Promise<unknown>;
+}
+/** Just enough of a KV to wrap one and watch what it is asked to write. */
+interface LooseKv {
+  get(key: unknown): Promise<unknown>;
+  getMany(keys: unknown): Promise<unknown>;
+  list(selector: unknown, options: unknown): unknown;
+  close(): void;
+  atomic(): { set(key: unknown[], value: unknown, options?: { expireIn?: number }): unknown };
+}
+const openRawFile = (path: string) =>
+  (globalThis as unknown as { Deno: { openKv(p: string): Promise<RawFileKv> } }).Deno.openKv(path);
+
+/** A stored value as text, bytes included, so a search can tell whether a string is anywhere at rest. */
+const atRest = (v: unknown): string =>
+  v instanceof Uint8Array
+    ? Buffer.from(v).toString('latin1')
+    : JSON.stringify(v, (_, x) =>
+        typeof x === 'bigint' ? String(x) : x instanceof Uint8Array ? Buffer.from(x).toString('latin1') : x,
+      ) ?? '';
+
+const signal = (key: string, at: number, coalesceKey = 'bal:A', customerId = 'A') =>
+  newEvent(key, customerId, at, { event: 'customer.wallet.balance.updated', policy: 'signal', coalesceKey });
 
 if (skip) {
   console.log(`[skip] deno-kv store extras: ${skip}`);
@@ -386,6 +414,197 @@ if (skip) {
       await kv.close();
       raw.close();
       await mem.close();
+    });
+
+    test('denoKvStore() migrates schema 1: stored signatures go, policies are inferred, no signature stays at rest', async () => {
+      const path = tempFile();
+      const sig = `${'c0ffee'.repeat(10)}beef`;
+      const signed = { 'content-type': 'application/json', 'x-webhook-signature': sig };
+      const big = bytes(100 * 1024, 7);
+      // Version 1 data: written by the store, then reshaped the way version 1 kept it (no policy fields, the signature
+      // among the headers, schema 1).
+      const s1 = denoKvStore({ path });
+      await s1.insert(newEvent('customer.created:A', 'A', T0, { headers: signed }));
+      await s1.insert(newEvent('customer.created:sha256:ab', 'B', T0 + 1, { headers: signed }));
+      await s1.insert(newEvent('id:evt_1', 'C', T0 + 2, { headers: signed, body: big }));
+      await s1.insert(newEvent('customer.deleted:D', 'D', T0 + 3, { headers: signed }));
+      await s1.claim({ owner: 'w', limit: 10, leaseMs: 1000, now: T0 + 10 });
+      assert.equal(await s1.complete('customer.created:A', 'w', T0 + 20), true);
+      assert.equal(await s1.complete('id:evt_1', 'w', T0 + 20), true);
+      await s1.close();
+      const raw = await openRawFile(path);
+      for await (const e of raw.list({ prefix: ['lava-webhooks', 'ev'] })) {
+        const { policy: _p, coalesceKey: _c, deliveries: _d, tombstone: _t, waits: _w, ...v1 } = e.value as Record<
+          string,
+          unknown
+        >;
+        await raw.set(e.key, v1);
+      }
+      await raw.set(['lava-webhooks', 'schema'], { version: 1 });
+      raw.close();
+
+      // The file itself: SQLite does not zero the space a rewritten value leaves (KV runs it without secure_delete and
+      // offers no VACUUM), so old bytes can linger in free pages until later writes reuse them. Reported, not asserted.
+      const lingering = () => readFileSync(path).toString('latin1').split(sig).length - 1;
+      const before = lingering();
+      const migrating = denoKvStore({ path });
+      await migrating.ping();
+      await migrating.close();
+      const after = lingering();
+      assert.ok(before > 0 && after < before);
+
+      const s2 = denoKvStore({ path });
+      const a = await s2.get('customer.created:A');
+      assert.deepEqual(a?.headers, { 'content-type': 'application/json' });
+      assert.deepEqual([a?.policy, a?.coalesceKey, a?.deliveries, a?.tombstone], ['once', null, 1, false]);
+      assert.equal((await s2.get('customer.deleted:D'))?.policy, 'once');
+      assert.equal((await s2.get('customer.created:sha256:ab'))?.policy, 'dedupe', 'a body hash is no customer');
+      const e1 = await s2.get('id:evt_1');
+      assert.equal(e1?.policy, 'dedupe');
+      assert.deepEqual(e1?.headers, { 'content-type': 'application/json' });
+      assert.ok(Buffer.from(e1!.body).equals(Buffer.from(big)), 'a chunked body survives the migration');
+      // A run of the store after it, with deliveries that carry no signature.
+      assert.deepEqual(await s2.insert(signal('s1', T0 + 30, 'bal:E', 'E')), { inserted: true });
+      assert.deepEqual(await s2.insert(signal('s2', T0 + 31, 'bal:E', 'E')), { inserted: false, coalescedInto: 's1' });
+      assert.deepEqual(await s2.insert(newEvent('customer.created:A', 'A', T0 + 32, { policy: 'once' })), {
+        inserted: false,
+      });
+      // Once version 1's leases ran out: the other two and the signal.
+      const run = await s2.claim({ owner: 'w2', limit: 10, leaseMs: 1000, now: T0 + 2000 });
+      assert.equal(run.length, 3);
+      for (const r of run) assert.equal(await s2.complete(r.key, 'w2', T0 + 2010), true);
+      assert.equal(await s2.purge({ before: T0 + 3000, status: ['done', 'dead'] }), 5, 'two tombstones, three removed');
+      assert.equal((await s2.get('customer.created:A'))?.tombstone, true);
+      assert.equal((await s2.get('customer.deleted:D'))?.tombstone, true);
+      assert.equal(await s2.requeue('customer.created:A', T0 + 3000), false, 'a tombstone never comes back');
+      assert.equal(await s2.requeueWhere({ status: ['done'] }, T0 + 3000), 0);
+      await s2.close();
+
+      const check = await openRawFile(path);
+      assert.deepEqual((await check.get(['lava-webhooks', 'schema'])).value, { version: 2 });
+      let entries = 0;
+      for await (const e of check.list({ prefix: [] })) {
+        entries++;
+        assert.ok(!atRest(e.value).includes(sig), `${JSON.stringify(e.key)} holds no signature`);
+        assert.ok(!atRest(e.key).includes(sig));
+      }
+      assert.ok(entries > 10);
+      check.close();
+      const end = lingering();
+      if (after > 0 || end > 0) {
+        console.log(
+          `[note] the KV file held ${before} copies of the signature before the migration, ${after} in free pages ` +
+            `right after it, ${end} after a run of the store`,
+        );
+      }
+    });
+
+    test('insert() of a signal through two handles on one file never counts a copy into a claimed record', async () => {
+      const path = tempFile();
+      const a = denoKvStore({ path });
+      const b = denoKvStore({ path });
+      const results: { key: string; inserted: boolean; coalescedInto?: string }[] = [];
+      const claimed: EventRecord[] = [];
+      for (let round = 0; round < 6; round++) {
+        const now = T0 + 1000 * (round + 1);
+        // Copies arrive through both handles while a claim (and then the run's end) goes on through one of them.
+        const [inserted, got] = await Promise.all([
+          Promise.all(
+            Array.from({ length: 12 }, async (_, i) => {
+              const key = `r${round}-${i}`;
+              return { key, ...(await (i % 2 ? a : b).insert(signal(key, now + i))) };
+            }),
+          ),
+          (round % 2 ? a : b).claim({ owner: 'w', limit: 5, leaseMs: 60_000, now: now + 500 }),
+        ]);
+        results.push(...inserted);
+        claimed.push(...got);
+        for (const r of got) assert.equal(await b.complete(r.key, 'w', now + 600), true);
+      }
+      const all = await a.list({ limit: 1000 });
+      assert.deepEqual(
+        all.map((r) => r.key).sort(),
+        results.filter((r) => r.inserted).map((r) => r.key).sort(),
+        'a coalesced copy writes no record',
+      );
+      assert.equal(
+        all.reduce((n, r) => n + r.deliveries, 0),
+        results.length,
+        'every delivery is counted exactly once',
+      );
+      for (const r of results.filter((x) => !x.inserted)) assert.ok(all.some((x) => x.key === r.coalescedInto));
+      for (const c of claimed) {
+        assert.equal((await a.get(c.key))?.deliveries, c.deliveries, `nothing counted into ${c.key} after its claim`);
+      }
+      // At most one waiting entry is left, and it points to a record that still waits.
+      const raw = await openRawFile(path);
+      const entries: unknown[] = [];
+      for await (const e of raw.list({ prefix: ['lava-webhooks', 'sig'] })) entries.push(e.value);
+      raw.close();
+      const waiting = all.filter((r) => r.status === 'pending' && r.attempts === 0);
+      assert.ok(entries.length <= 1);
+      for (const k of entries) assert.ok(waiting.some((r) => r.key === k));
+      await a.close();
+      await b.close();
+    });
+
+    test('denoKvStore() signals and tombstones: requeue waits again, tombstones drop chunks, once never expires', async () => {
+      const raw = await openRaw();
+      // Records which keys are written with an expiry.
+      const expiring = new Set<string>();
+      const r = raw as unknown as LooseKv;
+      const spy = {
+        get: (k: unknown) => r.get(k),
+        getMany: (k: unknown) => r.getMany(k),
+        list: (sel: unknown, o: unknown) => r.list(sel, o),
+        close: () => r.close(),
+        atomic() {
+          const op = r.atomic();
+          const set = op.set.bind(op);
+          op.set = (key: unknown[], value: unknown, o?: { expireIn?: number }) => {
+            if (o?.expireIn) expiring.add(JSON.stringify(key));
+            return set(key, value, o);
+          };
+          return op;
+        },
+      };
+      const s = denoKvStore({ kv: spy as never, expireDoneAfterMs: 60_000 });
+      assert.deepEqual(await s.insert(signal('s1', T0)), { inserted: true });
+      await s.claim({ owner: 'w', limit: 1, leaseMs: 1000, now: T0 });
+      assert.equal(await s.deadLetter('s1', 'w', 'x', T0 + 1), true);
+      assert.equal(await s.requeue('s1', T0 + 2), true);
+      assert.deepEqual(await s.insert(signal('s2', T0 + 3)), { inserted: false, coalescedInto: 's1' }, 'waits again');
+      await s.claim({ owner: 'w', limit: 1, leaseMs: 1000, now: T0 + 4 });
+      assert.deepEqual(await s.insert(signal('s3', T0 + 5)), { inserted: true });
+      assert.equal(await s.deadLetter('s1', 'w', 'x', T0 + 6), true);
+      assert.equal(await s.requeue('s1', T0 + 7), true);
+      const s4 = await s.insert(signal('s4', T0 + 8));
+      assert.deepEqual(s4, { inserted: false, coalescedInto: 's3' }, 's3 still waits');
+      assert.deepEqual([(await s.get('s1'))?.deliveries, (await s.get('s3'))?.deliveries], [2, 2]);
+
+      const big = bytes(200 * 1024, 8);
+      await s.insert(newEvent('customer.created:B', 'B', T0, { policy: 'once', body: big }));
+      await s.insert(newEvent('id:evt_B', 'B2', T0));
+      const got = await s.claim({ owner: 'w', limit: 10, leaseMs: 1000, now: T0 + 10 });
+      assert.deepEqual(got.map((x) => x.key).sort(), ['customer.created:B', 'id:evt_B', 's1']);
+      for (const key of ['customer.created:B', 'id:evt_B']) assert.equal(await s.complete(key, 'w', T0 + 20), true);
+      const metaKey = (key: string) => JSON.stringify(['lava-webhooks', 'ev', key]);
+      assert.ok(!expiring.has(metaKey('customer.created:B')), 'a once record never expires');
+      assert.ok(expiring.has(metaKey('id:evt_B')), 'a dedupe record has the backstop');
+      assert.equal(await s.purge({ before: T0 + 30 }), 2);
+      const t = await s.get('customer.created:B');
+      assert.deepEqual([t?.tombstone, t?.body.length], [true, 0]);
+      const chunks: unknown[] = [];
+      for await (const e of raw.list({ prefix: ['lava-webhooks', 'body'] })) chunks.push(e.key);
+      assert.deepEqual(chunks, [], 'the tombstone’s body chunks are gone');
+      assert.equal(await s.requeue('customer.created:B', T0 + 40), false);
+      assert.equal(await s.requeueWhere({ status: ['done'] }, T0 + 40), 0);
+      assert.equal(await s.purge({ before: T0 + 40, tombstonesBefore: T0 + 21 }), 1);
+      assert.equal(await s.get('customer.created:B'), null);
+      assert.deepEqual(await s.counts(), { pending: 2, retrying: 0, done: 0, dead: 0 });
+      for (const key of expiring) assert.ok(!key.includes('customer.created:B'), `${key} has no expiry`);
+      await s.close();
+      raw.close();
     });
 
     test('denoKvStore() uses a KV it is given and leaves it open on close()', async () => {
