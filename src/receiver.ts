@@ -127,11 +127,11 @@ function identityRules(options: LavaWebhooksOptions): IdentityRules | undefined 
 }
 
 /**
- * Runs `process` only for records the identity policy lets run (see `refusal`); a refused record becomes a dead
+ * Runs `inner` only for records the identity policy lets run (see `refusal`); a refused record becomes a dead
  * letter with the reason. Keeps the dispatcher's lazy-signal entry, so a run that never asks for a signal makes none.
  */
-function gated(store: Store, process: LazySignalProcess): LazySignalProcess {
-  const lazy = process.withSignal;
+function gated(store: Store, inner: LazySignalProcess): LazySignalProcess {
+  const lazy = inner.withSignal;
   const refuse = (reason: string) => {
     throw new NonRetryableError(reason);
   };
@@ -139,7 +139,7 @@ function gated(store: Store, process: LazySignalProcess): LazySignalProcess {
     const why = refusal(record, store);
     const go = (reason: string | null) => {
       if (reason !== null) refuse(reason);
-      return lazy ? lazy(record, signal) : process(record, signal());
+      return lazy ? lazy(record, signal) : inner(record, signal());
     };
     return why instanceof Promise ? why.then(go) : go(why);
   };

@@ -45,16 +45,16 @@ interface Harness {
   served: Served;
   url: string;
   store: Store;
-  runs: Array<{ key: string; body: string }>;
+  runs: Array<{ key: string; body: string; deliveries: number }>;
   lava: ReturnType<typeof createLavaWebhooks>;
   close(): Promise<void>;
 }
 
 async function harness(options: Partial<LavaWebhooksOptions> = {}, delayMs = 0): Promise<Harness> {
   const runs: Harness['runs'] = [];
-  const record = async (_e: unknown, ctx: { key: string; body: Uint8Array }) => {
+  const record = async (_e: unknown, ctx: { key: string; body: Uint8Array; deliveries: number }) => {
     if (delayMs) await sleep(delayMs);
-    runs.push({ key: ctx.key, body: hex(ctx.body) });
+    runs.push({ key: ctx.key, body: hex(ctx.body), deliveries: ctx.deliveries });
   };
   const store = options.store ?? memoryStore();
   const lava = createLavaWebhooks({
@@ -241,11 +241,13 @@ describe('bad input, generated', () => {
   });
 });
 
+const created = (customer: string) => JSON.stringify(samplePayload('customer.created', { customerId: customer }));
+
 describe('duplicate storms', () => {
-  test('concurrent storms of identical deliveries give one accepted answer and one handler run per event', async () => {
+  test('concurrent storms of identical deliveries: once events give one accepted answer and one run each', async () => {
     const h = await harness({ store: durableStore().store }, 20);
     try {
-      const bodies = Array.from({ length: 6 }, (_, i) => balance(`cus_storm_${i}`, `${i}.50`));
+      const bodies = Array.from({ length: 6 }, (_, i) => created(`cus_storm_${i}`));
       const answers = await Promise.all(
         bodies.flatMap((b) => Array.from({ length: 25 }, async () => ({ b, json: (await (await post(h.url, b)).json()) as Record<string, unknown> }))),
       );
@@ -263,10 +265,37 @@ describe('duplicate storms', () => {
     }
   });
 
-  test('the same deliveries spread over time (before, during and after the run) still give one run each', async () => {
+  test('concurrent storms of identical balance updates: every copy is counted by exactly one run, none is a duplicate', async () => {
+    const h = await harness({ store: durableStore().store }, 20);
+    try {
+      const bodies = Array.from({ length: 6 }, (_, i) => balance(`cus_sstorm_${i}`, `${i}.50`));
+      const answers = await Promise.all(
+        bodies.flatMap((b) => Array.from({ length: 25 }, async () => ({ b, json: (await (await post(h.url, b)).json()) as Record<string, unknown> }))),
+      );
+      assert.equal(answers.filter((a) => a.json.duplicate !== undefined).length, 0, 'a signal is never swallowed as a duplicate');
+      await h.lava.drain();
+      await sleep(150);
+      await h.lava.drain();
+      for (const b of bodies) {
+        const mine = h.runs.filter((r) => r.body === hex(new TextEncoder().encode(b)));
+        const accepted = answers.filter((a) => a.b === b && a.json.coalesced === undefined).length;
+        assert.equal(mine.length, accepted, 'one run per accepted copy');
+        assert.equal(
+          mine.reduce((n, r) => n + r.deliveries, 0),
+          25,
+          'the runs stand for all 25 deliveries',
+        );
+        assert.ok(mine.length < 25, `copies that waited coalesced (${mine.length} runs for 25 copies)`);
+      }
+    } finally {
+      await h.close();
+    }
+  });
+
+  test('the same deliveries spread over time (before, during and after the run): once events still run once', async () => {
     const h = await harness({ store: durableStore().store }, 80);
     try {
-      const bodies = Array.from({ length: 4 }, (_, i) => balance(`cus_spread_${i}`, `${i}.25`));
+      const bodies = Array.from({ length: 4 }, (_, i) => created(`cus_spread_${i}`));
       const schedule = fc.sample(fc.array(fc.tuple(fc.nat(bodies.length - 1), fc.nat(1200)), { minLength: 60, maxLength: 60 }), {
         numRuns: 1,
         seed: 7,
@@ -283,6 +312,37 @@ describe('duplicate storms', () => {
       const sent = new Set(schedule.map(([i]) => i));
       assert.equal(h.runs.length, sent.size, 'one run per distinct event');
       assert.equal(new Set(h.runs.map((r) => r.key)).size, sent.size);
+    } finally {
+      await h.close();
+    }
+  });
+
+  test('balance updates spread over time: each copy after a run began gets a run, copies that waited coalesce', async () => {
+    const h = await harness({ store: durableStore().store }, 80);
+    try {
+      const bodies = Array.from({ length: 4 }, (_, i) => balance(`cus_sspread_${i}`, `${i}.25`));
+      const schedule = fc.sample(fc.array(fc.tuple(fc.nat(bodies.length - 1), fc.nat(1200)), { minLength: 60, maxLength: 60 }), {
+        numRuns: 1,
+        seed: 7,
+      })[0] as Array<[number, number]>;
+      const answers = await Promise.all(
+        schedule.map(async ([i, at]) => {
+          await sleep(at);
+          const res = await post(h.url, bodies[i] as string);
+          return { i, status: res.status, json: (await res.json()) as Record<string, unknown> };
+        }),
+      );
+      assert.ok(answers.every((a) => a.status === 200 && a.json.duplicate === undefined));
+      await h.lava.drain();
+      await sleep(200);
+      await h.lava.drain();
+      for (const [i, b] of bodies.entries()) {
+        const copies = schedule.filter(([j]) => j === i).length;
+        const mine = h.runs.filter((r) => r.body === hex(new TextEncoder().encode(b)));
+        assert.equal(mine.reduce((n, r) => n + r.deliveries, 0), copies, `every copy of body ${i} is counted by one run`);
+        assert.equal(mine.length, answers.filter((a) => a.i === i && a.json.coalesced === undefined).length);
+        assert.equal(new Set(mine.map((r) => r.key)).size, mine.length, 'each run has a key of its own');
+      }
     } finally {
       await h.close();
     }

@@ -52,8 +52,16 @@ async function twoInstances(): Promise<{ a: ServerProcess; b: ServerProcess; run
   return { a, b, runsFile, schema };
 }
 
+// Each carries an event id, so a copy is a duplicate (the dedupe policy) however far apart its deliveries are: what a
+// second instance must recognise. (Balance updates without an id are signals; the identity suite covers those.)
 const balanceBody = (customer: string, n: number) =>
-  JSON.stringify(samplePayload('customer.wallet.balance.updated', { customerId: customer, data: { balance: String(n) } }));
+  JSON.stringify(
+    samplePayload('customer.wallet.balance.updated', {
+      customerId: customer,
+      data: { balance: String(n) },
+      extra: { id: `evt_${customer}_${n}` },
+    }),
+  );
 
 async function deliver(server: ServerProcess, body: string): Promise<{ status: number; duplicate: boolean }> {
   const res = await fetch(signedRequest(`${server.url}/webhooks/lava`, body));

@@ -667,11 +667,12 @@ describe('worker', () => {
     await lava.close();
   });
 
-  test('retention: purge() removes completed events older than the retention period, not dead letters', async () => {
+  test('retention: purge() removes completed events past retention, keeps tombstones of once events, not dead letters', async () => {
     let clock = 1_000_000;
     const { lava } = receiver({
       now: () => clock,
       retentionMs: 1000,
+      tombstoneRetentionMs: 5000,
       handlers: {
         'customer.created': (e) => {
           if (e.data.customer_id === 'bad') throw new NonRetryableError('no');
@@ -680,16 +681,24 @@ describe('worker', () => {
     });
     await deliver(lava, samplePayload('customer.created', { customerId: 'good' }));
     await deliver(lava, samplePayload('customer.created', { customerId: 'bad' }));
+    const withId = samplePayload('customer.wallet.balance.updated', { customerId: 'good', extra: { id: 'evt_r1' } });
+    await deliver(lava, withId);
     await lava.drain();
     clock += 999;
     assert.equal(await lava.purge(), 0);
     clock += 2;
-    assert.equal(await lava.purge(), 1);
-    assert.equal(await lava.store.get('customer.created:good'), null);
+    assert.equal(await lava.purge(), 2, 'the once event became a tombstone, the id event was removed');
+    assert.equal((await lava.store.get('customer.created:good'))?.tombstone, true);
+    assert.equal(await lava.store.get('id:evt_r1'), null);
     assert.equal((await lava.store.get('customer.created:bad'))?.status, 'dead');
-    // Its key no longer deduplicates: a redelivery after retention is a new event.
-    await deliver(lava, samplePayload('customer.created', { customerId: 'good' }));
-    assert.equal((await lava.store.get('customer.created:good'))?.status === undefined, false);
+    // A redelivery of the once event after retention is still a duplicate; the id event's key is free again.
+    const again = await deliver(lava, samplePayload('customer.created', { customerId: 'good' }));
+    assert.deepEqual(await again.json(), { received: true, duplicate: true });
+    assert.deepEqual(await (await deliver(lava, withId)).json(), { received: true });
+    // Past the tombstone horizon the key goes too.
+    clock += 5000;
+    assert.ok((await lava.purge()) >= 1);
+    assert.equal(await lava.store.get('customer.created:good'), null);
     await lava.close();
   });
 

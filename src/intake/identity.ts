@@ -52,10 +52,16 @@ export function policyOf(event: string): IdentityPolicy {
 export const onceKey = (event: string, customerId: string): string => `${event}:${customerId}`;
 
 // Signal records need a key of their own each: the arrival time, this process's random tag and a counter make it
-// unique across instances without asking the store for a number.
-const tag = Array.from(crypto.getRandomValues(new Uint8Array(4)), (b) => b.toString(16).padStart(2, '0')).join('');
+// unique across instances without asking the store for a number. The tag is made at first use: Cloudflare Workers
+// refuse random values at a module's top level.
+let tag = '';
 let counter = 0;
-const uniqueSuffix = (receivedAt: number) => `${receivedAt.toString(36)}.${tag}${(counter++).toString(36)}`;
+function uniqueSuffix(receivedAt: number): string {
+  if (tag === '') {
+    tag = Array.from(crypto.getRandomValues(new Uint8Array(4)), (b) => b.toString(16).padStart(2, '0')).join('');
+  }
+  return `${receivedAt.toString(36)}.${tag}${(counter++).toString(36)}`;
+}
 
 export interface IdentifyOptions {
   rules?: IdentityRules;

@@ -521,6 +521,38 @@ export function postgresStore(options: PostgresStoreOptions): Store {
   }
   const insert = batched(MAX_INSERT_BATCH, insertBatch);
 
+  // Copies of one signal that this instance sends go in one statement at a time: two statements in flight at once
+  // would each find no waiting copy and both insert one. Copies made in the same turn share a batch (its statement
+  // merges them); copies that come while that statement is on its way wait, and go together once it settled, to
+  // count into its record. Copies reaching two instances at the same moment can still make two waiting records:
+  // both run, none is lost.
+  type Waiting = { event: NewEvent; resolve: (r: InsertResult) => void; reject: (e: unknown) => void };
+  type Lane = { open: boolean; sent: Promise<InsertResult>[]; waiting: Waiting[] };
+  const lanes = new Map<string, Lane>();
+  function insertSignal(event: NewEvent, coalesceKey: string): Promise<InsertResult> {
+    let lane = lanes.get(coalesceKey);
+    if (lane && !lane.open) {
+      const busy = lane;
+      return new Promise((resolve, reject) => busy.waiting.push({ event, resolve, reject }));
+    }
+    if (!lane) {
+      const opened: Lane = { open: true, sent: [], waiting: [] };
+      lanes.set(coalesceKey, opened);
+      // Scheduled before the insert below, so the lane closes before its batch is flushed.
+      afterThisTurn(() => {
+        opened.open = false;
+        void Promise.allSettled(opened.sent).then(() => {
+          lanes.delete(coalesceKey);
+          for (const w of opened.waiting) insertSignal(w.event, coalesceKey).then(w.resolve, w.reject);
+        });
+      });
+      lane = opened;
+    }
+    const sent = insert(event);
+    lane.sent.push(sent);
+    return sent;
+  }
+
   // ---- Completions: the worker's commits ----
   // Like inserts, the completions made in one turn of the event loop go as one UPDATE: one round trip and one commit
   // for all of them. Each is still fenced by its own owner, and each caller hears whether its own row changed. Two
@@ -599,7 +631,7 @@ export function postgresStore(options: PostgresStoreOptions): Store {
     name: DRIVER_NAME,
 
     insert(event: NewEvent): Promise<InsertResult> {
-      return insert(event);
+      return event.coalesceKey == null ? insert(event) : insertSignal(event, event.coalesceKey);
     },
 
     claim({ owner, limit, leaseMs, now }: ClaimOptions): Promise<EventRecord[]> {
