@@ -13,6 +13,7 @@ import {
 } from '../src/mod.ts';
 import { ParsedCache } from '../src/processing/dispatch.ts';
 import { validateEvent } from '../src/intake/events.ts';
+import { atMost, clear, deadline, expireNow, within } from '../src/intake/deadlines.ts';
 import { nextAttemptDelay } from '../src/processing/retry.ts';
 import { createWorker } from '../src/processing/worker.ts';
 import { Metrics } from '../src/observability/metrics.ts';
@@ -66,6 +67,42 @@ describe('retry policy', () => {
     assert.equal(nextAttemptDelay(policy, 3, undefined, () => 0.5), 30000);
     assert.equal(nextAttemptDelay(policy, 4), null);
     assert.equal(nextAttemptDelay(policy, 1, { retryAfterMs: 9000 }, () => 0.5), 9000, 'Retry-After wins when later');
+  });
+});
+
+describe('deadlines (every timer the worker uses)', () => {
+  test('atMost() resolves once its limit passed when the work never settles, and rejects as the work does', async () => {
+    const t0 = Date.now();
+    await atMost(new Promise(() => {}), 30);
+    assert.ok(Date.now() - t0 >= 25, 'not before the limit');
+    await assert.rejects(atMost(Promise.reject(new Error('store down')), 1000), /store down/);
+    await atMost(Promise.resolve('answered'), 1000);
+  });
+
+  test('within() with its own timer rejects with the given error; the late answer is ignored', async () => {
+    let answer!: (v: string) => void;
+    const work = new Promise<string>((r) => {
+      answer = r;
+    });
+    await assert.rejects(within(work, 20, () => new Error('claim did not answer'), true), /claim did not answer/);
+    answer('late');
+    assert.equal(await within(Promise.resolve('on time'), 20, () => new Error('never'), true), 'on time');
+  });
+
+  test('expireNow() ends a wait at once and runs its expiry once; a cleared deadline never fires', async () => {
+    let fired = 0;
+    const d = deadline(10_000, () => fired++, true);
+    expireNow(d);
+    expireNow(d);
+    assert.equal(fired, 1);
+    assert.equal(d.expired, true);
+    let cleared = 0;
+    const own = deadline(10, () => cleared++, true);
+    const watched = deadline(10, () => cleared++);
+    clear(own);
+    clear(watched);
+    await sleep(120);
+    assert.equal(cleared, 0);
   });
 });
 
@@ -728,6 +765,48 @@ describe('worker', () => {
     worker.start();
     await waitFor(() => ran.length === 1, 3000, 'processed after the hung claim');
     assert.ok(calls >= 2);
+    await worker.stop(100);
+  });
+
+  test('a waiting run whose lease renewal is answered "lost" is never started here: recorded as failed, run later', async () => {
+    const store = memoryStore();
+    const realRenew = store.renew.bind(store);
+    let refused = 0;
+    store.renew = (key, owner, until) => {
+      if (key === 'b' && refused === 0) {
+        refused++;
+        return false;
+      }
+      return realRenew(key, owner, until);
+    };
+    const body = new TextEncoder().encode('{}');
+    for (const key of ['a', 'b']) {
+      store.insert({ key, event: 'e', customerId: `c-${key}`, body, headers: {}, receivedAt: Date.now(), status: 'pending' });
+    }
+    const ran: string[] = [];
+    const logs: string[] = [];
+    const worker = createWorker({
+      store,
+      // One slot: `a` holds it long enough for `b`, claimed meanwhile, to wait through a lease renewal.
+      process: async (r) => {
+        ran.push(r.key);
+        if (r.key === 'a') await sleep(200);
+      },
+      concurrency: 1,
+      leaseMs: 150,
+      pollMs: 20,
+      handlerTimeoutMs: 1000,
+      retry: { scheduleMs: [10], jitter: 0 },
+      logger: jsonLogger({ level: 'warn', write: (l) => logs.push(l) }),
+      metrics: new Metrics(),
+    });
+    worker.start();
+    await waitFor(async () => (await store.get('b'))?.status === 'done', 3000, 'b done after its lost lease');
+    assert.equal(refused, 1);
+    assert.deepEqual(ran, ['a', 'b'], 'b ran once, only after a, though it was aborted while it waited');
+    assert.ok(logs.some((l) => l.includes('lease lost')));
+    assert.ok(logs.some((l) => l.includes('will retry')), 'its abort was recorded as a failed attempt');
+    await waitFor(() => worker.running === 0, 1000, 'no slot leaked');
     await worker.stop(100);
   });
 
