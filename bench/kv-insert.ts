@@ -1,7 +1,7 @@
 // Micro-benchmark of the Deno KV store's insert (the ack path) under concurrency, on a local file:
 // `npx deno run -A --unstable-kv bench/kv-insert.ts [concurrency=64] [total=3000] [customers=50] [worker=0]`;
 // worker=1 also claims and completes events meanwhile, as the server's worker does (its commits race the inserts).
-import { denoKvStore } from '../src/stores/deno-kv.ts';
+import { denoKvStore } from '../src/stores/deno-kv/mod.ts';
 
 const [concurrency = 64, total = 3000, customers = 50, worker = 0] = Deno.args.map(Number);
 const dir = await Deno.makeTempDir({ prefix: 'kv-bench-' });

@@ -3,14 +3,32 @@
 -- Arguments (after --): mode (lava | github) sigs-file template-file threads offset
 local threads = {}
 
--- Paced mode (BENCH_PACE_MS set): each connection waits a random 0 to 2 × BENCH_PACE_MS ms before each request, so
--- the offered rate is about connections / pace and latency is measured below saturation. wrk measures a request's
--- latency from when it is written, so the wait is not counted. Defined only when set: wrk schedules a timer per
--- request for any script that has a delay function.
-local pace = tonumber(os.getenv("BENCH_PACE_MS") or "")
-if pace and pace > 0 then
+-- Paced mode (BENCH_RATE set, requests/s over all threads): requests leave on a Poisson schedule at that rate (each
+-- thread keeps its own share: exponential gaps of mean threads / rate) and whichever connection is free takes the next
+-- departure, so the offered rate does not fall as latency grows. A schedule that fell behind (every connection busy,
+-- or wrk itself held up) is caught up at once, as senders with their own clocks would: the offered total stays rate ×
+-- duration unless the connections run out. wrk measures a request's latency from when it is written, so the wait is
+-- not counted. Defined only when set: wrk schedules a timer per request for any script that has a delay function.
+local rate = tonumber(os.getenv("BENCH_RATE") or "")
+if rate and rate > 0 then
+  local ffi = require("ffi")
+  ffi.cdef[[
+    typedef struct { long tv_sec; long tv_nsec; } bench_timespec;
+    int clock_gettime(int clk, bench_timespec *ts);
+  ]]
+  local ts = ffi.new("bench_timespec")
+  local function now_ms()
+    ffi.C.clock_gettime(1, ts) -- CLOCK_MONOTONIC
+    return tonumber(ts.tv_sec) * 1000 + tonumber(ts.tv_nsec) / 1e6
+  end
+  local next_at = nil
   function delay()
-    return math.floor(math.random() * 2 * pace + 0.5)
+    local now = now_ms()
+    if next_at == nil then next_at = now end
+    local wait = next_at - now
+    next_at = next_at + -math.log(1 - math.random()) * 1000 * step / rate
+    if wait <= 0 then return 0 end
+    return math.floor(wait + 0.5)
   end
 end
 
@@ -32,6 +50,7 @@ function init(args)
   step = tonumber(args[4])
   i = tonumber(args[5]) + tid
   wrapped = 0
+  math.randomseed(os.time() * 16 + tid)
   -- The request line and fixed headers, built once: wrk.format walks a header table with pairs() and
   -- string.format for every request, which LuaJIT cannot compile and which made wrk the bottleneck.
   local host = wrk.headers["Host"] or (wrk.host .. ":" .. wrk.port)

@@ -1,0 +1,93 @@
+// The targets the run is judged by, each a figure of this run against a threshold: ours against the least a
+// durable receiver must do on the same runtime and storage (same rounds), end to end at 80 % of ours' own capacity,
+// latency at half of it, cold start and memory.
+import { E2E_LOAD, E2E_SECONDS, HALF } from './config.mjs';
+import { ratioOf } from './stats.mjs';
+
+const f1 = (x) => (typeof x === 'number' ? x.toFixed(1) : '—');
+const f2 = (x) => (typeof x === 'number' ? x.toFixed(2) : '—');
+const int = (x) => (typeof x === 'number' ? Math.round(x).toLocaleString('en') : '—');
+
+/** Ratios of ours to a reference, from the rounds: [id of ours, id of the reference, least ratio, what it is]. */
+const RATIOS = [
+  ['e', 't', 0.85, 'ours on SQLite at synchronous=FULL (e) against the minimal SQLite receiver at FULL (t)'],
+  ['g', 'q', 0.8, 'ours on Postgres (g) against the minimal Postgres receiver (q)'],
+  ['f', 'k', 0.8, 'ours on Deno KV (f) against the minimal Deno KV receiver (k)'],
+  ['c', 'h', 1.0, 'ours on the memory store (c) against @octokit/webhooks (h)'],
+];
+const P99_LIMIT_MS = 5;
+const HALF_GOAL_IDS = ['d'];
+const COLD_LIMIT_MS = 150;
+const MEMORY_GROWTH = 0.2;
+/** The share of the offered deliveries ours must ack in the end-to-end run. */
+const E2E_ACKED = 0.95;
+
+/**
+ * Every target as `{ name, measured, threshold, ok }`; ok is null when this run could not tell (a target skipped,
+ * failed or not run).
+ */
+export function goals({ runs, half, e2e, memory }) {
+  const by = Object.fromEntries(runs.filter((r) => r.rps).map((r) => [r.id, r]));
+  const out = [];
+  for (const [x, y, least, name] of RATIOS) {
+    const v = by[x] && by[y] ? ratioOf(by[x], by[y]) : null;
+    out.push({ name, measured: v === null ? '—' : `${f2(v)} × (${y})`, threshold: `≥ ${f2(least)} ×`, ok: v === null ? null : v >= least });
+  }
+  for (const r of e2e?.rows ?? []) out.push(endToEndGoal(r));
+  for (const id of HALF_GOAL_IDS) {
+    const r = half?.rows.find((x) => x.id === id);
+    out.push({
+      name: `p99 ack latency, ours (${id}) paced at ${Math.round(HALF * 100)} % of its capacity${r ? ` (${int(r.rate)} req/s)` : ''}`,
+      measured: r && !r.failed ? `${f2(r.p99)} ms` : r?.failed ? `failed: ${r.failed}` : '—',
+      threshold: `≤ ${P99_LIMIT_MS} ms`,
+      ok: r && !r.failed ? r.p99 <= P99_LIMIT_MS : null,
+    });
+  }
+  const cold = by.c?.coldMs;
+  out.push({
+    name: 'cold start on Bun, ours (c): spawn to the first 200',
+    measured: `${f1(cold)} ms`,
+    threshold: `≤ ${COLD_LIMIT_MS} ms`,
+    ok: typeof cold === 'number' ? cold <= COLD_LIMIT_MS : null,
+  });
+  const grown = memory && !memory.failed ? memory.growth : null;
+  out.push({
+    name: `flat memory, ours (${memory?.store ?? 'sqlite'}): RSS at ${int(memory?.events)} events against ${int(memory?.early)}`,
+    measured: typeof grown === 'number' ? `${grown >= 0 ? '+' : ''}${(grown * 100).toFixed(1)} %` : memory?.failed ? `failed: ${memory.failed}` : '—',
+    threshold: `within ${MEMORY_GROWTH * 100} %`,
+    ok: typeof grown === 'number' ? Math.abs(grown) <= MEMORY_GROWTH : null,
+  });
+  return out;
+}
+
+/**
+ * One of ours end to end: the backlog (acked, not yet run) when the load stopped is under one second of the offered
+ * deliveries, and it acked what was offered (a server that cannot ack at that pace pushes its backlog onto the
+ * sender instead, where the backlog figure would not show it).
+ */
+function endToEndGoal(r) {
+  const name =
+    `end to end, ours (${r.id}): ${E2E_SECONDS} s at ${Math.round(E2E_LOAD * 100)} % of its capacity ` +
+    `(${int(r.rate)} req/s offered), no-op handlers`;
+  const threshold = `backlog < 1 s of deliveries (${int(r.rate)}); acked ≥ ${Math.round(E2E_ACKED * 100)} % of offered`;
+  if (r.failed) return { name, measured: `failed: ${r.failed}`, threshold, ok: null };
+  const acked = r.ackRate / r.rate;
+  return {
+    name,
+    measured:
+      `backlog ${int(r.backlog)} (${f2(r.backlog / r.rate)} s); acked ${int(r.ackRate)}/s (${Math.round(acked * 100)} %); ` +
+      `acked and run ${int(Math.min(r.ackRate, r.runRate))}/s`,
+    threshold,
+    ok: r.backlog < r.rate && acked >= E2E_ACKED && r.errors === 0,
+  };
+}
+
+const verdict = (ok) => (ok === null ? 'n/a' : ok ? '**met**' : '**missed**');
+
+export function goalsTable(list) {
+  return [
+    '| target | measured | threshold | result |',
+    '|---|---|---|---|',
+    ...list.map((g) => `| ${g.name} | ${g.measured} | ${g.threshold} | ${verdict(g.ok)} |`),
+  ].join('\n');
+}

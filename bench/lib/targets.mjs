@@ -1,0 +1,90 @@
+// What the benchmark runs: every target by its one-letter id. `ours` marks our server (it has /metrics);
+// `baseline` names the minimal receiver on the same runtime and storage each of ours is held against.
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { BIN, NOOP_HANDLERS, PG_URL, ROOT } from './config.mjs';
+
+export const bun = join(BIN, 'bun');
+export const deno = join(BIN, 'deno');
+const node = process.execPath;
+export const server = () => [bun, 'run', 'src/server.ts'];
+/** What every run of ours gets: no-op handlers, so the worker's cost is our machinery only. */
+export const oursEnv = { LAVA_WEBHOOK_HANDLERS: NOOP_HANDLERS };
+const sqlite = (file, durability) => (dir) => ({
+  ...oursEnv,
+  LAVA_WEBHOOK_STORE: 'sqlite',
+  LAVA_WEBHOOK_DB: join(dir, file),
+  ...(durability ? { LAVA_WEBHOOK_DURABILITY: durability } : {}),
+});
+const minimalSqlite = (file, synchronous) => (dir) => ({ BENCH_DB: join(dir, file), BENCH_SYNCHRONOUS: synchronous });
+
+export const TARGETS = {
+  a: { name: 'bare Bun server (reads the body, 200)', cmd: () => [bun, 'bench/targets/bare-bun.ts'] },
+  b: {
+    name: "Lava's documented Express receiver on Node (Express 5, express.raw)",
+    cmd: () => [node, 'bench/targets/express-node.mjs'],
+  },
+  n: {
+    name: 'the same receiver logic on bare node:http (no Express)',
+    cmd: () => [node, 'bench/targets/express-style-node.mjs'],
+  },
+  h: { name: '@octokit/webhooks createWebMiddleware on Bun', cmd: () => [bun, 'bench/targets/octokit-bun.ts'], mode: 'github' },
+  m: {
+    name: 'a minimal receiver on Bun that keeps each event in a Map (native HMAC, JSON.parse; no validation, no handlers)',
+    cmd: () => [bun, 'bench/targets/minimal-bun.ts'],
+  },
+  s: {
+    name: 'minimal durable receiver on Bun: SQLite WAL, synchronous=NORMAL, group commit',
+    cmd: () => [bun, 'bench/targets/sqlite-bun.ts'],
+    env: minimalSqlite('s.sqlite', 'NORMAL'),
+  },
+  t: {
+    name: 'minimal durable receiver on Bun: SQLite WAL, synchronous=FULL, group commit',
+    cmd: () => [bun, 'bench/targets/sqlite-bun.ts'],
+    env: minimalSqlite('t.sqlite', 'FULL'),
+  },
+  k: {
+    name: 'minimal durable receiver on Deno: Deno KV, atomic insert-if-absent, group commit',
+    cmd: () => [deno, 'run', '-A', 'bench/targets/kv-deno.ts'],
+    env: (dir) => ({ BENCH_KV: join(dir, 'k.kv') }),
+  },
+  q: {
+    name: 'minimal durable receiver on Bun: Postgres (Bun SQL), one multi-row INSERT a turn',
+    cmd: () => [bun, 'bench/targets/postgres-bun.ts'],
+    env: (_dir, ctx) => ({ DATABASE_URL: PG_URL, BENCH_PG_SCHEMA: ctx.schema }),
+    postgres: true,
+  },
+  c: {
+    name: 'ours, memory store (Bun)',
+    cmd: server,
+    env: () => ({ ...oursEnv, LAVA_WEBHOOK_STORE: 'memory' }),
+    ours: true,
+    baseline: 'm',
+  },
+  d: { name: 'ours, SQLite default durability (Bun)', cmd: server, env: sqlite('d.sqlite'), ours: true, baseline: 's' },
+  e: { name: 'ours, SQLite synchronous=FULL (Bun)', cmd: server, env: sqlite('e.sqlite', 'full'), ours: true, baseline: 't' },
+  f: {
+    name: 'ours on Deno, Deno KV',
+    cmd: (port) => [deno, 'serve', '-A', '--port', String(port), '--host', '127.0.0.1', 'src/server.ts'],
+    env: (dir) => ({ ...oursEnv, LAVA_WEBHOOK_STORE: 'kv', LAVA_WEBHOOK_KV: join(dir, 'f.kv') }),
+    ours: true,
+    baseline: 'k',
+    missing: () =>
+      ['src/stores/deno-kv/mod.ts', 'src/stores/deno-kv.ts'].some((p) => existsSync(join(ROOT, p)))
+        ? null
+        : 'the Deno KV store is not there',
+  },
+  g: {
+    name: 'ours, Postgres (Bun)',
+    cmd: server,
+    env: (_dir, ctx) => ({
+      ...oursEnv,
+      LAVA_WEBHOOK_STORE: 'postgres',
+      DATABASE_URL: PG_URL,
+      LAVA_WEBHOOK_PG_SCHEMA: ctx.schema,
+    }),
+    ours: true,
+    baseline: 'q',
+    postgres: true,
+  },
+};
