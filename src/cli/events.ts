@@ -1,10 +1,13 @@
 // The store commands: events list/show/requeue/purge and stats, against the store the server would open.
 import { existsSync } from 'node:fs';
+import process from 'node:process';
 import { resolve } from 'node:path';
 import { loadStoreConfig } from '../config.ts';
 import { type OpenedStore, chooseStore, openStore } from '../runtime/open-store.ts';
 import { parseDuration } from '../config.ts';
-import { EVENT_STATUSES, type EventRecord, type EventStatus } from '../stores/store.ts';
+import { EVENT_STATUSES, type EventRecord, type EventStatus, type Store } from '../stores/store.ts';
+import { findEvent } from './find.ts';
+import { confirm } from './input.ts';
 import {
   CliError,
   EXIT_USAGE,
@@ -215,11 +218,10 @@ export interface ShowFlags extends StoreFlags {
 }
 
 export async function showCommand(key: string | undefined, flags: ShowFlags, env: Env): Promise<number> {
-  if (!key) throw new UsageError('show: which event? pass its key (see events list)', 'events show');
+  if (!key) throw new UsageError('show: which event? pass its seq, key or the start of its key (see events list)', 'events show');
   const { store } = await openCliStore(flags, env);
   try {
-    const r = await store.get(key);
-    if (!r) throw new CliError(`no event with key ${key} (list keys with: lava-webhooks events list)`);
+    const r = await findEvent(store, key);
     if (flags.json) {
       printJson(recordJson(r, true, flags.reveal));
       return 0;
@@ -263,17 +265,20 @@ export interface RequeueFlags extends StoreFlags {
   force?: boolean;
 }
 
-export async function requeueCommand(key: string | undefined, flags: RequeueFlags, env: Env): Promise<number> {
+export async function requeueCommand(id: string | undefined, flags: RequeueFlags, env: Env): Promise<number> {
   const usage = 'events requeue';
-  if (key && flags['all-dead']) throw new UsageError('requeue: pass a key or --all-dead, not both', usage);
-  if (!key && !flags['all-dead']) throw new UsageError('requeue: pass the key of one event, or --all-dead', usage);
-  if (key && flags.event) throw new UsageError('requeue: --event filters --all-dead; with a key it means nothing', usage);
+  if (id && flags['all-dead']) throw new UsageError('requeue: pass a key or --all-dead, not both', usage);
+  if (!id && !flags['all-dead']) throw new UsageError('requeue: pass the seq or key of one event, or --all-dead', usage);
+  if (id && flags.event) throw new UsageError('requeue: --event filters --all-dead; with a key it means nothing', usage);
   const { store } = await openCliStore(flags, env);
   try {
-    if (key) {
+    if (id) {
       const now = Date.now();
-      const before = await store.get(key);
-      if (!before) throw new CliError(`no event with key ${key} (list keys with: lava-webhooks events list)`);
+      const before = await findEvent(store, id);
+      const key = before.key;
+      if (before.tombstone) {
+        throw new CliError(`${key} is a tombstone: purge kept only its key, not its body, so there is nothing to run again`);
+      }
       if (isLeased(before, now) && !flags.force) {
         throw new CliError(
           `${key} is running right now (leased by ${before.leaseOwner} until ${isoTime(before.leaseUntil)} UTC): ` +
@@ -290,7 +295,7 @@ export async function requeueCommand(key: string | undefined, flags: RequeueFlag
     const keys: string[] = [];
     for (let afterSeq: number | undefined; ; ) {
       const page = await store.list({ status: 'dead', event: flags.event, limit: 500, afterSeq });
-      for (const r of page) keys.push(r.key);
+      for (const r of page) if (!r.tombstone) keys.push(r.key);
       const last = page.at(-1);
       if (page.length < 500 || !last) break;
       afterSeq = last.seq;
@@ -316,18 +321,85 @@ export async function requeueCommand(key: string | undefined, flags: RequeueFlag
   }
 }
 
-export async function purgeCommand(
-  flags: StoreFlags & { before?: string; 'include-dead'?: boolean },
-  env: Env,
-): Promise<number> {
+/** Records read per page when counting what a purge would remove. */
+const COUNT_PAGE = 500;
+/** Counting stops after reading this many records: the count is then a lower bound, and says so. */
+export const PURGE_COUNT_LIMIT = 200_000;
+
+export interface PurgeCount {
+  /** Records the purge would delete or turn into tombstones (its own rule: finished before, not a tombstone yet). */
+  count: number;
+  /** False when counting stopped at PURGE_COUNT_LIMIT: there are at least `count`. */
+  exact: boolean;
+}
+
+/**
+ * What `store.purge({ before, status })` would remove, counted with list() because purge has no dry run. Reads each
+ * status in seq order, which is not finishing order, so every record of those statuses is read, up to the limit.
+ */
+export async function countPurgeable(
+  store: Store,
+  before: number,
+  statuses: Array<'done' | 'dead'>,
+  limit = PURGE_COUNT_LIMIT,
+): Promise<PurgeCount> {
+  let count = 0;
+  let read = 0;
+  for (const status of statuses) {
+    for (let afterSeq: number | undefined; ; ) {
+      const size = Math.min(COUNT_PAGE, limit - read);
+      const page = await store.list({ status, limit: size, afterSeq });
+      read += page.length;
+      for (const r of page) if (!r.tombstone && r.finishedAt !== null && r.finishedAt < before) count++;
+      const last = page.at(-1);
+      if (!last || page.length < size) break;
+      // A full page at the limit: whether anything is left is not known, so the count is only a lower bound.
+      if (read >= limit) return { count, exact: false };
+      afterSeq = last.seq;
+    }
+  }
+  return { count, exact: true };
+}
+
+export interface PurgeFlags extends StoreFlags {
+  before?: string;
+  'include-dead'?: boolean;
+  yes?: boolean;
+  'dry-run'?: boolean;
+}
+
+export async function purgeCommand(flags: PurgeFlags, env: Env, isTTY = Boolean(process.stdin.isTTY)): Promise<number> {
   const before = parseBefore(flags.before);
   const status: Array<'done' | 'dead'> = flags['include-dead'] ? ['done', 'dead'] : ['done'];
+  if (flags.yes && flags['dry-run']) throw new UsageError('pass --yes or --dry-run, not both', 'events purge');
   const { store } = await openCliStore(flags, env);
   try {
+    const what = `${status.join(' and ')} event`;
+    const when = `finished before ${isoTime(before)} UTC`;
+    if (!flags.yes) {
+      const { count, exact } = await countPurgeable(store, before, status);
+      const n = exact ? String(count) : `at least ${count}`;
+      const summary = `${n} ${what}${count === 1 && exact ? '' : 's'} ${when}`;
+      if (flags['dry-run']) {
+        if (flags.json) printJson({ dryRun: true, wouldPurge: count, exact, before: jsonTime(before), status });
+        else out(`would purge ${summary} (dry run: nothing removed)`);
+        return 0;
+      }
+      if (!isTTY) {
+        throw new CliError(`would purge ${summary}; not asking without a terminal, and nothing was removed: add --yes to purge`, EXIT_USAGE);
+      }
+      if (count === 0 && exact) {
+        out(`nothing to purge: no ${what}s ${when}`);
+        return 0;
+      }
+      if (!(await confirm(`purge ${summary}?`))) {
+        throw new CliError('purge cancelled: nothing was removed');
+      }
+    }
     const purged = await store.purge({ before, status });
     if (flags.json) printJson({ purged, before: jsonTime(before), status });
     else {
-      out(`purged ${purged} ${status.join(' and ')} event${purged === 1 ? '' : 's'} finished before ${isoTime(before)} UTC`);
+      out(`purged ${purged} ${what}${purged === 1 ? '' : 's'} ${when}`);
       out('customer.created and customer.deleted keep a tombstone of their key, so a replay of them stays a duplicate');
       if (!flags['include-dead']) out('dead letters are kept; add --include-dead to purge them too');
     }

@@ -1,9 +1,10 @@
 // `send` and `sign`: deliver realistic signed events to a receiver, the way Lava does, and sign bodies for curl.
-import { Buffer } from 'node:buffer';
+import { readFile } from 'node:fs/promises';
 import process from 'node:process';
 import { EVENT_NAMES, LEGACY_EVENTS } from '../intake/events.ts';
 import { sign } from '../intake/signature.ts';
 import { samplePayload } from '../samples.ts';
+import { type SecretFlags, readSecret, readStdin } from './input.ts';
 import { CliError, EXIT_USAGE, UsageError, err, out, printJson } from './output.ts';
 
 type Env = Record<string, string | undefined>;
@@ -13,15 +14,6 @@ const LAVA_TIMEOUT_MS = 10_000;
 
 export const WRONG_SECRET =
   "the receiver rejected the signature: check --secret / LAVA_WEBHOOK_SECRET matches the receiver's";
-
-/** The secret to sign with: --secret, else the first of LAVA_WEBHOOK_SECRET (the receiver's own setting). */
-export function secretFrom(flag: string | undefined, env: Env, command: string): string {
-  const secret = flag ?? env.LAVA_WEBHOOK_SECRET?.split(',').map((s) => s.trim()).find(Boolean);
-  if (!secret) {
-    throw new UsageError('no secret: pass --secret or set LAVA_WEBHOOK_SECRET (the webhook secret Lava gave you)', command);
-  }
-  return secret;
-}
 
 /** --url, else the local receiver the environment describes. A URL with no path gets the receiver's path. */
 export function targetUrl(flag: string | undefined, env: Env): string {
@@ -71,9 +63,8 @@ interface SendResult {
   answer: unknown;
 }
 
-export interface SendFlags {
+export interface SendFlags extends SecretFlags {
   url?: string;
-  secret?: string;
   customer?: string;
   data?: string;
   count?: string;
@@ -82,13 +73,13 @@ export interface SendFlags {
   json?: boolean;
 }
 
-function describeFailure(status: number, answer: unknown, url: string): string {
+export function describeFailure(status: number, answer: unknown, url: string, urlFlag = '--url'): string {
   const detail = typeof answer === 'object' && answer && 'error' in answer ? String((answer as { error: unknown }).error) : '';
   switch (status) {
     case 401:
       return WRONG_SECRET;
     case 404:
-      return `nothing answers at ${url} (404): check --url; the receiver listens on LAVA_WEBHOOK_PATH (default /webhooks/lava)`;
+      return `nothing answers at ${url} (404): check ${urlFlag}; the receiver listens on LAVA_WEBHOOK_PATH (default /webhooks/lava)`;
     case 503:
       return `the receiver could not record the event (503${detail ? `: ${detail}` : ''}): check its store and logs`;
     default:
@@ -96,16 +87,24 @@ function describeFailure(status: number, answer: unknown, url: string): string {
   }
 }
 
-async function post(url: string, body: string, signature: string, webhookId: string | undefined) {
+export interface PostOptions {
+  /** Sent as Lava sends it: X-Webhook-Signature, the HMAC-SHA256 of exactly these bytes, in lowercase hex. */
+  signature: string;
+  webhookId?: string;
+  contentType?: string;
+}
+
+/** POSTs a signed body and reads the answer (JSON when it parses); gives up after 10 s, as Lava does. */
+export async function post(url: string, body: string | Uint8Array, options: PostOptions) {
   const headers: Record<string, string> = {
-    'content-type': 'application/json',
-    'x-webhook-signature': signature,
+    'content-type': options.contentType ?? 'application/json',
+    'x-webhook-signature': options.signature,
     'user-agent': 'lava-webhooks-cli',
   };
-  if (webhookId) headers['webhook-id'] = webhookId;
+  if (options.webhookId) headers['webhook-id'] = options.webhookId;
   let res: Response;
   try {
-    res = await fetch(url, { method: 'POST', headers, body, signal: AbortSignal.timeout(LAVA_TIMEOUT_MS) });
+    res = await fetch(url, { method: 'POST', headers, body: body as BodyInit, signal: AbortSignal.timeout(LAVA_TIMEOUT_MS) });
   } catch (error) {
     const e = error as Error & { cause?: { code?: string; message?: string }; code?: string };
     if (e.name === 'TimeoutError' || e.name === 'AbortError') {
@@ -127,7 +126,7 @@ async function post(url: string, body: string, signature: string, webhookId: str
 export async function sendCommand(event: string | undefined, flags: SendFlags, env: Env): Promise<number> {
   if (!event) throw new UsageError('send: which event? e.g. send customer.created', 'send');
   const url = targetUrl(flags.url, env);
-  const secret = secretFrom(flags.secret, env, 'send');
+  const secret = await readSecret(flags, env, 'send');
   const data = parseData(flags.data);
   const count = parseCount(flags.count);
   if (!(EVENT_NAMES as string[]).includes(event) && !(event in LEGACY_EVENTS) && !flags.json) {
@@ -145,7 +144,7 @@ export async function sendCommand(event: string | undefined, flags: SendFlags, e
     for (const repeat of flags.duplicate ? [false, true] : [false]) {
       let r: { status: number; answer: unknown };
       try {
-        r = await post(url, body, signature, webhookId);
+        r = await post(url, body, { signature, webhookId });
       } catch (error) {
         failure = error as CliError;
         break outer;
@@ -182,19 +181,32 @@ export async function sendCommand(event: string | undefined, flags: SendFlags, e
   return 0;
 }
 
-async function readStdin(): Promise<Uint8Array> {
-  const chunks: Uint8Array[] = [];
-  for await (const chunk of process.stdin) {
-    chunks.push(typeof chunk === 'string' ? new TextEncoder().encode(chunk) : (chunk as Uint8Array));
-  }
-  return new Uint8Array(Buffer.concat(chunks));
+export interface SignFlags extends SecretFlags {
+  header?: boolean;
+  /** Read the body from this file instead of stdin (so that stdin can carry the secret). */
+  file?: string;
+  json?: boolean;
 }
 
-export async function signCommand(flags: { secret?: string; header?: boolean; json?: boolean }, env: Env): Promise<number> {
-  const secret = secretFrom(flags.secret, env, 'sign');
-  if (process.stdin.isTTY) err('reading the body from stdin (end with Ctrl-D), e.g. lava-webhooks sign --secret … < body.json');
-  const body = await readStdin();
-  if (body.length === 0) throw new CliError('sign: stdin was empty: pipe the exact body bytes in, e.g. < body.json', EXIT_USAGE);
+export async function signCommand(flags: SignFlags, env: Env): Promise<number> {
+  if (flags['secret-stdin'] && flags.file === undefined) {
+    throw new UsageError('sign reads the body from stdin: with --secret-stdin, pass the body with --file <path>', 'sign');
+  }
+  const secret = await readSecret(flags, env, 'sign');
+  let body: Uint8Array;
+  if (flags.file !== undefined) {
+    try {
+      body = new Uint8Array(await readFile(flags.file));
+    } catch (error) {
+      throw new CliError(`sign: cannot read ${flags.file}: ${(error as Error).message}`, EXIT_USAGE);
+    }
+  } else {
+    if (process.stdin.isTTY) err('reading the body from stdin (end with Ctrl-D), e.g. lava-webhooks sign < body.json');
+    body = await readStdin();
+  }
+  if (body.length === 0) {
+    throw new CliError(`sign: ${flags.file ?? 'stdin'} was empty: give it the exact body bytes, e.g. < body.json`, EXIT_USAGE);
+  }
   const signature = await sign(secret, body);
   if (flags.json) printJson({ signature, header: `X-Webhook-Signature: ${signature}`, bytes: body.length });
   else out(flags.header ? `X-Webhook-Signature: ${signature}` : signature);
