@@ -16,8 +16,13 @@ const CORE = [
   'src/mod.ts',
   'src/config.ts',
   'src/samples.ts',
+  'src/errors.ts',
   'src/stores/store.ts',
   'src/stores/memory.ts',
+  'src/stores/guard.ts',
+  'src/stores/options.ts',
+  'src/stores/records.ts',
+  'src/stores/group-commit.ts',
 ];
 /** Packages the core may import: they run on every fetch runtime. */
 const ALLOWED_PACKAGES = new Set(['hono', 'zod']);

@@ -1,5 +1,6 @@
 // Makes a Postgres client for the server and the CLI: Bun's built-in SQL on Bun, postgres.js on Deno and Node.
 // Only this edge file knows either library; the store takes whatever it is given.
+import { ConfigError } from '../errors.ts';
 import type { PostgresClient } from '../stores/postgres.ts';
 
 const isBun = typeof (globalThis as { Bun?: unknown }).Bun !== 'undefined';
@@ -24,7 +25,7 @@ export async function sqlClient(url: string, options: SqlClientOptions = {}): Pr
   try {
     mod = (await import(POSTGRES_MODULE)) as typeof mod;
   } catch (error) {
-    throw new Error('postgres store: the `postgres` package (postgres.js) is not installed — run `npm install postgres`', {
+    throw new ConfigError('postgres store: the `postgres` package (postgres.js) is not installed — run `npm install postgres`', {
       cause: error,
     });
   }

@@ -1,4 +1,21 @@
 // In-memory store: for tests and demos. Keeps the whole contract, loses everything when the process exits.
+import { StoreGuard } from './guard.ts';
+import { checkClaim, checkNow, listQuery, purgeQuery, requeueQuery } from './options.ts';
+import {
+  type RecordChange,
+  claimTransition,
+  coalescesInto,
+  completeTransition,
+  deadLetterTransition,
+  hasLiveLease,
+  isOpen,
+  newRecord,
+  purgeAction,
+  renewTransition,
+  requeueTransition,
+  retryTransition,
+  tombstone,
+} from './records.ts';
 import {
   type ClaimOptions,
   type EventRecord,
@@ -9,7 +26,6 @@ import {
   type RequeueFilter,
   type StatusCounts,
   type Store,
-  StoreUnavailableError,
   emptyCounts,
 } from './store.ts';
 
@@ -27,8 +43,6 @@ export interface MemoryStoreOptions {
 function copy(record: EventRecord): EventRecord {
   return { ...record, headers: { ...record.headers } };
 }
-
-const isOpen = (r: EventRecord) => r.status === 'pending' || r.status === 'retrying';
 
 /** A binary min-heap: claim takes the oldest claimable head without sorting every group on every call. */
 class Heap<T> {
@@ -76,59 +90,123 @@ class Heap<T> {
   }
 }
 
-/** The open records of one ordering group in seq order; `start` skips completed heads without shifting the array. */
+/** The waiting (never claimed) records of each signal's coalesceKey, in seq order: copies are counted into the first. */
+class WaitingCopies {
+  readonly #byKey = new Map<string, EventRecord[]>();
+
+  first(coalesceKey: string): EventRecord | undefined {
+    return this.#byKey.get(coalesceKey)?.[0];
+  }
+
+  /** `r` waits (again): it was inserted, or requeued. */
+  add(r: EventRecord): void {
+    const ck = r.coalesceKey;
+    if (ck === null) return;
+    const list = this.#byKey.get(ck);
+    if (list === undefined) {
+      this.#byKey.set(ck, [r]);
+      return;
+    }
+    if (list.includes(r)) return;
+    let i = list.length;
+    while (i > 0 && (list[i - 1] as EventRecord).seq > r.seq) i--;
+    list.splice(i, 0, r);
+  }
+
+  /** `r` was claimed: its run began, copies that arrive from now on get a run of their own. */
+  remove(r: EventRecord): void {
+    const ck = r.coalesceKey;
+    const list = ck === null ? undefined : this.#byKey.get(ck);
+    const i = list ? list.indexOf(r) : -1;
+    if (ck === null || list === undefined || i < 0) return;
+    list.splice(i, 1);
+    if (list.length === 0) this.#byKey.delete(ck);
+  }
+}
+
+/**
+ * The open records of one ordering group in seq order; `start` skips completed heads without shifting the array.
+ * `leased` holds those of its records that have a lease (usually none or one; a requeued older event can put a
+ * second one beside a running one, and a lease that ran out stays until it is taken over or finished).
+ */
 interface Group {
   items: EventRecord[];
   start: number;
+  leased: EventRecord[] | null;
 }
 
 export function memoryStore(options: MemoryStoreOptions = {}): Store {
   const maxRecords = options.maxRecords ?? 1_000_000;
+  const guard = new StoreGuard(DRIVER_NAME);
   const records = new Map<string, EventRecord>();
   // Open (pending/retrying) records per ordering group, in seq order: the head is items[start].
   // Keyed by customer id; an event without a customer is a group of its own, kept apart by its key.
   const groups = new Map<string, Group>();
   const solo = new Map<string, Group>();
   let seq = 0;
-  let closed = false;
   // Kept as records change status, so counts() (polled by /metrics) does not walk every record.
   const tally: StatusCounts = emptyCounts();
-  const setStatus = (r: EventRecord, status: EventRecord['status']) => {
-    tally[r.status]--;
-    tally[status]++;
-    r.status = status;
+  const apply = (r: EventRecord, change: RecordChange) => {
+    if (change.status !== undefined && change.status !== r.status) {
+      tally[r.status]--;
+      tally[change.status]++;
+    }
+    Object.assign(r, change);
   };
 
   // Where each group head waits: `ready` (a heap by seq: may be claimable now), `delayed` (a heap by due time: a
-  // retry not due yet) or `leased` (being run). Entries are not removed from a heap when a record stops being a
-  // head or closes; `where` says which entry counts, and stale ones are dropped when they surface.
+  // retry not due yet) or `leased` (its group has a lease: it waits for that to end or run out). Entries are not
+  // removed from a heap when a record stops being a head or closes; `where` says which entry counts, and stale ones
+  // are dropped when they surface.
   const ready = new Heap<EventRecord>((a, b) => a.seq < b.seq);
-  const delayed = new Heap<EventRecord>((a, b) => a.nextAttemptAt < b.nextAttemptAt);
+  // Keyed by the due time the record had when it went in: a heap must not see its keys change under it, and a
+  // requeue or another retry does change a record's due time while an old entry of it is still in the heap.
+  const delayed = new Heap<{ r: EventRecord; at: number }>((a, b) => a.at < b.at);
+  const delay = (r: EventRecord) => {
+    leased.delete(r);
+    where.set(r, 'delayed');
+    delayed.push({ r, at: r.nextAttemptAt });
+  };
   const leased = new Set<EventRecord>();
   const where = new Map<EventRecord, 'ready' | 'delayed' | 'leased'>();
-  // The waiting (never claimed) record of each signal's coalesceKey: identical copies are counted into it.
-  const waiting = new Map<string, EventRecord>();
-  const isWaiting = (r: EventRecord) => r.status === 'pending' && r.attempts === 0 && r.leaseOwner === null;
+  const waiting = new WaitingCopies();
 
   const groupsOf = (r: EventRecord) => (r.customerId === null ? solo : groups);
   const groupKey = (r: EventRecord) => r.customerId ?? r.key;
-  const check = () => {
-    if (closed) throw new StoreUnavailableError('memory store is closed');
-  };
+  const groupOf = (r: EventRecord) => groupsOf(r).get(groupKey(r));
   const headOf = (g: Group | undefined) => (g ? g.items[g.start] : undefined);
-  const isHead = (r: EventRecord) => headOf(groupsOf(r).get(groupKey(r))) === r;
+  const isHead = (r: EventRecord) => headOf(groupOf(r)) === r;
+  /** Whether an event of the group runs at `now`: then none of the others may start. */
+  const groupRunning = (g: Group | undefined, now: number) => {
+    if (!g || g.leased === null) return false;
+    for (const r of g.leased) if (hasLiveLease(r, now)) return true;
+    return false;
+  };
+  const addLease = (r: EventRecord) => {
+    const g = groupOf(r);
+    if (!g) return;
+    if (g.leased === null) g.leased = [r];
+    else if (!g.leased.includes(r)) g.leased.push(r);
+  };
+  /** Before a change clears the lease of `r` (or takes it out of its group). */
+  const dropLease = (r: EventRecord) => {
+    if (r.leaseOwner === null) return;
+    const g = groupOf(r);
+    if (!g || g.leased === null) return;
+    const i = g.leased.indexOf(r);
+    if (i >= 0) g.leased.splice(i, 1);
+    if (g.leased.length === 0) g.leased = null;
+  };
   /** A record became (or, changed, still is) its group's head: it may be claimable. */
   const offer = (r: EventRecord) => {
     leased.delete(r);
     where.set(r, 'ready');
     ready.push(r);
   };
-  const forget = (r: EventRecord) => {
+  const leave = (r: EventRecord) => {
+    dropLease(r);
     leased.delete(r);
     where.delete(r);
-  };
-  const leave = (r: EventRecord) => {
-    forget(r);
     const map = groupsOf(r);
     const key = groupKey(r);
     const g = map.get(key);
@@ -157,7 +235,7 @@ export function memoryStore(options: MemoryStoreOptions = {}): Store {
     const key = groupKey(r);
     const g = map.get(key);
     if (!g) {
-      map.set(key, { items: [r], start: 0 });
+      map.set(key, { items: [r], start: 0, leased: null });
       offer(r);
       return;
     }
@@ -167,60 +245,62 @@ export function memoryStore(options: MemoryStoreOptions = {}): Store {
     g.items.splice(i, 0, r);
     if (i === g.start) offer(r);
   };
-  const held = (key: string, owner: string, now?: number): EventRecord | null => {
-    check();
+  /** Runs a fenced outcome (complete, retry, dead letter) on `key`, or answers false. */
+  const outcome = (operation: string, key: string, change: (r: EventRecord) => RecordChange | null): boolean => {
+    guard.check(operation);
     const r = records.get(key);
-    if (!r || !isOpen(r) || r.leaseOwner !== owner) return null;
-    if (now !== undefined && r.leaseUntil !== null && r.leaseUntil < now) return null;
-    return r;
+    const c = r === undefined ? null : change(r);
+    if (r === undefined || c === null) return false;
+    dropLease(r);
+    apply(r, c);
+    if (!isOpen(r)) leave(r);
+    // A retry: the head waits for its due time.
+    else if (isHead(r)) delay(r);
+    return true;
+  };
+  const requeue = (r: EventRecord, now: number): boolean => {
+    const wasOpen = isOpen(r);
+    const change = requeueTransition(r, now);
+    if (change === null) return false;
+    dropLease(r);
+    apply(r, change);
+    if (!wasOpen) join(r);
+    else if (isHead(r)) offer(r);
+    waiting.add(r);
+    return true;
   };
 
   return {
     name: DRIVER_NAME,
+    capabilities: { sync: true, batching: false },
     insert(event: NewEvent): InsertResult {
-      check();
+      guard.check('insert');
       if (records.has(event.key)) return { inserted: false };
       const ck = event.coalesceKey ?? null;
-      if (ck !== null) {
-        const w = waiting.get(ck);
-        if (w !== undefined && isWaiting(w)) {
+      if (ck !== null && event.status === 'pending') {
+        const w = waiting.first(ck);
+        if (w !== undefined && coalescesInto(event, w)) {
+          // coalesceTransition, in place: the ack path allocates nothing it does not return.
           w.deliveries++;
           return { inserted: false, coalescedInto: w.key };
         }
       }
-      if (records.size >= maxRecords) throw new StoreUnavailableError(`memory store is full (${maxRecords} records)`);
-      const record: EventRecord = {
-        key: event.key,
-        policy: event.policy ?? 'dedupe',
-        coalesceKey: ck,
-        deliveries: 1,
-        tombstone: false,
-        event: event.event,
-        customerId: event.customerId,
-        body: event.body,
-        headers: event.headers,
-        receivedAt: event.receivedAt,
-        status: event.status,
-        seq: ++seq,
-        attempts: 0,
-        nextAttemptAt: event.receivedAt,
-        leaseOwner: null,
-        leaseUntil: null,
-        lastError: event.lastError ?? null,
-        finishedAt: event.status === 'dead' ? event.receivedAt : null,
-      };
+      if (records.size >= maxRecords) throw guard.unavailable('insert', `the store is full (${maxRecords} records)`);
+      const record = newRecord(event, ++seq);
       records.set(record.key, record);
       tally[record.status]++;
       if (isOpen(record)) join(record);
-      if (ck !== null && record.status === 'pending') waiting.set(ck, record);
+      if (ck !== null && record.status === 'pending') waiting.add(record);
       return { inserted: true };
     },
-    claim({ owner, limit, leaseMs, now }: ClaimOptions): EventRecord[] {
-      check();
-      // Leases that ran out (a worker died or stalled) and retries now due are claimable again.
-      for (const r of leased) if (r.leaseUntil === null || r.leaseUntil <= now) offer(r);
-      while (delayed.size > 0 && (delayed.peek() as EventRecord).nextAttemptAt <= now) {
-        const r = delayed.pop() as EventRecord;
+    claim(options: ClaimOptions): EventRecord[] {
+      guard.check('claim');
+      checkClaim(DRIVER_NAME, options);
+      const { owner, limit, leaseMs, now } = options;
+      // Heads whose group's lease ended or ran out (a worker died or stalled), and retries now due, may go again.
+      for (const r of leased) if (!groupRunning(groupOf(r), now)) offer(r);
+      while (delayed.size > 0 && (delayed.peek()?.at as number) <= now) {
+        const { r } = delayed.pop() as { r: EventRecord };
         if (where.get(r) === 'delayed') offer(r);
       }
       const out: EventRecord[] = [];
@@ -232,21 +312,21 @@ export function memoryStore(options: MemoryStoreOptions = {}): Store {
           continue;
         }
         if (head.nextAttemptAt > now) {
-          where.set(head, 'delayed');
-          delayed.push(head);
+          delay(head);
           continue;
         }
-        if (head.leaseUntil !== null && head.leaseUntil > now) {
-          // Still leased by someone (a requeue while it ran): it waits for that lease like any other.
+        const change = groupRunning(groupOf(head), now) ? null : claimTransition(head, owner, now, leaseMs);
+        if (change === null) {
+          // Its group runs an event (its own lease, or a newer event's beside a requeued head): it waits for that.
           where.set(head, 'leased');
           leased.add(head);
           continue;
         }
-        head.leaseOwner = owner;
-        head.leaseUntil = now + leaseMs;
-        head.attempts += 1;
+        dropLease(head);
+        apply(head, change);
+        addLease(head);
         // Its run begins: copies that arrive from now on get a run of their own.
-        if (head.coalesceKey !== null && waiting.get(head.coalesceKey) === head) waiting.delete(head.coalesceKey);
+        waiting.remove(head);
         where.set(head, 'leased');
         leased.add(head);
         out.push(copy(head));
@@ -254,136 +334,89 @@ export function memoryStore(options: MemoryStoreOptions = {}): Store {
       return out;
     },
     renew(key, owner, leaseUntil) {
-      const r = held(key, owner);
-      if (!r) return false;
-      r.leaseUntil = leaseUntil;
+      guard.check('renew');
+      const r = records.get(key);
+      const change = r === undefined ? null : renewTransition(r, owner, leaseUntil);
+      if (r === undefined || change === null) return false;
+      apply(r, change);
       return true;
     },
     complete(key, owner, now) {
-      const r = held(key, owner);
-      if (!r) return false;
-      leave(r);
-      setStatus(r, 'done');
-      r.finishedAt = now;
-      r.leaseOwner = null;
-      r.leaseUntil = null;
-      return true;
+      return outcome('complete', key, (r) => completeTransition(r, owner, now));
     },
     retry(key, owner, at, error) {
-      const r = held(key, owner);
-      if (!r) return false;
-      setStatus(r, 'retrying');
-      r.nextAttemptAt = at;
-      r.lastError = error;
-      r.leaseOwner = null;
-      r.leaseUntil = null;
-      leased.delete(r);
-      if (isHead(r)) {
-        where.set(r, 'delayed');
-        delayed.push(r);
-      }
-      return true;
+      return outcome('retry', key, (r) => retryTransition(r, owner, at, error));
     },
     deadLetter(key, owner, error, now) {
-      const r = held(key, owner);
-      if (!r) return false;
-      leave(r);
-      setStatus(r, 'dead');
-      r.lastError = error;
-      r.finishedAt = now;
-      r.leaseOwner = null;
-      r.leaseUntil = null;
-      return true;
+      return outcome('deadLetter', key, (r) => deadLetterTransition(r, owner, error, now));
     },
     requeue(key, now) {
-      check();
+      guard.check('requeue');
+      checkNow(DRIVER_NAME, 'requeue', now);
       const r = records.get(key);
-      if (!r || r.tombstone) return false;
-      const wasOpen = isOpen(r);
-      setStatus(r, 'pending');
-      r.attempts = 0;
-      r.nextAttemptAt = now;
-      r.leaseOwner = null;
-      r.leaseUntil = null;
-      r.lastError = null;
-      r.finishedAt = null;
-      if (!wasOpen) join(r);
-      else if (isHead(r)) offer(r);
-      if (r.coalesceKey !== null) {
-        const w = waiting.get(r.coalesceKey);
-        if (w === undefined || !isWaiting(w)) waiting.set(r.coalesceKey, r);
-      }
-      return true;
+      return r !== undefined && requeue(r, now);
     },
     requeueWhere(filter: RequeueFilter, now) {
-      check();
-      const statuses = filter.status ?? ['dead'];
+      guard.check('requeueWhere');
+      const q = requeueQuery(DRIVER_NAME, filter);
+      checkNow(DRIVER_NAME, 'requeueWhere', now);
       let n = 0;
       // Requeueing changes a record in place (the map is not touched), so the live iteration is safe.
       for (const r of records.values()) {
-        if (!statuses.includes(r.status) || r.tombstone) continue;
-        if (filter.event !== undefined && r.event !== filter.event) continue;
-        if (this.requeue(r.key, now)) n++;
+        if (!q.statuses.includes(r.status)) continue;
+        if (q.event !== null && r.event !== q.event) continue;
+        if (requeue(r, now)) n++;
       }
       return n;
     },
     get(key) {
-      check();
+      guard.check('get');
       const r = records.get(key);
       return r ? copy(r) : null;
     },
-    list(options: ListOptions = {}) {
-      check();
-      const limit = options.limit ?? 100;
+    list(options?: ListOptions) {
+      guard.check('list');
+      const q = listQuery(DRIVER_NAME, options);
       const out: EventRecord[] = [];
       // A Map iterates in insertion order, and seq grows with every insert: this is seq order, with no copy to sort.
       for (const r of records.values()) {
-        if (out.length >= limit) break;
-        if (options.afterSeq !== undefined && r.seq <= options.afterSeq) continue;
-        if (options.status !== undefined && r.status !== options.status) continue;
-        if (options.event !== undefined && r.event !== options.event) continue;
-        if (options.customerId !== undefined && r.customerId !== options.customerId) continue;
+        if (out.length >= q.limit) break;
+        if (r.seq <= q.afterSeq) continue;
+        if (q.status !== null && r.status !== q.status) continue;
+        if (q.event !== null && r.event !== q.event) continue;
+        if (q.customerId !== null && r.customerId !== q.customerId) continue;
         out.push(copy(r));
       }
       return out;
     },
-    purge({ before, status, tombstonesBefore }: PurgeOptions) {
-      check();
-      const statuses = status ?? ['done'];
+    purge(options: PurgeOptions) {
+      guard.check('purge');
+      const q = purgeQuery(DRIVER_NAME, options);
       let n = 0;
       // Deleting the entry just visited is safe while iterating a Map: no copy of every record (a million, hourly).
       for (const r of records.values()) {
-        if (!(r.status === 'done' || r.status === 'dead') || !statuses.includes(r.status) || r.finishedAt === null) {
-          continue;
-        }
-        if (r.tombstone) {
-          if (tombstonesBefore === undefined || r.finishedAt >= tombstonesBefore) continue;
-        } else if (r.finishedAt >= before) {
-          continue;
-        } else if (r.policy === 'once') {
+        const action = purgeAction(r, q);
+        if (action === 'keep') continue;
+        n++;
+        if (action === 'bury') {
           // The key outlives the event: a replay of it stays a duplicate for the tombstone horizon.
-          r.tombstone = true;
-          r.body = new Uint8Array(0);
-          r.headers = {};
-          r.lastError = null;
-          n++;
+          apply(r, tombstone(r));
           continue;
         }
         records.delete(r.key);
         tally[r.status]--;
-        n++;
       }
       return n;
     },
     counts(): StatusCounts {
-      check();
+      guard.check('counts');
       return { ...tally };
     },
     ping() {
-      check();
+      guard.check('ping');
     },
     close() {
-      closed = true;
+      guard.close();
     },
   };
 }

@@ -1,9 +1,12 @@
 // SQLite store: the durable inbox in one local file (WAL), synchronous so the ack path never waits on a promise.
 // The SQL lives here; sqlite-bun.ts / sqlite-node.ts only adapt the runtime's driver and are picked at load time.
+import { ConfigError, StoreSchemaError, StoreUnavailableError } from '../errors.ts';
+import { groupCommit } from './group-commit.ts';
+import { StoreGuard } from './guard.ts';
+import { checkClaim, checkNow, listQuery, purgeQuery, requeueQuery } from './options.ts';
+import { isNotADatabase, openSchema, secureDeleteSetting } from './sqlite-schema.ts';
 import {
   type ClaimOptions,
-  emptyCounts,
-  EVENT_STATUSES,
   type EventRecord,
   type EventStatus,
   type IdentityPolicy,
@@ -14,15 +17,12 @@ import {
   type RequeueFilter,
   type StatusCounts,
   type Store,
-  StoreSchemaError,
-  StoreUnavailableError,
-  afterThisTurn,
+  emptyCounts,
 } from './store.ts';
 
-export const DRIVER_NAME = 'sqlite';
+export { SCHEMA_VERSION } from './sqlite-schema.ts';
 
-/** The schema this build writes and understands (kept in `PRAGMA user_version`). */
-export const SCHEMA_VERSION = 3;
+export const DRIVER_NAME = 'sqlite';
 
 export interface SqliteStoreOptions {
   /** Database file; missing parent directories are created. `:memory:` keeps everything in this process only. */
@@ -118,91 +118,12 @@ export function isSqliteAvailable(): boolean {
   return driver !== null;
 }
 
-// ---- Schema ----
-
-// `head` marks the lowest-seq open event of each ordering group, so claim reads only heads (one per group) instead
-// of walking every open event behind a busy customer. The unique partial index makes a second head impossible.
-// body and headers come last so scans that stop at earlier columns never touch large values.
-// seq is not AUTOINCREMENT: that writes sqlite_sequence on every insert, even a duplicate, which under
-// durability 'full' turns each redelivery into an fsync. Instead meta.seq_floor remembers the highest seq a purge
-// may have removed, and insert numbers from above it, so a seq is never handed out twice.
-const SCHEMA = `
-CREATE TABLE IF NOT EXISTS events (
-  seq INTEGER PRIMARY KEY,
-  key TEXT NOT NULL UNIQUE,
-  grp TEXT NOT NULL,
-  status TEXT NOT NULL CHECK (status IN ('pending', 'retrying', 'done', 'dead')),
-  head INTEGER NOT NULL DEFAULT 0,
-  next_attempt_at INTEGER NOT NULL,
-  lease_owner TEXT,
-  lease_until INTEGER,
-  attempts INTEGER NOT NULL DEFAULT 0,
-  event TEXT NOT NULL,
-  customer_id TEXT,
-  received_at INTEGER NOT NULL,
-  finished_at INTEGER,
-  last_error TEXT,
-  headers TEXT NOT NULL,
-  body BLOB NOT NULL
-) STRICT;
-CREATE INDEX IF NOT EXISTS events_open ON events (grp, seq, status) WHERE status IN ('pending', 'retrying');
-CREATE INDEX IF NOT EXISTS events_heads ON events (seq) WHERE head = 1;
-CREATE UNIQUE INDEX IF NOT EXISTS events_head_per_group ON events (grp) WHERE head = 1;
-CREATE INDEX IF NOT EXISTS events_finished ON events (status, finished_at) WHERE status IN ('done', 'dead');
-CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) STRICT, WITHOUT ROWID;
-INSERT OR IGNORE INTO meta (name, value) VALUES ('seq_floor', 0);
-`;
-
-// Schema 2: the number of events in each status, kept by triggers in the same transaction as every change, so
-// counts() (polled by /metrics) reads four rows instead of counting every event kept (130-200 ms at a million rows,
-// with the event loop blocked). Upgrading a schema-1 file counts its events once.
-const COUNTS = `
-CREATE TABLE IF NOT EXISTS counts (status TEXT PRIMARY KEY, n INTEGER NOT NULL) STRICT, WITHOUT ROWID;
-INSERT OR REPLACE INTO counts (status, n)
-  SELECT s.status, (SELECT count(*) FROM events e WHERE e.status = s.status)
-  FROM (SELECT 'pending' AS status UNION ALL SELECT 'retrying' UNION ALL SELECT 'done' UNION ALL SELECT 'dead') s;
-CREATE TRIGGER IF NOT EXISTS events_count_insert AFTER INSERT ON events BEGIN
-  UPDATE counts SET n = n + 1 WHERE status = NEW.status;
-END;
-CREATE TRIGGER IF NOT EXISTS events_count_delete AFTER DELETE ON events BEGIN
-  UPDATE counts SET n = n - 1 WHERE status = OLD.status;
-END;
-CREATE TRIGGER IF NOT EXISTS events_count_update AFTER UPDATE OF status ON events WHEN OLD.status IS NOT NEW.status
-BEGIN
-  UPDATE counts SET n = n - 1 WHERE status = OLD.status;
-  UPDATE counts SET n = n + 1 WHERE status = NEW.status;
-END;
-`;
-
-// Schema 3: identity policies (see IdentityPolicy in store.ts). ALTER TABLE appends the columns after body, so
-// reading them from a row with a large body walks its overflow pages; nothing hot filters on them from the row:
-// the coalescing lookup reads events_waiting, purge reads tombstone from events_finished_v3.
-// - Rows of older builds get the policy their key implies: `customer.created:` / `customer.deleted:` keys (but not
-//   the `:sha256:` keys of unparsable bodies) were already kept once per customer, everything else deduplicated.
-// - Older builds stored Lava's signature among the headers; whoever reads the file could replay those deliveries,
-//   so it is removed (openSchema runs this with secure_delete on, then scrubFile, so no old copy stays behind).
-// - events_waiting finds the waiting copy of a signal; it holds only signals that were never claimed, so it stays
-//   a handful of rows.
-// - events_finished gains tombstone, so purge seeks past the tombstones kept for years instead of visiting each.
-const IDENTITY = `
-ALTER TABLE events ADD COLUMN policy TEXT NOT NULL DEFAULT 'dedupe' CHECK (policy IN ('once', 'dedupe', 'signal'));
-ALTER TABLE events ADD COLUMN coalesce_key TEXT;
-ALTER TABLE events ADD COLUMN deliveries INTEGER NOT NULL DEFAULT 1;
-ALTER TABLE events ADD COLUMN tombstone INTEGER NOT NULL DEFAULT 0;
-UPDATE events SET policy = 'once'
-  WHERE substr(key, 1, 17) IN ('customer.created:', 'customer.deleted:') AND instr(key, ':sha256:') = 0;
-UPDATE events SET headers = json_remove(headers, '$."x-webhook-signature"')
-  WHERE instr(headers, '"x-webhook-signature"') > 0 AND json_valid(headers);
-CREATE INDEX IF NOT EXISTS events_waiting ON events (coalesce_key)
-  WHERE coalesce_key IS NOT NULL AND status = 'pending' AND attempts = 0;
-DROP INDEX IF EXISTS events_finished;
-CREATE INDEX IF NOT EXISTS events_finished_v3 ON events (status, tombstone, finished_at)
-  WHERE status IN ('done', 'dead');
-`;
-
 const OPEN = `status IN ('pending', 'retrying')`;
-// A head that may be claimed at ?1: due, and not leased (or its lease ran out). The claim's pick and its probe share it.
-const CLAIMABLE = `head = 1 AND ${OPEN} AND next_attempt_at <= ?1 AND (lease_until IS NULL OR lease_until <= ?1)`;
+// A head that may be claimed at ?1: due, not leased (or its lease ran out), and no other event of its group running
+// (a requeued older head waits for the newer event that runs; events_leased answers that in one probe). The claim's
+// pick and its probe share it.
+const CLAIMABLE = `head = 1 AND ${OPEN} AND next_attempt_at <= ?1 AND (lease_until IS NULL OR lease_until <= ?1)
+  AND NOT EXISTS (SELECT 1 FROM events l WHERE l.grp = events.grp AND l.lease_owner IS NOT NULL AND l.lease_until > ?1)`;
 // Where SQLite's planner reads a bound value to choose a plan, binding a new value re-prepares the statement: about
 // 10 us a call in Bun's SQLite, more than the query itself. It does so for a bare parameter as LIMIT, and for
 // `grp = ?` (the column of a partial index). LIMIT CAST(? AS INTEGER) and `grp = +?` mean the same without it (the
@@ -214,16 +135,6 @@ const COLUMNS =
 const FINISHED_BEFORE =
   `status IN ('done', 'dead') AND tombstone = 0 AND finished_at < ?1 AND instr(?2, ',' || status || ',') > 0`;
 const PURGE_BATCH = 1000;
-
-// SQLITE_CORRUPT (11) and SQLITE_NOTADB (26): the file is not a database we can read.
-function isNotADatabase(err: unknown): boolean {
-  if (!(err instanceof Error)) return false;
-  const e = err as Error & { errcode?: number; errno?: number; code?: string };
-  const primary = (e.errcode ?? e.errno ?? -1) & 0xff;
-  if (primary === 11 || primary === 26) return true;
-  if (e.code === 'SQLITE_NOTADB' || e.code === 'SQLITE_CORRUPT') return true;
-  return /file is not a database|database disk image is malformed/i.test(e.message);
-}
 
 function toRecord(row: Record<string, SqliteValue>): EventRecord {
   return {
@@ -251,191 +162,12 @@ function toRecord(row: Record<string, SqliteValue>): EventRecord {
 // Only groups of a customer can hold more than one event; a null customer's group is the event alone.
 const isCustomerGroup = (grp: string) => grp.charCodeAt(0) === 99; /* 'c' */
 
-/** Statuses as a `,a,b,` list for `instr()`, so one prepared statement serves every filter. */
-function statusList(statuses: readonly string[]): string {
-  return `,${statuses.filter((s) => (EVENT_STATUSES as readonly string[]).includes(s)).join(',')},`;
-}
+/** Statuses (already checked) as a `,a,b,` list for `instr()`, so one prepared statement serves every filter. */
+const statusList = (statuses: readonly string[]) => `,${statuses.join(',')},`;
 
-/** `PRAGMA secure_delete` reads 0, 1 or 2 but takes 2 back only as FAST (a bare 2 would mean ON). */
-function secureDeleteSetting(value: unknown): 'OFF' | 'ON' | 'FAST' {
-  return value === 1 ? 'ON' : value === 2 ? 'FAST' : 'OFF';
-}
-
-/** Checks the file and creates or verifies the schema. Writes nothing to a file it does not recognise. */
-function openSchema(db: SqliteConnection, path: string): void {
-  let version: number;
-  try {
-    version = db.prepare('PRAGMA user_version').get()?.user_version as number;
-  } catch (err) {
-    if (isNotADatabase(err)) {
-      throw new StoreSchemaError(
-        `sqlite store: ${path} is not a SQLite database (${messageOf(err)}) — it was left untouched; point the ` +
-          `store at another path or move the file away`,
-        { cause: err },
-      );
-    }
-    throw err;
-  }
-  if (version > SCHEMA_VERSION) {
-    throw new StoreSchemaError(
-      `sqlite store: ${path} was written by a newer version (schema ${version}, this build knows ` +
-        `${SCHEMA_VERSION}) — upgrade`,
-    );
-  }
-  if (version === 0) {
-    const foreign = db
-      .prepare(`SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' LIMIT 1`)
-      .get();
-    if (foreign) {
-      throw new StoreSchemaError(
-        `sqlite store: ${path} is a SQLite database this store did not create (it has table ` +
-          `"${String(foreign.name)}" and no schema version) — it was left untouched; use another path`,
-      );
-    }
-  }
-  // Only now is the file known to be ours (or new): WAL rewrites the header.
-  db.exec('PRAGMA journal_mode = WAL');
-  if (version >= SCHEMA_VERSION) return;
-  // The schema-3 step rewrites headers that held a signature: with secure_delete the space their old bytes took is
-  // zeroed instead of freed as is (and the space of the rows it rewrites for their policy, which is no secret, too).
-  // It is this connection's setting, so it is put back once the upgrade is done.
-  const secureDelete = secureDeleteSetting(db.prepare('PRAGMA secure_delete').get()?.secure_delete);
-  db.exec('PRAGMA secure_delete = ON');
-  let upgradedRows = false;
-  try {
-    // Another process may be creating the schema at the same moment: decide under the write lock.
-    db.exec('BEGIN IMMEDIATE');
-    try {
-      const now = db.prepare('PRAGMA user_version').get()?.user_version as number;
-      // A new file gets schema 1's tables, then every later step; a schema-1 file only the later steps.
-      if (now < 1) db.exec(SCHEMA);
-      if (now < 2) db.exec(COUNTS);
-      if (now < 3) db.exec(IDENTITY);
-      if (now < SCHEMA_VERSION) db.exec(`PRAGMA user_version = ${SCHEMA_VERSION};`);
-      db.exec('COMMIT');
-      upgradedRows = now >= 1 && now < 3;
-    } catch (err) {
-      try {
-        db.exec('ROLLBACK');
-      } catch {
-        // The transaction is already gone; the first error is the one worth reporting.
-      }
-      throw err;
-    }
-  } finally {
-    db.exec(`PRAGMA secure_delete = ${secureDelete}`);
-  }
-  if (upgradedRows) scrubFile(db);
-}
-
-/**
- * After the upgrade that stripped stored signatures: leaves no old copy of one in the file or its WAL.
- * secure_delete only zeroes what the upgrade itself frees. Older builds left copies of rows in the free space of
- * their pages (the old version of every row a completion rewrote, the leaf cells of a page that a split turned into
- * an interior page, pages a purge freed), and only VACUUM rebuilds every page from the rows alone. It rewrites the
- * whole file (and needs about its size in temporary space), once, at the first start of this version. Then the WAL,
- * which holds those page images, is copied back and cut to nothing.
- * Best effort: the signatures are gone from the rows already. A reader in another process can hold up the
- * checkpoint (SQLite's own checkpoints then finish copying later), a full disk the VACUUM.
- */
-function scrubFile(db: SqliteConnection): void {
-  try {
-    db.exec('VACUUM');
-  } catch {
-    // Busy or out of space: the file keeps its free space as it was.
-  }
-  try {
-    db.prepare('PRAGMA wal_checkpoint(TRUNCATE)').get();
-  } catch {
-    // Busy: nothing more to do here.
-  }
-}
-
-/** A Worker thread checkpointing the WAL of `path` (see `backgroundCheckpoint`), or undefined where there is none. */
-function startCheckpointer(path: string, option: SqliteStoreOptions['backgroundCheckpoint']): { stop(): void } | undefined {
-  if (option === false || runtime.Bun === undefined) return undefined;
-  if (path === '' || path === ':memory:' || path.startsWith('file:')) return undefined;
-  const WorkerCtor = (globalThis as { Worker?: new (url: string, options?: { type?: string }) => CheckpointWorker }).Worker;
-  if (typeof WorkerCtor !== 'function') return undefined;
-  const everyMs = (typeof option === 'object' ? option.everyMs : undefined) ?? 200;
-  let worker: CheckpointWorker;
-  try {
-    worker = new WorkerCtor(new URL('./sqlite-checkpointer.ts', import.meta.url).href, { type: 'module' });
-  } catch {
-    return undefined;
-  }
-  // Never keeps the process alive on its own; a stopped store stops it.
-  worker.unref?.();
-  worker.postMessage({ type: 'start', path, everyMs });
+/** Every statement the store runs, prepared once when it opens. */
+function prepareStatements(db: SqliteConnection) {
   return {
-    stop() {
-      worker.postMessage({ type: 'stop' });
-    },
-  };
-}
-
-interface CheckpointWorker {
-  postMessage(message: unknown): void;
-  unref?(): void;
-}
-
-/**
- * Opens (creating if needed) a SQLite database as the event store. Synchronous, and so is every store method.
- * Throws an Error when SQLite is not available on this runtime, `StoreSchemaError` when the file is not a
- * database of this store or was written by a newer version, `StoreUnavailableError` when it cannot be opened.
- */
-export function sqliteStore(options: SqliteStoreOptions & { groupCommit: true }): SqliteGroupCommitStore;
-export function sqliteStore(options: SqliteStoreOptions & { groupCommit?: false }): SqliteStore;
-export function sqliteStore(options: SqliteStoreOptions): SqliteStore | SqliteGroupCommitStore;
-export function sqliteStore(options: SqliteStoreOptions): SqliteStore | SqliteGroupCommitStore {
-  if (driver === null) throw new Error(unavailableReason ?? 'sqlite store: no SQLite driver');
-  const path = options.path;
-  if (typeof path !== 'string' || path === '') {
-    throw new Error('sqlite store: path is required — give a file path, or ":memory:" for a throwaway database');
-  }
-  const durability = options.durability ?? 'normal';
-  if (durability !== 'normal' && durability !== 'full') {
-    throw new Error(`sqlite store: durability must be 'normal' or 'full', got ${JSON.stringify(durability)}`);
-  }
-  const busyTimeoutMs = options.busyTimeoutMs ?? 5000;
-  if (!Number.isInteger(busyTimeoutMs) || busyTimeoutMs < 0) {
-    throw new Error(`sqlite store: busyTimeoutMs must be a whole number of ms >= 0, got ${busyTimeoutMs}`);
-  }
-
-  let db: SqliteConnection;
-  // The connection's own secure_delete (SQLite's build default), put back after each purge.
-  let secureDelete: 'OFF' | 'ON' | 'FAST' = 'OFF';
-  try {
-    db = driver.openDatabase(path);
-  } catch (err) {
-    if (isNotADatabase(err)) {
-      throw new StoreSchemaError(`sqlite store: ${path} is not a SQLite database (${messageOf(err)})`, { cause: err });
-    }
-    throw new StoreUnavailableError(`sqlite store: cannot open ${path}: ${messageOf(err)}`, { cause: err });
-  }
-  try {
-    db.exec(`PRAGMA busy_timeout = ${busyTimeoutMs}`);
-    openSchema(db, path);
-    db.exec(`PRAGMA synchronous = ${durability === 'full' ? 'FULL' : 'NORMAL'}`);
-    // Checkpoints copy the WAL back into the file (with its fsyncs). At SQLite's default of every 1000 pages they
-    // came every few group commits under load and took two thirds of the insert time; every 4000 pages, a page
-    // that many commits wrote in between is copied once. With a background checkpointer (below) this is only the
-    // backstop. After a checkpoint the WAL file is cut back to 64 MiB.
-    db.exec('PRAGMA wal_autocheckpoint = 4000');
-    db.exec('PRAGMA journal_size_limit = 67108864');
-    secureDelete = secureDeleteSetting(db.prepare('PRAGMA secure_delete').get()?.secure_delete);
-  } catch (err) {
-    try {
-      db.close();
-    } catch {
-      // Closing is best effort; the open error is the one to report.
-    }
-    if (err instanceof StoreSchemaError) throw err;
-    throw new StoreUnavailableError(`sqlite store: cannot open ${path}: ${messageOf(err)}`, { cause: err });
-  }
-
-  // Every statement is prepared once, here.
-  const s = {
     begin: db.prepare('BEGIN IMMEDIATE'),
     commit: db.prepare('COMMIT'),
     rollback: db.prepare('ROLLBACK'),
@@ -531,35 +263,151 @@ export function sqliteStore(options: SqliteStoreOptions): SqliteStore | SqliteGr
     counts: db.prepare('SELECT status, n FROM counts'),
     ping: db.prepare('SELECT 1 FROM events LIMIT 1'),
   };
+}
 
-  const checkpointer = startCheckpointer(path, options.backgroundCheckpoint);
+type Statements = ReturnType<typeof prepareStatements>;
 
-  let closed = false;
-  const check = () => {
-    if (closed) throw new StoreUnavailableError(`sqlite store: ${path} is closed`);
+/** A Worker thread checkpointing the WAL of `path` (see `backgroundCheckpoint`), or undefined where there is none. */
+function startCheckpointer(path: string, option: SqliteStoreOptions['backgroundCheckpoint']): { stop(): void } | undefined {
+  if (option === false || runtime.Bun === undefined) return undefined;
+  if (path === '' || path === ':memory:' || path.startsWith('file:')) return undefined;
+  const WorkerCtor = (globalThis as { Worker?: new (url: string, options?: { type?: string }) => CheckpointWorker }).Worker;
+  if (typeof WorkerCtor !== 'function') return undefined;
+  const everyMs = (typeof option === 'object' ? option.everyMs : undefined) ?? 200;
+  let worker: CheckpointWorker;
+  try {
+    worker = new WorkerCtor(new URL('./sqlite-checkpointer.ts', import.meta.url).href, { type: 'module' });
+  } catch {
+    return undefined;
+  }
+  // Never keeps the process alive on its own; a stopped store stops it.
+  worker.unref?.();
+  worker.postMessage({ type: 'start', path, everyMs });
+  return {
+    stop() {
+      worker.postMessage({ type: 'stop' });
+    },
   };
-  const failure = (op: string, err: unknown): Error => {
-    if (err instanceof StoreUnavailableError || err instanceof StoreSchemaError) return err;
-    return new StoreUnavailableError(`sqlite store: ${op} failed on ${path}: ${messageOf(err)}`, { cause: err });
+}
+
+interface CheckpointWorker {
+  postMessage(message: unknown): void;
+  unref?(): void;
+}
+
+
+/** Checks the options and opens the connection with its schema and pragmas; closes it again if any step fails. */
+function openConnection(options: SqliteStoreOptions): { db: SqliteConnection; secureDelete: 'OFF' | 'ON' | 'FAST' } {
+  if (driver === null) throw new Error(unavailableReason ?? 'sqlite store: no SQLite driver');
+  const path = options.path;
+  if (typeof path !== 'string' || path === '') {
+    throw new ConfigError('sqlite store: path is required — give a file path, or ":memory:" for a throwaway database');
+  }
+  const durability = options.durability ?? 'normal';
+  if (durability !== 'normal' && durability !== 'full') {
+    throw new ConfigError(`sqlite store: durability must be 'normal' or 'full', got ${JSON.stringify(durability)}`);
+  }
+  const busyTimeoutMs = options.busyTimeoutMs ?? 5000;
+  if (!Number.isInteger(busyTimeoutMs) || busyTimeoutMs < 0) {
+    throw new ConfigError(`sqlite store: busyTimeoutMs must be a whole number of ms >= 0, got ${busyTimeoutMs}`);
+  }
+  let db: SqliteConnection;
+  try {
+    db = driver.openDatabase(path);
+  } catch (err) {
+    if (isNotADatabase(err)) {
+      throw new StoreSchemaError(`sqlite store: ${path} is not a SQLite database (${messageOf(err)})`, { cause: err });
+    }
+    throw new StoreUnavailableError(`sqlite store: cannot open ${path}: ${messageOf(err)}`, {
+      cause: err,
+      store: DRIVER_NAME,
+      operation: 'open',
+    });
+  }
+  try {
+    db.exec(`PRAGMA busy_timeout = ${busyTimeoutMs}`);
+    openSchema(db, path);
+    db.exec(`PRAGMA synchronous = ${durability === 'full' ? 'FULL' : 'NORMAL'}`);
+    // Checkpoints copy the WAL back into the file (with its fsyncs). At SQLite's default of every 1000 pages they
+    // came every few group commits under load and took two thirds of the insert time; every 4000 pages, a page
+    // that many commits wrote in between is copied once. With a background checkpointer (below) this is only the
+    // backstop. After a checkpoint the WAL file is cut back to 64 MiB.
+    db.exec('PRAGMA wal_autocheckpoint = 4000');
+    db.exec('PRAGMA journal_size_limit = 67108864');
+    // The connection's own secure_delete (SQLite's build default), put back after each purge.
+    return { db, secureDelete: secureDeleteSetting(db.prepare('PRAGMA secure_delete').get()?.secure_delete) };
+  } catch (err) {
+    try {
+      db.close();
+    } catch {
+      // Closing is best effort; the open error is the one to report.
+    }
+    if (err instanceof StoreSchemaError) throw err;
+    throw new StoreUnavailableError(`sqlite store: cannot open ${path}: ${messageOf(err)}`, {
+      cause: err,
+      store: DRIVER_NAME,
+      operation: 'open',
+    });
+  }
+}
+
+/** A completion waiting for its group commit (an insert waits as its own event). */
+class QueuedCompletion {
+  readonly key: string;
+  readonly owner: string;
+  readonly now: number;
+  constructor(key: string, owner: string, now: number) {
+    this.key = key;
+    this.owner = owner;
+    this.now = now;
+  }
+}
+
+/** Runs `fn` in one write transaction (or inside the one already open: `inBatch`), rolled back if it throws. */
+function inTransaction<T>(s: Statements, inBatch: boolean, fn: () => T): T {
+  if (inBatch) return fn();
+  s.begin.run();
+  try {
+    const out = fn();
+    s.commit.run();
+    return out;
+  } catch (err) {
+    try {
+      s.rollback.run();
+    } catch {
+      // SQLite may have rolled back already (e.g. on I/O errors); the first error is the one to report.
+    }
+    throw err;
+  }
+}
+
+/**
+ * Opens (creating if needed) a SQLite database as the event store. Synchronous, and so is every store method.
+ * Throws an Error when SQLite is not available on this runtime, `ConfigError` for options it cannot use,
+ * `StoreSchemaError` when the file is not a database of this store or was written by a newer version,
+ * `StoreUnavailableError` when it cannot be opened.
+ */
+export function sqliteStore(options: SqliteStoreOptions & { groupCommit: true }): SqliteGroupCommitStore;
+export function sqliteStore(options: SqliteStoreOptions & { groupCommit?: false }): SqliteStore;
+export function sqliteStore(options: SqliteStoreOptions): SqliteStore | SqliteGroupCommitStore;
+export function sqliteStore(options: SqliteStoreOptions): SqliteStore | SqliteGroupCommitStore {
+  const { db, secureDelete } = openConnection(options);
+  const path = options.path;
+  const s = prepareStatements(db);
+  const checkpointer = startCheckpointer(path, options.backgroundCheckpoint);
+  const guard = new StoreGuard(DRIVER_NAME, path);
+  /** Runs one method: refused once closed, and any failure of SQLite's as StoreUnavailableError naming it. */
+  const run = <T>(operation: string, fn: () => T): T => {
+    guard.check(operation);
+    try {
+      return fn();
+    } catch (err) {
+      throw guard.fail(operation, err);
+    }
   };
   // True while a group commit's transaction is open: the statements it runs are already inside one.
   let inBatch = false;
-  const transaction = <T>(fn: () => T): T => {
-    if (inBatch) return fn();
-    s.begin.run();
-    try {
-      const out = fn();
-      s.commit.run();
-      return out;
-    } catch (err) {
-      try {
-        s.rollback.run();
-      } catch {
-        // SQLite may have rolled back already (e.g. on I/O errors); the first error is the one to report.
-      }
-      throw err;
-    }
-  };
+  const transaction = <T>(fn: () => T): T => inTransaction(s, inBatch, fn);
   // The one-statement insert (see s.insert); a duplicate key changes nothing and answers inserted: false.
   const add = (event: NewEvent, coalesceKey: string | null): InsertResult => {
     const changes = s.insert.run(
@@ -595,24 +443,38 @@ export function sqliteStore(options: SqliteStoreOptions): SqliteStore | SqliteGr
       if (isCustomerGroup(grp)) promote(grp);
       return true;
     });
+  const purgeInBatches = (step: () => number): number => {
+    // In batches, so one large purge does not hold the write lock against other processes' inserts for long.
+    let total = 0;
+    for (;;) {
+      const n = transaction(() => {
+        s.raiseSeqFloor.run();
+        return step();
+      });
+      total += n;
+      if (n < PURGE_BATCH) return total;
+    }
+  };
 
   // ---- Group commit: writes queued during one turn of the event loop share one transaction ----
-  type Queued = { run: () => unknown; resolve: (value: never) => void; reject: (err: unknown) => void };
-  let queue: Queued[] = [];
-  let scheduled = false;
+  // The synchronous insert and complete, taken from `store` before the group-commit store replaces them.
+  let insert: SqliteStore['insert'];
+  let complete: SqliteStore['complete'];
   let groupCommits = 0;
-  const flush = () => {
-    scheduled = false;
-    const batch = queue;
-    queue = [];
-    if (batch.length === 0) return;
-    const results: unknown[] = [];
-    try {
-      check();
+  // A write queued for the group commit: an insert's event as it is (no wrapper: the ack path allocates nothing
+  // more than it did), or a completion's arguments.
+  type Queued = NewEvent | QueuedCompletion;
+  const operationOf = (item: Queued) => (item instanceof QueuedCompletion ? 'complete' : 'insert');
+  const queue = groupCommit<Queued, unknown>({
+    send(batch) {
+      guard.check(batch[0] ? operationOf(batch[0].item) : 'insert');
+      const results: unknown[] = [];
       s.begin.run();
       inBatch = true;
       try {
-        for (const q of batch) results.push(q.run());
+        for (const { item } of batch) {
+          results.push(item instanceof QueuedCompletion ? complete(item.key, item.owner, item.now) : insert(item));
+        }
         s.commit.run();
       } catch (err) {
         try {
@@ -625,44 +487,36 @@ export function sqliteStore(options: SqliteStoreOptions): SqliteStore | SqliteGr
         inBatch = false;
       }
       groupCommits++;
-    } catch (err) {
-      // Nothing of the batch was committed: every caller hears so (intake answers 503, the sender retries).
-      const error = failure('group commit', err);
-      for (const q of batch) q.reject(error);
-      return;
-    }
-    for (let i = 0; i < batch.length; i++) (batch[i] as Queued).resolve(results[i] as never);
-  };
-  const enqueue = <T>(run: () => T): Promise<T> =>
-    new Promise<T>((resolve, reject) => {
-      queue.push({ run, resolve: resolve as (value: never) => void, reject });
-      if (!scheduled) {
-        scheduled = true;
-        afterThisTurn(flush);
-      }
-    });
+      for (let i = 0; i < batch.length; i++) batch[i]?.resolve(results[i]);
+    },
+    // Nothing of the batch was committed: every caller hears so (intake answers 503, the sender retries).
+    failure: (err, item) => guard.fail(operationOf(item), err),
+  });
 
   const store: SqliteStore = {
     name: DRIVER_NAME,
+    capabilities: { sync: true, batching: options.groupCommit === true },
+    // Not through run(): a closure per call is an allocation the ack path does not need.
     insert(event: NewEvent): InsertResult {
-      check();
+      guard.check('insert');
       try {
         const coalesceKey = event.coalesceKey ?? null;
-        // The plain path stays one statement, committed on return; only a signal needs the look for a waiting copy
-        // and the insert in one transaction (inside a group commit's, that one).
-        if (coalesceKey === null) return add(event, null);
+        // The plain path stays one statement, committed on return; only a waiting signal needs the look for a
+        // waiting copy and the insert in one transaction (inside a group commit's, that one).
+        if (coalesceKey === null || event.status !== 'pending') return add(event, coalesceKey);
         return transaction(() => {
           const into = s.coalesce.get(coalesceKey, event.key);
           if (into) return { inserted: false, coalescedInto: into.key as string };
           return add(event, coalesceKey);
         });
       } catch (err) {
-        throw failure('insert', err);
+        throw guard.fail('insert', err);
       }
     },
-    claim({ owner, limit, leaseMs, now }: ClaimOptions): EventRecord[] {
-      check();
-      try {
+    claim(options: ClaimOptions): EventRecord[] {
+      return run('claim', () => {
+        checkClaim(DRIVER_NAME, options);
+        const { owner, limit, leaseMs, now } = options;
         if (s.claimable.get(now) === undefined) return [];
         return transaction(() => {
           const out: EventRecord[] = [];
@@ -672,183 +526,124 @@ export function sqliteStore(options: SqliteStoreOptions): SqliteStore | SqliteGr
           }
           return out;
         });
-      } catch (err) {
-        throw failure('claim', err);
-      }
+      });
     },
     renew(key, owner, leaseUntil) {
-      check();
-      try {
-        return s.renew.run(key, owner, leaseUntil) > 0;
-      } catch (err) {
-        throw failure('renew', err);
-      }
+      return run('renew', () => s.renew.run(key, owner, leaseUntil) > 0);
     },
     complete(key, owner, now) {
-      check();
-      try {
-        return finish(key, owner, 'done', now, null);
-      } catch (err) {
-        throw failure('complete', err);
-      }
+      return run('complete', () => finish(key, owner, 'done', now, null));
     },
     retry(key, owner, at, error) {
-      check();
-      try {
-        return s.retry.run(key, owner, at, error) > 0;
-      } catch (err) {
-        throw failure('retry', err);
-      }
+      return run('retry', () => s.retry.run(key, owner, at, error) > 0);
     },
     deadLetter(key, owner, error, now) {
-      check();
-      try {
-        return finish(key, owner, 'dead', now, error);
-      } catch (err) {
-        throw failure('deadLetter', err);
-      }
+      return run('deadLetter', () => finish(key, owner, 'dead', now, error));
     },
     requeue(key, now) {
-      check();
-      try {
+      return run('requeue', () => {
+        checkNow(DRIVER_NAME, 'requeue', now);
         return transaction(() => {
           const row = s.requeue.get(key, now);
           if (!row) return false;
           reseatHead(row.grp as string);
           return true;
         });
-      } catch (err) {
-        throw failure('requeue', err);
-      }
+      });
     },
     requeueWhere(filter: RequeueFilter, now) {
-      check();
-      try {
+      return run('requeueWhere', () => {
+        const q = requeueQuery(DRIVER_NAME, filter);
+        checkNow(DRIVER_NAME, 'requeueWhere', now);
         return transaction(() => {
-          const rows = s.requeueWhere.all(statusList(filter.status ?? ['dead']), now, filter.event ?? null);
+          const rows = s.requeueWhere.all(statusList(q.statuses), now, q.event);
           for (const grp of new Set(rows.map((r) => r.grp as string))) reseatHead(grp);
           return rows.length;
         });
-      } catch (err) {
-        throw failure('requeueWhere', err);
-      }
+      });
     },
     get(key) {
-      check();
-      try {
+      return run('get', () => {
         const row = s.get.get(key);
         return row ? toRecord(row) : null;
-      } catch (err) {
-        throw failure('get', err);
-      }
+      });
     },
-    list(options: ListOptions = {}) {
-      check();
-      try {
-        return s.list
-          .all(
-            options.afterSeq ?? 0,
-            options.status ?? null,
-            options.event ?? null,
-            options.customerId ?? null,
-            options.limit ?? 100,
-          )
-          .map(toRecord);
-      } catch (err) {
-        throw failure('list', err);
-      }
+    list(options?: ListOptions) {
+      return run('list', () => {
+        const q = listQuery(DRIVER_NAME, options);
+        return s.list.all(q.afterSeq, q.status, q.event, q.customerId, q.limit).map(toRecord);
+      });
     },
-    purge({ before, status, tombstonesBefore }: PurgeOptions) {
-      check();
-      try {
-        const statuses = statusList((status ?? ['done']).filter((x) => x === 'done' || x === 'dead'));
-        // In batches, so one large purge does not hold the write lock against other processes' inserts for long.
-        let total = 0;
-        const inBatches = (step: () => number) => {
-          for (;;) {
-            const n = transaction(() => {
-              s.raiseSeqFloor.run();
-              return step();
-            });
-            total += n;
-            if (n < PURGE_BATCH) return;
-          }
-        };
+    purge(options: PurgeOptions) {
+      return run('purge', () => {
+        const q = purgeQuery(DRIVER_NAME, options);
+        const statuses = statusList(q.statuses);
         // FAST zeroes what a purge frees wherever that costs no extra write (a body within its row's page; not the
         // overflow pages of a large one, which stay in the free list until reused), so purged bodies and headers
         // mostly do not linger in the file. Put back after, so the hot path's writes are untouched.
         db.exec('PRAGMA secure_delete = FAST');
         try {
           // Old tombstones go first, so a tombstone made by this purge is kept at least until the next one.
-          if (tombstonesBefore !== undefined) {
-            inBatches(() => s.purgeTombstones.run(tombstonesBefore, statuses, PURGE_BATCH));
+          let total = 0;
+          const tombstonesBefore = q.tombstonesBefore;
+          if (tombstonesBefore !== null) {
+            total += purgeInBatches(() => s.purgeTombstones.run(tombstonesBefore, statuses, PURGE_BATCH));
           }
-          inBatches(() => {
-            const buried = s.bury.run(before, statuses, PURGE_BATCH);
-            return buried + s.purge.run(before, statuses, PURGE_BATCH - buried);
-          });
+          return (
+            total +
+            purgeInBatches(() => {
+              const buried = s.bury.run(q.before, statuses, PURGE_BATCH);
+              return buried + s.purge.run(q.before, statuses, PURGE_BATCH - buried);
+            })
+          );
         } finally {
           db.exec(`PRAGMA secure_delete = ${secureDelete}`);
         }
-        return total;
-      } catch (err) {
-        throw failure('purge', err);
-      }
+      });
     },
     counts(): StatusCounts {
-      check();
-      try {
+      return run('counts', () => {
         const c = emptyCounts();
         for (const row of s.counts.all()) c[row.status as EventStatus] = row.n as number;
         return c;
-      } catch (err) {
-        throw failure('counts', err);
-      }
+      });
     },
     ping() {
-      check();
-      try {
-        s.ping.get();
-      } catch (err) {
-        throw failure('ping', err);
-      }
+      run('ping', () => s.ping.get());
     },
     pragma(name) {
-      check();
       if (!['synchronous', 'journal_mode', 'user_version', 'busy_timeout'].includes(name)) {
-        throw new Error(`sqlite store: pragma ${JSON.stringify(name)} is not readable here`);
+        throw new TypeError(`sqlite store: pragma ${JSON.stringify(name)} is not readable here`);
       }
-      try {
+      return run('pragma', () => {
         const row = db.prepare(`PRAGMA ${name}`).get();
         return row ? (Object.values(row)[0] as string | number | null) : null;
-      } catch (err) {
-        throw failure('pragma', err);
-      }
+      });
     },
     close() {
-      if (closed) return;
+      if (guard.closed) return;
       // Queued writes are committed (or rejected) before the connection goes.
-      flush();
-      closed = true;
+      queue.flush();
+      guard.close();
       checkpointer?.stop();
       try {
         db.close();
       } catch (err) {
-        throw failure('close', err);
+        throw guard.fail('close', err);
       }
     },
   };
   if (!options.groupCommit) return store;
-  const { insert, complete } = store;
+  ({ insert, complete } = store);
   const grouped = store as unknown as SqliteGroupCommitStore;
+  // A closed store says so at once rather than from a batch.
   grouped.insert = (event: NewEvent) => {
-    // A closed store says so at once rather than from a batch.
-    check();
-    return enqueue(() => insert(event));
+    guard.check('insert');
+    return queue.add(event) as Promise<InsertResult>;
   };
   grouped.complete = (key: string, owner: string, now: number) => {
-    check();
-    return enqueue(() => complete(key, owner, now));
+    guard.check('complete');
+    return queue.add(new QueuedCompletion(key, owner, now)) as Promise<boolean>;
   };
   Object.defineProperty(grouped, 'groupCommits', { get: () => groupCommits, enumerable: true });
   return grouped;

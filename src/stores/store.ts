@@ -102,9 +102,9 @@ export interface InsertResult {
 export interface ClaimOptions {
   /** Unique id of the claiming worker (fencing token for complete/retry/deadLetter/renew). */
   owner: string;
-  /** At most this many events. */
+  /** At most this many events: a whole number from 1. */
   limit: number;
-  /** Lease length in ms from `now`. */
+  /** Lease length in ms from `now`; more than 0. */
   leaseMs: number;
   /** The clock, epoch ms. */
   now: number;
@@ -114,7 +114,7 @@ export interface ListOptions {
   status?: EventStatus;
   event?: string;
   customerId?: string;
-  /** Default 100. */
+  /** A whole number from 1 to `MAX_LIST_LIMIT` (10,000); default 100. */
   limit?: number;
   /** Only records with `seq` greater than this (paging). */
   afterSeq?: number;
@@ -142,25 +142,67 @@ export interface PurgeOptions {
 export type StatusCounts = Record<EventStatus, number>;
 
 /**
- * The store contract. Every method may return a value or a promise.
+ * How a store answers, declared by the store so callers never have to guess from a returned value.
+ * - `sync`: every method answers with a plain value, never a promise (except `insert` and `complete` when
+ *   `batching` is set). The ack path then writes without waiting on a promise.
+ * - `batching`: `insert` and `complete` are queued and written together at the end of the current turn of the event
+ *   loop (a group commit); each returns a promise that settles once that shared write did.
+ */
+export interface StoreCapabilities {
+  readonly sync: boolean;
+  readonly batching: boolean;
+}
+
+/**
+ * The store contract. Every method may return a value or a promise (see `capabilities`).
  *
- * Rules every implementation keeps (the contract suite in test/stores checks them):
- * - `insert` is atomic insert-if-absent on `key`, and durable when it returns. With a `coalesceKey`, it first looks
- *   for a waiting record with that `coalesceKey` (`pending`, `attempts` 0, no lease): if there is one, its
+ * Rules every implementation keeps (the contract suite in test/stores checks each, and a model of them on generated
+ * histories):
+ *
+ * Ordering
+ * - An ordering group is the events of one `customerId`; an event without a customer is a group of its own.
+ * - At most one event per group runs at a time, always: at no moment do two events of a group hold a live lease
+ *   (`leaseUntil > now`), whatever requeue, lease takeover or retry did before.
+ * - A group's head is its open (`pending`/`retrying`) event with the lowest `seq`. `claim` takes an event only when it
+ *   is its group's head, is due (`nextAttemptAt <= now`), and no event of its group holds a live lease. A head that
+ *   is not due, or waits for a lease, holds its whole group back.
+ * - `seq` is given once, at insert, and never changes: a requeued event takes its original arrival position among
+ *   its group's open events. It waits for an event of its group that is running, and then goes before every
+ *   later-arrived event of its group, started or not.
+ *
+ * Claiming and leases
+ * - `claim` returns at most `limit` events, at most one per group, in `seq` order. Claiming sets the lease and
+ *   increments `attempts`; two concurrent claims never return the same event.
+ * - A lease whose time ran out is free: the next claim takes the event over (its attempts go up again).
+ * - `complete`, `retry`, `deadLetter` and `renew` succeed only while `owner` holds the lease (it is the event's
+ *   `leaseOwner` and the event is open); else they return false and change nothing, so a worker whose lease was
+ *   taken over cannot overwrite the new owner's outcome. A lease that ran out but was not taken over still counts.
+ * - `requeue` clears the event's own lease too (an operator's forced re-run): the old run's outcome is then refused.
+ *
+ * Identity
+ * - `insert` is atomic insert-if-absent on `key` (a tombstone's key included), and durable when it returns.
+ * - With a `coalesceKey` and status `pending`, it first looks for a waiting record with that `coalesceKey` (`pending`,
+ *   `attempts` 0, no lease; the lowest `seq` if several): if there is one (and the key itself is new), that record's
  *   `deliveries` goes up by one, nothing else changes, and the answer is `{ inserted: false, coalescedInto: key }`.
- *   Once a record was claimed it never takes copies again: a delivery after a run began gets a run of its own.
- * - `purge` deletes finished non-`once` records before `before`, turns finished `once` records into tombstones, and
- *   deletes tombstones only before `tombstonesBefore`. Tombstones keep their status and are counted in it.
- * - `claim` returns only due events (`pending`/`retrying`, `nextAttemptAt <= now`) with no live lease, and only the
- *   head of each ordering group: the lowest-`seq` event of the customer that is still `pending`/`retrying`. A group
- *   whose head is leased or not yet due yields nothing. At most one event per group per call. Results are in `seq`
- *   order. Claiming sets the lease and increments `attempts`; two concurrent claims never return the same event.
- * - `complete`, `retry`, `deadLetter` and `renew` succeed only while `owner` holds the lease (else return false and
- *   change nothing), so a worker whose lease was taken over cannot overwrite the new owner's outcome.
+ *   Once a record was claimed it takes no copies until a requeue makes it wait again. A delivery inserted `dead` is
+ *   recorded as it is, never counted into another.
+ * - `requeue` and `requeueWhere` leave tombstones alone (there is no body left to run) and keep `deliveries`.
+ * - `purge` deletes finished non-`once` records of the given statuses whose `finishedAt` is before `before`, turns
+ *   such `once` records into tombstones, and deletes tombstones only when `finishedAt` is before `tombstonesBefore`
+ *   (a tombstone made by this purge waits for the next one). Tombstones keep their status and are counted in it.
+ *
+ * Options and errors
+ * - Options are checked the same way by every store (src/stores/options.ts): a `limit` outside its range, an unknown
+ *   status or a timestamp that is not a number throws `StoreUsageError` (a rejected promise from an async store)
+ *   naming the option, before anything is read or written. `list` takes a `limit` from 1 to 10,000 (default 100).
+ * - A store that cannot answer throws `StoreUnavailableError` naming the store and the method; after `close()` every
+ *   method does. Data the store cannot use safely is `StoreSchemaError`.
  */
 export interface Store {
   /** Short name for logs, e.g. `sqlite`. */
   readonly name: string;
+  /** Whether it answers synchronously, and whether it batches writes (see `StoreCapabilities`). */
+  readonly capabilities: StoreCapabilities;
   insert(event: NewEvent): MaybePromise<InsertResult>;
   claim(options: ClaimOptions): MaybePromise<EventRecord[]>;
   /** Extend a held lease to `leaseUntil`. */
@@ -171,14 +213,17 @@ export interface Store {
   retry(key: string, owner: string, at: number, error: string): MaybePromise<boolean>;
   /** Give up; status `dead`, `finishedAt = now`, clears the lease. */
   deadLetter(key: string, owner: string, error: string, now: number): MaybePromise<boolean>;
-  /** Put one event back to `pending` (attempts 0, due now, lease and error cleared). False if the key is absent. */
+  /**
+   * Put one event back to `pending` (attempts 0, due now, lease, error and `finishedAt` cleared). False if the key is
+   * absent or a tombstone.
+   */
   requeue(key: string, now: number): MaybePromise<boolean>;
   /** Requeue every record matching the filter; returns how many. */
   requeueWhere(filter: RequeueFilter, now: number): MaybePromise<number>;
   get(key: string): MaybePromise<EventRecord | null>;
   /** Records in `seq` order. */
   list(options?: ListOptions): MaybePromise<EventRecord[]>;
-  /** Delete finished records; returns how many. */
+  /** Delete finished records; returns how many records it deleted or made tombstones. */
   purge(options: PurgeOptions): MaybePromise<number>;
   counts(): MaybePromise<StatusCounts>;
   /** Cheap liveness check for /healthz; throws when the store cannot answer. */
@@ -186,15 +231,8 @@ export interface Store {
   close(): MaybePromise<void>;
 }
 
-/** Thrown by a store (or by intake on its behalf) when it cannot read or write. Maps to 503 at the edge. */
-export class StoreUnavailableError extends Error {
-  override name = 'StoreUnavailableError';
-}
-
-/** Thrown at start-up when a store's data cannot be used safely (not a database, newer schema, …). */
-export class StoreSchemaError extends Error {
-  override name = 'StoreSchemaError';
-}
+// The error classes live in src/errors.ts (which imports nothing); stores and their users keep importing them here.
+export { StoreSchemaError, StoreUnavailableError, StoreUsageError } from '../errors.ts';
 
 /**
  * Runs `fn` once the I/O of this turn of the event loop has been handled (setImmediate on Bun, Deno and Node;

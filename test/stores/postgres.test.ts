@@ -11,6 +11,7 @@ import {
   StoreSchemaError,
   StoreUnavailableError,
 } from '../../src/stores/store.ts';
+import { ConfigError } from '../../src/errors.ts';
 import { openPg } from '../helpers/pg.ts';
 import { newEvent, storeContract } from './contract.ts';
 
@@ -20,6 +21,8 @@ const skip = opened.reason ?? false;
 const label = pg ? `postgres (${pg.library})` : 'postgres';
 const T0 = 1_700_000_000_000;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+// A receivedAt no bigint column can hold: the one value left that makes Postgres refuse an insert's row.
+const REFUSED_TIME = 1e30;
 
 const scalar = async (text: string, params: unknown[] = []): Promise<unknown> => {
   const rows = (await pg!.sql.unsafe(text, params)) as Array<Record<string, unknown>>;
@@ -95,9 +98,10 @@ describe(`${label} store`, { skip }, () => {
     await old.close();
   });
 
-  test('postgresStore() rejects a schema name that is not a plain identifier', () => {
-    assert.throws(() => postgresStore({ sql: pg!.sql, schema: 'a"; drop table x; --' }), /plain identifier/);
-    assert.throws(() => postgresStore({ sql: {} as never }), /tagged-template client/);
+  test('postgresStore() rejects a schema name that is not a plain identifier, and a missing client, with ConfigError', () => {
+    const config = (pattern: RegExp) => (e: unknown) => e instanceof ConfigError && pattern.test(e.message);
+    assert.throws(() => postgresStore({ sql: pg!.sql, schema: 'a"; drop table x; --' }), config(/plain identifier/));
+    assert.throws(() => postgresStore({ sql: {} as never }), config(/tagged-template client/));
   });
 
   test('insert() stores every byte value of a sub-array view exactly, and seq is a number', async () => {
@@ -355,10 +359,10 @@ describe(`${label} store`, { skip }, () => {
   test('a row Postgres refuses fails only its own insert, not the others made with it', async () => {
     const s = postgresStore({ sql: pg!.sql, schema: pg!.schema() });
     await s.ping();
-    // Postgres text cannot hold a NUL character: this insert fails on its own.
+    // A time no bigint column can hold (nothing intake makes, but a value Postgres refuses): this insert fails alone.
     const outcomes = await Promise.allSettled([
       s.insert(newEvent('a', 'c1', T0)),
-      s.insert(newEvent('bad', 'c\u0000x', T0 + 1)),
+      s.insert(newEvent('bad', 'c3', REFUSED_TIME)),
       s.insert(newEvent('b', 'c2', T0 + 2)),
     ]);
     assert.deepEqual(
@@ -520,26 +524,6 @@ describe(`${label} store`, { skip }, () => {
     );
     await s.close();
     await other.end({ timeout: 2 });
-  });
-
-  test('claim() does not start a requeued older event while a newer one of the customer runs', async () => {
-    const s = postgresStore({ sql: pg!.sql, schema: pg!.schema() });
-    await s.insert(newEvent('a1', 'A', T0));
-    await s.insert(newEvent('a2', 'A', T0 + 1));
-    await s.claim({ owner: 'w', limit: 10, leaseMs: 1000, now: T0 });
-    await s.deadLetter('a1', 'w', 'gave up', T0 + 1);
-    assert.deepEqual(
-      (await s.claim({ owner: 'w', limit: 10, leaseMs: 60_000, now: T0 + 2 })).map((r) => r.key),
-      ['a2'],
-    );
-    assert.equal(await s.requeue('a1', T0 + 3), true);
-    assert.deepEqual(await s.claim({ owner: 'x', limit: 10, leaseMs: 1000, now: T0 + 4 }), []);
-    assert.equal(await s.complete('a2', 'w', T0 + 5), true);
-    assert.deepEqual(
-      (await s.claim({ owner: 'x', limit: 10, leaseMs: 1000, now: T0 + 6 })).map((r) => r.key),
-      ['a1'],
-    );
-    await s.close();
   });
 
   test('claim() finds the heads behind one customer’s backlog longer than its look-ahead window, oldest first', async () => {
@@ -758,10 +742,10 @@ describe(`${label} store`, { skip }, () => {
   test('a batch with a refused row retried row by row counts each copy once', async () => {
     const s = postgresStore({ sql: pg!.sql, schema: pg!.schema() });
     await s.insert(signal('s1', T0));
-    // The NUL makes Postgres refuse the whole statement (nothing of it is kept), so each insert is sent again alone.
+    // The refused value fails the whole statement (nothing of it is kept), so each insert is sent again alone.
     const outcomes = await Promise.allSettled([
       s.insert(signal('s2', T0 + 1)),
-      s.insert(newEvent('bad', 'c\u0000x', T0 + 2)),
+      s.insert(newEvent('bad', 'c3', REFUSED_TIME)),
       s.insert(signal('s3', T0 + 3)),
     ]);
     assert.deepEqual(
@@ -772,24 +756,162 @@ describe(`${label} store`, { skip }, () => {
     await s.close();
   });
 
-  test('requeue() and requeueWhere() leave tombstones alone', async () => {
-    const s = postgresStore({ sql: pg!.sql, schema: pg!.schema() });
-    await s.insert(newEvent('customer.created:A', 'A', T0, { policy: 'once' }));
-    await s.insert(newEvent('customer.deleted:B', 'B', T0, { policy: 'once', event: 'customer.deleted' }));
-    for (const r of await s.claim({ owner: 'w', limit: 10, leaseMs: 1000, now: T0 })) {
-      await s.deadLetter(r.key, 'w', 'no', T0 + 1);
-    }
-    assert.equal(await s.purge({ before: T0 + 10, status: ['dead'] }), 2);
-    assert.equal(await s.requeue('customer.created:A', T0 + 20), false);
-    assert.equal(await s.requeueWhere({ status: ['dead', 'done'] }, T0 + 20), 0);
+  // Issue 21: every delivery that passed the signature is stored, whatever its text values hold.
+  const LONG_CUSTOMER = `cus_${'x'.repeat(4996)}`;
+  const NUL_CUSTOMER = 'cus_\u0000_1';
+
+  test('insert() takes what text columns cannot hold as it is (5,000 characters, NUL, lone surrogates), and get() returns it as sent', async () => {
+    const schema = pg!.schema();
+    const s = postgresStore({ sql: pg!.sql, schema });
+    const longKey = `id:${'k'.repeat(3000)}`;
+    const events = [
+      newEvent('long-customer', LONG_CUSTOMER, T0),
+      newEvent('nul-customer', NUL_CUSTOMER, T0 + 1),
+      newEvent(longKey, 'c1', T0 + 2),
+      newEvent('nul\u0000key', 'c2', T0 + 3),
+      newEvent('event-nul', 'c3', T0 + 4, { event: 'customer.\u0000created' }),
+      newEvent('event-long', 'c4', T0 + 5, { event: 'e'.repeat(4000) }),
+      newEvent('h:looks-hashed', 'h:cus', T0 + 6),
+      newEvent('lone', 'cus_\uD800', T0 + 7, {
+        headers: { 'x-note': 'a\u0000b' },
+        status: 'dead',
+        lastError: 'bad \u0000 input \uDC00',
+      }),
+    ];
+    // All in one batch, as intake sends deliveries that arrive together.
     assert.deepEqual(
-      (await s.list()).map((r) => [r.status, r.tombstone]),
+      await Promise.all(events.map((e) => s.insert(e))),
+      events.map(() => ({ inserted: true })),
+    );
+    for (const e of events) {
+      const r = await s.get(e.key);
+      assert.ok(r, `get(${JSON.stringify(e.key.slice(0, 20))})`);
+      assert.equal(r.key, e.key);
+      assert.equal(r.customerId, e.customerId);
+      assert.equal(r.event, e.event);
+      assert.deepEqual(r.headers, e.headers);
+      assert.deepEqual([...r.body], [...e.body]);
+    }
+    assert.equal((await s.get('lone'))?.lastError, 'bad \uFFFD input \uFFFD', 'an error message loses only what text cannot hold');
+    // Each is a key like any other: sent again, a duplicate.
+    for (const e of events) assert.deepEqual(await s.insert(e), { inserted: false }, e.key.slice(0, 20));
+    assert.deepEqual((await s.list({ customerId: LONG_CUSTOMER })).map((r) => r.key), ['long-customer']);
+    assert.deepEqual((await s.list({ customerId: NUL_CUSTOMER })).map((r) => r.key), ['nul-customer']);
+    assert.deepEqual((await s.list({ event: 'e'.repeat(4000) })).map((r) => r.key), ['event-long']);
+    // What the columns hold: a value that does not fit is its hash, the same one Postgres computes for it.
+    const hashedLong = (await pg!.sql.unsafe(
+      `SELECT count(*)::int AS n FROM "${schema}".events WHERE customer_id = 'h:' || encode(sha256(convert_to($1, 'UTF8')), 'hex')`,
+      [LONG_CUSTOMER],
+    )) as Array<{ n: number }>;
+    assert.equal(hashedLong[0]?.n, 1, 'the column holds the SHA-256 of the customer id');
+    await s.close();
+  });
+
+  test('a 5,000-character or NUL customer id is one ordering group: one event at a time, in arrival order, through requeue', async () => {
+    const s = postgresStore({ sql: pg!.sql, schema: pg!.schema() });
+    await s.insert(newEvent('a1', LONG_CUSTOMER, T0));
+    await s.insert(newEvent('b1', NUL_CUSTOMER, T0 + 1));
+    await s.insert(newEvent('a2', LONG_CUSTOMER, T0 + 2));
+    await s.insert(newEvent('b2', NUL_CUSTOMER, T0 + 3));
+    await s.insert(newEvent('a3', LONG_CUSTOMER, T0 + 4));
+    const claim = async (now: number) =>
+      (await s.claim({ owner: 'w', limit: 10, leaseMs: 60_000, now })).map((r) => [r.key, r.customerId]);
+    assert.deepEqual(await claim(T0 + 10), [
+      ['a1', LONG_CUSTOMER],
+      ['b1', NUL_CUSTOMER],
+    ]);
+    assert.deepEqual(await claim(T0 + 11), [], 'both groups run');
+    assert.equal(await s.complete('a1', 'w', T0 + 12), true);
+    assert.equal(await s.deadLetter('b1', 'w', 'no', T0 + 12), true);
+    assert.deepEqual(await claim(T0 + 13), [
+      ['a2', LONG_CUSTOMER],
+      ['b2', NUL_CUSTOMER],
+    ]);
+    // b1 comes back while b2 runs: it waits for b2, then goes first.
+    assert.equal(await s.requeue('b1', T0 + 14), true);
+    assert.deepEqual(await claim(T0 + 15), []);
+    assert.equal(await s.complete('b2', 'w', T0 + 16), true);
+    assert.equal(await s.complete('a2', 'w', T0 + 16), true);
+    assert.deepEqual(await claim(T0 + 17), [
+      ['b1', NUL_CUSTOMER],
+      ['a3', LONG_CUSTOMER],
+    ]);
+    await s.close();
+  });
+
+  test('a long key and coalesce key work through every method: signals coalesce into it, and it completes', async () => {
+    const s = postgresStore({ sql: pg!.sql, schema: pg!.schema() });
+    const ck = `customer.wallet.balance.updated:sha256:${'f'.repeat(3000)}`;
+    const k1 = `sig:${'1'.repeat(3000)}`;
+    assert.deepEqual(await s.insert(signal(k1, T0, ck)), { inserted: true });
+    assert.deepEqual(await s.insert(signal('sig:2', T0 + 1, ck)), { inserted: false, coalescedInto: k1 });
+    assert.deepEqual(
+      await Promise.all([s.insert(signal('sig:3', T0 + 2, ck)), s.insert(signal('sig:4', T0 + 3, ck))]),
       [
-        ['dead', true],
-        ['dead', true],
+        { inserted: false, coalescedInto: k1 },
+        { inserted: false, coalescedInto: k1 },
       ],
     );
-    assert.deepEqual(await s.counts(), { pending: 0, retrying: 0, done: 0, dead: 2 });
+    const [r] = await s.claim({ owner: 'w', limit: 1, leaseMs: 1000, now: T0 + 10 });
+    assert.equal(r?.key, k1);
+    assert.equal(r?.coalesceKey, ck);
+    assert.equal(r?.deliveries, 4);
+    assert.equal(await s.renew(k1, 'w', T0 + 5000), true);
+    assert.equal(await s.retry(k1, 'w', T0 + 20, 'again'), true);
+    await s.claim({ owner: 'w', limit: 1, leaseMs: 1000, now: T0 + 20 });
+    assert.equal(await s.complete(k1, 'w', T0 + 30), true);
+    assert.equal((await s.get(k1))?.status, 'done');
+    assert.equal(await s.requeue(k1, T0 + 40), true);
+    assert.equal(await s.purge({ before: T0 + 50 }), 0);
+    await s.close();
+  });
+
+  test('a version-3 schema is upgraded: stored values that now hash are hashed too, so their groups and keys hold', async () => {
+    const schema = pg!.schema();
+    const S = `"${schema}"`;
+    await pg!.sql.begin(async (tx) => {
+      await tx.unsafe(`CREATE SCHEMA ${S}`);
+      await tx.unsafe(`CREATE TABLE ${S}.schema_version (version integer PRIMARY KEY, applied_at bigint NOT NULL)`);
+      for (const v of [1, 2, 3]) {
+        for (const statement of MIGRATIONS[v]!(S)) await tx.unsafe(statement);
+        await tx.unsafe(`INSERT INTO ${S}.schema_version VALUES (${v}, 0)`);
+      }
+    });
+    // What a version-3 receiver could store: a 600-byte customer id, and values that start with `h:`.
+    const long = `cus_${'y'.repeat(596)}`;
+    for (const [i, [key, customer, event]] of [
+      ['old1', long, 'customer.created'],
+      ['h:old2', 'h:cus', 'h:event'],
+    ].entries()) {
+      await pg!.sql.unsafe(
+        `INSERT INTO ${S}.events (key, event, customer_id, body, headers, received_at, status, next_attempt_at)
+         VALUES ($1, $2, $3, '\\x7b7d'::bytea, '{}'::jsonb, $4, 'pending', $4)`,
+        [key, event, customer, T0 + i],
+      );
+    }
+    const s = postgresStore({ sql: pg!.sql, schema });
+    await s.insert(newEvent('new1', long, T0 + 10));
+    await s.insert(newEvent('new2', 'h:cus', T0 + 11));
+    assert.deepEqual(
+      (await s.list()).map((r) => [r.key, r.customerId, r.event]),
+      [
+        ['old1', long, 'customer.created'],
+        ['h:old2', 'h:cus', 'h:event'],
+        ['new1', long, 'customer.created'],
+        ['new2', 'h:cus', 'customer.created'],
+      ],
+    );
+    // Old and new events of one customer are one group: the new ones wait.
+    assert.deepEqual(
+      (await s.claim({ owner: 'w', limit: 10, leaseMs: 1000, now: T0 + 20 })).map((r) => r.key),
+      ['old1', 'h:old2'],
+    );
+    assert.deepEqual(await s.insert(newEvent('h:old2', 'x', T0 + 21)), { inserted: false }, 'the old key still deduplicates');
+    assert.equal(await s.complete('h:old2', 'w', T0 + 22), true);
+    assert.deepEqual(
+      (await s.claim({ owner: 'w', limit: 10, leaseMs: 1000, now: T0 + 23 })).map((r) => r.key),
+      ['new2'],
+    );
     await s.close();
   });
 

@@ -93,6 +93,10 @@ describe('sqliteStore({ groupCommit: true })', { skip }, () => {
       other.close();
     }
     assert.ok(outcomes.every((o) => o.status === 'rejected' && o.reason instanceof StoreUnavailableError));
+    assert.ok(
+      outcomes.every((o) => (o as PromiseRejectedResult).reason.operation === 'insert'),
+      'each names the method it was made by',
+    );
     assert.equal(s.list({ limit: 100 }).length, 0, 'nothing of the failed batch was stored');
     // The next batch works again.
     assert.deepEqual(await s.insert(newEvent('f0', 'c', T0)), { inserted: true });

@@ -1,0 +1,218 @@
+// The statements of the Postgres store that are more than a line: the batched insert and completion, and the claim.
+// Each builder takes the quoted table name; values always go as parameters.
+import type { PostgresTransaction } from './postgres.ts';
+
+export type Row = Record<string, unknown>;
+
+export const rows = async (runner: PostgresTransaction, text: string, params: unknown[] = []): Promise<Row[]> =>
+  (await runner.unsafe(text, params)) as Row[];
+
+export const toNumber = (v: unknown): number => (typeof v === 'number' ? v : Number(v));
+
+export const OPEN = `('pending', 'retrying')`;
+
+// One-word lower-case aliases survive postgres.js column transforms such as postgres.camel.
+export const COLUMNS = `seq AS seq, key AS key, event AS event, customer_id AS customer, body AS body,
+  headers::text AS headers, received_at AS received, status AS status, attempts AS attempts,
+  next_attempt_at AS due, lease_owner AS owner, lease_until AS until, last_error AS error,
+  finished_at AS finished, policy AS policy, coalesce_key AS ck, deliveries AS deliveries, tombstone AS tombstone,
+  originals AS orig`;
+
+// Parameters per inserted row, and rows per INSERT (Postgres allows 65 535 parameters in one statement).
+export const INSERT_PARAMS = 11;
+// Parameters per row of a batch that carries coalescing copies (INSERT_PARAMS and the coalesce key).
+export const COALESCE_PARAMS = 12;
+// Parameters per completion.
+export const COMPLETE_PARAMS = 3;
+// Open events a claim looks through, oldest first, before it looks customer by customer instead.
+const WINDOW = 1000;
+
+export function insertSql(T: string, rowsInBatch: number): string {
+  const values: string[] = [];
+  for (let i = 0; i < rowsInBatch; i++) {
+    const b = i * INSERT_PARAMS;
+    values.push(
+      `($${b + 1}, $${b + 2}, $${b + 3}, $${b + 4}::bytea, $${b + 5}::text::jsonb, $${b + 6}, $${b + 7}, $${b + 6}, $${b + 8}, $${b + 9}, $${b + 10}, $${b + 11})`,
+    );
+  }
+  return `INSERT INTO ${T} (key, event, customer_id, body, headers, received_at, status, next_attempt_at, last_error,
+      finished_at, policy, originals)
+    VALUES ${values.join(', ')}
+    ON CONFLICT (key) DO NOTHING RETURNING key AS key`;
+}
+
+// A record a copy of a signal may still be counted into: never claimed (a claim increments attempts, under the
+// row lock it takes, so a copy can never be counted into a run that already began). Kept in step with the
+// events_waiting_coalesce index.
+const waiting = (e: string) =>
+  `${e}.coalesce_key IS NOT NULL AND ${e}.status = 'pending' AND ${e}.attempts = 0 AND ${e}.lease_owner IS NULL`;
+
+/**
+ * One statement for a batch that carries copies of signals (a `coalesceKey`), so it commits or fails as a whole:
+ * a batch retried row by row after a refused value must not count a copy twice.
+ * - `w`: the copies that coalesce: pending, their key not stored yet and not earlier in the batch (a key sent
+ *   again is a duplicate, not another copy);
+ * - `g`: their groups by coalesce key, each led by its first copy;
+ * - `c`: each group is counted into the oldest waiting record of its key. Under READ COMMITTED an UPDATE that
+ *   waited for a claim's row lock checks its WHERE again on the claimed row, which no longer matches (attempts 1);
+ * - `ins`: the rows that do not coalesce (plain events, dead letters), and the leader of each group nothing took,
+ *   standing for its group. A copy left out of `w` as a duplicate is not inserted either.
+ * Two such statements in flight at once (batches of two instances, or two turns of this one, carrying copies that
+ * arrived within a round trip of each other) can both find no waiting record and each insert one: two waiting
+ * records, both run. That is safe (no delivery is lost, one runs once more) and ends there: later copies are
+ * counted into the older of the two. Closing it would take a lock per coalesce key in a transaction of its own.
+ */
+export function coalesceSql(T: string, rowsInBatch: number): string {
+  const values: string[] = [];
+  for (let i = 0; i < rowsInBatch; i++) {
+    const b = i * COALESCE_PARAMS;
+    values.push(
+      `(${i}, $${b + 1}::text, $${b + 2}::text, $${b + 3}::text, $${b + 4}::bytea, $${b + 5}::text::jsonb,
+        $${b + 6}::bigint, $${b + 7}::text, $${b + 8}::text, $${b + 9}::bigint, $${b + 10}::text, $${b + 11}::text,
+        $${b + 12}::text)`,
+    );
+  }
+  return `WITH v (i, key, event, customer_id, body, headers, received_at, status, last_error, finished_at, policy,
+      originals, ck)
+      AS (VALUES ${values.join(', ')}),
+    w AS MATERIALIZED (
+      SELECT v.i, v.ck FROM v
+      WHERE v.ck IS NOT NULL AND v.status = 'pending'
+        AND NOT EXISTS (SELECT 1 FROM v d WHERE d.key = v.key AND d.i < v.i)
+        AND NOT EXISTS (SELECT 1 FROM ${T} t WHERE t.key = v.key)
+    ),
+    g AS MATERIALIZED (SELECT ck, count(*)::int AS n, min(i) AS first FROM w GROUP BY ck),
+    c AS (
+      UPDATE ${T} e SET deliveries = e.deliveries + g.n FROM g
+      WHERE e.coalesce_key = g.ck AND ${waiting('e')} AND e.seq IN (
+        SELECT DISTINCT ON (o.coalesce_key) o.seq FROM ${T} o
+        WHERE ${waiting('o')} AND o.coalesce_key IN (SELECT ck FROM g)
+        ORDER BY o.coalesce_key, o.seq
+      )
+      RETURNING e.key AS key, e.coalesce_key AS ck, e.originals AS orig
+    ),
+    ins AS (
+      INSERT INTO ${T} (key, event, customer_id, body, headers, received_at, status, next_attempt_at, last_error,
+        finished_at, policy, originals, coalesce_key, deliveries)
+      SELECT v.key, v.event, v.customer_id, v.body, v.headers, v.received_at, v.status, v.received_at, v.last_error,
+        v.finished_at, v.policy, v.originals, v.ck, coalesce(g.n, 1)
+      FROM v LEFT JOIN g ON g.first = v.i
+      WHERE NOT (v.ck IS NOT NULL AND v.status = 'pending')
+        OR (g.first IS NOT NULL AND NOT EXISTS (SELECT 1 FROM c WHERE c.ck = g.ck))
+      ORDER BY v.i
+      ON CONFLICT (key) DO NOTHING
+      RETURNING key AS key
+    )
+    SELECT w.i AS i, c.key AS target, c.orig AS orig, NULL::text AS key FROM w LEFT JOIN c ON c.ck = w.ck
+    UNION ALL SELECT NULL::int, NULL::text, NULL::text, ins.key FROM ins`;
+}
+
+export function completeSql(T: string, rowsInBatch: number): string {
+  const values: string[] = [];
+  for (let i = 0; i < rowsInBatch; i++) {
+    const b = i * COMPLETE_PARAMS;
+    values.push(`($${b + 1}::text, $${b + 2}::text, $${b + 3}::bigint)`);
+  }
+  return `UPDATE ${T} e SET status = 'done', finished_at = v.now, lease_owner = NULL, lease_until = NULL
+    FROM (VALUES ${values.join(', ')}) AS v(key, owner, now)
+    WHERE e.key = v.key AND e.lease_owner = v.owner AND e.status IN ${OPEN}
+    RETURNING e.key AS key`;
+}
+
+// A head is an open, due, unleased event with no earlier open event of its customer and no live lease in its
+// customer (a requeued older event must not start while a newer one runs). Null customer: its own group.
+function head(T: string, e: string, nowParam: string): string {
+  return `
+    ${e}.status IN ${OPEN} AND ${e}.next_attempt_at <= ${nowParam}
+    AND (${e}.lease_until IS NULL OR ${e}.lease_until <= ${nowParam})
+    AND NOT EXISTS (
+      SELECT 1 FROM ${T} o
+      WHERE o.customer_id = ${e}.customer_id AND o.status IN ${OPEN} AND o.seq < ${e}.seq)
+    AND NOT EXISTS (
+      SELECT 1 FROM ${T} o
+      WHERE o.customer_id = ${e}.customer_id AND o.status IN ${OPEN} AND o.lease_until > ${nowParam})`;
+}
+
+// Candidates go through a per-customer advisory lock (held to commit); try-lock never waits, so instances skip each
+// other's customers instead of blocking, and a look-ahead lets a claimer get past heads another holds.
+const lockPick = (candidates: string) => `
+  WITH candidates AS MATERIALIZED (${candidates})
+  SELECT seq AS seq FROM candidates
+  WHERE customer_id IS NULL OR pg_try_advisory_xact_lock(hashtext($3), hashtext(customer_id))
+  LIMIT $4`;
+
+/**
+ * Claims up to `take` heads in one transaction of three statements, and returns the leased rows (COLUMNS).
+ * `schemaName` keys the advisory locks, so two stores on two schemas of one database never skip each other.
+ */
+export async function claimRows(
+  client: { begin(fn: (tx: PostgresTransaction) => Promise<unknown>): PromiseLike<unknown> },
+  T: string,
+  schemaName: string,
+  claim: { owner: string; take: number; leaseUntil: number; now: number },
+): Promise<Row[]> {
+  const { owner, take, leaseUntil, now } = claim;
+  return (await client.begin(async (tx) => {
+    // 1. Heads among the oldest open events: a window of WINDOW events in seq order, so a customer with a long
+    //    backlog behind a running or retrying head costs at most the window, not its whole backlog.
+    const picked = await rows(
+      tx,
+      lockPick(`
+        SELECT e.seq, e.customer_id FROM (
+          SELECT seq, customer_id, status, next_attempt_at, lease_until FROM ${T}
+          WHERE status IN ${OPEN} ORDER BY seq LIMIT ${WINDOW}
+        ) e
+        WHERE ${head(T, 'e', '$1')}
+        ORDER BY e.seq LIMIT $2`),
+      [now, take * 4 + 64, schemaName, take],
+    );
+    // 2. Too few there (the window was taken by blocked customers' backlogs, or there is little work): each
+    //    customer's oldest open event, found by skipping from customer to customer through the index, and
+    //    events without a customer. It costs one index probe per customer with open events.
+    //    It locks only as many more customers as are still wanted, and none already picked: a customer
+    //    locked here and then not claimed would be skipped by every other claimer until this one commits.
+    if (picked.length < take) {
+      const more = await rows(
+        tx,
+        lockPick(`
+          WITH RECURSIVE firsts(customer_id, seq) AS (
+            -- Each step is the first entry after the previous customer in (customer_id, seq) order: the next
+            -- customer's oldest open event, one index probe each, however long any customer's backlog is.
+            (SELECT customer_id, seq FROM ${T}
+             WHERE status IN ${OPEN} AND customer_id IS NOT NULL ORDER BY customer_id, seq LIMIT 1)
+            UNION ALL
+            SELECT n.customer_id, n.seq FROM firsts CROSS JOIN LATERAL (
+              SELECT o.customer_id, o.seq FROM ${T} o
+              WHERE o.status IN ${OPEN} AND o.customer_id > firsts.customer_id
+              ORDER BY o.customer_id, o.seq LIMIT 1
+            ) n
+          ),
+          heads AS (
+            SELECT seq FROM firsts
+            UNION ALL
+            (SELECT o.seq FROM ${T} o WHERE o.customer_id IS NULL AND o.status IN ${OPEN}
+             ORDER BY o.seq LIMIT $2)
+          )
+          SELECT e.seq, e.customer_id FROM heads JOIN ${T} e ON e.seq = heads.seq
+          WHERE ${head(T, 'e', '$1')} AND NOT (e.seq = ANY(string_to_array($5, ',')::bigint[]))
+          ORDER BY e.seq LIMIT $2`),
+        [now, take * 4 + 64, schemaName, take - picked.length, picked.map((r) => String(r.seq)).join(',')],
+      );
+      picked.push(...more);
+    }
+    if (picked.length === 0) return [];
+    // 3. Re-check in a new statement, so its snapshot sees every claim committed before we got the lock:
+    //    any other claim of these customers committed before it, or skips them until we commit.
+    return rows(
+      tx,
+      `UPDATE ${T} SET lease_owner = $1, lease_until = $2, attempts = attempts + 1
+       WHERE seq IN (
+         SELECT c.seq FROM ${T} c
+         WHERE c.seq = ANY(string_to_array($3, ',')::bigint[]) AND ${head(T, 'c', '$4')}
+         FOR UPDATE SKIP LOCKED
+       )
+       RETURNING ${COLUMNS}`,
+      [owner, leaseUntil, picked.map((r) => String(r.seq)).join(','), now],
+    );
+  })) as Row[];
+}
