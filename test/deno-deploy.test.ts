@@ -9,7 +9,7 @@ import { createLavaWebhooks, silentLogger } from '../src/mod.ts';
 import type { HandlerMap } from '../src/mod.ts';
 import { type CronFn, DRAIN_CRON_NAME, DRAIN_CRON_SCHEDULE, denoCron, scheduleDrainCron } from '../src/runtime/deno-cron.ts';
 import { samplePayload } from '../src/samples.ts';
-import { denoKvStore } from '../src/stores/deno-kv.ts';
+import { denoKvStore } from '../src/stores/deno-kv/mod.ts';
 import { SECRET, signedRequest, sleep } from './helpers/lava.ts';
 
 const deno = (globalThis as unknown as { Deno?: { openKv?: unknown } }).Deno;

@@ -31,7 +31,7 @@ const targets: Target[] = [
     name: 'deno-kv',
     skip: isDeno ? false : 'Deno KV runs on Deno only',
     make: async () => {
-      const { denoKvStore } = await import('../src/stores/deno-kv.ts');
+      const { denoKvStore } = await import('../src/stores/deno-kv/mod.ts');
       return denoKvStore({ path: ':memory:' });
     },
   },

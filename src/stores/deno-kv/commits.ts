@@ -1,0 +1,153 @@
+// Commits: optimistic read-check-commit with retries, and shared commits that let many changes of one process go
+// out together (a local KV file has one writer, so a commit each queued them up behind one another).
+import { type DenoKvLike, type KvAtomic, type KvCommitResult, replay, type Step, sleep } from './kv.ts';
+import { keyId, keySize } from './keys.ts';
+import type { Meta } from './record.ts';
+
+/** Rounds an optimistic change (or a claim) is tried before giving up on concurrent writers. */
+export const MAX_TRIES = 100;
+/** Body bytes per group commit, well inside the 800 KiB a commit may write. */
+export const BATCH_BYTES = 256 * 1024;
+/** Key bytes per group commit (checks and mutations), inside the 80 KiB a commit may name. */
+export const BATCH_KEY_BYTES = 48 * 1024;
+/** Changes per shared commit (complete/retry/deadLetter/renew). */
+const BATCH_SHARED = 30;
+/** Checks per shared commit, inside the 100 checks one commit may have. */
+const SHARED_CHECKS = 90;
+
+export const CONFLICT = Symbol('conflict');
+export type Conflict = typeof CONFLICT;
+
+/** Repeats an optimistic read-check-commit until it goes through without a concurrent writer in between. */
+export async function optimistic<T>(what: string, attempt: () => Promise<T | Conflict>): Promise<T> {
+  for (let i = 0; i < MAX_TRIES; i++) {
+    const result = await attempt();
+    if (result !== CONFLICT) return result;
+    // Jitter spreads the retries of writers that collided on the same key.
+    if (i > 0) await sleep(Math.random() * Math.min(25, 2 * i));
+  }
+  throw new Error(`${what} kept conflicting with concurrent writers`);
+}
+
+/** An atomic change written down rather than sent, so several can go out in one commit. */
+export interface Recorded extends KvAtomic {
+  steps: Step[];
+  /** Keys it checks, sets or deletes. */
+  keys: Set<string>;
+  checks: number;
+  keyBytes: number;
+  /** A rough upper bound of the bytes it writes. */
+  valueBytes: number;
+}
+
+export function recorded(): Recorded {
+  const r: Recorded = {
+    steps: [],
+    keys: new Set(),
+    checks: 0,
+    keyBytes: 0,
+    valueBytes: 0,
+    check(...checks) {
+      for (const c of checks) {
+        r.keys.add(keyId(c.key));
+        r.keyBytes += keySize(c.key);
+      }
+      r.checks += checks.length;
+      r.steps.push((op) => op.check(...checks));
+      return r;
+    },
+    set(key, value) {
+      r.keys.add(keyId(key));
+      r.keyBytes += keySize(key);
+      const m = value as Partial<Meta> | null;
+      r.valueBytes += 2048 + (m?.body?.length ?? 0) + 3 * (m?.lastError?.length ?? 0);
+      r.steps.push((op) => op.set(key, value));
+      return r;
+    },
+    delete(key) {
+      r.keys.add(keyId(key));
+      r.keyBytes += keySize(key);
+      r.steps.push((op) => op.delete(key));
+      return r;
+    },
+    sum(key, n) {
+      r.keyBytes += keySize(key);
+      r.steps.push((op) => op.sum(key, n));
+      return r;
+    },
+    commit() {
+      throw new Error('a recorded change is committed through commitShared');
+    },
+  };
+  return r;
+}
+
+export type CommitShared = (kv: DenoKvLike, op: Recorded) => Promise<KvCommitResult>;
+
+/**
+ * Shared commits for complete/retry/deadLetter/renew: the worker finishes many events at once, and each used to be
+ * its own commit behind KV's one writer. Changes that name no key in common (a `sum` commutes, so it does not
+ * count) go into one commit; a change that shares a key with one ahead of it waits, so their order holds. When the
+ * shared commit fails a check, each change is committed alone and gets its own answer.
+ */
+export function sharedCommits(): CommitShared {
+  type Waiting = { op: Recorded; done: (r: KvCommitResult) => void; fail: (err: unknown) => void };
+  const queue: Waiting[] = [];
+  let sharing = false;
+
+  async function shareLoop(kv: DenoKvLike): Promise<void> {
+    sharing = true;
+    try {
+      while (queue.length > 0) {
+        const batch = takeShared(queue);
+        const alone = (q: Waiting) => replay(kv.atomic(), q.op.steps).commit().then(q.done, q.fail);
+        if (batch.length === 1) {
+          await alone(batch[0] as Waiting);
+          continue;
+        }
+        const op = kv.atomic();
+        for (const q of batch) replay(op, q.op.steps);
+        const r = await op.commit().catch(() => ({ ok: false }) as const);
+        if (r.ok) for (const q of batch) q.done(r);
+        else await Promise.all(batch.map(alone));
+      }
+    } finally {
+      sharing = false;
+    }
+  }
+
+  return (kv, op) =>
+    new Promise((done, fail) => {
+      queue.push({ op, done, fail });
+      if (!sharing) void shareLoop(kv);
+    });
+}
+
+/** Takes from `queue` the changes that fit one commit together; the rest stay, in order. */
+function takeShared<T extends { op: Recorded }>(queue: T[]): T[] {
+  const batch: T[] = [];
+  const rest: T[] = [];
+  const used = new Set<string>();
+  const blocked = new Set<string>();
+  let checks = 0;
+  let keyBytes = 0;
+  let valueBytes = 0;
+  for (const q of queue) {
+    const o = q.op;
+    const fits = batch.length === 0 ||
+      (batch.length < BATCH_SHARED && checks + o.checks <= SHARED_CHECKS && keyBytes + o.keyBytes <= BATCH_KEY_BYTES &&
+        valueBytes + o.valueBytes <= BATCH_BYTES * 2);
+    if (fits && ![...o.keys].some((k) => used.has(k) || blocked.has(k))) {
+      batch.push(q);
+      for (const k of o.keys) used.add(k);
+      checks += o.checks;
+      keyBytes += o.keyBytes;
+      valueBytes += o.valueBytes;
+    } else {
+      rest.push(q);
+      for (const k of o.keys) blocked.add(k);
+    }
+  }
+  queue.splice(0, queue.length, ...rest);
+  return batch;
+}
