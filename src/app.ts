@@ -1,5 +1,6 @@
 // The Hono app: routes and the mapping of intake results to HTTP. Nothing runtime-specific lives here.
 import { Hono } from 'hono';
+import { bearerCheck } from './observability/bearer.ts';
 import type { Logger } from './observability/log.ts';
 import type { Metrics } from './observability/metrics.ts';
 import { type IntakeResult, RECEIVED } from './intake/intake.ts';
@@ -19,6 +20,12 @@ export interface AppDeps {
   /** True once shutdown began: intake answers 503 so the sender (or load balancer) goes elsewhere. */
   isClosing: () => boolean;
   now: () => number;
+  /** When set, GET /metrics answers 401 unless the request carries `Authorization: Bearer <token>`. */
+  metricsToken?: string;
+  /** Serve GET /metrics in this app. False when it is served elsewhere (another port): it answers 404 here. */
+  metricsRoute?: boolean;
+  /** Where refused /metrics requests are logged (rate-limited: anyone can send them). Default `logger`. */
+  unauthenticatedLogger?: Logger;
 }
 
 const json = (status: number, body: unknown, extra?: Record<string, string>) =>
@@ -70,7 +77,7 @@ export function createDeliveryHandler(deps: AppDeps) {
       const r = await deps.intake(request);
       if (r.status === 200) metrics.ackLatency(performance.now() - started);
       if (r.recorded) deps.onRecorded(waitUntil);
-      return r.body === RECEIVED ? new Response(RECEIVED_JSON, { headers: JSON_HEADERS }) : json(r.status, r.body);
+      return r.body === RECEIVED ? new Response(RECEIVED_JSON, { headers: JSON_HEADERS }) : json(r.status, r.body, r.headers);
     } catch (error) {
       return internalError(deps.logger, error);
     }
@@ -83,9 +90,42 @@ function internalError(logger: Logger, error: unknown): Response {
   return json(500, { error: 'internal error' });
 }
 
+/**
+ * The GET /metrics answer: Prometheus text, behind the bearer token when one is set. Shared by the app's route and
+ * the receiver's `metricsFetch` (a port of its own).
+ */
+export function createMetricsHandler(deps: AppDeps): (request: Request) => Promise<Response> {
+  const { store, metrics, logger } = deps;
+  const authorized = deps.metricsToken ? bearerCheck(deps.metricsToken) : null;
+  const refusals = authorized
+    ? metrics.counter('lava_webhooks_metrics_unauthorized_total', 'GET /metrics requests refused for a missing or wrong token.')
+    : null;
+  const refusalLog = deps.unauthenticatedLogger ?? logger;
+  return async (request) => {
+    if (authorized) {
+      const header = request.headers.get('authorization');
+      if (!(await authorized(header))) {
+        refusals?.inc({});
+        refusalLog.warn('metrics request refused', { reason: header === null ? 'no Authorization header' : 'wrong token' });
+        return json(401, { error: 'unauthorized' }, { 'www-authenticate': 'Bearer realm="metrics"' });
+      }
+    }
+    let counts = null;
+    try {
+      counts = await storeCounts(store, 2000);
+    } catch (error) {
+      logger.warn('metrics: store counts unavailable', { error });
+    }
+    return new Response(metrics.render(counts), {
+      headers: { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' },
+    });
+  };
+}
+
 export function createApp(deps: AppDeps, deliver = createDeliveryHandler(deps)): Hono {
   const app = new Hono();
-  const { path, store, metrics, logger } = deps;
+  const { path, store, logger } = deps;
+  const serveMetrics = deps.metricsRoute !== false;
 
   app.post(path, (c) => deliver(c.req.raw, () => waitUntilOf(c)));
 
@@ -106,19 +146,13 @@ export function createApp(deps: AppDeps, deliver = createDeliveryHandler(deps)):
     }
   });
 
-  app.get('/metrics', async () => {
-    let counts = null;
-    try {
-      counts = await storeCounts(store, 2000);
-    } catch (error) {
-      logger.warn('metrics: store counts unavailable', { error });
-    }
-    return new Response(metrics.render(counts), {
-      headers: { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' },
-    });
-  });
+  if (serveMetrics) {
+    const metricsHandler = createMetricsHandler(deps);
+    app.get('/metrics', (c) => metricsHandler(c.req.raw));
+  }
 
-  const allowed: Record<string, string> = { [path]: 'POST', '/healthz': 'GET, HEAD', '/metrics': 'GET, HEAD' };
+  const allowed: Record<string, string> = { [path]: 'POST', '/healthz': 'GET, HEAD' };
+  if (serveMetrics) allowed['/metrics'] = 'GET, HEAD';
   app.all('*', (c) => {
     const allow = allowed[c.req.path];
     if (allow) return json(405, { error: 'method not allowed' }, { allow });

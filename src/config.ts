@@ -1,7 +1,10 @@
 // The server's environment, read and validated with zod at start-up. Web-standard: takes a plain record.
 import { z } from 'zod';
 import { EVENT_NAMES, LEGACY_EVENTS } from './intake/events.ts';
+import { DEFAULT_BODY_MEMORY_LIMIT } from './intake/budget.ts';
+import { DEFAULT_REJECTION_LOG_RATE } from './observability/log.ts';
 import { ConfigError } from './receiver.ts';
+import { INSECURE_HTTP, insecureHttp } from './relay/relay.ts';
 
 const UNITS: Record<string, number> = {
   ms: 1,
@@ -32,7 +35,7 @@ const duration = (example: string) =>
   z.string().transform((v, ctx) => {
     const ms = parseDuration(v);
     if (ms === null || ms <= 0) {
-      ctx.addIssue({ code: 'custom', message: `expected a duration such as ${example}, got ${JSON.stringify(v)}` });
+      ctx.addIssue({ code: 'custom', message: `expected a duration such as ${example}` });
       return z.NEVER;
     }
     return ms;
@@ -41,9 +44,37 @@ const duration = (example: string) =>
 const integer = (min: number, max: number) =>
   z
     .string()
-    .regex(/^\s*\d+\s*$/, 'expected a whole number')
+    .regex(/^\s*\d+\s*$/, `expected a whole number from ${min} to ${max}`)
     .transform(Number)
-    .pipe(z.number().int().min(min).max(max));
+    .pipe(
+      z
+        .number()
+        .int()
+        .min(min, `expected a whole number from ${min} to ${max}`)
+        .max(max, `expected a whole number from ${min} to ${max}`),
+    );
+
+const oneOf = <const T extends readonly [string, ...string[]]>(values: T) =>
+  z.enum(values, { error: `expected ${values.slice(0, -1).join(', ')} or ${values.at(-1)}` });
+
+const flag = () =>
+  z
+    .enum(['true', 'false', '1', '0'], { error: 'expected true or false' })
+    .default('false')
+    .transform((v) => v === 'true' || v === '1');
+
+const size = (example: string, min: number, fallback: number) =>
+  z
+    .string()
+    .transform((v, ctx) => {
+      const n = parseBytes(v);
+      if (n === null || n < min) {
+        ctx.addIssue({ code: 'custom', message: `expected a size such as ${example} (at least ${min} bytes)` });
+        return z.NEVER;
+      }
+      return n;
+    })
+    .default(fallback);
 
 export const envSchema = z.object({
   LAVA_WEBHOOK_SECRET: z
@@ -56,28 +87,24 @@ export const envSchema = z.object({
     )
     .pipe(z.array(z.string()).min(1, 'must hold at least one secret (comma-separated for rotation)')),
   PORT: integer(0, 65535).default(3000),
-  HOSTNAME: z.string().default('0.0.0.0'),
-  LAVA_WEBHOOK_PATH: z.string().startsWith('/').default('/webhooks/lava'),
-  LAVA_WEBHOOK_STORE: z.enum(['sqlite', 'memory', 'kv', 'postgres']).optional(),
+  // Not HOSTNAME: Kubernetes, Fargate and Docker set that to the machine's own name, which is no address to bind.
+  LAVA_WEBHOOK_HOST: z.string().default('0.0.0.0'),
+  LAVA_WEBHOOK_PATH: z.string().startsWith('/', 'expected a path starting with /').default('/webhooks/lava'),
+  LAVA_WEBHOOK_STORE: oneOf(['sqlite', 'memory', 'kv', 'postgres']).optional(),
   LAVA_WEBHOOK_DB: z.string().min(1).default('./data/lava-webhooks.sqlite'),
-  LAVA_WEBHOOK_DURABILITY: z.enum(['normal', 'full']).default('normal'),
+  LAVA_WEBHOOK_DURABILITY: oneOf(['normal', 'full']).default('normal'),
   LAVA_WEBHOOK_KV: z.string().min(1).optional(),
   DATABASE_URL: z.string().min(1).optional(),
   LAVA_WEBHOOK_PG_SCHEMA: z
     .string()
     .regex(/^[A-Za-z_][A-Za-z0-9_]{0,62}$/, 'expected a plain schema name (letters, digits and _, at most 63)')
     .default('lava_webhooks'),
-  LAVA_WEBHOOK_BODY_LIMIT: z
-    .string()
-    .transform((v, ctx) => {
-      const n = parseBytes(v);
-      if (n === null || n < 64) {
-        ctx.addIssue({ code: 'custom', message: `expected a size such as 256kb (at least 64 bytes), got ${JSON.stringify(v)}` });
-        return z.NEVER;
-      }
-      return n;
-    })
-    .default(256 * 1024),
+  LAVA_WEBHOOK_BODY_LIMIT: size('256kb', 64, 256 * 1024),
+  LAVA_WEBHOOK_BODY_MEMORY: size('64mb', 1024, DEFAULT_BODY_MEMORY_LIMIT),
+  LAVA_WEBHOOK_REJECTION_LOG_RATE: integer(0, 100_000).default(DEFAULT_REJECTION_LOG_RATE),
+  LAVA_WEBHOOK_METRICS_TOKEN: z.string().min(16, 'must be at least 16 characters (a random token, e.g. openssl rand -hex 32)').optional(),
+  LAVA_WEBHOOK_METRICS_PORT: integer(1, 65535).optional(),
+  LAVA_WEBHOOK_METRICS_HOST: z.string().optional(),
   LAVA_WEBHOOK_CONCURRENCY: integer(1, 10_000).default(8),
   LAVA_WEBHOOK_RETENTION: duration('7d').default(7 * 86_400_000),
   LAVA_WEBHOOK_TOMBSTONE_RETENTION: duration('3y').default(3 * 365 * 86_400_000),
@@ -91,17 +118,14 @@ export const envSchema = z.object({
     .transform((v, ctx) => {
       const parts = v.split(',').map((p) => parseDuration(p));
       if (parts.some((p) => p === null)) {
-        ctx.addIssue({ code: 'custom', message: `expected comma-separated durations such as 1s,5s,30s, got ${JSON.stringify(v)}` });
+        ctx.addIssue({ code: 'custom', message: 'expected comma-separated durations such as 1s,5s,30s' });
         return z.NEVER;
       }
       return parts as number[];
     })
     .optional(),
   LAVA_WEBHOOK_HANDLERS: z.string().min(1).optional(),
-  LAVA_WEBHOOK_TRUST_WEBHOOK_ID: z
-    .enum(['true', 'false', '1', '0'], { error: 'expected true or false' })
-    .default('false')
-    .transform((v) => v === 'true' || v === '1'),
+  LAVA_WEBHOOK_TRUST_WEBHOOK_ID: flag(),
   LAVA_RELAY_URL: z.url({ protocol: /^https?$/, error: 'expected an http(s) URL' }).optional(),
   LAVA_RELAY_SECRET: z
     .string()
@@ -109,24 +133,45 @@ export const envSchema = z.object({
     .optional(),
   LAVA_RELAY_TIMEOUT: duration('10s').default(10_000),
   // Off by default: the relay signs what it sends, and Lava's signature is only kept (and so forwarded) on request.
-  LAVA_RELAY_FORWARD_SIGNATURE: z
-    .enum(['true', 'false', '1', '0'], { error: 'expected true or false' })
-    .default('false')
-    .transform((v) => v === 'true' || v === '1'),
-  LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error', 'silent']).default('info'),
+  LAVA_RELAY_FORWARD_SIGNATURE: flag(),
+  // Off by default: a plain http:// endpoint off this machine would carry every event in clear text.
+  LAVA_RELAY_ALLOW_HTTP: flag(),
+  LOG_LEVEL: oneOf(['debug', 'info', 'warn', 'error', 'silent']).default('info'),
 });
 
 export type ServerConfig = z.output<typeof envSchema>;
+
+// Values never repeated in an error: secrets, tokens, and URLs (which can carry a password or a token).
+const UNQUOTABLE = /SECRET|TOKEN|PASSWORD|URL/;
+
+/** One line per variable: its first problem and, unless it may hold a secret, the value it had. */
+function problemLines(issues: readonly z.core.$ZodIssue[], env: Record<string, string>): string[] {
+  const seen = new Set<string>();
+  const lines: string[] = [];
+  for (const issue of issues) {
+    const name = String(issue.path[0] ?? '(environment)');
+    // A value can fail several checks of one pipe (format, then range): the first says what is wrong.
+    if (seen.has(name)) continue;
+    seen.add(name);
+    const value = env[name];
+    const got = value === undefined || UNQUOTABLE.test(name) ? '' : `, got ${JSON.stringify(value.slice(0, 100))}`;
+    lines.push(`${name}: ${issue.message}${got}`);
+  }
+  return lines;
+}
+
+/** A ConfigError listing one problem per line, each starting with the variable it is about. */
+function configError(problems: readonly string[]): ConfigError {
+  if (problems.length === 1) return new ConfigError(`invalid configuration: ${problems[0]}`);
+  return new ConfigError(`invalid configuration:\n${problems.map((p) => `  ${p}`).join('\n')}`);
+}
 
 function parseEnv<S extends z.ZodType>(schema: S, env: Record<string, string | undefined>): z.output<S> {
   // An empty variable means "not set" (docker-compose and shells often pass empty strings).
   const cleaned: Record<string, string> = {};
   for (const [k, v] of Object.entries(env)) if (v !== undefined && v !== '') cleaned[k] = v;
   const parsed = schema.safeParse(cleaned);
-  if (!parsed.success) {
-    const lines = parsed.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`);
-    throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`);
-  }
+  if (!parsed.success) throw configError(problemLines(parsed.error.issues, cleaned));
   return parsed.data;
 }
 
@@ -159,7 +204,21 @@ export function loadConfig(env: Record<string, string | undefined>): ServerConfi
       problems.push(`${name}: not a known event; expected one of ${known}`);
     } else if (!/^https?:\/\/[^\s]+$/i.test(url) || !URL.canParse(url)) {
       problems.push(`${name}: expected an http(s) URL`);
+    } else if (!config.LAVA_RELAY_ALLOW_HTTP && insecureHttp(url)) {
+      problems.push(`${name}: ${INSECURE_HTTP}`);
     }
+  }
+  if (config.LAVA_RELAY_URL && !config.LAVA_RELAY_ALLOW_HTTP && insecureHttp(config.LAVA_RELAY_URL)) {
+    problems.push(`LAVA_RELAY_URL: ${INSECURE_HTTP}`);
+  }
+  if (config.LAVA_WEBHOOK_BODY_MEMORY < config.LAVA_WEBHOOK_BODY_LIMIT) {
+    problems.push(
+      `LAVA_WEBHOOK_BODY_MEMORY: must be at least LAVA_WEBHOOK_BODY_LIMIT (${config.LAVA_WEBHOOK_BODY_LIMIT} bytes), ` +
+        'or no body of the largest accepted size could ever be read',
+    );
+  }
+  if (config.LAVA_WEBHOOK_METRICS_PORT !== undefined && config.LAVA_WEBHOOK_METRICS_PORT === config.PORT) {
+    problems.push('LAVA_WEBHOOK_METRICS_PORT: must differ from PORT (metrics get a port of their own)');
   }
   if (config.LAVA_WEBHOOK_TOMBSTONE_RETENTION < config.LAVA_WEBHOOK_RETENTION) {
     problems.push(
@@ -170,7 +229,7 @@ export function loadConfig(env: Record<string, string | undefined>): ServerConfi
   if ((config.LAVA_RELAY_URL || Object.keys(perEvent).length > 0) && !config.LAVA_RELAY_SECRET) {
     problems.push('LAVA_RELAY_SECRET: is required when LAVA_RELAY_URL is set (the whsec_… secret your endpoint verifies with)');
   }
-  if (problems.length > 0) throw new ConfigError(`invalid configuration:\n${problems.map((p) => `  ${p}`).join('\n')}`);
+  if (problems.length > 0) throw configError(problems);
   return config;
 }
 

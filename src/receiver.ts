@@ -1,12 +1,16 @@
 // createLavaWebhooks: wires intake, store, worker, metrics and the Hono app into one `{ fetch }` object.
 import type { Hono } from 'hono';
-import { createApp, createDeliveryHandler } from './app.ts';
+import { ConfigError } from './errors.ts';
+import { createApp, createDeliveryHandler, createMetricsHandler } from './app.ts';
+import { BodyBudget, DEFAULT_BODY_MEMORY_LIMIT } from './intake/budget.ts';
+import type { EventName } from './intake/events.ts';
 import { type IdentityRules, type KeyFunction, refusal } from './intake/identity.ts';
 import { createIntake } from './intake/intake.ts';
 import { type Sha256Hex, type VerifierFactory, subtleVerifier } from './intake/signature.ts';
-import { type LogLevel, type Logger, jsonLogger } from './observability/log.ts';
+import { DEFAULT_REJECTION_LOG_RATE, type LogLevel, type Logger, jsonLogger, rateLimited } from './observability/log.ts';
 import { Metrics } from './observability/metrics.ts';
 import { type HandlerMap, ParsedCache, type UnknownHandler, createDispatcher } from './processing/dispatch.ts';
+import { handlerProblems, unhandledEvents } from './processing/handler-names.ts';
 import { DEFAULT_RETRY_SCHEDULE_MS, type RetryPolicy } from './processing/retry.ts';
 import { NonRetryableError } from './processing/retry.ts';
 import {
@@ -27,6 +31,11 @@ export interface LavaWebhooksOptions {
   store: Store;
   /** One handler per known event; payloads are typed and validated. */
   handlers?: HandlerMap;
+  /**
+   * Known events you mean not to handle: they are recorded as done without running anything. A known event with
+   * neither a handler nor a place here becomes a dead letter ("no handler for …"), never done unprocessed.
+   */
+  ignore?: readonly EventName[];
   /** Runs for events this version does not know (new Lava events are kept, not rejected). */
   onUnknown?: UnknownHandler;
   /**
@@ -40,6 +49,21 @@ export interface LavaWebhooksOptions {
   bodyLimit?: number;
   /** The whole body must arrive within this many ms, else 408. Default 10 000 (Lava's own timeout). */
   bodyTimeoutMs?: number;
+  /**
+   * Bytes all request bodies being read may hold together (a declared Content-Length counts from the start, else
+   * bytes as they arrive); past it a delivery answers 503 with Retry-After. Default 64 MiB; at least `bodyLimit`.
+   */
+  bodyMemoryLimit?: number;
+  /**
+   * Log lines a second for rejections anyone can cause before being authenticated (401, 413, 408, a 503 for
+   * memory, a refused /metrics request); past it they are counted in one "suppressed K similar lines" line.
+   * Default 10; 0 logs none of them (the metrics still count them).
+   */
+  rejectionLogRate?: number;
+  /** When set, GET /metrics requires `Authorization: Bearer <token>` (compared in constant time); 401 without. */
+  metricsToken?: string;
+  /** Serve GET /metrics from `fetch`. Default true; false when you serve `metricsFetch` on a port of its own. */
+  metricsRoute?: boolean;
   /** An insert slower than this answers 503. Default 5 000. */
   storeTimeoutMs?: number;
   /** Handlers running at once (across customers; one at a time per customer). Default 8. */
@@ -96,6 +120,8 @@ export interface LavaWebhooks {
   fetch: (request: Request, env?: unknown, executionCtx?: unknown) => Response | Promise<Response>;
   /** The Hono app underneath, to mount in a larger app (`app.route('/', lava.app)`). */
   app: Hono;
+  /** GET /metrics alone (with the token check when `metricsToken` is set), to serve on a private port; 404 else. */
+  metricsFetch: (request: Request) => Promise<Response>;
   store: Store;
   metrics: Metrics;
   worker: Worker;
@@ -110,10 +136,7 @@ export interface LavaWebhooks {
   close(deadlineMs?: number): Promise<void>;
 }
 
-/** A configuration mistake, thrown at construction with a message that says how to fix it. */
-export class ConfigError extends Error {
-  override name = 'ConfigError';
-}
+export { ConfigError };
 
 export const DEFAULT_KEEP_HEADERS = ['content-type', 'user-agent', 'webhook-id', 'x-request-id'] as const;
 const DAY = 86_400_000;
@@ -197,6 +220,38 @@ export function createLavaWebhooks(options: LavaWebhooksOptions): LavaWebhooks {
   }
   const path = options.path ?? '/webhooks/lava';
   if (!path.startsWith('/')) throw new ConfigError(`path must start with "/", got ${JSON.stringify(path)}`);
+  const bodyLimit = positive('bodyLimit', options.bodyLimit, 256 * 1024);
+  const bodyMemoryLimit = positive('bodyMemoryLimit', options.bodyMemoryLimit, Math.max(DEFAULT_BODY_MEMORY_LIMIT, bodyLimit));
+  if (bodyMemoryLimit < bodyLimit) {
+    throw new ConfigError(
+      `bodyMemoryLimit (${bodyMemoryLimit}) must be at least bodyLimit (${bodyLimit}), or no body of the largest ` +
+        'accepted size could ever be read',
+    );
+  }
+  const rejectionLogRate = options.rejectionLogRate ?? DEFAULT_REJECTION_LOG_RATE;
+  if (!Number.isFinite(rejectionLogRate) || rejectionLogRate < 0) {
+    throw new ConfigError(`rejectionLogRate must be 0 or more lines a second, got ${options.rejectionLogRate}`);
+  }
+  if (options.metricsToken !== undefined && options.metricsToken.trim().length === 0) {
+    throw new ConfigError('metricsToken is empty: pass a random token, or leave it out to serve /metrics without one');
+  }
+  const ignore: readonly string[] = options.ignore ?? [];
+  const handlers = (options.handlers ?? {}) as Record<string, unknown>;
+  // A misspelt key would never run, and its events would look handled: refuse it here, where the mistake was made.
+  const problems = handlerProblems(handlers, ignore);
+  if (problems.length === 1) throw new ConfigError(`createLavaWebhooks: ${problems[0]}`);
+  if (problems.length > 1) throw new ConfigError(`createLavaWebhooks:\n${problems.map((p) => `  ${p}`).join('\n')}`);
+  if (!options.process) {
+    const unhandled = unhandledEvents(handlers, ignore);
+    if (unhandled.length > 0) {
+      logger.warn('known events without a handler become dead letters; add a handler or list them in ignore', {
+        events: unhandled,
+      });
+    }
+  }
+  const budget = new BodyBudget(bodyMemoryLimit);
+  metrics.bodyMemory = budget;
+  const unauthenticatedLogger = rateLimited(logger, { perSecond: rejectionLogRate });
 
   // Events validated here are handed to the worker already parsed (only when the built-in dispatcher runs them).
   const parsedCache = options.process ? undefined : new ParsedCache();
@@ -204,7 +259,9 @@ export function createLavaWebhooks(options: LavaWebhooksOptions): LavaWebhooks {
     store,
     verifier: (options.verifier ?? subtleVerifier)(secrets),
     digest: options.digest,
-    bodyLimit: positive('bodyLimit', options.bodyLimit, 256 * 1024),
+    bodyLimit,
+    bodyBudget: budget,
+    unauthenticatedLogger,
     bodyTimeoutMs: positive('bodyTimeoutMs', options.bodyTimeoutMs, 10_000),
     storeTimeoutMs: positive('storeTimeoutMs', options.storeTimeoutMs, 5_000),
     keepHeaders: (options.keepHeaders ?? DEFAULT_KEEP_HEADERS).map((h) => h.toLowerCase()),
@@ -218,7 +275,10 @@ export function createLavaWebhooks(options: LavaWebhooksOptions): LavaWebhooks {
 
   const worker = createWorker({
     store,
-    process: gated(store, options.process ?? createDispatcher(options.handlers ?? {}, options.onUnknown, logger, parsedCache)),
+    process: gated(
+      store,
+      options.process ?? createDispatcher(options.handlers ?? {}, options.onUnknown, logger, parsedCache, ignore),
+    ),
     concurrency: positive('concurrency', options.concurrency, 8),
     leaseMs: positive('leaseMs', options.leaseMs, 30_000),
     pollMs: positive('pollMs', options.pollMs, 1_000),
@@ -250,6 +310,9 @@ export function createLavaWebhooks(options: LavaWebhooksOptions): LavaWebhooks {
     metrics,
     logger,
     now,
+    metricsToken: options.metricsToken,
+    metricsRoute: options.metricsRoute,
+    unauthenticatedLogger,
     isClosing: () => closing,
     onRecorded(waitUntil) {
       if (started) {
@@ -263,6 +326,7 @@ export function createLavaWebhooks(options: LavaWebhooksOptions): LavaWebhooks {
   };
   const deliver = createDeliveryHandler(deps);
   const app = createApp(deps, deliver);
+  const metricsHandler = createMetricsHandler(deps);
   // Deliveries skip Hono's routing and context: a POST whose path is exactly the webhook path goes straight to the
   // handler; everything else (and any path needing decoding) goes through the app.
   const fastPath = path.includes('%') ? null : path;
@@ -275,6 +339,14 @@ export function createLavaWebhooks(options: LavaWebhooksOptions): LavaWebhooks {
       return app.fetch(request, env as never, executionCtx as Parameters<Hono['fetch']>[2]);
     },
     app,
+    metricsFetch(request) {
+      if (pathOf(request.url) === '/metrics' && (request.method === 'GET' || request.method === 'HEAD')) {
+        return metricsHandler(request);
+      }
+      return Promise.resolve(
+        new Response(JSON.stringify({ error: 'not found' }), { status: 404, headers: { 'content-type': 'application/json' } }),
+      );
+    },
     store,
     metrics,
     worker,

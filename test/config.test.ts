@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { loadConfig, parseBytes, parseDuration, relayUrls } from '../src/config.ts';
 import { ConfigError } from '../src/receiver.ts';
+import { pgAddress, pgUnreachable } from '../src/runtime/pg-reach.ts';
 
 describe('loadConfig()', () => {
   test('applies the documented defaults', () => {
@@ -71,6 +72,79 @@ describe('loadConfig()', () => {
       () => loadConfig({ LAVA_WEBHOOK_SECRET: 's', LAVA_WEBHOOK_RETENTION: '30d', LAVA_WEBHOOK_TOMBSTONE_RETENTION: '7d' }),
       (e: Error) => e instanceof ConfigError && /LAVA_WEBHOOK_TOMBSTONE_RETENTION: must be at least LAVA_WEBHOOK_RETENTION/.test(e.message),
     );
+  });
+
+  test('LAVA_WEBHOOK_HOST is the bind address; HOSTNAME (the pod name on Kubernetes) is not read', () => {
+    const c = loadConfig({ LAVA_WEBHOOK_SECRET: 's', HOSTNAME: 'lava-7d9f8-xk2lp' });
+    assert.equal(c.LAVA_WEBHOOK_HOST, '0.0.0.0');
+    assert.equal((c as Record<string, unknown>).HOSTNAME, undefined);
+    assert.equal(loadConfig({ LAVA_WEBHOOK_SECRET: 's', LAVA_WEBHOOK_HOST: '127.0.0.1' }).LAVA_WEBHOOK_HOST, '127.0.0.1');
+  });
+
+  test('body memory, rejection log rate and private metrics settings, with their defaults', () => {
+    const d = loadConfig({ LAVA_WEBHOOK_SECRET: 's' });
+    assert.equal(d.LAVA_WEBHOOK_BODY_MEMORY, 64 * 1024 * 1024);
+    assert.equal(d.LAVA_WEBHOOK_REJECTION_LOG_RATE, 10);
+    assert.equal(d.LAVA_WEBHOOK_METRICS_TOKEN, undefined);
+    assert.equal(d.LAVA_WEBHOOK_METRICS_PORT, undefined);
+    const c = loadConfig({
+      LAVA_WEBHOOK_SECRET: 's',
+      LAVA_WEBHOOK_BODY_MEMORY: '16mb',
+      LAVA_WEBHOOK_REJECTION_LOG_RATE: '0',
+      LAVA_WEBHOOK_METRICS_TOKEN: 'a'.repeat(32),
+      LAVA_WEBHOOK_METRICS_PORT: '9091',
+    });
+    assert.equal(c.LAVA_WEBHOOK_BODY_MEMORY, 16 * 1024 * 1024);
+    assert.equal(c.LAVA_WEBHOOK_REJECTION_LOG_RATE, 0);
+    assert.equal(c.LAVA_WEBHOOK_METRICS_PORT, 9091);
+    assert.throws(
+      () => loadConfig({ LAVA_WEBHOOK_SECRET: 's', LAVA_WEBHOOK_BODY_MEMORY: '128kb' }),
+      /LAVA_WEBHOOK_BODY_MEMORY: must be at least LAVA_WEBHOOK_BODY_LIMIT/,
+    );
+    assert.throws(() => loadConfig({ LAVA_WEBHOOK_SECRET: 's', LAVA_WEBHOOK_METRICS_PORT: '3000' }), /LAVA_WEBHOOK_METRICS_PORT: must differ from PORT/);
+    // A short token is refused, and never echoed.
+    assert.throws(
+      () => loadConfig({ LAVA_WEBHOOK_SECRET: 's', LAVA_WEBHOOK_METRICS_TOKEN: 'short-tok' }),
+      (e: Error) => /LAVA_WEBHOOK_METRICS_TOKEN: must be at least 16 characters/.test(e.message) && !e.message.includes('short-tok'),
+    );
+  });
+
+  test('an error names each variable once, says what is wrong and the value it had, and nothing about others', () => {
+    const messageOf = (env: Record<string, string>) => {
+      try {
+        loadConfig({ LAVA_WEBHOOK_SECRET: 's', ...env });
+      } catch (e) {
+        return (e as Error).message;
+      }
+      return '';
+    };
+    assert.equal(messageOf({ PORT: '99999' }), 'invalid configuration: PORT: expected a whole number from 0 to 65535, got "99999"');
+    assert.equal(
+      messageOf({ LAVA_WEBHOOK_STORE: 'mongo' }),
+      'invalid configuration: LAVA_WEBHOOK_STORE: expected sqlite, memory, kv or postgres, got "mongo"',
+    );
+    assert.equal(messageOf({ LAVA_WEBHOOK_PATH: 'hooks' }), 'invalid configuration: LAVA_WEBHOOK_PATH: expected a path starting with /, got "hooks"');
+    assert.equal(
+      messageOf({ LAVA_WEBHOOK_RETENTION: 'forever', LOG_LEVEL: 'loud' }),
+      'invalid configuration:\n  LAVA_WEBHOOK_RETENTION: expected a duration such as 7d, got "forever"\n  LOG_LEVEL: expected debug, info, warn, error or silent, got "loud"',
+    );
+    // Values that may hold a secret are never repeated.
+    assert.doesNotMatch(messageOf({ LAVA_RELAY_URL: 'not a url with token=abc' }), /token=abc/);
+  });
+
+  test('pgAddress() and pgUnreachable() name host and port, never the user or password', async () => {
+    assert.equal(pgAddress('postgres://lava:pw@db.internal:5499/lava'), 'db.internal:5499');
+    assert.equal(pgAddress('postgresql://lava@db.internal/lava'), 'db.internal:5432');
+    assert.equal(pgAddress('postgres://lava:pw@/lava?host=/var/run/postgresql'), 'the socket in /var/run/postgresql (port 5432)');
+    const url = 'postgres://lava:hunter2@127.0.0.1:5499/lava';
+    const refused = Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5499'), { code: 'ECONNREFUSED' });
+    // The store wraps the client's error as its cause.
+    const wrapped = new Error('postgres store could not ping: connect ECONNREFUSED', { cause: refused });
+    assert.equal(await pgUnreachable(url, wrapped), 'cannot reach PostgreSQL at 127.0.0.1:5499 (connection refused)');
+    const auth = Object.assign(new Error('password authentication failed for user "lava" (hunter2)'), { code: '28P01' });
+    const message = await pgUnreachable(url, auth);
+    assert.equal(message, 'PostgreSQL at 127.0.0.1:5499 refused the connection (password authentication failed for user "lava" (***))');
+    assert.equal(await pgUnreachable(url, new Error('relation is not ours')), null, 'anything else speaks for itself');
   });
 
   test('parseDuration() and parseBytes() accept the documented units only', () => {

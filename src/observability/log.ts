@@ -205,3 +205,108 @@ export function jsonLogger(options: JsonLoggerOptions = {}, base: LogFields = {}
 }
 
 export const silentLogger: Logger = jsonLogger({ level: 'silent' });
+
+/** Default for lines any sender can cause (rejected signatures, oversized or slow bodies): at most this many a second. */
+export const DEFAULT_REJECTION_LOG_RATE = 10;
+
+export interface RateLimitOptions {
+  /** Lines written per second on average; up to this many may come at once. 0 writes none (metrics still count). */
+  perSecond: number;
+  /** How long after the first dropped line the summary is written if no line gets through before. Default 1 000. */
+  summaryAfterMs?: number;
+  /** The clock (tests). Default Date.now. */
+  now?: () => number;
+}
+
+interface Bucket {
+  perSecond: number;
+  tokens: number;
+  at: number;
+  dropped: number;
+  /** Dropped lines by message: messages come from this code, not from senders, so the map stays small. */
+  byMsg: Map<string, number>;
+  timer: ReturnType<typeof setTimeout> | undefined;
+}
+
+// A token bucket shared by a logger and its children: a flood of unauthenticated requests costs a few lines a second
+// and one summary, not one line each (an attacker would otherwise fill the disk, or the log bill, for free).
+class RateLimitedLogger implements Logger {
+  readonly #inner: Logger;
+  readonly #root: Logger;
+  readonly #bucket: Bucket;
+  readonly #now: () => number;
+  readonly #summaryAfterMs: number;
+  constructor(inner: Logger, root: Logger, bucket: Bucket, now: () => number, summaryAfterMs: number) {
+    this.#inner = inner;
+    this.#root = root;
+    this.#bucket = bucket;
+    this.#now = now;
+    this.#summaryAfterMs = summaryAfterMs;
+  }
+  #allow(): boolean {
+    const b = this.#bucket;
+    const t = this.#now();
+    b.tokens = Math.min(b.perSecond, b.tokens + ((t - b.at) * b.perSecond) / 1000);
+    b.at = t;
+    if (b.tokens < 1) return false;
+    b.tokens -= 1;
+    return true;
+  }
+  #summarize(): void {
+    const b = this.#bucket;
+    if (b.timer !== undefined) clearTimeout(b.timer);
+    b.timer = undefined;
+    if (b.dropped === 0) return;
+    // A list, not an object keyed by message: a key such as "signature rejected" would be masked as a secret's name.
+    const lines = [...b.byMsg].map(([msg, count]) => ({ msg, count }));
+    const dropped = b.dropped;
+    b.dropped = 0;
+    b.byMsg.clear();
+    this.#root.warn(`suppressed ${dropped} similar lines`, { suppressed: dropped, lines });
+  }
+  #emit(level: Exclude<LogLevel, 'silent'>, msg: string, fields?: LogFields): void {
+    if (this.#inner.enabled?.(level) === false) return;
+    const b = this.#bucket;
+    if (b.perSecond <= 0) return;
+    if (!this.#allow()) {
+      b.dropped++;
+      b.byMsg.set(msg, (b.byMsg.get(msg) ?? 0) + 1);
+      if (b.timer === undefined) {
+        b.timer = setTimeout(() => this.#summarize(), this.#summaryAfterMs);
+        (b.timer as { unref?: () => void }).unref?.();
+      }
+      return;
+    }
+    if (b.dropped > 0) this.#summarize();
+    this.#inner[level](msg, fields);
+  }
+  debug(msg: string, fields?: LogFields) {
+    this.#emit('debug', msg, fields);
+  }
+  info(msg: string, fields?: LogFields) {
+    this.#emit('info', msg, fields);
+  }
+  warn(msg: string, fields?: LogFields) {
+    this.#emit('warn', msg, fields);
+  }
+  error(msg: string, fields?: LogFields) {
+    this.#emit('error', msg, fields);
+  }
+  child(fields: LogFields): Logger {
+    return new RateLimitedLogger(this.#inner.child(fields), this.#root, this.#bucket, this.#now, this.#summaryAfterMs);
+  }
+  enabled(level: Exclude<LogLevel, 'silent'>): boolean {
+    return this.#bucket.perSecond > 0 && this.#inner.enabled?.(level) !== false;
+  }
+}
+
+/**
+ * A logger that writes at most `perSecond` lines a second through `logger` and drops the rest, then writes one line,
+ * `suppressed K similar lines`, with the count of each dropped message. For lines anyone on the network can cause.
+ */
+export function rateLimited(logger: Logger, options: RateLimitOptions): Logger {
+  const now = options.now ?? Date.now;
+  const perSecond = Math.max(0, options.perSecond);
+  const bucket: Bucket = { perSecond, tokens: perSecond, at: now(), dropped: 0, byMsg: new Map(), timer: undefined };
+  return new RateLimitedLogger(logger, logger, bucket, now, options.summaryAfterMs ?? 1000);
+}

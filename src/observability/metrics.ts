@@ -1,4 +1,5 @@
 // Counters, gauges and a histogram, rendered in the Prometheus text exposition format for GET /metrics.
+import { EVENT_NAMES } from '../intake/events.ts';
 
 export type DeliveryOutcome =
   | 'accepted'
@@ -9,12 +10,22 @@ export type DeliveryOutcome =
   | 'too_large'
   | 'unsupported_media_type'
   | 'body_timeout'
+  | 'overloaded'
   | 'store_unavailable';
 
 /** `unrecorded`: the handler succeeded but the store refused its completion every time: it runs again later. */
 export type RunOutcome = 'ok' | 'retry' | 'dead' | 'unrecorded';
 
 const ACK_BUCKETS_MS = [0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000];
+
+/**
+ * Event names other than the known ones that get a label of their own; the rest are counted as `event="other"`.
+ * Names come from the payloads of signed deliveries: a sender inventing a new name per delivery would otherwise grow
+ * the registry, and every scrape, without bound.
+ */
+export const MAX_OTHER_EVENT_LABELS = 20;
+/** The label that event names past MAX_OTHER_EVENT_LABELS are folded into. */
+export const OTHER_EVENT = 'other';
 
 function escapeLabel(value: string): string {
   return value.replace(/\\/g, '\\\\').replace(/\n/g, '\\n').replace(/"/g, '\\"');
@@ -86,6 +97,11 @@ export class Metrics {
   // Rendered label ids by outcome (and event), so counting a delivery or a run builds no string.
   readonly #deliveryIds = new Map<string, string>();
   readonly #runIds = new Map<string, string>();
+  /** Event names with a label of their own: the known ones, then the first MAX_OTHER_EVENT_LABELS others. */
+  readonly #eventLabels = new Set<string>(EVENT_NAMES);
+  readonly #maxEventLabels = EVENT_NAMES.length + MAX_OTHER_EVENT_LABELS;
+  /** Bytes held by request bodies in flight and their limit, read at scrape time (the receiver sets it). */
+  bodyMemory: { readonly used: number; readonly limit: number } | null = null;
 
   delivery(outcome: DeliveryOutcome): void {
     let id = this.#deliveryIds.get(outcome);
@@ -97,14 +113,18 @@ export class Metrics {
   }
 
   handlerRun(event: string, outcome: RunOutcome): void {
-    const k = `${outcome}\u0000${event}`;
+    let label = event;
+    if (!this.#eventLabels.has(event)) {
+      if (this.#eventLabels.size < this.#maxEventLabels) this.#eventLabels.add(event);
+      else label = OTHER_EVENT;
+    }
+    const k = `${outcome}\u0000${label}`;
     let id = this.#runIds.get(k);
     if (id === undefined) {
-      id = labels({ event, outcome });
-      // Event names come from senders: keep the cache from growing without bound.
-      if (this.#runIds.size < 1000) this.#runIds.set(k, id);
+      id = labels({ event: label, outcome });
+      this.#runIds.set(k, id);
     }
-    this.handlerRuns.incId(id, { event, outcome });
+    this.handlerRuns.incId(id, { event: label, outcome });
   }
 
   ackLatency(ms: number): void {
@@ -145,6 +165,7 @@ export class Metrics {
       'too_large',
       'unsupported_media_type',
       'body_timeout',
+      'overloaded',
       'store_unavailable',
     ] as const) {
       out.push(`lava_webhooks_deliveries_total${labels({ outcome: o })} ${this.deliveries.get({ outcome: o })}`);
@@ -164,6 +185,14 @@ export class Metrics {
       out.push('# HELP lava_webhooks_dead_letters Events given up on, kept until requeued or purged.');
       out.push('# TYPE lava_webhooks_dead_letters gauge');
       out.push(`lava_webhooks_dead_letters ${gauges.dead}`);
+    }
+    if (this.bodyMemory) {
+      out.push('# HELP lava_webhooks_body_memory_bytes Bytes held by request bodies being read or not yet answered.');
+      out.push('# TYPE lava_webhooks_body_memory_bytes gauge');
+      out.push(`lava_webhooks_body_memory_bytes ${this.bodyMemory.used}`);
+      out.push('# HELP lava_webhooks_body_memory_limit_bytes Past this, deliveries answer 503 (outcome="overloaded").');
+      out.push('# TYPE lava_webhooks_body_memory_limit_bytes gauge');
+      out.push(`lava_webhooks_body_memory_limit_bytes ${this.bodyMemory.limit}`);
     }
     renderHistogram(out, 'lava_webhooks_ack_latency_ms', 'Time from request to acknowledgement, in milliseconds.', this.ack);
     for (const [name, { help, type, counter }] of this.extra) {

@@ -99,12 +99,19 @@ function parse(record: EventRecord): Valid {
   return parsed;
 }
 
+/** Why an event with no handler is not marked done: nobody decided what it should do. */
+export function noHandlerReason(event: string): string {
+  return `no handler for ${event}: add one to handlers, or list it in ignore, then requeue this event`;
+}
+
 export function createDispatcher(
   handlers: HandlerMap,
   onUnknown: UnknownHandler | undefined,
   logger: Logger,
   cache?: ParsedCache,
+  ignore: readonly string[] = [],
 ) {
+  const ignored = new Set(ignore);
   const run = async (record: EventRecord, signal: () => AbortSignal): Promise<void> => {
     const parsed = cache?.take(record) ?? parse(record);
     let log: Logger | undefined;
@@ -139,7 +146,15 @@ export function createDispatcher(
       await onUnknown(parsed.payload as UnknownEventPayload, ctx);
       return;
     }
-    logFor().warn(parsed.known ? 'no handler for this event; recorded as done' : 'unknown event with no onUnknown handler; recorded as done');
+    if (parsed.known) {
+      if (ignored.has(parsed.name)) {
+        logFor().debug('event ignored as configured; recorded as done');
+        return;
+      }
+      // A known event with no handler is most often a misspelt or forgotten one: a dead letter keeps it to replay.
+      throw new NonRetryableError(noHandlerReason(parsed.name));
+    }
+    logFor().warn('unknown event with no onUnknown handler; recorded as done');
   };
   const dispatch = (record: EventRecord, signal: AbortSignal) => run(record, () => signal);
   // The worker passes the signal lazily, so a run whose handler never looks at it costs no AbortController.

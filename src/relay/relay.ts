@@ -18,6 +18,12 @@ export interface RelayOptions {
   /** Per-attempt timeout in ms. Default 10 000. */
   timeoutMs?: number;
   /**
+   * Accept a plain `http://` endpoint that is not on this machine. Default false: the bodies (customers' contact
+   * details) would cross the network in clear text. Loopback addresses (`localhost`, `127.0.0.1`, `[::1]`) are
+   * always accepted.
+   */
+  allowInsecureHttp?: boolean;
+  /**
    * Also send Lava's original `X-Webhook-Signature`, for a downstream that verifies Lava's own HMAC. Default false:
    * every request is signed with `secret` anyway, and Lava's signature is a replayable credential for the original
    * endpoint. It is sent only when the store kept it: add `x-webhook-signature` to the receiver's `keepHeaders`.
@@ -68,18 +74,45 @@ export function parseRetryAfter(value: string | null, now: number): number | nul
   return Math.max(0, at - now);
 }
 
-function validUrl(name: string, value: string): string {
+/** Whether `host` (a URL's hostname) is this machine: localhost, 127.0.0.0/8 or ::1. */
+function isLoopback(host: string): boolean {
+  const h = host.toLowerCase().replace(/\.$/, '');
+  if (h === 'localhost' || h.endsWith('.localhost')) return true;
+  if (h === '[::1]' || h === '::1') return true;
+  return /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
+}
+
+/** What is wrong with a plain http:// endpoint off this machine (shared with the server's configuration check). */
+export const INSECURE_HTTP =
+  'plain http:// to another machine would carry every event (customers\' contact details) unencrypted; use https://, ' +
+  'or set LAVA_RELAY_ALLOW_HTTP=true (allowInsecureHttp: true) for a network you trust';
+
+/** Whether `url` is plain http:// to an address other than loopback. */
+export function insecureHttp(url: string): boolean {
+  try {
+    const u = new URL(url);
+    return u.protocol === 'http:' && !isLoopback(u.hostname);
+  } catch {
+    return false;
+  }
+}
+
+function validUrl(name: string, value: string, allowHttp: boolean): string {
   let u: URL;
   try {
     u = new URL(value);
   } catch {
-    throw new ConfigError(`relay: ${name} is not a valid URL: ${JSON.stringify(value)}`);
+    throw new ConfigError(`relay: ${name} is not a valid URL: ${JSON.stringify(redactable(value))}`);
   }
   if (u.protocol !== 'http:' && u.protocol !== 'https:') {
-    throw new ConfigError(`relay: ${name} must be an http(s) URL, got ${JSON.stringify(value)}`);
+    throw new ConfigError(`relay: ${name} must be an http(s) URL, got ${JSON.stringify(redactUrl(value))}`);
   }
+  if (!allowHttp && insecureHttp(value)) throw new ConfigError(`relay: ${name} ${redactUrl(value)}: ${INSECURE_HTTP}`);
   return u.toString();
 }
+
+/** A value that is not a URL at all, shortened: it may still be a pasted token. */
+const redactable = (value: string) => (value.length > 12 ? `${value.slice(0, 12)}…` : value);
 
 const dec = new TextDecoder();
 const enc = new TextEncoder();
@@ -138,13 +171,15 @@ async function snippet(response: Response, max = 200): Promise<string> {
  * `createLavaWebhooks({ secret, store, process: relay({ url, secret: 'whsec_…' }) })`.
  */
 export function relay(options: RelayOptions): ProcessFn & { signer: StandardWebhooksSigner } {
+  // The secret first: its mistake is the one a caller is most likely to have made.
+  const signer = standardWebhooksSigner(options.secret);
+  const allowHttp = options.allowInsecureHttp === true;
   const urls: Record<string, string> = {};
-  for (const [event, u] of Object.entries(options.urls ?? {})) urls[event] = validUrl(`urls[${event}]`, u);
-  const fallback = options.url ? validUrl('url', options.url) : undefined;
+  for (const [event, u] of Object.entries(options.urls ?? {})) urls[event] = validUrl(`urls[${event}]`, u, allowHttp);
+  const fallback = options.url ? validUrl('url', options.url, allowHttp) : undefined;
   if (!fallback && Object.keys(urls).length === 0) {
     throw new ConfigError('relay: no endpoint — pass `url` (or `urls` per event), e.g. https://your-app.example/webhooks/lava');
   }
-  const signer = standardWebhooksSigner(options.secret);
   const timeoutMs = options.timeoutMs ?? 10_000;
   if (!Number.isFinite(timeoutMs) || timeoutMs <= 0) throw new ConfigError(`relay: timeoutMs must be positive, got ${timeoutMs}`);
   const doFetch = options.fetch ?? ((r: Request) => fetch(r));

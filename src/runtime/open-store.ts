@@ -2,6 +2,7 @@
 // Store modules are imported lazily, so a runtime never loads a driver it does not use.
 import type { ServerConfig } from '../config.ts';
 import type { Store } from '../stores/store.ts';
+import { pgUnreachable } from './pg-reach.ts';
 
 export type StoreKind = 'sqlite' | 'memory' | 'kv' | 'postgres';
 
@@ -12,7 +13,7 @@ type StoreSettings = Pick<
   ServerConfig,
   'LAVA_WEBHOOK_STORE' | 'LAVA_WEBHOOK_DB' | 'LAVA_WEBHOOK_DURABILITY' | 'LAVA_WEBHOOK_KV' | 'DATABASE_URL'
 > &
-  Partial<Pick<ServerConfig, 'LAVA_WEBHOOK_PG_SCHEMA' | 'LAVA_WEBHOOK_RETENTION'>>;
+  Partial<Pick<ServerConfig, 'LAVA_WEBHOOK_PG_SCHEMA'>>;
 
 /** Explicit choice first; then Postgres when DATABASE_URL is set; Deno KV on Deno; SQLite elsewhere. */
 export function chooseStore(config: StoreSettings): StoreKind {
@@ -56,13 +57,8 @@ export async function openStore(config: StoreSettings): Promise<OpenedStore> {
       return { store, kind, where: `${config.LAVA_WEBHOOK_DB} (durability ${config.LAVA_WEBHOOK_DURABILITY})` };
     }
     case 'kv': {
-      const { denoKvStore } = await import('../stores/deno-kv.ts');
-      // expireIn is only a backstop behind purge(): keep it well past the retention period.
-      const retention = config.LAVA_WEBHOOK_RETENTION ?? 7 * 86_400_000;
-      const store = denoKvStore({
-        path: config.LAVA_WEBHOOK_KV,
-        expireDoneAfterMs: Math.max(30 * 86_400_000, 2 * retention),
-      });
+      const { denoKvStore } = await import('../stores/deno-kv/mod.ts');
+      const store = denoKvStore({ path: config.LAVA_WEBHOOK_KV });
       await store.ping();
       return { store, kind, where: config.LAVA_WEBHOOK_KV ?? 'default Deno KV database' };
     }
@@ -73,7 +69,15 @@ export async function openStore(config: StoreSettings): Promise<OpenedStore> {
       const { sqlClient } = await import('./sql-client.ts');
       const schema = config.LAVA_WEBHOOK_PG_SCHEMA ?? 'lava_webhooks';
       const store = postgresStore({ sql: await sqlClient(url), schema, closeClient: true });
-      await store.ping();
+      try {
+        await store.ping();
+      } catch (error) {
+        // The client's pool would keep retrying (and the process alive): close it before saying why.
+        await Promise.race([Promise.resolve(store.close()).catch(() => {}), new Promise((r) => setTimeout(r, 2000))]);
+        const message = await pgUnreachable(url, error);
+        if (message === null) throw error;
+        throw new Error(message, { cause: error });
+      }
       return { store, kind, where: `${redactUrl(url)} (schema ${schema})` };
     }
   }

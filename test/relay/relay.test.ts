@@ -182,7 +182,7 @@ describe('relay()', () => {
   });
 
   test('LAVA_RELAY_FORWARD_SIGNATURE is a boolean, off by default', () => {
-    const base = { LAVA_WEBHOOK_SECRET: 's', LAVA_RELAY_URL: 'http://a/x', LAVA_RELAY_SECRET: RELAY_SECRET };
+    const base = { LAVA_WEBHOOK_SECRET: 's', LAVA_RELAY_URL: 'https://a.example/x', LAVA_RELAY_SECRET: RELAY_SECRET };
     assert.equal(loadConfig(base).LAVA_RELAY_FORWARD_SIGNATURE, false);
     assert.equal(loadConfig({ ...base, LAVA_RELAY_FORWARD_SIGNATURE: 'true' }).LAVA_RELAY_FORWARD_SIGNATURE, true);
     assert.equal(loadConfig({ ...base, LAVA_RELAY_FORWARD_SIGNATURE: '1' }).LAVA_RELAY_FORWARD_SIGNATURE, true);
@@ -359,7 +359,7 @@ describe('relay()', () => {
 
   test('configuration mistakes are ConfigErrors; a misspelt or legacy LAVA_RELAY_URL_<EVENT> is refused', () => {
     assert.throws(() => relay({ url: 'http://x', secret: 'nope' }), ConfigError);
-    const base = { LAVA_WEBHOOK_SECRET: 's', LAVA_RELAY_URL: 'http://a/x', LAVA_RELAY_SECRET: RELAY_SECRET };
+    const base = { LAVA_WEBHOOK_SECRET: 's', LAVA_RELAY_URL: 'https://a.example/x', LAVA_RELAY_SECRET: RELAY_SECRET };
     assert.throws(
       () => loadConfig({ ...base, LAVA_RELAY_URL_CUSTOMER_CREATD: 'http://a/y' }),
       /LAVA_RELAY_URL_CUSTOMER_CREATD: not a known event; expected one of LAVA_RELAY_URL_CUSTOMER_CREATED/,
@@ -370,6 +370,30 @@ describe('relay()', () => {
     );
     assert.throws(() => loadConfig({ ...base, LAVA_RELAY_URL_CUSTOMER_DELETED: 'a/y' }), /CUSTOMER_DELETED: expected an http\(s\) URL/);
     assert.doesNotThrow(() => loadConfig({ ...base, LAVA_RELAY_URL_CUSTOMER_DELETED: 'https://b.example/y' }));
+  });
+
+  test('relay() refuses plain http:// to another machine unless allowInsecureHttp; loopback needs no opt-in', () => {
+    for (const url of ['http://app.example/hooks', 'http://10.0.0.7:8080/hooks', 'http://localhost.example.com/x']) {
+      assert.throws(
+        () => relay({ url, secret: RELAY_SECRET }),
+        (e: Error) => e instanceof ConfigError && /plain http:\/\/ to another machine .*allowInsecureHttp: true/.test(e.message),
+        url,
+      );
+      assert.doesNotThrow(() => relay({ url, secret: RELAY_SECRET, allowInsecureHttp: true }));
+    }
+    assert.throws(() => relay({ urls: { 'customer.deleted': 'http://app.example/d' }, secret: RELAY_SECRET }), /urls\[customer\.deleted\]/);
+    for (const url of ['http://127.0.0.1:3000/x', 'http://127.8.9.10/x', 'http://localhost:3000/x', 'http://api.localhost/x', 'http://[::1]:3000/x', 'https://app.example/x']) {
+      assert.doesNotThrow(() => relay({ url, secret: RELAY_SECRET }), url);
+    }
+    // The same rule names the variable at start-up.
+    const env = { LAVA_WEBHOOK_SECRET: 's', LAVA_RELAY_SECRET: RELAY_SECRET };
+    assert.throws(() => loadConfig({ ...env, LAVA_RELAY_URL: 'http://app.example/x' }), /LAVA_RELAY_URL: plain http:\/\//);
+    assert.throws(
+      () => loadConfig({ ...env, LAVA_RELAY_URL: 'https://app.example/x', LAVA_RELAY_URL_CUSTOMER_DELETED: 'http://app.example/d' }),
+      /LAVA_RELAY_URL_CUSTOMER_DELETED: plain http:\/\//,
+    );
+    assert.equal(loadConfig({ ...env, LAVA_RELAY_URL: 'http://app.example/x', LAVA_RELAY_ALLOW_HTTP: 'true' }).LAVA_RELAY_ALLOW_HTTP, true);
+    assert.doesNotThrow(() => loadConfig({ ...env, LAVA_RELAY_URL: 'http://127.0.0.1:3000/x' }));
   });
 
   test('parseRetryAfter() reads seconds and HTTP dates', () => {
