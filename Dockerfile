@@ -20,7 +20,7 @@ RUN mkdir -p /data && chown bun:bun /data
 VOLUME /data
 ENV LAVA_WEBHOOK_DB=/data/lava-webhooks.sqlite \
     PORT=3000 \
-    HOSTNAME=0.0.0.0
+    LAVA_WEBHOOK_HOST=0.0.0.0
 USER bun
 EXPOSE 3000
 

@@ -185,7 +185,7 @@ const EVENTS_SUBCOMMANDS = Object.keys(COMMANDS)
 
 export function version(): string {
   try {
-    return (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+    return (JSON.parse(readFileSync(fileURLToPath(new URL('../package.json', import.meta.url).href), 'utf8')) as { version: string }).version;
   } catch {
     return 'unknown';
   }

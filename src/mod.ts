@@ -19,7 +19,8 @@ export type { Logger, LogLevel, LogFields } from './observability/log.ts';
 export { Metrics } from './observability/metrics.ts';
 export { memoryStore } from './stores/memory.ts';
 export type { MemoryStoreOptions } from './stores/memory.ts';
-export { StoreUnavailableError, StoreSchemaError, EVENT_STATUSES } from './stores/store.ts';
+export { StoreUnavailableError, StoreSchemaError, StoreUsageError } from './errors.ts';
+export { EVENT_STATUSES } from './stores/store.ts';
 export type {
   Store,
   EventRecord,

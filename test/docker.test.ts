@@ -300,7 +300,7 @@ describe('Dockerfile', () => {
 
     // `docker run -e LAVA_WEBHOOK_SECRET=… -p …`: the secret and the port come from outside.
     const port = await freePort();
-    const runEnv = { ...env, LAVA_WEBHOOK_SECRET: SECRET, PORT: String(port), HOSTNAME: '127.0.0.1', LOG_LEVEL: 'warn' };
+    const runEnv = { ...env, LAVA_WEBHOOK_SECRET: SECRET, PORT: String(port), LAVA_WEBHOOK_HOST: '127.0.0.1', LOG_LEVEL: 'warn' };
     const cmd = commandOf(one('CMD'));
     const argv = [...user.wrap, ...cmd];
     const server = spawn(argv[0] as string, argv.slice(1), {

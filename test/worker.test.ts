@@ -710,6 +710,7 @@ describe('worker', () => {
       now: () => clock,
       retentionMs: 1000,
       tombstoneRetentionMs: 5000,
+      ignore: ['customer.wallet.balance.updated'],
       handlers: {
         'customer.created': (e) => {
           if (e.data.customer_id === 'bad') throw new NonRetryableError('no');

@@ -38,7 +38,7 @@ const lava = createLavaWebhooks({ secret, store, handlers });
 lava.start();
 
 const server = serve(
-  { fetch: lava.fetch, port: Number(process.env.PORT ?? 3000), hostname: process.env.HOSTNAME ?? '0.0.0.0' },
+  { fetch: lava.fetch, port: Number(process.env.PORT ?? 3000), hostname: process.env.HOST ?? '0.0.0.0' },
   (info) => lava.logger.info('listening', { port: info.port, store: store.name }),
 );
 

@@ -26,7 +26,7 @@ async function startExample(env: Record<string, string>): Promise<Running> {
   // The system `node` (Node 20 here), whatever runtime runs this test.
   const child = spawn(TSX, [join(ROOT, 'examples/node/server.ts')], {
     cwd: ROOT,
-    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', PORT: String(port), HOSTNAME: '127.0.0.1', ...env },
+    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', PORT: String(port), HOST: '127.0.0.1', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';

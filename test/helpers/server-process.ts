@@ -59,7 +59,7 @@ export async function startServer(options: StartOptions): Promise<ServerProcess>
       PATH: process.env.PATH ?? '',
       HOME: process.env.HOME ?? '/tmp',
       PORT: String(port),
-      HOSTNAME: '127.0.0.1',
+      LAVA_WEBHOOK_HOST: '127.0.0.1',
       LOG_LEVEL: 'warn',
       ...options.env,
     },
