@@ -1,37 +1,81 @@
-// Public API of the Lava webhook receiver.
-export { createLavaWebhooks, ConfigError, DEFAULT_KEEP_HEADERS } from './receiver.ts';
+/**
+ * A durable, idempotent receiver for Lava webhooks. `createLavaWebhooks()` returns a web-standard `fetch` handler
+ * that checks each delivery's signature, validates it, records it in a store and only then answers 200; your
+ * handlers run after that, one event at a time per customer, with retries, dead letters and crash recovery. It runs
+ * unchanged on Bun, Deno, Node and Cloudflare Workers. This entry point holds the receiver, the event and handler
+ * types, the errors, `memoryStore`, the relay and the store contract; the durable stores have entry points of their
+ * own (`lava-webhooks/stores/sqlite`, `/stores/postgres`, `/stores/deno-kv`). On JSR the package is
+ * `@lava-webhooks/receiver`, with the same entry points.
+ *
+ * @example
+ * ```ts
+ * import { createLavaWebhooks, NonRetryableError } from 'lava-webhooks';
+ * import { sqliteStore } from 'lava-webhooks/stores/sqlite';
+ *
+ * const lava = createLavaWebhooks({
+ *   secret: process.env.LAVA_WEBHOOK_SECRET,
+ *   store: sqliteStore({ path: './data/lava.sqlite' }),
+ *   handlers: {
+ *     // Runs after the 200, with retries; event.data is typed per event, ctx.key is stable across retries.
+ *     'customer.created': async (event, ctx) => {
+ *       if (!event.data.reference_id) throw new NonRetryableError('no reference_id'); // dead letter, no retry
+ *       ctx.logger.info('customer created', { customer_id: event.data.customer_id, key: ctx.key });
+ *     },
+ *   },
+ *   ignore: ['customer.wallet.balance.updated', 'customer.deleted'],
+ * });
+ * lava.start(); // a long-running server: retries, crash recovery, retention
+ * Bun.serve(lava); // or Deno.serve(lava.fetch), serve(lava) from @hono/node-server, app.route('/', lava.app), …
+ * ```
+ *
+ * @module
+ */
+// Only what a user of the package needs: internal modules import from their own files, and so do the tests.
+
+// The receiver
+export { createLavaWebhooks, DEFAULT_KEEP_HEADERS } from './receiver.ts';
 export type { LavaWebhooks, LavaWebhooksOptions } from './receiver.ts';
-export { schemas, customerData, envelope, EVENT_NAMES, LEGACY_EVENTS, validateEvent } from './intake/events.ts';
+export { DEFAULT_RETRY_SCHEDULE_MS } from './processing/retry.ts';
+export type { RetryPolicy } from './processing/retry.ts';
+export type { DrainOptions, ProcessFn, Worker } from './processing/worker.ts';
+
+// Events and handlers: names and payload types derive from `schemas`
+export { EVENT_NAMES, schemas } from './intake/events.ts';
 export type { EventName, EventPayload, UnknownEventPayload } from './intake/events.ts';
 export type { Handler, HandlerContext, HandlerMap, UnknownHandler } from './processing/dispatch.ts';
-export { NonRetryableError, DEFAULT_RETRY_SCHEDULE_MS } from './processing/retry.ts';
-export type { RetryPolicy } from './processing/retry.ts';
-export type { ProcessFn, Worker, DrainOptions } from './processing/worker.ts';
-export { sign, subtleVerifier, parseSignatureHeader, sha256Hex } from './intake/signature.ts';
-export type { Verifier, VerifierFactory } from './intake/signature.ts';
 export type { IdentityRule, IdentityRules, KeyFunction, KeyInput } from './intake/identity.ts';
-export { identityPolicies } from './intake/events.ts';
-export { PayloadTooLargeError, BodyTimeoutError } from './intake/body.ts';
-export { relay, RelayRetryableError, RelayRejectedError, parseRetryAfter } from './relay/relay.ts';
-export type { RelayOptions, RelayOutcome } from './relay/relay.ts';
+
+// Errors
+export { ConfigError, StoreSchemaError, StoreUnavailableError, StoreUsageError } from './errors.ts';
+export type { StoreErrorOptions } from './errors.ts';
+export { NonRetryableError } from './processing/retry.ts';
+
+// Signatures: `sign` makes Lava's signature for tests; the types are those of the `verifier` and `digest` options
+export { sign } from './intake/signature.ts';
+export type { Sha256Hex, Verifier, VerifierFactory } from './intake/signature.ts';
+
+// Relay, logs and metrics
+export { relay } from './relay/relay.ts';
+export type { RelayOptions } from './relay/relay.ts';
 export { jsonLogger, silentLogger } from './observability/log.ts';
-export type { Logger, LogLevel, LogFields } from './observability/log.ts';
+export type { JsonLoggerOptions, LogFields, LogLevel, Logger } from './observability/log.ts';
 export { Metrics } from './observability/metrics.ts';
+
+// Stores: the in-memory one, and the contract for writing your own
 export { memoryStore } from './stores/memory.ts';
 export type { MemoryStoreOptions } from './stores/memory.ts';
-export { StoreUnavailableError, StoreSchemaError, StoreUsageError } from './errors.ts';
-export { EVENT_STATUSES } from './stores/store.ts';
 export type {
-  Store,
+  ClaimOptions,
   EventRecord,
   EventStatus,
-  NewEvent,
+  IdentityPolicy,
   InsertResult,
-  ClaimOptions,
   ListOptions,
+  MaybePromise,
+  NewEvent,
   PurgeOptions,
   RequeueFilter,
   StatusCounts,
-  MaybePromise,
-  IdentityPolicy,
+  Store,
+  StoreCapabilities,
 } from './stores/store.ts';

@@ -18,7 +18,8 @@ import {
 } from '../src/mod.ts';
 import { nativeSha256Hex, nativeVerifier } from '../src/runtime/verify-native.ts';
 import { samplePayload } from '../src/samples.ts';
-import { type SqliteConnection, sqliteStore, sqliteUnavailableReason } from '../src/stores/sqlite.ts';
+import type { SqliteConnection } from '../src/stores/sqlite-driver.ts';
+import { sqliteStore, sqliteUnavailableReason } from '../src/stores/sqlite.ts';
 import { SECRET, lavaSign, sleep, waitFor } from './helpers/lava.ts';
 import { type Served, serveReceiver } from './helpers/serve.ts';
 

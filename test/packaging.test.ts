@@ -71,4 +71,35 @@ describe('packaging', () => {
       assert.equal(typeof mod[factory], 'function', `${pkg.name}/stores/${store} exports ${factory}`);
     }
   });
+
+  test('each entry point exports exactly its public values, no internals (types: test/types/public-api.ts)', async () => {
+    const expected: Record<string, string[]> = {
+      '': [
+        'ConfigError',
+        'DEFAULT_KEEP_HEADERS',
+        'DEFAULT_RETRY_SCHEDULE_MS',
+        'EVENT_NAMES',
+        'Metrics',
+        'NonRetryableError',
+        'StoreSchemaError',
+        'StoreUnavailableError',
+        'StoreUsageError',
+        'createLavaWebhooks',
+        'jsonLogger',
+        'memoryStore',
+        'relay',
+        'schemas',
+        'sign',
+        'silentLogger',
+      ],
+      '/stores/memory': ['memoryStore'],
+      '/stores/sqlite': ['isSqliteAvailable', 'sqliteStore', 'sqliteUnavailableReason'],
+      '/stores/postgres': ['postgresStore'],
+      '/stores/deno-kv': ['denoKvStore'],
+    };
+    for (const [entry, names] of Object.entries(expected)) {
+      const mod = (await import(`${pkg.name}${entry}`)) as Record<string, unknown>;
+      assert.deepEqual(Object.keys(mod).sort(), [...names].sort(), `${pkg.name}${entry} exports`);
+    }
+  });
 });

@@ -3,7 +3,7 @@
 import { serve } from '@hono/node-server';
 import postgres from 'postgres';
 import { type HandlerMap, type Store, createLavaWebhooks, memoryStore } from 'lava-webhooks';
-import { type PostgresClient, postgresStore } from 'lava-webhooks/stores/postgres';
+import { postgresStore } from 'lava-webhooks/stores/postgres';
 
 const secret = process.env.LAVA_WEBHOOK_SECRET;
 if (!secret) {
@@ -14,7 +14,7 @@ if (!secret) {
 const databaseUrl = process.env.DATABASE_URL;
 const store: Store = databaseUrl
   ? postgresStore({
-      sql: postgres(databaseUrl, { max: 5 }) as unknown as PostgresClient,
+      sql: postgres(databaseUrl, { max: 5 }),
       schema: process.env.PG_SCHEMA,
       closeClient: true,
     })

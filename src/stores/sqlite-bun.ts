@@ -3,7 +3,7 @@
 import { Database, type Statement } from 'bun:sqlite';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import type { SqliteConnection, SqliteStatement, SqliteValue } from './sqlite.ts';
+import type { SqliteConnection, SqliteStatement, SqliteValue } from './sqlite-driver.ts';
 
 export const DRIVER = 'bun:sqlite';
 

@@ -1,7 +1,7 @@
 // Runs in a Worker thread beside a SQLite store: checkpoints its WAL (copies committed pages back into the
 // database file, with the fsyncs that takes) so the thread that answers deliveries never stalls on it.
 // PASSIVE checkpoints never block the writer; a checkpoint that could not finish simply runs again next tick.
-import type { SqliteConnection } from './sqlite.ts';
+import type { SqliteConnection } from './sqlite-driver.ts';
 
 interface Start {
   type: 'start';

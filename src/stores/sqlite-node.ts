@@ -3,7 +3,7 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
-import type { SqliteConnection, SqliteStatement, SqliteValue } from './sqlite.ts';
+import type { SqliteConnection, SqliteStatement, SqliteValue } from './sqlite-driver.ts';
 
 export const DRIVER = 'node:sqlite';
 

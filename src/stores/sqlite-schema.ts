@@ -1,7 +1,7 @@
 // The SQLite store's schema: the tables, each upgrade step, and the checks that keep it from writing to a file that
 // is not its own (a foreign database, garbage bytes, a newer version).
 import { StoreSchemaError } from '../errors.ts';
-import type { SqliteConnection } from './sqlite.ts';
+import type { SqliteConnection } from './sqlite-driver.ts';
 
 /** The schema this build writes and understands (kept in `PRAGMA user_version`). */
 export const SCHEMA_VERSION = 4;

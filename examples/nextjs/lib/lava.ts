@@ -9,7 +9,7 @@ import {
   createLavaWebhooks,
   memoryStore,
 } from 'lava-webhooks';
-import { type PostgresClient, postgresStore } from 'lava-webhooks/stores/postgres';
+import { postgresStore } from 'lava-webhooks/stores/postgres';
 
 // Your code goes here: each handler runs after the 200, with retries.
 const handlers: HandlerMap = {
@@ -32,7 +32,7 @@ export function getLava(): LavaWebhooks {
   // Serverless instances come and go: only Postgres keeps events (and duplicate detection) across them. The memory
   // store is for `next dev`.
   const store: Store = url
-    ? postgresStore({ sql: postgres(url, { max: 3 }) as unknown as PostgresClient, closeClient: true })
+    ? postgresStore({ sql: postgres(url, { max: 3 }), closeClient: true })
     : memoryStore();
   lava = createLavaWebhooks({
     secret: process.env.LAVA_WEBHOOK_SECRET,
