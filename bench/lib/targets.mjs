@@ -8,6 +8,8 @@ export const bun = join(BIN, 'bun');
 export const deno = join(BIN, 'deno');
 const node = process.execPath;
 export const server = () => [bun, 'run', 'src/server.ts'];
+/** Ours with deliveries routed through the Hono chain (src/http/delivery-chain.ts), the fast path's comparison point. */
+const serverChain = () => [bun, 'run', '--preload', './src/http/use-delivery-chain.ts', 'src/server.ts'];
 /** What every run of ours gets: no-op handlers, so the worker's cost is our machinery only. */
 export const oursEnv = { LAVA_WEBHOOK_HANDLERS: NOOP_HANDLERS };
 const sqlite = (file, durability) => (dir) => ({
@@ -62,6 +64,22 @@ export const TARGETS = {
     baseline: 'm',
   },
   d: { name: 'ours, SQLite default durability (Bun)', cmd: server, env: sqlite('d.sqlite'), ours: true, baseline: 's' },
+  // The idiomatic Hono chain against the fast path of (c) and (d): run them in the same rounds (BENCH_TARGETS=c,ci,d,di);
+  // each row's "× its baseline" is then chain ÷ fast path, round by round. docs/architecture.md has the last figures.
+  ci: {
+    name: 'ours, memory store (Bun), deliveries through the Hono chain (zValidator)',
+    cmd: serverChain,
+    env: () => ({ ...oursEnv, LAVA_WEBHOOK_STORE: 'memory' }),
+    ours: true,
+    baseline: 'c',
+  },
+  di: {
+    name: 'ours, SQLite default durability (Bun), deliveries through the Hono chain (zValidator)',
+    cmd: serverChain,
+    env: sqlite('di.sqlite'),
+    ours: true,
+    baseline: 'd',
+  },
   e: { name: 'ours, SQLite synchronous=FULL (Bun)', cmd: server, env: sqlite('e.sqlite', 'full'), ours: true, baseline: 't' },
   f: {
     name: 'ours on Deno, Deno KV',
