@@ -3,12 +3,16 @@ import { Hono } from 'hono';
 import { bearerCheck } from './observability/bearer.ts';
 import type { Logger } from './observability/log.ts';
 import type { Metrics } from './observability/metrics.ts';
-import { type IntakeResult, RECEIVED } from './intake/intake.ts';
+import { type IntakeResult, type IntakeSteps, RECEIVED } from './intake/intake.ts';
+import { StoreUnavailableError } from './errors.ts';
 import type { Store } from './stores/store.ts';
+import { adminRoutes } from './admin/routes.ts';
 
 export interface AppDeps {
   path: string;
   intake: (request: Request) => Promise<IntakeResult>;
+  /** The same request path as steps (what `intake` runs), for a route that runs them as middleware. */
+  steps: IntakeSteps;
   store: Store;
   metrics: Metrics;
   logger: Logger;
@@ -26,6 +30,8 @@ export interface AppDeps {
   metricsRoute?: boolean;
   /** Where refused /metrics requests are logged (rate-limited: anyone can send them). Default `logger`. */
   unauthenticatedLogger?: Logger;
+  /** When set, the admin console is served under /admin (src/admin); else /admin is a 404 like any unknown path. */
+  adminToken?: string;
 }
 
 const json = (status: number, body: unknown, extra?: Record<string, string>) =>
@@ -41,7 +47,7 @@ const RECEIVED_JSON = JSON.stringify(RECEIVED);
 const JSON_HEADERS = { 'content-type': 'application/json' };
 
 /** Hono's executionCtx getter throws where the runtime has none (Bun, Deno, Node): ask, don't assume. */
-function waitUntilOf(c: { executionCtx: unknown }): ((p: Promise<unknown>) => void) | null {
+export function waitUntilOf(c: { executionCtx: unknown }): ((p: Promise<unknown>) => void) | null {
   try {
     const ctx = c.executionCtx as { waitUntil?: (p: Promise<unknown>) => void } | undefined;
     if (ctx && typeof ctx.waitUntil === 'function') return (p) => ctx.waitUntil?.(p);
@@ -65,19 +71,32 @@ async function storeCounts(store: Store, timeoutMs: number) {
   }
 }
 
+/** The answer while shutting down: the sender (or load balancer) goes elsewhere and comes back. */
+export const shuttingDown = (): Response => json(503, { error: 'shutting down' }, { 'retry-after': '1' });
+
+/**
+ * The answer to an intake result: the ack latency of a 200 (`started` is a performance.now()), the worker told of a
+ * new event, and the HTTP response. Shared by every way a delivery can reach intake.
+ */
+export function createDeliveryAnswer(deps: AppDeps) {
+  const { metrics } = deps;
+  return (r: IntakeResult, started: number, waitUntil: () => ((p: Promise<unknown>) => void) | null): Response => {
+    if (r.status === 200) metrics.ackLatency(performance.now() - started);
+    if (r.recorded) deps.onRecorded(waitUntil);
+    return r.body === RECEIVED ? new Response(RECEIVED_JSON, { headers: JSON_HEADERS }) : json(r.status, r.body, r.headers);
+  };
+}
+
 /** The webhook route's handler, shared by the Hono route and the receiver's fast path (which skips routing). */
 export function createDeliveryHandler(deps: AppDeps) {
-  const { metrics } = deps;
+  const answer = createDeliveryAnswer(deps);
   return async (request: Request, waitUntil: () => ((p: Promise<unknown>) => void) | null): Promise<Response> => {
-    if (deps.isClosing()) return json(503, { error: 'shutting down' }, { 'retry-after': '1' });
+    if (deps.isClosing()) return shuttingDown();
     // The receiver's fast path calls this without Hono, so it answers its own unexpected errors, as onError would;
     // left to the runtime, the answer could show the error (Bun's development error page does).
     try {
       const started = performance.now();
-      const r = await deps.intake(request);
-      if (r.status === 200) metrics.ackLatency(performance.now() - started);
-      if (r.recorded) deps.onRecorded(waitUntil);
-      return r.body === RECEIVED ? new Response(RECEIVED_JSON, { headers: JSON_HEADERS }) : json(r.status, r.body, r.headers);
+      return answer(await deps.intake(request), started, waitUntil);
     } catch (error) {
       return internalError(deps.logger, error);
     }
@@ -122,12 +141,20 @@ export function createMetricsHandler(deps: AppDeps): (request: Request) => Promi
   };
 }
 
-export function createApp(deps: AppDeps, deliver = createDeliveryHandler(deps)): Hono {
+/**
+ * Registers the webhook route on the app in place of the default one. Only the benchmark's comparison point uses it
+ * (src/http/delivery-chain.ts: the same steps as Hono middleware and zValidator; docs/architecture.md says why it
+ * is not the default).
+ */
+export type DeliveryRoute = (app: Hono, deps: AppDeps) => void;
+
+export function createApp(deps: AppDeps, deliver = createDeliveryHandler(deps), route?: DeliveryRoute): Hono {
   const app = new Hono();
   const { path, store, logger } = deps;
   const serveMetrics = deps.metricsRoute !== false;
 
-  app.post(path, (c) => deliver(c.req.raw, () => waitUntilOf(c)));
+  if (route) route(app, deps);
+  else app.post(path, (c) => deliver(c.req.raw, () => waitUntilOf(c)));
 
   app.get('/healthz', async () => {
     try {
@@ -142,6 +169,11 @@ export function createApp(deps: AppDeps, deliver = createDeliveryHandler(deps)):
       return json(200, { status: 'ok', store: store.name });
     } catch (error) {
       logger.warn('health check failed', { store: store.name, error });
+      // The store answers, but its writes are failing or waiting (SQLite: a lock another process holds): deliveries
+      // may get 503 or wait. Its reason names no path, so it can be shown here.
+      if (error instanceof StoreUnavailableError && error.operation === 'write') {
+        return json(503, { status: 'degraded', store: store.name, reason: error.message });
+      }
       return json(503, { status: 'unavailable', store: store.name });
     }
   });
@@ -150,6 +182,8 @@ export function createApp(deps: AppDeps, deliver = createDeliveryHandler(deps)):
     const metricsHandler = createMetricsHandler(deps);
     app.get('/metrics', (c) => metricsHandler(c.req.raw));
   }
+
+  if (deps.adminToken !== undefined) app.route('/admin', adminRoutes({ store, token: deps.adminToken, metrics: deps.metrics, logger, now: deps.now }));
 
   const allowed: Record<string, string> = { [path]: 'POST', '/healthz': 'GET, HEAD' };
   if (serveMetrics) allowed['/metrics'] = 'GET, HEAD';

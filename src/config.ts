@@ -92,7 +92,10 @@ export const envSchema = z.object({
   LAVA_WEBHOOK_PATH: z.string().startsWith('/', 'expected a path starting with /').default('/webhooks/lava'),
   LAVA_WEBHOOK_STORE: oneOf(['sqlite', 'memory', 'kv', 'postgres']).optional(),
   LAVA_WEBHOOK_DB: z.string().min(1).default('./data/lava-webhooks.sqlite'),
-  LAVA_WEBHOOK_DURABILITY: oneOf(['normal', 'full']).default('normal'),
+  // SQLite only. `full` (default): an acknowledged delivery is fsynced first, so it survives a power cut or an OS
+  // crash (Lava never retries, so an ack a power cut takes back is a lost event); with group commit the fsync runs off
+  // the event loop, one per batch. `normal`: it survives a crash of the process only, and saves that fsync.
+  LAVA_WEBHOOK_DURABILITY: oneOf(['normal', 'full']).default('full'),
   LAVA_WEBHOOK_KV: z.string().min(1).optional(),
   DATABASE_URL: z.string().min(1).optional(),
   LAVA_WEBHOOK_PG_SCHEMA: z
@@ -103,6 +106,7 @@ export const envSchema = z.object({
   LAVA_WEBHOOK_BODY_MEMORY: size('64mb', 1024, DEFAULT_BODY_MEMORY_LIMIT),
   LAVA_WEBHOOK_REJECTION_LOG_RATE: integer(0, 100_000).default(DEFAULT_REJECTION_LOG_RATE),
   LAVA_WEBHOOK_METRICS_TOKEN: z.string().min(16, 'must be at least 16 characters (a random token, e.g. openssl rand -hex 32)').optional(),
+  LAVA_WEBHOOK_ADMIN_TOKEN: z.string().min(16, 'must be at least 16 characters (a random token, e.g. openssl rand -hex 32)').optional(),
   LAVA_WEBHOOK_METRICS_PORT: integer(1, 65535).optional(),
   LAVA_WEBHOOK_METRICS_HOST: z.string().optional(),
   LAVA_WEBHOOK_CONCURRENCY: integer(1, 10_000).default(8),

@@ -1,11 +1,11 @@
 // createLavaWebhooks: wires intake, store, worker, metrics and the Hono app into one `{ fetch }` object.
 import type { Hono } from 'hono';
 import { ConfigError } from './errors.ts';
-import { createApp, createDeliveryHandler, createMetricsHandler } from './app.ts';
+import { type DeliveryRoute, createApp, createDeliveryHandler, createMetricsHandler } from './app.ts';
 import { BodyBudget, DEFAULT_BODY_MEMORY_LIMIT } from './intake/budget.ts';
 import type { EventName } from './intake/events.ts';
 import { type IdentityRules, type KeyFunction, refusal } from './intake/identity.ts';
-import { createIntake } from './intake/intake.ts';
+import { createIntake, createIntakeSteps } from './intake/intake.ts';
 import { type Sha256Hex, type VerifierFactory, subtleVerifier } from './intake/signature.ts';
 import { DEFAULT_REJECTION_LOG_RATE, type LogLevel, type Logger, jsonLogger, rateLimited } from './observability/log.ts';
 import { Metrics } from './observability/metrics.ts';
@@ -64,6 +64,11 @@ export interface LavaWebhooksOptions {
   metricsToken?: string;
   /** Serve GET /metrics from `fetch`. Default true; false when you serve `metricsFetch` on a port of its own. */
   metricsRoute?: boolean;
+  /**
+   * When set, `/admin` serves the operators' web console (overview, events, requeue), behind a login with this token
+   * (at least 16 characters). Unset, nothing is served there. See docs/operations.md.
+   */
+  adminToken?: string;
   /** An insert slower than this answers 503. Default 5 000. */
   storeTimeoutMs?: number;
   /** Handlers running at once (across customers; one at a time per customer). Default 8. */
@@ -113,6 +118,11 @@ export interface LavaWebhooksOptions {
   logLevel?: LogLevel;
   /** The clock (tests). Default Date.now. */
   now?: () => number;
+  /**
+   * Internal, not part of the API: registers the webhook route in place of the default (the benchmark's comparison
+   * point, src/http/delivery-chain.ts). When set, deliveries go through Hono's router like every other request.
+   */
+  deliveryRoute?: DeliveryRoute;
 }
 
 export interface LavaWebhooks {
@@ -137,6 +147,19 @@ export interface LavaWebhooks {
 }
 
 export { ConfigError };
+
+let defaultDeliveryRoute: DeliveryRoute | undefined;
+
+/**
+ * Internal, not part of the API: the `deliveryRoute` of every receiver created after this call, for the benchmark's
+ * and the test suites' pass over the Hono-chain variant (loaded as a preload: src/http/use-delivery-chain.ts).
+ * Returns the one it replaces.
+ */
+export function setDefaultDeliveryRoute(route: DeliveryRoute | undefined): DeliveryRoute | undefined {
+  const previous = defaultDeliveryRoute;
+  defaultDeliveryRoute = route;
+  return previous;
+}
 
 export const DEFAULT_KEEP_HEADERS = ['content-type', 'user-agent', 'webhook-id', 'x-request-id'] as const;
 const DAY = 86_400_000;
@@ -255,7 +278,7 @@ export function createLavaWebhooks(options: LavaWebhooksOptions): LavaWebhooks {
 
   // Events validated here are handed to the worker already parsed (only when the built-in dispatcher runs them).
   const parsedCache = options.process ? undefined : new ParsedCache();
-  const intake = createIntake({
+  const steps = createIntakeSteps({
     store,
     verifier: (options.verifier ?? subtleVerifier)(secrets),
     digest: options.digest,
@@ -272,6 +295,7 @@ export function createLavaWebhooks(options: LavaWebhooksOptions): LavaWebhooks {
     now,
     onAccepted: parsedCache ? (key, receivedAt, bytes, parsed) => parsedCache.set(key, receivedAt, bytes, parsed) : undefined,
   });
+  const intake = createIntake(steps);
 
   const worker = createWorker({
     store,
@@ -306,12 +330,14 @@ export function createLavaWebhooks(options: LavaWebhooksOptions): LavaWebhooks {
   const deps: Parameters<typeof createApp>[0] = {
     path,
     intake,
+    steps,
     store,
     metrics,
     logger,
     now,
     metricsToken: options.metricsToken,
     metricsRoute: options.metricsRoute,
+    adminToken: options.adminToken,
     unauthenticatedLogger,
     isClosing: () => closing,
     onRecorded(waitUntil) {
@@ -325,11 +351,13 @@ export function createLavaWebhooks(options: LavaWebhooksOptions): LavaWebhooks {
     },
   };
   const deliver = createDeliveryHandler(deps);
-  const app = createApp(deps, deliver);
+  const route = options.deliveryRoute ?? defaultDeliveryRoute;
+  const app = createApp(deps, deliver, route);
   const metricsHandler = createMetricsHandler(deps);
   // Deliveries skip Hono's routing and context: a POST whose path is exactly the webhook path goes straight to the
-  // handler; everything else (and any path needing decoding) goes through the app.
-  const fastPath = path.includes('%') ? null : path;
+  // handler; everything else (and any path needing decoding) goes through the app. Measured against the idiomatic
+  // Hono chain in docs/architecture.md ("Why deliveries skip Hono's router").
+  const fastPath = route || path.includes('%') ? null : path;
 
   return {
     fetch: (request, env, executionCtx) => {

@@ -180,6 +180,7 @@ async function boot(): Promise<Booted> {
       bodyMemoryLimit: config.LAVA_WEBHOOK_BODY_MEMORY,
       rejectionLogRate: config.LAVA_WEBHOOK_REJECTION_LOG_RATE,
       metricsToken: config.LAVA_WEBHOOK_METRICS_TOKEN,
+      adminToken: config.LAVA_WEBHOOK_ADMIN_TOKEN,
       // With a port of its own, /metrics is served there only.
       metricsRoute: config.LAVA_WEBHOOK_METRICS_PORT === undefined,
       concurrency: config.LAVA_WEBHOOK_CONCURRENCY,

@@ -15,7 +15,7 @@ describe('loadConfig()', () => {
     assert.equal(c.LAVA_WEBHOOK_CONCURRENCY, 8);
     assert.equal(c.LAVA_WEBHOOK_RETENTION, 7 * 86_400_000);
     assert.equal(c.LAVA_WEBHOOK_TOMBSTONE_RETENTION, 3 * 365 * 86_400_000);
-    assert.equal(c.LAVA_WEBHOOK_DURABILITY, 'normal');
+    assert.equal(c.LAVA_WEBHOOK_DURABILITY, 'full');
     assert.equal(c.LAVA_WEBHOOK_PATH, '/webhooks/lava');
     assert.equal(c.LOG_LEVEL, 'info');
     assert.equal(c.LAVA_WEBHOOK_TRUST_WEBHOOK_ID, false);

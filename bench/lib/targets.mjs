@@ -106,3 +106,15 @@ export const TARGETS = {
     postgres: true,
   },
 };
+
+// An earlier build of ours beside this one, in the same rounds: BENCH_BASE=<a checkout of another commit> adds cb, eb
+// and gb (memory, SQLite at FULL, Postgres), each measured against this build's c, e and g, so "× its baseline" is
+// before ÷ after, round by round. The earlier build runs with this build's no-op handlers and the same settings.
+const BASE = process.env.BENCH_BASE;
+if (BASE) {
+  const baseServer = () => [bun, 'run', join(BASE, 'src/server.ts')];
+  const label = `the build in ${BASE}`;
+  TARGETS.cb = { ...TARGETS.c, name: `${TARGETS.c.name}, ${label}`, cmd: baseServer, baseline: 'c' };
+  TARGETS.eb = { ...TARGETS.e, name: `${TARGETS.e.name}, ${label}`, cmd: baseServer, env: sqlite('eb.sqlite', 'full'), baseline: 'e' };
+  TARGETS.gb = { ...TARGETS.g, name: `${TARGETS.g.name}, ${label}`, cmd: baseServer, baseline: 'g' };
+}

@@ -29,11 +29,13 @@ import type { LazySignalProcess } from './worker.ts';
  * (prefetch 1); how the store answers it sets prefetch from then on, and from then on a pass claims only once fewer
  * runs wait than there are slots, so that each claim (a transaction of its own) takes a batch's worth of room:
  *
- * - a store that answers synchronously (memory, SQLite: one local transaction each) takes PREFETCH;
- * - a networked one (Postgres, Deno KV) takes ASYNC_PREFETCH. A Postgres claim costs about 2 ms however many events
- *   it takes, and claiming only for freed slots (a few events each) capped a backlog at 2.3-2.9k events/s, against
- *   3.6-4.4k with 2 and 5.2-5.5k with 4. It is kept lower than PREFETCH because events leased here wait for this
- *   instance: other instances do not get them, and after a crash they wait for their leases to run out.
+ * - a store that answers synchronously (memory, SQLite without group commit: one local transaction each) takes
+ *   PREFETCH;
+ * - one that answers with a promise (Postgres, Deno KV, SQLite with group commit, whose claim rides in the turn's
+ *   batch) takes ASYNC_PREFETCH. A Postgres claim costs about 2 ms however many events it takes, and claiming only
+ *   for freed slots (a few events each) capped a backlog at 2.3-2.9k events/s, against 3.6-4.4k with 2 and 5.2-5.5k
+ *   with 4. It is kept lower than PREFETCH because events leased here wait for this instance: other instances do not
+ *   get them, and after a crash they wait for their leases to run out.
  *
  * A claim that does not answer within `claimTimeoutMs` is given up for that pass; what it leased after all still
  * runs when it arrives.

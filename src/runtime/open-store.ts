@@ -48,7 +48,9 @@ export async function openStore(config: StoreSettings): Promise<OpenedStore> {
     }
     case 'sqlite': {
       const { sqliteStore } = await import('../stores/sqlite.ts');
-      // Group commit: deliveries arriving together share one commit (one fsync under durability 'full').
+      // Group commit: every write of a turn (deliveries, the worker's claims and outcomes, the CLI's requeues and
+      // purges) shares one commit, and one fsync off the event loop under durability 'full' (the default); a lock
+      // held by another process is waited for without blocking the event loop.
       const store = sqliteStore({
         path: config.LAVA_WEBHOOK_DB,
         durability: config.LAVA_WEBHOOK_DURABILITY,

@@ -11,6 +11,8 @@ import { afterThisTurn } from './store.ts';
 /** A queued write and how to answer whoever made it. */
 export interface Queued<I, R> {
   item: I;
+  /** When it was queued (epoch ms): a store that waits (for a lock) bounds the wait from there. */
+  at: number;
   resolve(result: R): void;
   reject(error: unknown): void;
 }
@@ -27,6 +29,12 @@ export interface GroupCommitOptions<I, R> {
   retryAlone?(error: unknown): boolean;
   /** The error a write of a failed batch rejects with. Default: the batch's own error. */
   failure?(error: unknown, item: I): unknown;
+  /**
+   * One batch at a time: while a `send` that returned a promise is pending (a store waiting for a lock), what is
+   * queued meanwhile waits and goes as the next batch once it settled, so batches are written in the order they were
+   * made. Default false: batches may be in flight together.
+   */
+  serial?: boolean;
 }
 
 export interface GroupCommit<I, R> {
@@ -43,6 +51,8 @@ export function groupCommit<I, R>(options: GroupCommitOptions<I, R>): GroupCommi
   const failure = options.failure ?? ((error: unknown) => error);
   let queue: Queued<I, R>[] = [];
   let scheduled = false;
+  // `serial`: a batch is in flight, so flush() leaves the queue for when it settles.
+  let inFlight = false;
   const sending = new Set<Promise<void>>();
 
   const rejectAll = (batch: Queued<I, R>[], error: unknown) => {
@@ -69,7 +79,7 @@ export function groupCommit<I, R>(options: GroupCommitOptions<I, R>): GroupCommi
 
   const flush = () => {
     scheduled = false;
-    while (queue.length > 0) {
+    while (queue.length > 0 && !inFlight) {
       let batch: Queued<I, R>[];
       if (queue.length <= max) {
         batch = queue;
@@ -85,14 +95,26 @@ export function groupCommit<I, R>(options: GroupCommitOptions<I, R>): GroupCommi
         if (again) track(again);
         continue;
       }
-      if (sent) track(sent.then(undefined, (error: unknown) => failed(batch, error)));
+      if (!sent) continue;
+      const settled = sent.then(undefined, (error: unknown) => failed(batch, error));
+      if (!options.serial) {
+        track(settled);
+        continue;
+      }
+      inFlight = true;
+      track(
+        settled.finally(() => {
+          inFlight = false;
+          flush();
+        }),
+      );
     }
   };
 
   return {
     add(item) {
       return new Promise<R>((resolve, reject) => {
-        queue.push({ item, resolve, reject });
+        queue.push({ item, at: Date.now(), resolve, reject });
         if (!scheduled) {
           scheduled = true;
           afterThisTurn(flush);

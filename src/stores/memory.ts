@@ -1,3 +1,19 @@
+/**
+ * In-memory store for lava-webhooks: keeps the whole store contract (per-customer order, leases, identity,
+ * retention) in this process, and loses everything when it exits. For tests, demos and `next dev`; use the SQLite,
+ * Postgres or Deno KV store where an acknowledged event must survive a restart. The same `memoryStore` is also
+ * exported by the main entry point.
+ *
+ * @example
+ * ```ts
+ * import { createLavaWebhooks } from 'lava-webhooks';
+ * import { memoryStore } from 'lava-webhooks/stores/memory';
+ *
+ * const lava = createLavaWebhooks({ secret: 'test-secret', store: memoryStore(), handlers: {} });
+ * ```
+ *
+ * @module
+ */
 // In-memory store: for tests and demos. Keeps the whole contract, loses everything when the process exits.
 import { StoreGuard } from './guard.ts';
 import { checkClaim, checkNow, listQuery, purgeQuery, requeueQuery } from './options.ts';
@@ -29,7 +45,7 @@ import {
   emptyCounts,
 } from './store.ts';
 
-export const DRIVER_NAME = 'memory';
+const DRIVER_NAME = 'memory';
 
 /**
  * Options of the memory store. It keeps the `body` and `headers` objects `insert` is given rather than copies
@@ -379,9 +395,12 @@ export function memoryStore(options: MemoryStoreOptions = {}): Store {
       const q = listQuery(DRIVER_NAME, options);
       const out: EventRecord[] = [];
       // A Map iterates in insertion order, and seq grows with every insert: this is seq order, with no copy to sort.
-      for (const r of records.values()) {
+      // Newest first has no reverse iterator to use, so it walks a copy of the references.
+      for (const r of q.order === 'asc' ? records.values() : [...records.values()].reverse()) {
         if (out.length >= q.limit) break;
-        if (r.seq <= q.afterSeq) continue;
+        if (r.seq <= q.afterSeq || r.seq >= q.beforeSeq) continue;
+        if (q.receivedAfter !== null && r.receivedAt <= q.receivedAfter) continue;
+        if (q.receivedBefore !== null && r.receivedAt >= q.receivedBefore) continue;
         if (q.status !== null && r.status !== q.status) continue;
         if (q.event !== null && r.event !== q.event) continue;
         if (q.customerId !== null && r.customerId !== q.customerId) continue;

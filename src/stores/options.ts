@@ -22,6 +22,11 @@ export interface ListQuery {
   limit: number;
   /** 0 when not given: every store numbers records from 1. */
   afterSeq: number;
+  /** `Number.MAX_SAFE_INTEGER` when not given, so a store can always bound the scan by seq on both sides. */
+  beforeSeq: number;
+  receivedAfter: number | null;
+  receivedBefore: number | null;
+  order: 'asc' | 'desc';
 }
 
 export interface RequeueQuery {
@@ -87,12 +92,21 @@ export function listQuery(store: string, options: ListOptions | undefined): List
   if (o.status !== undefined && !EVENT_STATUSES.includes(o.status)) {
     throw usage(store, 'list', `status must be one of ${EVENT_STATUSES.join(', ')}`, o.status);
   }
+  if (o.order !== undefined && o.order !== 'asc' && o.order !== 'desc') {
+    throw usage(store, 'list', 'order must be asc or desc', o.order);
+  }
+  const optionalTime = (name: string, value: number | undefined) =>
+    value === undefined ? null : finite(store, 'list', name, value);
   return {
     status: o.status ?? null,
     event: optionalString(store, 'list', 'event', o.event),
     customerId: optionalString(store, 'list', 'customerId', o.customerId),
     limit,
     afterSeq: o.afterSeq === undefined ? 0 : finite(store, 'list', 'afterSeq', o.afterSeq),
+    beforeSeq: o.beforeSeq === undefined ? Number.MAX_SAFE_INTEGER : finite(store, 'list', 'beforeSeq', o.beforeSeq),
+    receivedAfter: optionalTime('receivedAfter', o.receivedAfter),
+    receivedBefore: optionalTime('receivedBefore', o.receivedBefore),
+    order: o.order ?? 'asc',
   };
 }
 

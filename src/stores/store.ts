@@ -118,6 +118,14 @@ export interface ListOptions {
   limit?: number;
   /** Only records with `seq` greater than this (paging). */
   afterSeq?: number;
+  /** Only records with `seq` less than this (paging newest first). */
+  beforeSeq?: number;
+  /** Only records received (`receivedAt`) later than this epoch ms. */
+  receivedAfter?: number;
+  /** Only records received (`receivedAt`) earlier than this epoch ms. */
+  receivedBefore?: number;
+  /** `asc` (default): oldest first, by `seq`; `desc`: newest first. The first `limit` matches in that order. */
+  order?: 'asc' | 'desc';
 }
 
 export interface RequeueFilter {
@@ -221,7 +229,7 @@ export interface Store {
   /** Requeue every record matching the filter; returns how many. */
   requeueWhere(filter: RequeueFilter, now: number): MaybePromise<number>;
   get(key: string): MaybePromise<EventRecord | null>;
-  /** Records in `seq` order. */
+  /** Records in `seq` order (descending with `order: 'desc'`). */
   list(options?: ListOptions): MaybePromise<EventRecord[]>;
   /** Delete finished records; returns how many records it deleted or made tombstones. */
   purge(options: PurgeOptions): MaybePromise<number>;

@@ -322,6 +322,39 @@ export function storeContract(name: string, target: ContractTarget): void {
       await s.close();
     });
 
+    test('list() pages newest first with order desc and beforeSeq, and filters by receivedAt', async () => {
+      const s = await fresh();
+      for (let i = 0; i < 10; i++) await s.insert(newEvent(`k${i}`, i % 2 ? 'odd' : 'even', T0 + i * 1000));
+      await s.insert(newEvent('dead', null, T0 + 500, { status: 'dead', lastError: 'x' }));
+      const keys = async (o: Parameters<Store['list']>[0]) => (await s.list(o)).map((r) => r.key);
+      const page1 = await s.list({ order: 'desc', limit: 4 });
+      assert.deepEqual(page1.map((r) => r.key), ['dead', 'k9', 'k8', 'k7']);
+      assert.deepEqual(await keys({ order: 'desc', limit: 4, beforeSeq: page1[3]!.seq }), ['k6', 'k5', 'k4', 'k3']);
+      const all = await s.list({ order: 'asc' });
+      const seqOf = (key: string) => all.find((r) => r.key === key)!.seq;
+      assert.deepEqual(await keys({ beforeSeq: seqOf('k3') }), ['k0', 'k1', 'k2'], 'beforeSeq bounds an ascending list too');
+      assert.deepEqual(await keys({ order: 'desc', afterSeq: seqOf('k4'), beforeSeq: seqOf('k8') }), ['k7', 'k6', 'k5']);
+      assert.deepEqual(
+        await keys({ receivedAfter: T0 + 2000, receivedBefore: T0 + 6000 }),
+        ['k3', 'k4', 'k5'],
+        'both receivedAt bounds are exclusive',
+      );
+      assert.deepEqual(await keys({ receivedBefore: T0 + 1000 }), ['k0', 'dead']);
+      assert.deepEqual(await keys({ customerId: 'odd', order: 'desc', receivedBefore: T0 + 8000, limit: 3 }), ['k7', 'k5', 'k3']);
+      assert.deepEqual(await keys({ status: 'dead', order: 'desc' }), ['dead']);
+      assert.deepEqual(await keys({ status: 'pending', order: 'desc', limit: 2 }), ['k9', 'k8']);
+      const usage = (option: string) => (e: unknown) => {
+        assert.ok(e instanceof StoreUsageError, `${option}: got ${e}`);
+        assert.ok(e.message.includes(s.name) && e.message.includes(option), e.message);
+        return true;
+      };
+      await assert.rejects(async () => s.list({ order: 'sideways' as 'asc' }), usage('order'));
+      await assert.rejects(async () => s.list({ beforeSeq: Number.NaN }), usage('beforeSeq'));
+      await assert.rejects(async () => s.list({ receivedAfter: Number.NaN }), usage('receivedAfter'));
+      await assert.rejects(async () => s.list({ receivedBefore: Number.POSITIVE_INFINITY }), usage('receivedBefore'));
+      await s.close();
+    });
+
     test('purge() removes finished records before the cut-off and frees their keys', async () => {
       const s = await fresh();
       await s.insert(newEvent('old', 'A', T0));

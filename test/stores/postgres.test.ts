@@ -2,7 +2,8 @@
 // several instances claiming at once, connection loss). Each run works in schemas of its own.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { MIGRATIONS, type PostgresTransaction, SCHEMA_VERSION, postgresStore } from '../../src/stores/postgres.ts';
+import { MIGRATIONS, SCHEMA_VERSION } from '../../src/stores/postgres-schema.ts';
+import { type PostgresTransaction, postgresStore } from '../../src/stores/postgres.ts';
 import {
   type EventRecord,
   type InsertResult,

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { sqliteStore, sqliteUnavailableReason } from '../../src/stores/sqlite.ts';
 import { StoreUnavailableError } from '../../src/stores/store.ts';
+import { waitFor } from '../helpers/lava.ts';
 import { sqliteDriver } from '../helpers/sqlite.ts';
 import { newEvent, storeContract } from './contract.ts';
 
@@ -74,9 +75,9 @@ describe('sqliteStore({ groupCommit: true })', { skip }, () => {
     const [a, b] = await Promise.all([s.insert(sig('s1')), s.insert(sig('s2'))]);
     assert.deepEqual([a, b], [{ inserted: true }, { inserted: false, coalescedInto: 's1' }]);
     assert.equal(s.groupCommits - before, 1, 'both in one commit');
-    assert.equal(s.get('s1')?.deliveries, 2);
-    assert.equal(s.get('s2'), null);
-    assert.deepEqual(s.counts(), { pending: 1, retrying: 0, done: 0, dead: 0 });
+    assert.equal((await s.get('s1'))?.deliveries, 2);
+    assert.equal(await s.get('s2'), null);
+    assert.deepEqual(await s.counts(), { pending: 1, retrying: 0, done: 0, dead: 0 });
     s.close();
   });
 
@@ -97,7 +98,7 @@ describe('sqliteStore({ groupCommit: true })', { skip }, () => {
       outcomes.every((o) => (o as PromiseRejectedResult).reason.operation === 'insert'),
       'each names the method it was made by',
     );
-    assert.equal(s.list({ limit: 100 }).length, 0, 'nothing of the failed batch was stored');
+    assert.equal((await s.list({ limit: 100 })).length, 0, 'nothing of the failed batch was stored');
     // The next batch works again.
     assert.deepEqual(await s.insert(newEvent('f0', 'c', T0)), { inserted: true });
     s.close();
@@ -107,18 +108,92 @@ describe('sqliteStore({ groupCommit: true })', { skip }, () => {
     const path = tempPath();
     const s = sqliteStore({ path, groupCommit: true });
     await Promise.all([s.insert(newEvent('a', 'c1', T0)), s.insert(newEvent('b', 'c2', T0))]);
-    const claimed = s.claim({ owner: 'w', limit: 10, leaseMs: 1000, now: T0 });
+    const claimed = await s.claim({ owner: 'w', limit: 10, leaseMs: 1000, now: T0 });
     assert.equal(claimed.length, 2);
     const before = s.groupCommits;
     assert.deepEqual(await Promise.all(claimed.map((r) => s.complete(r.key, 'w', T0 + 1))), [true, true]);
     assert.equal(s.groupCommits - before, 1);
     const late = s.insert(newEvent('late', 'c3', T0));
-    s.close();
+    await s.close();
     assert.deepEqual(await late, { inserted: true });
     const again = sqliteStore({ path });
     assert.equal(again.get('late')?.status, 'pending', 'queued insert committed by close()');
     assert.equal(again.get('a')?.status, 'done');
     again.close();
     await assert.rejects(async () => s.insert(newEvent('x', 'c', T0)), StoreUnavailableError);
+  });
+});
+
+describe("sqliteStore({ groupCommit: true }) with durability 'full'", { skip }, () => {
+  after(removeTemp);
+
+  test('an insert resolves only after an fsync of the WAL, made off the event loop after its commit', async () => {
+    const s = sqliteStore({ path: tempPath(), groupCommit: true });
+    // The fsync is the store's own, after the commit: SQLite does not sync inside it.
+    assert.equal(s.pragma('synchronous'), 1);
+    const before = s.walSyncs;
+    const results = await Promise.all(Array.from({ length: 20 }, (_, i) => s.insert(newEvent(`k${i}`, `c${i}`, T0))));
+    assert.ok(results.every((r) => r.inserted));
+    assert.ok(s.walSyncs > before, 'an fsync came between the commit and the answers');
+    assert.ok(s.walSyncs - before <= 2, 'one fsync served the whole batch');
+    await s.close();
+  });
+
+  test('an outcome resolves at its commit, and an fsync follows it on its own', async () => {
+    const s = sqliteStore({ path: tempPath(), groupCommit: true });
+    await s.insert(newEvent('a', 'c', T0));
+    const [claimed] = await s.claim({ owner: 'w', limit: 1, leaseMs: 60_000, now: T0 });
+    const syncs = s.walSyncs;
+    assert.equal(await s.complete(claimed!.key, 'w', T0 + 1), true);
+    await waitFor(() => s.walSyncs > syncs, 2000, 'the fsync after the completion');
+    await s.close();
+  });
+
+  test("durability 'normal' syncs nothing itself; 'full' without group commit is SQLite's synchronous=FULL", async () => {
+    const normal = sqliteStore({ path: tempPath(), groupCommit: true, durability: 'normal' });
+    assert.equal(normal.pragma('synchronous'), 1);
+    await normal.insert(newEvent('k', 'c', T0));
+    assert.equal(normal.walSyncs, 0);
+    await normal.close();
+    const plain = sqliteStore({ path: tempPath() });
+    assert.equal(plain.pragma('synchronous'), 2);
+    plain.close();
+  });
+
+  test('close() syncs what is committed and settles every write that waited for it', async () => {
+    const path = tempPath();
+    const s = sqliteStore({ path, groupCommit: true });
+    const pending = Array.from({ length: 5 }, (_, i) => s.insert(newEvent(`x${i}`, 'c', T0)));
+    await s.close();
+    assert.ok((await Promise.all(pending)).every((r) => r.inserted));
+    const again = sqliteStore({ path });
+    assert.equal(again.list().length, 5);
+    again.close();
+  });
+});
+
+describe('sqliteStore({ groupCommit: true }) beside another process (the CLI) on the same file', { skip }, () => {
+  after(removeTemp);
+
+  // The rule: claims, leases and outcomes live in the file, not in the server's memory, so what another process
+  // writes takes effect at once: a requeue clears the lease (the server's outcome for that run is refused and the
+  // event runs again), a purge removes what it removes, and neither waits for the server to notice.
+  test("a requeue by another store takes the event from the server's run: its completion is refused, the event runs again", async () => {
+    const path = tempPath();
+    const server = sqliteStore({ path, groupCommit: true });
+    const cli = sqliteStore({ path, groupCommit: true });
+    await server.insert(newEvent('a', 'c', T0));
+    const [run] = await server.claim({ owner: 'server', limit: 1, leaseMs: 60_000, now: T0 });
+    assert.equal(run?.key, 'a');
+    assert.equal(await cli.requeue('a', T0 + 1), true);
+    assert.equal(await server.complete('a', 'server', T0 + 2), false, 'the run the requeue took over is not recorded');
+    const [again] = await server.claim({ owner: 'server', limit: 1, leaseMs: 60_000, now: T0 + 3 });
+    assert.equal(again?.key, 'a', 'claimed again');
+    assert.equal(again?.attempts, 1, 'as a fresh run');
+    assert.equal(await server.complete('a', 'server', T0 + 4), true);
+    assert.equal(await cli.purge({ before: T0 + 5 }), 1);
+    assert.equal(await server.get('a'), null, "the purge is the server's view at once");
+    await cli.close();
+    await server.close();
   });
 });

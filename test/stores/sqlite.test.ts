@@ -5,12 +5,8 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
-import {
-  isSqliteAvailable,
-  SCHEMA_VERSION,
-  sqliteStore,
-  sqliteUnavailableReason,
-} from '../../src/stores/sqlite.ts';
+import { SCHEMA_VERSION } from '../../src/stores/sqlite-schema.ts';
+import { isSqliteAvailable, sqliteStore, sqliteUnavailableReason } from '../../src/stores/sqlite.ts';
 import { ConfigError } from '../../src/errors.ts';
 import { StoreSchemaError, StoreUnavailableError } from '../../src/stores/store.ts';
 import { waitFor } from '../helpers/lava.ts';
@@ -179,16 +175,16 @@ describe('sqliteStore()', () => {
     assert.throws(() => sqliteStore({ path }), StoreSchemaError);
   });
 
-  test("sqliteStore() sets synchronous=NORMAL by default and FULL with durability 'full'", () => {
-    const normal = sqliteStore({ path: tempPath() });
-    assert.equal(normal.pragma('synchronous'), 1);
-    normal.close();
-    const full = sqliteStore({ path: tempPath(), durability: 'full', busyTimeoutMs: 1234 });
+  test("sqliteStore() sets synchronous=FULL by default and NORMAL with durability 'normal'", () => {
+    const full = sqliteStore({ path: tempPath(), busyTimeoutMs: 1234 });
     assert.equal(full.pragma('synchronous'), 2);
-    assert.equal(full.pragma('busy_timeout'), 1234);
+    assert.equal(full.pragma('busy_timeout'), 1234, 'without group commit, SQLite itself waits for the lock');
     full.insert(newEvent('k', 'c', T0));
     assert.equal(full.get('k')?.status, 'pending');
     full.close();
+    const normal = sqliteStore({ path: tempPath(), durability: 'normal' });
+    assert.equal(normal.pragma('synchronous'), 1);
+    normal.close();
   });
 
   test('sqliteStore() rejects bad options with a ConfigError that says how to fix them', () => {
@@ -311,7 +307,8 @@ describe('sqliteStore()', () => {
     // Back to schema 1 as an older build left it: no counts table, no triggers, and rows it alone wrote.
     const raw = (await sqliteDriver()).openDatabase(path);
     raw.exec(`${SCHEMA_3_UNDONE}
-      DROP TRIGGER events_count_insert; DROP TRIGGER events_count_delete; DROP TRIGGER events_count_update;
+      DROP TRIGGER IF EXISTS events_count_insert; DROP TRIGGER IF EXISTS events_count_delete;
+      DROP TRIGGER IF EXISTS events_count_update;
       DROP TABLE counts; UPDATE events SET status = 'done', finished_at = 1, head = 0 WHERE key = 'k4';
       PRAGMA user_version = 1;`);
     raw.close();

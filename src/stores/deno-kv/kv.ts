@@ -20,6 +20,7 @@ export type KvListSelector = { prefix: KvKey } | { prefix: KvKey; start: KvKey }
 interface KvListOptions {
   limit?: number;
   batchSize?: number;
+  reverse?: boolean;
 }
 export type KvCommitResult = { ok: true; versionstamp: string } | { ok: false };
 export interface KvAtomic {

@@ -31,12 +31,13 @@ const NOT_ON_DENO = 'deno-kv store: Deno KV needs the Deno runtime (or pass an o
 const NO_OPEN_KV =
   'deno-kv store: Deno.openKv is not available — run with --unstable-kv or add "unstable": ["kv"] to deno.json';
 
-/** Records an index lists in order, `limit` at most after filtering on the loaded records. */
+/** Records an index lists in order (or in reverse), `limit` at most after filtering on the loaded records. */
 async function collect(
   c: Ctx,
   selector: KvListSelector,
   keep: (m: Meta) => boolean,
   limit: number,
+  reverse = false,
 ): Promise<Meta[]> {
   const out: Meta[] = [];
   let buffer: KvEntry<Part>[] = [];
@@ -53,7 +54,7 @@ async function collect(
     }
     buffer = [];
   };
-  for await (const e of c.kv.list<Part>(selector, { batchSize: 100 })) {
+  for await (const e of c.kv.list<Part>(selector, { batchSize: 100, reverse })) {
     buffer.push(e);
     if (buffer.length >= 50) await flush();
     if (out.length >= limit) break;
@@ -216,15 +217,20 @@ export function denoKvStore(options: DenoKvStoreOptions = {}): Store {
         if (q.status !== null) prefix = [...P, 'st', q.status];
         else if (q.customerId !== null) prefix = [...P, 'cust', await part(q.customerId)];
         else prefix = [...P, 'seq'];
+        // Seq parts are numbers, so [afterSeq, true] sorts just after afterSeq and beforeSeq bounds the other end.
         const metas = await collect(
           c,
-          { prefix, start: [...prefix, q.afterSeq, true] },
+          { start: [...prefix, q.afterSeq, true], end: [...prefix, q.beforeSeq] },
           (m) =>
             (q.status === null || m.status === q.status) &&
             (q.event === null || m.event === q.event) &&
             (q.customerId === null || m.customerId === q.customerId) &&
-            m.seq > q.afterSeq,
+            (q.receivedAfter === null || m.receivedAt > q.receivedAfter) &&
+            (q.receivedBefore === null || m.receivedAt < q.receivedBefore) &&
+            m.seq > q.afterSeq &&
+            m.seq < q.beforeSeq,
           q.limit,
+          q.order === 'desc',
         );
         return withBodies(c, metas);
       });
