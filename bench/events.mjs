@@ -29,7 +29,8 @@ export function prepare(dir, n) {
   if (existsSync(sigs) && statSync(sigs).size === n * 64) return { sigs, template };
   const t0 = performance.now();
   const out = Buffer.allocUnsafe(n * 64);
-  for (let i = 0; i < n; i++) out.write(createHmac('sha256', BENCH_SECRET).update(body(i)).digest('hex'), i * 64, 'latin1');
+  for (let i = 0; i < n; i++)
+    out.write(createHmac('sha256', BENCH_SECRET).update(body(i)).digest('hex'), i * 64, 'latin1');
   writeFileSync(`${sigs}.tmp`, out);
   renameSync(`${sigs}.tmp`, sigs);
   console.log(`prepared ${n} signed events in ${Math.round(performance.now() - t0)} ms (${sigs})`);

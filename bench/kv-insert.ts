@@ -28,14 +28,14 @@ await Promise.all(
       const start = performance.now();
       await store
         .insert({
-        key: `evt-${i}`,
-        event: 'payment.succeeded',
-        customerId: `cust-${i % customers}`,
-        body,
-        headers: { 'content-type': 'application/json' },
-        receivedAt: Date.now(),
-        status: 'pending',
-      })
+          key: `evt-${i}`,
+          event: 'payment.succeeded',
+          customerId: `cust-${i % customers}`,
+          body,
+          headers: { 'content-type': 'application/json' },
+          receivedAt: Date.now(),
+          status: 'pending',
+        })
         .catch(() => failed++);
       latencies.push(performance.now() - start);
     }

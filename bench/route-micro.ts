@@ -80,7 +80,10 @@ const runtime = 'Bun' in globalThis ? 'bun' : 'Deno' in globalThis ? 'deno' : `n
 console.log(`route-micro on ${runtime}: ${ROUNDS} rounds × ${N} requests per variant, alternating`);
 for (const storeName of STORES) {
   for (const concurrency of CONCURRENCY) {
-    const open = (name: string) => (storeName === 'sqlite' ? sqliteStore({ path: join(dir, `${name}-${seq}.sqlite`), groupCommit: true }) : memoryStore());
+    const open = (name: string) =>
+      storeName === 'sqlite'
+        ? sqliteStore({ path: join(dir, `${name}-${seq}.sqlite`), groupCommit: true })
+        : memoryStore();
     const variants = { fast: receiver(open('fast'), false), chain: receiver(open('chain'), true) };
     const us: Record<keyof typeof variants, number[]> = { fast: [], chain: [] };
     const warm = Math.max(3, Math.ceil(ROUNDS / 20));

@@ -141,7 +141,13 @@ async function pacedCommon(runs) {
   const a = runs.find((r) => r.id === 'a' && r.rps);
   const rate = a ? a.rps * PACED : PACED_RATE;
   const basis = a ? `${PACED} × (a)` : 'BENCH_PACED_RATE';
-  const step = await pacedStep(`paced: about ${Math.round(rate)} requests/s (${basis})`, ids, () => rate, measurePaced, latencyLine);
+  const step = await pacedStep(
+    `paced: about ${Math.round(rate)} requests/s (${basis})`,
+    ids,
+    () => rate,
+    measurePaced,
+    latencyLine,
+  );
   return step && { ...step, rate, basis };
 }
 
@@ -179,9 +185,15 @@ async function timed(step, fn) {
 }
 
 async function memory() {
-  process.stdout.write(`  memory: ${MEMORY_EVENTS} events into ours (${MEMORY_STORE}, retention ${MEMORY_RETENTION}) … `);
+  process.stdout.write(
+    `  memory: ${MEMORY_EVENTS} events into ours (${MEMORY_STORE}, retention ${MEMORY_RETENTION}) … `,
+  );
   const m = await memoryStep();
-  console.log(m.failed ? `FAILED: ${m.failed}` : `RSS ${f1(m.rssEarlyMb)} MB at ${m.early}, ${f1(m.rssEndMb)} MB at ${MEMORY_EVENTS}`);
+  console.log(
+    m.failed
+      ? `FAILED: ${m.failed}`
+      : `RSS ${f1(m.rssEarlyMb)} MB at ${m.early}, ${f1(m.rssEndMb)} MB at ${MEMORY_EVENTS}`,
+  );
   return m;
 }
 

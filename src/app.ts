@@ -83,7 +83,9 @@ export function createDeliveryAnswer(deps: AppDeps) {
   return (r: IntakeResult, started: number, waitUntil: () => ((p: Promise<unknown>) => void) | null): Response => {
     if (r.status === 200) metrics.ackLatency(performance.now() - started);
     if (r.recorded) deps.onRecorded(waitUntil);
-    return r.body === RECEIVED ? new Response(RECEIVED_JSON, { headers: JSON_HEADERS }) : json(r.status, r.body, r.headers);
+    return r.body === RECEIVED
+      ? new Response(RECEIVED_JSON, { headers: JSON_HEADERS })
+      : json(r.status, r.body, r.headers);
   };
 }
 
@@ -117,7 +119,10 @@ export function createMetricsHandler(deps: AppDeps): (request: Request) => Promi
   const { store, metrics, logger } = deps;
   const authorized = deps.metricsToken ? bearerCheck(deps.metricsToken) : null;
   const refusals = authorized
-    ? metrics.counter('lava_webhooks_metrics_unauthorized_total', 'GET /metrics requests refused for a missing or wrong token.')
+    ? metrics.counter(
+        'lava_webhooks_metrics_unauthorized_total',
+        'GET /metrics requests refused for a missing or wrong token.',
+      )
     : null;
   const refusalLog = deps.unauthenticatedLogger ?? logger;
   return async (request) => {
@@ -125,7 +130,9 @@ export function createMetricsHandler(deps: AppDeps): (request: Request) => Promi
       const header = request.headers.get('authorization');
       if (!(await authorized(header))) {
         refusals?.inc({});
-        refusalLog.warn('metrics request refused', { reason: header === null ? 'no Authorization header' : 'wrong token' });
+        refusalLog.warn('metrics request refused', {
+          reason: header === null ? 'no Authorization header' : 'wrong token',
+        });
         return json(401, { error: 'unauthorized' }, { 'www-authenticate': 'Bearer realm="metrics"' });
       }
     }
@@ -183,7 +190,8 @@ export function createApp(deps: AppDeps, deliver = createDeliveryHandler(deps), 
     app.get('/metrics', (c) => metricsHandler(c.req.raw));
   }
 
-  if (deps.adminToken !== undefined) app.route('/admin', adminRoutes({ store, token: deps.adminToken, metrics: deps.metrics, logger, now: deps.now }));
+  if (deps.adminToken !== undefined)
+    app.route('/admin', adminRoutes({ store, token: deps.adminToken, metrics: deps.metrics, logger, now: deps.now }));
 
   const allowed: Record<string, string> = { [path]: 'POST', '/healthz': 'GET, HEAD' };
   if (serveMetrics) allowed['/metrics'] = 'GET, HEAD';

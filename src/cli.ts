@@ -139,7 +139,12 @@ ${SECRET_HELP}`,
   --all-dead             every dead letter (with --event: of that event only)
   --force                requeue an event even while a worker is running it
   ${ID_HELP}`,
-    options: { ...STORE_OPTIONS, 'all-dead': { type: 'boolean' }, event: { type: 'string' }, force: { type: 'boolean' } },
+    options: {
+      ...STORE_OPTIONS,
+      'all-dead': { type: 'boolean' },
+      event: { type: 'string' },
+      force: { type: 'boolean' },
+    },
     positionals: 1,
     run: (p, f, env) => requeueCommand(p[0], f, env),
   },
@@ -185,7 +190,11 @@ const EVENTS_SUBCOMMANDS = Object.keys(COMMANDS)
 
 export function version(): string {
   try {
-    return (JSON.parse(readFileSync(fileURLToPath(new URL('../package.json', import.meta.url).href), 'utf8')) as { version: string }).version;
+    return (
+      JSON.parse(readFileSync(fileURLToPath(new URL('../package.json', import.meta.url).href), 'utf8')) as {
+        version: string;
+      }
+    ).version;
   } catch {
     return 'unknown';
   }
@@ -226,7 +235,10 @@ function pickCommand(args: string[]): { name: string; rest: string[] } {
   if (first === 'events') {
     if (second === undefined || second.startsWith('-') || second === 'help') {
       if (isHelp(second) || second === 'help') return { name: 'events', rest: ['--help'] };
-      throw new UsageError(second === undefined ? 'events: which command?' : `events: which command? (got ${second})`, 'events');
+      throw new UsageError(
+        second === undefined ? 'events: which command?' : `events: which command? (got ${second})`,
+        'events',
+      );
     }
     const name = `events ${second}`;
     if (COMMANDS[name]) return { name, rest };

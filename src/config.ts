@@ -105,8 +105,14 @@ export const envSchema = z.object({
   LAVA_WEBHOOK_BODY_LIMIT: size('256kb', 64, 256 * 1024),
   LAVA_WEBHOOK_BODY_MEMORY: size('64mb', 1024, DEFAULT_BODY_MEMORY_LIMIT),
   LAVA_WEBHOOK_REJECTION_LOG_RATE: integer(0, 100_000).default(DEFAULT_REJECTION_LOG_RATE),
-  LAVA_WEBHOOK_METRICS_TOKEN: z.string().min(16, 'must be at least 16 characters (a random token, e.g. openssl rand -hex 32)').optional(),
-  LAVA_WEBHOOK_ADMIN_TOKEN: z.string().min(16, 'must be at least 16 characters (a random token, e.g. openssl rand -hex 32)').optional(),
+  LAVA_WEBHOOK_METRICS_TOKEN: z
+    .string()
+    .min(16, 'must be at least 16 characters (a random token, e.g. openssl rand -hex 32)')
+    .optional(),
+  LAVA_WEBHOOK_ADMIN_TOKEN: z
+    .string()
+    .min(16, 'must be at least 16 characters (a random token, e.g. openssl rand -hex 32)')
+    .optional(),
   LAVA_WEBHOOK_METRICS_PORT: integer(1, 65535).optional(),
   LAVA_WEBHOOK_METRICS_HOST: z.string().optional(),
   LAVA_WEBHOOK_CONCURRENCY: integer(1, 10_000).default(8),
@@ -231,7 +237,9 @@ export function loadConfig(env: Record<string, string | undefined>): ServerConfi
     );
   }
   if ((config.LAVA_RELAY_URL || Object.keys(perEvent).length > 0) && !config.LAVA_RELAY_SECRET) {
-    problems.push('LAVA_RELAY_SECRET: is required when LAVA_RELAY_URL is set (the whsec_… secret your endpoint verifies with)');
+    problems.push(
+      'LAVA_RELAY_SECRET: is required when LAVA_RELAY_URL is set (the whsec_… secret your endpoint verifies with)',
+    );
   }
   if (problems.length > 0) throw configError(problems);
   return config;

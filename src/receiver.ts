@@ -7,7 +7,13 @@ import type { EventName } from './intake/events.ts';
 import { type IdentityRules, type KeyFunction, refusal } from './intake/identity.ts';
 import { createIntake, createIntakeSteps } from './intake/intake.ts';
 import { type Sha256Hex, type VerifierFactory, subtleVerifier } from './intake/signature.ts';
-import { DEFAULT_REJECTION_LOG_RATE, type LogLevel, type Logger, jsonLogger, rateLimited } from './observability/log.ts';
+import {
+  DEFAULT_REJECTION_LOG_RATE,
+  type LogLevel,
+  type Logger,
+  jsonLogger,
+  rateLimited,
+} from './observability/log.ts';
 import { Metrics } from './observability/metrics.ts';
 import { type HandlerMap, ParsedCache, type UnknownHandler, createDispatcher } from './processing/dispatch.ts';
 import { handlerProblems, unhandledEvents } from './processing/handler-names.ts';
@@ -228,7 +234,8 @@ export function createLavaWebhooks(options: LavaWebhooksOptions): LavaWebhooks {
       'createLavaWebhooks: no webhook secret — pass `secret` (the webhook_secret Lava showed when you created the endpoint) or `secrets: [new, old]`',
     );
   }
-  if (!options.store) throw new ConfigError('createLavaWebhooks: `store` is required, e.g. memoryStore() or sqliteStore({ path })');
+  if (!options.store)
+    throw new ConfigError('createLavaWebhooks: `store` is required, e.g. memoryStore() or sqliteStore({ path })');
   const now = options.now ?? Date.now;
   const logger = options.logger ?? jsonLogger({ level: options.logLevel ?? 'info' });
   const metrics = options.metrics ?? new Metrics();
@@ -244,7 +251,11 @@ export function createLavaWebhooks(options: LavaWebhooksOptions): LavaWebhooks {
   const path = options.path ?? '/webhooks/lava';
   if (!path.startsWith('/')) throw new ConfigError(`path must start with "/", got ${JSON.stringify(path)}`);
   const bodyLimit = positive('bodyLimit', options.bodyLimit, 256 * 1024);
-  const bodyMemoryLimit = positive('bodyMemoryLimit', options.bodyMemoryLimit, Math.max(DEFAULT_BODY_MEMORY_LIMIT, bodyLimit));
+  const bodyMemoryLimit = positive(
+    'bodyMemoryLimit',
+    options.bodyMemoryLimit,
+    Math.max(DEFAULT_BODY_MEMORY_LIMIT, bodyLimit),
+  );
   if (bodyMemoryLimit < bodyLimit) {
     throw new ConfigError(
       `bodyMemoryLimit (${bodyMemoryLimit}) must be at least bodyLimit (${bodyLimit}), or no body of the largest ` +
@@ -293,7 +304,9 @@ export function createLavaWebhooks(options: LavaWebhooksOptions): LavaWebhooks {
     logger,
     metrics,
     now,
-    onAccepted: parsedCache ? (key, receivedAt, bytes, parsed) => parsedCache.set(key, receivedAt, bytes, parsed) : undefined,
+    onAccepted: parsedCache
+      ? (key, receivedAt, bytes, parsed) => parsedCache.set(key, receivedAt, bytes, parsed)
+      : undefined,
   });
   const intake = createIntake(steps);
 
@@ -372,7 +385,10 @@ export function createLavaWebhooks(options: LavaWebhooksOptions): LavaWebhooks {
         return metricsHandler(request);
       }
       return Promise.resolve(
-        new Response(JSON.stringify({ error: 'not found' }), { status: 404, headers: { 'content-type': 'application/json' } }),
+        new Response(JSON.stringify({ error: 'not found' }), {
+          status: 404,
+          headers: { 'content-type': 'application/json' },
+        }),
       );
     },
     store,

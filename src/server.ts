@@ -67,7 +67,11 @@ function loggingHandlers(): HandlersModule {
     });
   };
   return {
-    handlers: { 'customer.created': log, 'customer.wallet.balance.updated': log, 'customer.deleted': log } satisfies HandlerMap,
+    handlers: {
+      'customer.created': log,
+      'customer.wallet.balance.updated': log,
+      'customer.deleted': log,
+    } satisfies HandlerMap,
     onUnknown: log,
     ignore: [],
   };
@@ -192,7 +196,10 @@ async function boot(): Promise<Booted> {
       storeTimeoutMs: config.LAVA_WEBHOOK_STORE_TIMEOUT,
       trustWebhookIdHeader: config.LAVA_WEBHOOK_TRUST_WEBHOOK_ID,
       // The relay can only forward Lava's signature if the store kept it, which by default it does not.
-      keepHeaders: relayProcess && config.LAVA_RELAY_FORWARD_SIGNATURE ? [...DEFAULT_KEEP_HEADERS, 'x-webhook-signature'] : undefined,
+      keepHeaders:
+        relayProcess && config.LAVA_RELAY_FORWARD_SIGNATURE
+          ? [...DEFAULT_KEEP_HEADERS, 'x-webhook-signature']
+          : undefined,
       retry: config.LAVA_WEBHOOK_RETRY_SCHEDULE ? { scheduleMs: config.LAVA_WEBHOOK_RETRY_SCHEDULE } : undefined,
       logger,
     });
@@ -208,7 +215,10 @@ async function boot(): Promise<Booted> {
     path: config.LAVA_WEBHOOK_PATH,
     secrets: config.LAVA_WEBHOOK_SECRET.length,
     handlers: relayOn
-      ? `relay to ${[config.LAVA_RELAY_URL, ...Object.values(urls)].filter((u) => u !== undefined).map(redactUrl).join(', ')}`
+      ? `relay to ${[config.LAVA_RELAY_URL, ...Object.values(urls)]
+          .filter((u) => u !== undefined)
+          .map(redactUrl)
+          .join(', ')}`
       : (config.LAVA_WEBHOOK_HANDLERS ?? 'built-in logging handlers'),
   });
   return {
@@ -243,14 +253,22 @@ function serveMetrics(): () => Promise<void> | void {
       return () => server.stop();
     }
     if (runtimeGlobals.Deno) {
-      const server = runtimeGlobals.Deno.serve({ port: metricsPort, hostname: metricsHostname, onListen: () => {} }, lava.metricsFetch);
+      const server = runtimeGlobals.Deno.serve(
+        { port: metricsPort, hostname: metricsHostname, onListen: () => {} },
+        lava.metricsFetch,
+      );
       lava.logger.info('metrics listening', { url });
       return () => server.shutdown();
     }
   } catch (error) {
-    return refuse(`LAVA_WEBHOOK_METRICS_PORT=${metricsPort}: cannot listen on ${metricsHostname}:${metricsPort} (${(error as Error).message})`);
+    return refuse(
+      `LAVA_WEBHOOK_METRICS_PORT=${metricsPort}: cannot listen on ${metricsHostname}:${metricsPort} (${(error as Error).message})`,
+    );
   }
-  lava.logger.warn('LAVA_WEBHOOK_METRICS_PORT is set but this runtime cannot open a second port; /metrics is not served', {});
+  lava.logger.warn(
+    'LAVA_WEBHOOK_METRICS_PORT is set but this runtime cannot open a second port; /metrics is not served',
+    {},
+  );
   return () => {};
 }
 const stopMetrics = serveMetrics();

@@ -16,7 +16,11 @@ import { SECRET, signedRequest } from './helpers/lava.ts';
 import { ROOT } from './helpers/server-process.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
-const bun = (globalThis as unknown as { Bun?: { serve(o: Record<string, unknown>): { port: number; stop(force?: boolean): void } } }).Bun;
+const bun = (
+  globalThis as unknown as {
+    Bun?: { serve(o: Record<string, unknown>): { port: number; stop(force?: boolean): void } };
+  }
+).Bun;
 const skip = !bun
   ? 'runs under Bun only (once per npm test); the route tests cover Deno and Node'
   : !existsSync(CHROMIUM)
@@ -75,14 +79,20 @@ describe('admin console in a real browser', { skip }, () => {
       pollMs: 100,
       handlers: {
         'customer.created': (event) => {
-          if (failing.has(event.data.customer_id)) throw new NonRetryableError('CRM refused the customer: unknown plan');
+          if (failing.has(event.data.customer_id))
+            throw new NonRetryableError('CRM refused the customer: unknown plan');
         },
         'customer.deleted': () => {},
         'customer.wallet.balance.updated': () => {},
       },
     });
     lava.start();
-    server = (bun as NonNullable<typeof bun>).serve({ port: 0, hostname: '127.0.0.1', fetch: lava.fetch, development: false });
+    server = (bun as NonNullable<typeof bun>).serve({
+      port: 0,
+      hostname: '127.0.0.1',
+      fetch: lava.fetch,
+      development: false,
+    });
     origin = `http://127.0.0.1:${server.port}`;
     const { chromium } = await import('playwright-core');
     browser = await chromium.launch({
@@ -113,7 +123,8 @@ describe('admin console in a real browser', { skip }, () => {
     const body = JSON.stringify(samplePayload('customer.created', { customerId: 'cus_broken' }));
     assert.equal((await fetch(signedRequest(`${origin}/webhooks/lava`, body))).status, 200);
     const deadKey = 'customer.created:cus_broken';
-    for (let i = 0; i < 100 && (await lava.store.get(deadKey))?.status !== 'dead'; i++) await new Promise((r) => setTimeout(r, 50));
+    for (let i = 0; i < 100 && (await lava.store.get(deadKey))?.status !== 'dead'; i++)
+      await new Promise((r) => setTimeout(r, 50));
     assert.equal((await lava.store.get(deadKey))?.status, 'dead');
 
     const context = await browser.newContext({ javaScriptEnabled: false, viewport: { width: 1280, height: 900 } });
@@ -173,7 +184,11 @@ describe('admin console in a real browser', { skip }, () => {
   });
 
   test('on a phone the pages fit the screen, and the keyboard reaches every control with a visible focus', async () => {
-    const context = await browser.newContext({ viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true });
+    const context = await browser.newContext({
+      viewport: { width: 390, height: 844 },
+      deviceScaleFactor: 2,
+      isMobile: true,
+    });
     const page = await context.newPage();
     await page.goto(`${origin}/admin/login`);
     await page.getByLabel('Admin token').fill(TOKEN);

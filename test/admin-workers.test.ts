@@ -74,7 +74,10 @@ describe('admin console on Cloudflare Workers (workerd)', { skip }, () => {
     const origin = 'http://worker.test';
     // An invalid payload is kept as a dead letter: something to find and requeue.
     const bad = signedRequest(`${origin}/webhooks/lava`, JSON.stringify({ event: 'customer.created', data: {} }));
-    assert.equal((await mf.dispatchFetch(bad.url, { method: 'POST', headers: bad.headers, body: await bad.text() })).status, 400);
+    assert.equal(
+      (await mf.dispatchFetch(bad.url, { method: 'POST', headers: bad.headers, body: await bad.text() })).status,
+      400,
+    );
 
     // Sec-Fetch-Site rather than Origin: under Bun, miniflare hands the worker its own 127.0.0.1 URL, not worker.test.
     const form = { 'content-type': 'application/x-www-form-urlencoded', 'sec-fetch-site': 'same-origin' };

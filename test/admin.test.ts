@@ -69,7 +69,11 @@ const FORM = { 'content-type': 'application/x-www-form-urlencoded' };
 
 /** Logs in; returns the Cookie header to send. */
 async function login(s: Setup, env?: Env): Promise<string> {
-  const res = await s.call('/admin/login', { method: 'POST', headers: { ...FORM, origin: ORIGIN }, body: form({ token: TOKEN }) }, env);
+  const res = await s.call(
+    '/admin/login',
+    { method: 'POST', headers: { ...FORM, origin: ORIGIN }, body: form({ token: TOKEN }) },
+    env,
+  );
   assert.equal(res.status, 303, await res.text());
   const set = res.headers.get('set-cookie') ?? '';
   const m = /^(lava_admin_session=[^;]+)/.exec(set);
@@ -89,7 +93,13 @@ const csrfOf = (html: string) => {
 };
 
 /** POSTs a console form the way a browser on the console's own page does. */
-async function post(s: Setup, cookie: string, path: string, fields: Record<string, string>, headers: Record<string, string> = { origin: ORIGIN }) {
+async function post(
+  s: Setup,
+  cookie: string,
+  path: string,
+  fields: Record<string, string>,
+  headers: Record<string, string> = { origin: ORIGIN },
+) {
   return s.call(path, { method: 'POST', headers: { ...FORM, cookie, ...headers }, body: form(fields) });
 }
 
@@ -99,7 +109,9 @@ function insertEvents(store: Store, n: number, make: (i: number) => Partial<NewE
       key: `k${i}`,
       event: 'customer.created',
       customerId: `cus_${i % 3}`,
-      body: new TextEncoder().encode(JSON.stringify({ event: 'customer.created', data: { customer_id: `cus_${i % 3}` } })),
+      body: new TextEncoder().encode(
+        JSON.stringify({ event: 'customer.created', data: { customer_id: `cus_${i % 3}` } }),
+      ),
       headers: {},
       receivedAt: T0 + i * 1000,
       status: 'pending',
@@ -118,7 +130,11 @@ describe('admin console: off unless a token is set', () => {
       assert.equal(res.status, 404, path);
       assert.doesNotMatch(await res.text(), /<form|token/i);
     }
-    const res = await s.call('/admin/login', { method: 'POST', headers: { ...FORM, origin: ORIGIN }, body: form({ token: TOKEN }) });
+    const res = await s.call('/admin/login', {
+      method: 'POST',
+      headers: { ...FORM, origin: ORIGIN },
+      body: form({ token: TOKEN }),
+    });
     assert.equal(res.status, 404);
   });
 
@@ -127,8 +143,14 @@ describe('admin console: off unless a token is set', () => {
       assert.throws(() => setup({ adminToken }), ConfigError, JSON.stringify(adminToken));
     }
     assert.throws(() => adminRoutes({ store: memoryStore(), token: TOKEN, basePath: '/' }), ConfigError);
-    assert.throws(() => loadConfig({ LAVA_WEBHOOK_SECRET: 's', LAVA_WEBHOOK_ADMIN_TOKEN: 'short' }), /LAVA_WEBHOOK_ADMIN_TOKEN/);
-    assert.equal(loadConfig({ LAVA_WEBHOOK_SECRET: 's', LAVA_WEBHOOK_ADMIN_TOKEN: TOKEN }).LAVA_WEBHOOK_ADMIN_TOKEN, TOKEN);
+    assert.throws(
+      () => loadConfig({ LAVA_WEBHOOK_SECRET: 's', LAVA_WEBHOOK_ADMIN_TOKEN: 'short' }),
+      /LAVA_WEBHOOK_ADMIN_TOKEN/,
+    );
+    assert.equal(
+      loadConfig({ LAVA_WEBHOOK_SECRET: 's', LAVA_WEBHOOK_ADMIN_TOKEN: TOKEN }).LAVA_WEBHOOK_ADMIN_TOKEN,
+      TOKEN,
+    );
   });
 
   test('with the console on, deliveries are answered as before', async () => {
@@ -147,7 +169,11 @@ describe('admin console: login and sessions', () => {
     const root = await s.call('/admin');
     assert.equal(root.status, 303);
     insertEvents(s.store, 1, () => ({ status: 'dead', lastError: 'x' }));
-    const posted = await s.call('/admin/requeue', { method: 'POST', headers: { ...FORM, origin: ORIGIN }, body: form({}) });
+    const posted = await s.call('/admin/requeue', {
+      method: 'POST',
+      headers: { ...FORM, origin: ORIGIN },
+      body: form({}),
+    });
     assert.equal(posted.status, 401);
     assert.equal((await s.store.counts()).dead, 1, 'nothing was requeued');
   });
@@ -216,7 +242,11 @@ describe('admin console: login and sessions', () => {
   test('next never leads off the console', async () => {
     const s = setup();
     for (const next of ['//evil.example/x', 'https://evil.example', '/adminx', '/healthz', '/admin\\@evil']) {
-      const res = await s.call('/admin/login', { method: 'POST', headers: { ...FORM, origin: ORIGIN }, body: form({ token: TOKEN, next }) });
+      const res = await s.call('/admin/login', {
+        method: 'POST',
+        headers: { ...FORM, origin: ORIGIN },
+        body: form({ token: TOKEN, next }),
+      });
       assert.equal(res.headers.get('location'), '/admin', next);
     }
   });
@@ -247,9 +277,17 @@ describe('admin console: login and sessions', () => {
 
   test('a login POST from another site (or with no Origin at all) is refused', async () => {
     const s = setup();
-    const refused: Record<string, string>[] = [{ origin: 'https://evil.example' }, {}, { 'sec-fetch-site': 'cross-site' }];
+    const refused: Record<string, string>[] = [
+      { origin: 'https://evil.example' },
+      {},
+      { 'sec-fetch-site': 'cross-site' },
+    ];
     for (const headers of refused) {
-      const res = await s.call('/admin/login', { method: 'POST', headers: { ...FORM, ...headers }, body: form({ token: TOKEN }) });
+      const res = await s.call('/admin/login', {
+        method: 'POST',
+        headers: { ...FORM, ...headers },
+        body: form({ token: TOKEN }),
+      });
       assert.equal(res.status, 403, JSON.stringify(headers));
       assert.equal(res.headers.get('set-cookie'), null);
     }
@@ -338,12 +376,18 @@ describe('admin console: what it shows', () => {
         assert.ok(!html.includes(secret), `${path} shows ${secret}`);
       }
     }
-    const bad = (await s.store.list({ status: 'dead', event: 'customer.created' })).find((r) => r.customerId === 'cus_bad')!;
+    const bad = (await s.store.list({ status: 'dead', event: 'customer.created' })).find(
+      (r) => r.customerId === 'cus_bad',
+    )!;
     const { html } = await page(s, cookie, `/admin/events/${bad.seq}`);
     assert.match(html, /cus_bad/);
     assert.match(html, /&quot;email&quot;: &quot;\[redacted\]&quot;|"email": "\[redacted\]"/);
     assert.match(html, /x-api-key/);
-    assert.match(html, /could not reach \[redacted\] at \[redacted\]/, 'the error is shown with contact details taken out');
+    assert.match(
+      html,
+      /could not reach \[redacted\] at \[redacted\]/,
+      'the error is shown with contact details taken out',
+    );
     const rawRecord = (await s.store.list({ status: 'dead' })).find((r) => r.key.includes('sha256'))!;
     const shown = (await page(s, cookie, `/admin/events/${rawRecord.seq}`)).html;
     assert.match(shown, /not JSON: not shown/);
@@ -400,7 +444,10 @@ describe('admin console: what it shows', () => {
     await deliver(s, 'customer.created', 'cus_ok');
     // A pending event another instance is running (in the same turn, so this receiver's worker cannot take it).
     insertEvents(s.store, 1, () => ({ key: 'waiting', receivedAt: s.clock.now - 30_000 }));
-    assert.equal((s.store.claim({ owner: 'elsewhere', limit: 1, leaseMs: 3_600_000, now: s.clock.now }) as EventRecord[]).length, 1);
+    assert.equal(
+      (s.store.claim({ owner: 'elsewhere', limit: 1, leaseMs: 3_600_000, now: s.clock.now }) as EventRecord[]).length,
+      1,
+    );
     s.clock.now += 60_000;
     const cookie = await login(s);
     const { html } = await page(s, cookie, '/admin');
@@ -412,7 +459,12 @@ describe('admin console: what it shows', () => {
     assert.match(html, /3 deliveries received/);
     assert.match(html, /has waited <strong>1 min 30 s<\/strong>/);
     assert.match(html, /1 dead letter:/);
-    for (const [status, n] of [['pending', 1], ['done', 1], ['dead', 1], ['retrying', 0]] as const) {
+    for (const [status, n] of [
+      ['pending', 1],
+      ['done', 1],
+      ['dead', 1],
+      ['retrying', 0],
+    ] as const) {
       assert.match(html, new RegExp(`href="/admin/events\\?status=${status}"><span class="n">${n}</span>`));
     }
   });
@@ -519,12 +571,18 @@ describe('admin console: requeue', () => {
       since: '2026-12-03T12:00:06',
     });
     assert.equal(done.headers.get('location'), `/admin/events?${q.replace(/:/g, '%3A')}&requeued=1`);
-    assert.deepEqual((await s.store.list({ status: 'dead' })).map((r) => r.key), ['k7']);
+    assert.deepEqual(
+      (await s.store.list({ status: 'dead' })).map((r) => r.key),
+      ['k7'],
+    );
 
     // A filter that does not parse requeues nothing; one that matches nothing says so.
     const refused = await post(s, cookie, '/admin/requeue', { _csrf: csrfOf(second.html), since: 'soon' });
     assert.equal(refused.status, 400);
-    assert.deepEqual((await s.store.list({ status: 'dead' })).map((r) => r.key), ['k7']);
+    assert.deepEqual(
+      (await s.store.list({ status: 'dead' })).map((r) => r.key),
+      ['k7'],
+    );
     const none = await page(s, cookie, '/admin/requeue?customer=nobody');
     assert.match(none.html, /No dead letters match/);
     assert.doesNotMatch(none.html, /name="_csrf"[^>]*>\s*<button class="danger"/);

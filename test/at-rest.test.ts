@@ -38,7 +38,9 @@ function traffic(): Array<{ body: string; headers?: Record<string, string> }> {
     { body: '{"event": "customer.created", "data": ', headers: {} }, // not JSON, dead letter
     { body: created.replace('cus_rest_1', 'cus_rest_4'), headers: { 'content-type': 'text/plain' } }, // 415, dead letter
     ...Array.from({ length: 20 }, (_, i) => ({
-      body: JSON.stringify(samplePayload('customer.wallet.balance.updated', { customerId: `cus_rest_b${i % 3}`, data: { n: i } })),
+      body: JSON.stringify(
+        samplePayload('customer.wallet.balance.updated', { customerId: `cus_rest_b${i % 3}`, data: { n: i } }),
+      ),
     })),
   ];
 }
@@ -61,7 +63,9 @@ const cases = [
 describe('no signature at rest', { skip }, () => {
   for (const c of cases) {
     const missing = binAvailable(c.runtime) ? false : `node_modules/.bin/${c.runtime} is missing (run npm ci)`;
-    test(`${c.name}: the store's files hold no delivery's signature after a run of mixed traffic`, { skip: missing }, async () => {
+    test(`${c.name}: the store's files hold no delivery's signature after a run of mixed traffic`, {
+      skip: missing,
+    }, async () => {
       const dir = mkdtempSync(join(tmpdir(), 'lava-rest-'));
       dirs.push(dir);
       const data = join(dir, 'data');
@@ -94,7 +98,8 @@ describe('no signature at rest', { skip }, () => {
       for (const f of files) {
         const bytes = readFileSync(f).toString('latin1');
         scanned += bytes.length;
-        for (const sig of signatures) assert.equal(bytes.includes(sig), false, `${f} holds the signature ${sig.slice(0, 12)}…`);
+        for (const sig of signatures)
+          assert.equal(bytes.includes(sig), false, `${f} holds the signature ${sig.slice(0, 12)}…`);
       }
       // The check can fail: the bodies themselves are in those files.
       const all = files.map((f) => readFileSync(f).toString('latin1')).join('');

@@ -57,8 +57,13 @@ describe('bodyMemoryLimit over HTTP', () => {
     const slow: ReturnType<typeof rawUpload>[] = [];
     try {
       // Four uploads declare 256 KiB each and send 1 KiB: the whole 1 MiB is spoken for.
-      for (let i = 0; i < 4; i++) slow.push(rawUpload(h.served.port, declaredHead(256 * KIB), (s) => s.write('x'.repeat(KIB))));
-      await waitFor(async () => (await gauge(base, 'lava_webhooks_body_memory_bytes')) === 1024 * KIB, 5000, 'four reservations');
+      for (let i = 0; i < 4; i++)
+        slow.push(rawUpload(h.served.port, declaredHead(256 * KIB), (s) => s.write('x'.repeat(KIB))));
+      await waitFor(
+        async () => (await gauge(base, 'lava_webhooks_body_memory_bytes')) === 1024 * KIB,
+        5000,
+        'four reservations',
+      );
 
       const body = JSON.stringify(samplePayload('customer.created', { customerId: 'cus_budget' }));
       const refused = await fetch(signedRequest(h.url, body));
@@ -82,7 +87,11 @@ describe('bodyMemoryLimit over HTTP', () => {
 
       // The slow senders give up: their reservations are returned, and deliveries are accepted again.
       for (const s of slow) s.socket.destroy();
-      await waitFor(async () => (await gauge(base, 'lava_webhooks_body_memory_bytes')) === 0, 8000, 'reservations returned');
+      await waitFor(
+        async () => (await gauge(base, 'lava_webhooks_body_memory_bytes')) === 0,
+        8000,
+        'reservations returned',
+      );
       const accepted = await fetch(signedRequest(h.url, body));
       assert.equal(accepted.status, 200, await accepted.text());
       assert.equal(await gauge(base, 'lava_webhooks_body_memory_bytes'), 0, 'an answered delivery holds nothing');
@@ -125,10 +134,18 @@ describe('bodyMemoryLimit over HTTP', () => {
 describe('readBody() with a budget', () => {
   test('takes a declared length before reading, and the body as it arrives otherwise; a failure keeps nothing', async () => {
     const budget = new BodyBudget(100);
-    const declared = new Request('http://x/', { method: 'POST', body: 'a'.repeat(60), headers: { 'content-length': '60' } });
+    const declared = new Request('http://x/', {
+      method: 'POST',
+      body: 'a'.repeat(60),
+      headers: { 'content-length': '60' },
+    });
     const first = await readBody(declared, { limit: 1000, timeoutMs: 1000, budget });
     assert.equal(budget.used, 60, 'held until the caller gives it back');
-    const second = new Request('http://x/', { method: 'POST', body: 'b'.repeat(60), headers: { 'content-length': '60' } });
+    const second = new Request('http://x/', {
+      method: 'POST',
+      body: 'b'.repeat(60),
+      headers: { 'content-length': '60' },
+    });
     await assert.rejects(readBody(second, { limit: 1000, timeoutMs: 1000, budget }), BodyMemoryError);
     assert.equal(budget.used, 60, 'a refused read takes nothing');
     const stream = new ReadableStream<Uint8Array>({
@@ -148,7 +165,8 @@ describe('readBody() with a budget', () => {
   test('createLavaWebhooks() refuses a bodyMemoryLimit below bodyLimit', () => {
     assert.throws(
       () => createLavaWebhooks({ secret: SECRET, store: memoryStore(), bodyLimit: 1024, bodyMemoryLimit: 512 }),
-      (e: Error) => e instanceof ConfigError && /bodyMemoryLimit \(512\) must be at least bodyLimit \(1024\)/.test(e.message),
+      (e: Error) =>
+        e instanceof ConfigError && /bodyMemoryLimit \(512\) must be at least bodyLimit \(1024\)/.test(e.message),
     );
   });
 });

@@ -36,7 +36,11 @@ async function failure(p: Promise<unknown>): Promise<CliError> {
 
 describe('findEvent()', () => {
   test('findEvent() finds by full key, seq, #seq and a unique key prefix', async () => {
-    const store = await storeWith(['customer.created:cus_1', 'id:evt_9', 'customer.wallet.balance.updated:sha256:ab@x.y1']);
+    const store = await storeWith([
+      'customer.created:cus_1',
+      'id:evt_9',
+      'customer.wallet.balance.updated:sha256:ab@x.y1',
+    ]);
     const seqs = (await store.list()).map((r) => r.seq);
     assert.equal((await findEvent(store, 'id:evt_9')).key, 'id:evt_9');
     assert.equal((await findEvent(store, String(seqs[2]))).key, 'customer.wallet.balance.updated:sha256:ab@x.y1');
@@ -93,7 +97,11 @@ describe('countPurgeable()', () => {
     assert.equal(await store.purge({ before: 6_000, status: ['done'] }), 2);
     // customer.created:a is a tombstone now: purge() would not count it again, and neither does the count.
     assert.deepEqual(await countPurgeable(store, 6_000, ['done']), { count: 0, exact: true });
-    assert.equal((await countPurgeable(store, 10_000, ['done', 'dead'], 1)).exact, false, 'stopped at the limit: a lower bound');
+    assert.equal(
+      (await countPurgeable(store, 10_000, ['done', 'dead'], 1)).exact,
+      false,
+      'stopped at the limit: a lower bound',
+    );
     assert.deepEqual(await countPurgeable(store, 10_000, ['done', 'dead']), { count: 2, exact: true });
   });
 });

@@ -22,7 +22,9 @@ const SECRET = 'whsec_installed';
 const npm = spawnSync('npm', ['--version'], { encoding: 'utf8' });
 
 /** The real Node on PATH (under `bun test`, process.execPath is Bun and process.versions.node is Bun's claim). */
-const node = spawnSync('node', ['-p', 'process.versions.bun ? "" : process.execPath + " " + process.version'], { encoding: 'utf8' });
+const node = spawnSync('node', ['-p', 'process.versions.bun ? "" : process.execPath + " " + process.version'], {
+  encoding: 'utf8',
+});
 const [nodePath = '', nodeVersion = ''] = node.stdout.trim().split(' ');
 const skip = npm.status !== 0 ? 'npm is not on PATH' : nodePath === '' ? 'no Node on PATH' : false;
 if (skip) console.log(`[skip] installed CLI tests: ${skip}`);
@@ -50,7 +52,10 @@ describe('installed lava-webhooks command, in a project without the devDependenc
 
   before(() => {
     project = mkdtempSync(join(tmpdir(), 'lava-installed-'));
-    const packed = spawnSync('npm', ['pack', '--ignore-scripts', '--json', '--pack-destination', project], { cwd: ROOT, encoding: 'utf8' });
+    const packed = spawnSync('npm', ['pack', '--ignore-scripts', '--json', '--pack-destination', project], {
+      cwd: ROOT,
+      encoding: 'utf8',
+    });
     assert.equal(packed.status, 0, packed.stderr);
     const tarball = join(project, (JSON.parse(packed.stdout) as Array<{ filename: string }>)[0]?.filename as string);
     writeFileSync(join(project, 'package.json'), JSON.stringify({ name: 'consumer', version: '1.0.0', private: true }));
@@ -65,11 +70,14 @@ describe('installed lava-webhooks command, in a project without the devDependenc
     );
     if (install.status !== 0) {
       // Lay node_modules out as npm would (package, dependencies, bin link) so the launcher is still tested.
-      console.log(`[note] npm install --offline failed, laying out node_modules by hand:\n${install.stderr.slice(-500)}`);
+      console.log(
+        `[note] npm install --offline failed, laying out node_modules by hand:\n${install.stderr.slice(-500)}`,
+      );
       const target = join(project, 'node_modules', pkg.name);
       mkdirSync(target, { recursive: true });
       assert.equal(spawnSync('tar', ['-xzf', tarball, '-C', target, '--strip-components=1']).status, 0);
-      for (const d of Object.keys(pkg.dependencies)) cpSync(join(ROOT, 'node_modules', d), join(project, 'node_modules', d), { recursive: true });
+      for (const d of Object.keys(pkg.dependencies))
+        cpSync(join(ROOT, 'node_modules', d), join(project, 'node_modules', d), { recursive: true });
       mkdirSync(join(project, 'node_modules', '.bin'), { recursive: true });
       symlinkSync(`../${pkg.name}/bin/lava-webhooks.mjs`, installed());
     }
@@ -116,7 +124,9 @@ describe('installed lava-webhooks command, in a project without the devDependenc
     },
   );
 
-  test('lava-webhooks hands over to a Bun found on PATH: sign, help and a store command', { skip: !binAvailable('bun') && 'no bun' }, () => {
+  test('lava-webhooks hands over to a Bun found on PATH: sign, help and a store command', {
+    skip: !binAvailable('bun') && 'no bun',
+  }, () => {
     const env = { PATH: `${nodeOnly}:${withBun}` };
     const signed = run(installed(), ['sign', '--file', 'body.json'], env);
     assert.equal(signed.status, 0, signed.stderr);

@@ -209,7 +209,9 @@ describe('cli against a running server', { skip }, () => {
       await cli(['events', 'list', '--json', '--event', 'customer.created', '--after', String(all.nextAfter)], env),
     );
     assert.equal(next.events.length, 2);
-    const mine = json<{ events: Array<{ key: string }> }>(await cli(['events', 'list', '--customer', 'cus_cli_1', '--json'], env));
+    const mine = json<{ events: Array<{ key: string }> }>(
+      await cli(['events', 'list', '--customer', 'cus_cli_1', '--json'], env),
+    );
     assert.deepEqual(
       mine.events.map((e) => e.key),
       ['customer.created:cus_cli_1'],
@@ -224,9 +226,12 @@ describe('cli against a running server', { skip }, () => {
     assert.match(shown.stdout, /"customer_id": "cus_cli_1"/);
     assert.match(shown.stdout, /content-type: application\/json/);
     assert.doesNotMatch(shown.stdout, /[0-9a-f]{64}/, 'a signature was printed in full');
-    const record = json<{ key: string; status: string; headers: Record<string, string>; body: { data: { customer_id: string } } }>(
-      await cli(['events', 'show', 'customer.created:cus_cli_1', '--json'], env),
-    );
+    const record = json<{
+      key: string;
+      status: string;
+      headers: Record<string, string>;
+      body: { data: { customer_id: string } };
+    }>(await cli(['events', 'show', 'customer.created:cus_cli_1', '--json'], env));
     assert.equal(record.status, 'done');
     assert.equal(record.body.data.customer_id, 'cus_cli_1');
     for (const value of Object.values(record.headers)) assert.doesNotMatch(value, /[0-9a-f]{64}/);
@@ -253,19 +258,39 @@ describe('cli against a running server', { skip }, () => {
     assert.match(all.stdout, /purged 5 done events finished before/);
     assert.match(all.stdout, /customer\.created and customer\.deleted keep a tombstone/);
     // Every event here was a customer.created or customer.deleted: what is left of each is a tombstone of its key.
-    const left = json<{ events: Array<{ tombstone: boolean; key: string }> }>(await cli(['events', 'list', '--json'], env));
+    const left = json<{ events: Array<{ tombstone: boolean; key: string }> }>(
+      await cli(['events', 'list', '--json'], env),
+    );
     assert.equal(left.events.length, 5);
-    assert.ok(left.events.every((e) => e.tombstone), JSON.stringify(left.events));
-    assert.equal(json(await cli(['events', 'purge', '--before', future, '--json', '--yes'], env)).purged, 0, 'a tombstone is purged once');
+    assert.ok(
+      left.events.every((e) => e.tombstone),
+      JSON.stringify(left.events),
+    );
+    assert.equal(
+      json(await cli(['events', 'purge', '--before', future, '--json', '--yes'], env)).purged,
+      0,
+      'a tombstone is purged once',
+    );
   });
 
   test('events show masks secrets and personal data in the body unless --reveal; signature headers always', async () => {
-    const sent = await cli(['send', 'customer.created', '--customer', 'cus_cli_mask', '--data', '{"contact":{"email":"ada@example.com","phone":"+15550100"}}'], env);
+    const sent = await cli(
+      [
+        'send',
+        'customer.created',
+        '--customer',
+        'cus_cli_mask',
+        '--data',
+        '{"contact":{"email":"ada@example.com","phone":"+15550100"}}',
+      ],
+      env,
+    );
     assert.equal(sent.code, 0, sent.stderr);
     const legacy = await cli(['send', 'connection.created', '--customer', 'conn_cli_mask'], env);
     assert.equal(legacy.code, 0, legacy.stderr);
-    const legacyKey = json<{ events: Array<{ key: string }> }>(await cli(['events', 'list', '--customer', 'conn_cli_mask', '--json'], env))
-      .events[0]?.key as string;
+    const legacyKey = json<{ events: Array<{ key: string }> }>(
+      await cli(['events', 'list', '--customer', 'conn_cli_mask', '--json'], env),
+    ).events[0]?.key as string;
     assert.ok(legacyKey);
 
     const shown = await cli(['events', 'show', 'customer.created:cus_cli_mask'], env);
@@ -289,7 +314,10 @@ describe('cli against a running server', { skip }, () => {
       await cli(['events', 'show', 'customer.created:cus_cli_mask', '--json', '--reveal'], env),
     );
     assert.equal(revealedJson.body.data.contact.phone, '+15550100');
-    assert.match((await cli(['events', 'show', legacyKey, '--reveal'], env)).stdout, /"connection_secret": "cs_sample_not_a_real_secret"/);
+    assert.match(
+      (await cli(['events', 'show', legacyKey, '--reveal'], env)).stdout,
+      /"connection_secret": "cs_sample_not_a_real_secret"/,
+    );
     assert.match((await cli(['events', 'show', '--help'], env)).stdout, /--reveal/);
   });
 });
@@ -306,11 +334,15 @@ describe('cli: a dead letter replayed after its handler is fixed', { skip }, () 
     assert.equal(sent.code, 0, sent.stderr);
     const key = 'customer.deleted:cus_gone';
     await waitFor(
-      async () => json<{ events: unknown[] }>(await cli(['events', 'list', '--status', 'dead', '--json'], env)).events.length === 1,
+      async () =>
+        json<{ events: unknown[] }>(await cli(['events', 'list', '--status', 'dead', '--json'], env)).events.length ===
+        1,
       10_000,
       'the event to be dead-lettered',
     );
-    const dead = json<{ status: string; attempts: number; lastError: string }>(await cli(['events', 'show', key, '--json'], env));
+    const dead = json<{ status: string; attempts: number; lastError: string }>(
+      await cli(['events', 'show', key, '--json'], env),
+    );
     assert.equal(dead.status, 'dead');
     assert.equal(dead.attempts, 2);
     assert.match(dead.lastError, /configured to fail customer\.deleted/);
@@ -400,7 +432,8 @@ describe('cli: version, help and mistyped flags', { skip }, () => {
     }
     const group = await cli(['events', '--help']);
     assert.equal(group.code, 0, group.stderr);
-    for (const sub of ['list', 'show', 'tail', 'requeue', 'resend', 'purge']) assert.match(group.stdout, new RegExp(`^  events ${sub} `, 'm'));
+    for (const sub of ['list', 'show', 'tail', 'requeue', 'resend', 'purge'])
+      assert.match(group.stdout, new RegExp(`^  events ${sub} `, 'm'));
     assert.equal((await cli(['events', '-h'])).code, 0);
     const viaHelp = await cli(['help', 'events', 'resend']);
     assert.equal(viaHelp.code, 0);
@@ -531,8 +564,9 @@ describe('cli: short ids, tail, resend and a confirmed purge, against a running 
     assert.match(ambiguous.stderr, /^\s+\d+ {2}customer\.created:cus_id_1$/m);
     assert.match(ambiguous.stderr, /^\s+\d+ {2}customer\.created:cus_id_2$/m);
 
-    const first = json<{ events: Array<{ seq: number }> }>(await cli(['events', 'list', '--json', '--customer', 'cus_id_2'], env))
-      .events[0]?.seq;
+    const first = json<{ events: Array<{ seq: number }> }>(
+      await cli(['events', 'list', '--json', '--customer', 'cus_id_2'], env),
+    ).events[0]?.seq;
     const requeued = await cli(['events', 'requeue', String(first), '--json'], env);
     assert.equal(requeued.code, 0, requeued.stderr);
     assert.deepEqual(json<{ keys: string[] }>(requeued).keys, ['customer.created:cus_id_2']);
@@ -589,7 +623,10 @@ describe('cli: short ids, tail, resend and a confirmed purge, against a running 
     const after = String(since - 1);
     const created = await cli(['events', 'tail', '--once', '--after', after, '--event', 'customer.created'], env);
     assert.equal(created.code, 0, created.stderr);
-    assert.match(created.stdout, /#\d+ {2}received {2}customer\.created {2}cus_tail_ok {2}customer\.created:cus_tail_ok/);
+    assert.match(
+      created.stdout,
+      /#\d+ {2}received {2}customer\.created {2}cus_tail_ok {2}customer\.created:cus_tail_ok/,
+    );
     assert.match(created.stdout, /#\d+ {2}done {6}customer\.created {2}cus_tail_ok {2}after 1 attempt$/m);
     assert.doesNotMatch(created.stdout, /cus_tail_bad/);
     const dead = await cli(['events', 'tail', '--once', '--after', after, '--status', 'dead', '--json'], env);
@@ -622,8 +659,9 @@ describe('cli: short ids, tail, resend and a confirmed purge, against a running 
     await new Promise<void>((r) => endpoint.listen(0, '127.0.0.1', r));
     const to = `http://127.0.0.1:${(endpoint.address() as AddressInfo).port}/hook`;
     try {
-      const seq = json<{ events: Array<{ seq: number }> }>(await cli(['events', 'list', '--json', '--customer', 'cus_id_2'], env))
-        .events[0]?.seq as number;
+      const seq = json<{ events: Array<{ seq: number }> }>(
+        await cli(['events', 'list', '--json', '--customer', 'cus_id_2'], env),
+      ).events[0]?.seq as number;
       const r = await cli(['events', 'resend', String(seq), '--to', to, '--secret-stdin'], env, 'whsec_elsewhere');
       assert.equal(r.code, 0, r.stderr);
       assert.match(r.stdout, new RegExp(`^resent #${seq} customer\\.created:cus_id_2 \\(\\d+ bytes\\) to ${to}$`, 'm'));
@@ -636,16 +674,22 @@ describe('cli: short ids, tail, resend and a confirmed purge, against a running 
 
       // Back to the receiver itself, with its secret from the environment: the signature verifies over the exact
       // bytes, and the same identity makes it a duplicate.
-      const again = await cli(['events', 'resend', 'customer.created:cus_id_2', '--to', `${server.url}/webhooks/lava`, '--json'], {
-        ...env,
-        LAVA_WEBHOOK_SECRET: SECRET,
-      });
+      const again = await cli(
+        ['events', 'resend', 'customer.created:cus_id_2', '--to', `${server.url}/webhooks/lava`, '--json'],
+        {
+          ...env,
+          LAVA_WEBHOOK_SECRET: SECRET,
+        },
+      );
       assert.equal(again.code, 0, again.stderr);
       const out = json<{ status: number; answer: { duplicate?: boolean }; ok: boolean }>(again);
       assert.equal(out.status, 200);
       assert.equal(out.answer.duplicate, true);
 
-      const wrong = await cli(['events', 'resend', String(seq), '--to', `${server.url}/webhooks/lava`], { ...env, LAVA_WEBHOOK_SECRET: 'nope' });
+      const wrong = await cli(['events', 'resend', String(seq), '--to', `${server.url}/webhooks/lava`], {
+        ...env,
+        LAVA_WEBHOOK_SECRET: 'nope',
+      });
       assert.equal(wrong.code, 1);
       assert.match(wrong.stdout, /→ 401/);
       assert.ok(wrong.stderr.includes(WRONG_SECRET), wrong.stderr);
@@ -671,7 +715,10 @@ describe('cli: short ids, tail, resend and a confirmed purge, against a running 
 
     const refused = await cli(['events', 'purge', '--before', future], env);
     assert.equal(refused.code, 2);
-    assert.match(refused.stderr, new RegExp(`would purge ${donesBefore} done events finished before .* add --yes to purge`));
+    assert.match(
+      refused.stderr,
+      new RegExp(`would purge ${donesBefore} done events finished before .* add --yes to purge`),
+    );
     const dry = await cli(['events', 'purge', '--before', future, '--dry-run', '--json'], env);
     assert.equal(dry.code, 0, dry.stderr);
     assert.deepEqual(
@@ -679,15 +726,28 @@ describe('cli: short ids, tail, resend and a confirmed purge, against a running 
       { dryRun: true, wouldPurge: donesBefore, exact: true, before: undefined, status: ['done'] },
     );
     const dryText = await cli(['events', 'purge', '--before', future, '--include-dead', '--dry-run'], env);
-    assert.match(dryText.stdout, new RegExp(`^would purge ${donesBefore + 1} done and dead events finished before .* \\(dry run: nothing removed\\)$`, 'm'));
+    assert.match(
+      dryText.stdout,
+      new RegExp(
+        `^would purge ${donesBefore + 1} done and dead events finished before .* \\(dry run: nothing removed\\)$`,
+        'm',
+      ),
+    );
     const tombstones = async () =>
-      json<{ events: Array<{ tombstone: boolean }> }>(await cli(['events', 'list', '--json', '--limit', '1000'], env)).events.filter(
-        (e) => e.tombstone,
-      ).length;
+      json<{ events: Array<{ tombstone: boolean }> }>(
+        await cli(['events', 'list', '--json', '--limit', '1000'], env),
+      ).events.filter((e) => e.tombstone).length;
     assert.equal(await tombstones(), 0, 'refusing and --dry-run removed nothing');
 
     const script = spawnSync('script', ['--version'], { encoding: 'utf8' });
-    const purgeArgs = [join(ROOT, 'node_modules/.bin/bun'), join(ROOT, 'src/cli.ts'), 'events', 'purge', '--before', future];
+    const purgeArgs = [
+      join(ROOT, 'node_modules/.bin/bun'),
+      join(ROOT, 'src/cli.ts'),
+      'events',
+      'purge',
+      '--before',
+      future,
+    ];
     if (script.status === 0) {
       // A real terminal: script(1) gives the CLI a pseudo-TTY and types the answer.
       const onTty = (answer: string) =>
@@ -715,15 +775,30 @@ describe('cli: short ids, tail, resend and a confirmed purge, against a running 
       const yes = await cli(['events', 'purge', '--before', future, '--yes'], env);
       assert.match(yes.stdout, new RegExp(`purged ${donesBefore} done events`));
     }
-    assert.equal(await tombstones(), donesBefore - 1, 'the once events are tombstones now (the balance update is gone)');
+    assert.equal(
+      await tombstones(),
+      donesBefore - 1,
+      'the once events are tombstones now (the balance update is gone)',
+    );
     // Tombstones are not purged again, and the count says so.
-    assert.equal(json<{ wouldPurge: number }>(await cli(['events', 'purge', '--before', future, '--dry-run', '--json'], env)).wouldPurge, 0);
+    assert.equal(
+      json<{ wouldPurge: number }>(await cli(['events', 'purge', '--before', future, '--dry-run', '--json'], env))
+        .wouldPurge,
+      0,
+    );
 
-    const tomb = json<{ events: Array<{ seq: number; tombstone: boolean }> }>(await cli(['events', 'list', '--json', '--customer', 'cus_id_2'], env))
-      .events[0] as { seq: number; tombstone: boolean };
+    const tomb = json<{ events: Array<{ seq: number; tombstone: boolean }> }>(
+      await cli(['events', 'list', '--json', '--customer', 'cus_id_2'], env),
+    ).events[0] as { seq: number; tombstone: boolean };
     assert.equal(tomb.tombstone, true);
-    const resend = await cli(['events', 'resend', String(tomb.seq), '--to', `${server.url}/webhooks/lava`], { ...env, LAVA_WEBHOOK_SECRET: SECRET });
+    const resend = await cli(['events', 'resend', String(tomb.seq), '--to', `${server.url}/webhooks/lava`], {
+      ...env,
+      LAVA_WEBHOOK_SECRET: SECRET,
+    });
     assert.equal(resend.code, 1);
-    assert.match(resend.stderr, /customer\.created:cus_id_2 \(seq \d+\) is a tombstone: purge kept only its key, not its body, so there is nothing to resend/);
+    assert.match(
+      resend.stderr,
+      /customer\.created:cus_id_2 \(seq \d+\) is a tombstone: purge kept only its key, not its body, so there is nothing to resend/,
+    );
   });
 });

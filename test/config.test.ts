@@ -22,7 +22,8 @@ describe('loadConfig()', () => {
   });
 
   test('LAVA_WEBHOOK_TRUST_WEBHOOK_ID takes true/false or 1/0, and names itself when it is anything else', () => {
-    const trust = (v: string) => loadConfig({ LAVA_WEBHOOK_SECRET: 's', LAVA_WEBHOOK_TRUST_WEBHOOK_ID: v }).LAVA_WEBHOOK_TRUST_WEBHOOK_ID;
+    const trust = (v: string) =>
+      loadConfig({ LAVA_WEBHOOK_SECRET: 's', LAVA_WEBHOOK_TRUST_WEBHOOK_ID: v }).LAVA_WEBHOOK_TRUST_WEBHOOK_ID;
     assert.equal(trust('true'), true);
     assert.equal(trust('1'), true);
     assert.equal(trust('false'), false);
@@ -35,7 +36,10 @@ describe('loadConfig()', () => {
   });
 
   test('refuses a missing or empty secret with a message naming the variable', () => {
-    assert.throws(() => loadConfig({}), (e: Error) => e instanceof ConfigError && /LAVA_WEBHOOK_SECRET/.test(e.message));
+    assert.throws(
+      () => loadConfig({}),
+      (e: Error) => e instanceof ConfigError && /LAVA_WEBHOOK_SECRET/.test(e.message),
+    );
     assert.throws(() => loadConfig({ LAVA_WEBHOOK_SECRET: '' }), /LAVA_WEBHOOK_SECRET: is required/);
     assert.throws(() => loadConfig({ LAVA_WEBHOOK_SECRET: ' , ' }), /LAVA_WEBHOOK_SECRET: must hold at least one/);
   });
@@ -69,8 +73,11 @@ describe('loadConfig()', () => {
     const c = loadConfig({ LAVA_WEBHOOK_SECRET: 's', LAVA_WEBHOOK_TOMBSTONE_RETENTION: '400d' });
     assert.equal(c.LAVA_WEBHOOK_TOMBSTONE_RETENTION, 400 * 86_400_000);
     assert.throws(
-      () => loadConfig({ LAVA_WEBHOOK_SECRET: 's', LAVA_WEBHOOK_RETENTION: '30d', LAVA_WEBHOOK_TOMBSTONE_RETENTION: '7d' }),
-      (e: Error) => e instanceof ConfigError && /LAVA_WEBHOOK_TOMBSTONE_RETENTION: must be at least LAVA_WEBHOOK_RETENTION/.test(e.message),
+      () =>
+        loadConfig({ LAVA_WEBHOOK_SECRET: 's', LAVA_WEBHOOK_RETENTION: '30d', LAVA_WEBHOOK_TOMBSTONE_RETENTION: '7d' }),
+      (e: Error) =>
+        e instanceof ConfigError &&
+        /LAVA_WEBHOOK_TOMBSTONE_RETENTION: must be at least LAVA_WEBHOOK_RETENTION/.test(e.message),
     );
   });
 
@@ -78,7 +85,10 @@ describe('loadConfig()', () => {
     const c = loadConfig({ LAVA_WEBHOOK_SECRET: 's', HOSTNAME: 'lava-7d9f8-xk2lp' });
     assert.equal(c.LAVA_WEBHOOK_HOST, '0.0.0.0');
     assert.equal((c as Record<string, unknown>).HOSTNAME, undefined);
-    assert.equal(loadConfig({ LAVA_WEBHOOK_SECRET: 's', LAVA_WEBHOOK_HOST: '127.0.0.1' }).LAVA_WEBHOOK_HOST, '127.0.0.1');
+    assert.equal(
+      loadConfig({ LAVA_WEBHOOK_SECRET: 's', LAVA_WEBHOOK_HOST: '127.0.0.1' }).LAVA_WEBHOOK_HOST,
+      '127.0.0.1',
+    );
   });
 
   test('body memory, rejection log rate and private metrics settings, with their defaults', () => {
@@ -101,11 +111,16 @@ describe('loadConfig()', () => {
       () => loadConfig({ LAVA_WEBHOOK_SECRET: 's', LAVA_WEBHOOK_BODY_MEMORY: '128kb' }),
       /LAVA_WEBHOOK_BODY_MEMORY: must be at least LAVA_WEBHOOK_BODY_LIMIT/,
     );
-    assert.throws(() => loadConfig({ LAVA_WEBHOOK_SECRET: 's', LAVA_WEBHOOK_METRICS_PORT: '3000' }), /LAVA_WEBHOOK_METRICS_PORT: must differ from PORT/);
+    assert.throws(
+      () => loadConfig({ LAVA_WEBHOOK_SECRET: 's', LAVA_WEBHOOK_METRICS_PORT: '3000' }),
+      /LAVA_WEBHOOK_METRICS_PORT: must differ from PORT/,
+    );
     // A short token is refused, and never echoed.
     assert.throws(
       () => loadConfig({ LAVA_WEBHOOK_SECRET: 's', LAVA_WEBHOOK_METRICS_TOKEN: 'short-tok' }),
-      (e: Error) => /LAVA_WEBHOOK_METRICS_TOKEN: must be at least 16 characters/.test(e.message) && !e.message.includes('short-tok'),
+      (e: Error) =>
+        /LAVA_WEBHOOK_METRICS_TOKEN: must be at least 16 characters/.test(e.message) &&
+        !e.message.includes('short-tok'),
     );
   });
 
@@ -118,12 +133,18 @@ describe('loadConfig()', () => {
       }
       return '';
     };
-    assert.equal(messageOf({ PORT: '99999' }), 'invalid configuration: PORT: expected a whole number from 0 to 65535, got "99999"');
+    assert.equal(
+      messageOf({ PORT: '99999' }),
+      'invalid configuration: PORT: expected a whole number from 0 to 65535, got "99999"',
+    );
     assert.equal(
       messageOf({ LAVA_WEBHOOK_STORE: 'mongo' }),
       'invalid configuration: LAVA_WEBHOOK_STORE: expected sqlite, memory, kv or postgres, got "mongo"',
     );
-    assert.equal(messageOf({ LAVA_WEBHOOK_PATH: 'hooks' }), 'invalid configuration: LAVA_WEBHOOK_PATH: expected a path starting with /, got "hooks"');
+    assert.equal(
+      messageOf({ LAVA_WEBHOOK_PATH: 'hooks' }),
+      'invalid configuration: LAVA_WEBHOOK_PATH: expected a path starting with /, got "hooks"',
+    );
     assert.equal(
       messageOf({ LAVA_WEBHOOK_RETENTION: 'forever', LOG_LEVEL: 'loud' }),
       'invalid configuration:\n  LAVA_WEBHOOK_RETENTION: expected a duration such as 7d, got "forever"\n  LOG_LEVEL: expected debug, info, warn, error or silent, got "loud"',
@@ -135,15 +156,23 @@ describe('loadConfig()', () => {
   test('pgAddress() and pgUnreachable() name host and port, never the user or password', async () => {
     assert.equal(pgAddress('postgres://lava:pw@db.internal:5499/lava'), 'db.internal:5499');
     assert.equal(pgAddress('postgresql://lava@db.internal/lava'), 'db.internal:5432');
-    assert.equal(pgAddress('postgres://lava:pw@/lava?host=/var/run/postgresql'), 'the socket in /var/run/postgresql (port 5432)');
+    assert.equal(
+      pgAddress('postgres://lava:pw@/lava?host=/var/run/postgresql'),
+      'the socket in /var/run/postgresql (port 5432)',
+    );
     const url = 'postgres://lava:hunter2@127.0.0.1:5499/lava';
     const refused = Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5499'), { code: 'ECONNREFUSED' });
     // The store wraps the client's error as its cause.
     const wrapped = new Error('postgres store could not ping: connect ECONNREFUSED', { cause: refused });
     assert.equal(await pgUnreachable(url, wrapped), 'cannot reach PostgreSQL at 127.0.0.1:5499 (connection refused)');
-    const auth = Object.assign(new Error('password authentication failed for user "lava" (hunter2)'), { code: '28P01' });
+    const auth = Object.assign(new Error('password authentication failed for user "lava" (hunter2)'), {
+      code: '28P01',
+    });
     const message = await pgUnreachable(url, auth);
-    assert.equal(message, 'PostgreSQL at 127.0.0.1:5499 refused the connection (password authentication failed for user "lava" (***))');
+    assert.equal(
+      message,
+      'PostgreSQL at 127.0.0.1:5499 refused the connection (password authentication failed for user "lava" (***))',
+    );
     assert.equal(await pgUnreachable(url, new Error('relation is not ours')), null, 'anything else speaks for itself');
   });
 
@@ -164,16 +193,27 @@ describe('loadConfig()', () => {
 
   test('relay settings: per-event URLs from LAVA_RELAY_URL_<EVENT>, and the secret is required with a URL', () => {
     assert.deepEqual(
-      relayUrls({ LAVA_RELAY_URL_CUSTOMER_DELETED: 'http://a/x', LAVA_RELAY_URL_CUSTOMER_WALLET_BALANCE_UPDATED: 'http://b/y' }),
+      relayUrls({
+        LAVA_RELAY_URL_CUSTOMER_DELETED: 'http://a/x',
+        LAVA_RELAY_URL_CUSTOMER_WALLET_BALANCE_UPDATED: 'http://b/y',
+      }),
       { 'customer.deleted': 'http://a/x', 'customer.wallet.balance.updated': 'http://b/y' },
     );
-    assert.throws(() => loadConfig({ LAVA_WEBHOOK_SECRET: 's', LAVA_RELAY_URL: 'http://a/x' }), /LAVA_RELAY_SECRET: is required/);
+    assert.throws(
+      () => loadConfig({ LAVA_WEBHOOK_SECRET: 's', LAVA_RELAY_URL: 'http://a/x' }),
+      /LAVA_RELAY_SECRET: is required/,
+    );
     assert.throws(
       () => loadConfig({ LAVA_WEBHOOK_SECRET: 's', LAVA_RELAY_URL: 'http://a/x', LAVA_RELAY_SECRET: 'plain' }),
       /LAVA_RELAY_SECRET: expected a Standard Webhooks secret/,
     );
     assert.throws(() => loadConfig({ LAVA_WEBHOOK_SECRET: 's', LAVA_RELAY_URL: 'not a url' }), /LAVA_RELAY_URL/);
-    const c = loadConfig({ LAVA_WEBHOOK_SECRET: 's', LAVA_RELAY_URL: 'https://app.example/hooks', LAVA_RELAY_SECRET: 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw', LAVA_RELAY_TIMEOUT: '3s' });
+    const c = loadConfig({
+      LAVA_WEBHOOK_SECRET: 's',
+      LAVA_RELAY_URL: 'https://app.example/hooks',
+      LAVA_RELAY_SECRET: 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw',
+      LAVA_RELAY_TIMEOUT: '3s',
+    });
     assert.equal(c.LAVA_RELAY_TIMEOUT, 3000);
   });
 });

@@ -13,7 +13,10 @@ const enc = new TextEncoder();
 const dec = new TextDecoder();
 // Fixed bodies (samplePayload varies per call), so both routes' dead letters can be compared byte for byte.
 const created = (customerId: string) =>
-  JSON.stringify({ event: 'customer.created', data: { customer_id: customerId, contact: { email: 'ada@example.com' } } });
+  JSON.stringify({
+    event: 'customer.created',
+    data: { customer_id: customerId, contact: { email: 'ada@example.com' } },
+  });
 const routes = { 'fast path': undefined, 'Hono chain': deliveryChain } as const;
 
 function receiver(route: LavaWebhooksOptions['deliveryRoute'], options: Partial<LavaWebhooksOptions> = {}) {
@@ -22,7 +25,11 @@ function receiver(route: LavaWebhooksOptions['deliveryRoute'], options: Partial<
     secret: SECRET,
     store: memoryStore(),
     logger: jsonLogger({ level: 'debug', write: (l) => lines.push(l) }),
-    handlers: { 'customer.created': () => {}, 'customer.wallet.balance.updated': () => {}, 'customer.deleted': () => {} },
+    handlers: {
+      'customer.created': () => {},
+      'customer.wallet.balance.updated': () => {},
+      'customer.deleted': () => {},
+    },
     bodyLimit: 4096,
     deliveryRoute: route,
     ...options,
@@ -55,7 +62,10 @@ const cases: Array<[string, () => Request]> = [
   ['a valid delivery', () => signedRequest(URL_, created('cus_1'))],
   ['its duplicate', () => signedRequest(URL_, created('cus_1'))],
   ['no signature', () => raw(created('cus_2'), { 'x-webhook-signature': null, 'content-type': 'application/json' })],
-  ['a malformed signature', () => raw(created('cus_2'), { 'x-webhook-signature': 'zz', 'content-type': 'application/json' })],
+  [
+    'a malformed signature',
+    () => raw(created('cus_2'), { 'x-webhook-signature': 'zz', 'content-type': 'application/json' }),
+  ],
   ['a wrong signature', () => signedRequest(URL_, created('cus_2'), { secret: 'another secret' })],
   ['text/plain', () => raw(created('cus_3'), { 'content-type': 'text/plain' })],
   // Hono's JSON validator reads application/vnd.api+json as JSON; intake does not.
@@ -65,11 +75,30 @@ const cases: Array<[string, () => Request]> = [
   // Hono's JSON validator validates `{}` for a request without a JSON content type: the issue must be this body's.
   ['no content type, invalid', () => raw('{"event":"customer.created","data":{}}')],
   ['not JSON', () => raw('{"event": nope', { 'content-type': 'application/json' })],
-  ['not UTF-8', () => raw(new Uint8Array([...enc.encode('{"event":"customer.created","data":{"customer_id":"cus_'), 0xff, ...enc.encode('"}}')]))],
+  [
+    'not UTF-8',
+    () =>
+      raw(
+        new Uint8Array([
+          ...enc.encode('{"event":"customer.created","data":{"customer_id":"cus_'),
+          0xff,
+          ...enc.encode('"}}'),
+        ]),
+      ),
+  ],
   ['an invalid envelope', () => raw('[1,2]', { 'content-type': 'application/json' })],
-  ['a schema-invalid known event', () => raw('{"event":"customer.created","data":{"customer_id":""}}', { 'content-type': 'application/json' })],
-  ['a legacy event', () => signedRequest(URL_, JSON.stringify({ event: 'connection.created', data: { connection_id: 'con_1' } }))],
-  ['an unknown event', () => signedRequest(URL_, JSON.stringify({ event: 'customer.renamed', data: { customer_id: 'cus_7' } }))],
+  [
+    'a schema-invalid known event',
+    () => raw('{"event":"customer.created","data":{"customer_id":""}}', { 'content-type': 'application/json' }),
+  ],
+  [
+    'a legacy event',
+    () => signedRequest(URL_, JSON.stringify({ event: 'connection.created', data: { connection_id: 'con_1' } })),
+  ],
+  [
+    'an unknown event',
+    () => signedRequest(URL_, JSON.stringify({ event: 'customer.renamed', data: { customer_id: 'cus_7' } })),
+  ],
   ['a body over the limit', () => signedRequest(URL_, JSON.stringify({ event: 'x', data: { pad: 'x'.repeat(5000) } }))],
   ['an empty body', () => raw('', { 'content-type': 'application/json' })],
 ];
@@ -131,7 +160,9 @@ describe('delivery routes', () => {
       'a body over the limit': 413,
       'an empty body': 400,
     });
-    const invalid = a[cases.findIndex(([n]) => n === 'no content type, invalid')]?.body as { issues: Array<{ path: string[] }> };
+    const invalid = a[cases.findIndex(([n]) => n === 'no content type, invalid')]?.body as {
+      issues: Array<{ path: string[] }>;
+    };
     assert.deepEqual(
       invalid.issues.map((i) => i.path.join('.')),
       ['data.customer_id'],
@@ -145,7 +176,11 @@ describe('delivery routes', () => {
     const kept = await dead(fast);
     assert.equal(kept.length, 8, 'every authenticated delivery that was refused is kept');
     assert.deepEqual(await dead(chain), kept);
-    assert.ok(kept.some((r) => /^body is not valid JSON: .+/.test(r.lastError ?? '') && !/Malformed JSON/.test(r.lastError ?? '')));
+    assert.ok(
+      kept.some(
+        (r) => /^body is not valid JSON: .+/.test(r.lastError ?? '') && !/Malformed JSON/.test(r.lastError ?? ''),
+      ),
+    );
     assert.equal(fast.metrics.bodyMemory?.used ?? 0, 0, 'the fast path gave back every body');
     assert.equal(chain.metrics.bodyMemory?.used ?? 0, 0, 'the chain gave back every body');
     await Promise.all([fast.close(), chain.close()]);
@@ -173,7 +208,10 @@ describe('delivery routes', () => {
       const res = await lava.fetch(signedRequest(URL_, created('cus_500')));
       assert.equal(res.status, 500, name);
       assert.deepEqual(await res.json(), { error: 'internal error' }, name);
-      assert.ok(lines.some((l) => l.includes('unhandled error in request') && l.includes('key function failed')), name);
+      assert.ok(
+        lines.some((l) => l.includes('unhandled error in request') && l.includes('key function failed')),
+        name,
+      );
       await lava.close();
       const closed = await lava.fetch(signedRequest(URL_, created('cus_closed')));
       assert.equal(closed.status, 503, name);

@@ -7,7 +7,13 @@ import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { createLavaWebhooks, silentLogger } from '../src/mod.ts';
 import type { HandlerMap } from '../src/mod.ts';
-import { type CronFn, DRAIN_CRON_NAME, DRAIN_CRON_SCHEDULE, denoCron, scheduleDrainCron } from '../src/runtime/deno-cron.ts';
+import {
+  type CronFn,
+  DRAIN_CRON_NAME,
+  DRAIN_CRON_SCHEDULE,
+  denoCron,
+  scheduleDrainCron,
+} from '../src/runtime/deno-cron.ts';
 import { samplePayload } from '../src/samples.ts';
 import { denoKvStore } from '../src/stores/deno-kv/mod.ts';
 import { SECRET, signedRequest, sleep } from './helpers/lava.ts';
@@ -58,7 +64,13 @@ function freshIsolate(path: string) {
     runs.push(event.data.customer_id);
   };
   const handlers: HandlerMap = { 'customer.created': log };
-  const lava = createLavaWebhooks({ secret: SECRET, store: denoKvStore({ path }), handlers, logger: silentLogger, leaseMs: LEASE_MS });
+  const lava = createLavaWebhooks({
+    secret: SECRET,
+    store: denoKvStore({ path }),
+    handlers,
+    logger: silentLogger,
+    leaseMs: LEASE_MS,
+  });
   return { lava, runs };
 }
 
@@ -125,7 +137,7 @@ describe('Deno Deploy: events of an evicted isolate are reclaimed', { skip }, ()
     }
   });
 
-  test('Deno.cron is there under deno.json\'s unstable list, and absent means no cron (Bun, Node)', () => {
+  test("Deno.cron is there under deno.json's unstable list, and absent means no cron (Bun, Node)", () => {
     assert.equal(typeof denoCron(), 'function');
     assert.equal(
       scheduleDrainCron(() => {
@@ -135,4 +147,3 @@ describe('Deno Deploy: events of an evicted isolate are reclaimed', { skip }, ()
     );
   });
 });
-

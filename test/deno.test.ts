@@ -117,10 +117,14 @@ describe('deno serve src/server.ts', { skip }, () => {
         [sqliteDir, 'sqlite'],
       ] as const) {
         const file = join(dir, 'runs.tsv');
-        const runs = await waitFor(() => {
-          const r = readRuns(file).filter((x) => x.customer === 'cus_same_answers');
-          return r.length > 0 ? r : null;
-        }, 5000, `the handler run on ${name}`);
+        const runs = await waitFor(
+          () => {
+            const r = readRuns(file).filter((x) => x.customer === 'cus_same_answers');
+            return r.length > 0 ? r : null;
+          },
+          5000,
+          `the handler run on ${name}`,
+        );
         await sleep(200);
         assert.equal(readRuns(file).filter((x) => x.customer === 'cus_same_answers').length, 1, `ran once (${name})`);
         // The fixture reads `process.env` and `process.pid`: Node's process global works in a handler under Deno.

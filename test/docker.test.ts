@@ -175,8 +175,9 @@ function run(argv: string[], options: SpawnOptions): Promise<{ code: number | st
 
 describe('Dockerfile', () => {
   test('Dockerfile pins the bun base image to the bun devDependency and bakes in no secret', () => {
-    const bunVersion = (JSON.parse(readFileSync(join(ROOT, 'node_modules/bun/package.json'), 'utf8')) as { version: string })
-      .version;
+    const bunVersion = (
+      JSON.parse(readFileSync(join(ROOT, 'node_modules/bun/package.json'), 'utf8')) as { version: string }
+    ).version;
     assert.match(one('FROM'), new RegExp(`^oven/bun:${bunVersion.replace(/\./g, '\\.')}(-[a-z]+)?$`));
     const env = Object.assign({}, ...all('ENV').map((i) => parseEnvArgs(i.args))) as Record<string, string>;
     const args = all('ARG').map((i) => i.args);
@@ -190,7 +191,10 @@ describe('Dockerfile', () => {
     assert.match(healthcheckCommand(one('HEALTHCHECK')).join(' '), /\/healthz/);
     const volumes = all('VOLUME').flatMap((i) => volumePaths(i.args));
     assert.ok(env.LAVA_WEBHOOK_DB, 'LAVA_WEBHOOK_DB must point into the volume');
-    assert.ok(volumes.includes(posix.dirname(env.LAVA_WEBHOOK_DB)), `LAVA_WEBHOOK_DB=${env.LAVA_WEBHOOK_DB} is not in a VOLUME`);
+    assert.ok(
+      volumes.includes(posix.dirname(env.LAVA_WEBHOOK_DB)),
+      `LAVA_WEBHOOK_DB=${env.LAVA_WEBHOOK_DB} is not in a VOLUME`,
+    );
     assert.deepEqual(commandOf(one('CMD')), ['bun', 'run', 'src/server.ts']);
   });
 
@@ -214,7 +218,10 @@ describe('Dockerfile', () => {
     }
   });
 
-  test('replay: install from the lockfile, start CMD as USER, /healthz, one signed delivery, HEALTHCHECK, SIGTERM', { skip, timeout: 180_000 }, async () => {
+  test('replay: install from the lockfile, start CMD as USER, /healthz, one signed delivery, HEALTHCHECK, SIGTERM', {
+    skip,
+    timeout: 180_000,
+  }, async () => {
     const tmp = mkdtempSync(join(tmpdir(), 'lava-docker-'));
     dirs.push(tmp);
     chmodSync(tmp, 0o755); // the non-root user must reach the files, as in an image
@@ -246,7 +253,8 @@ describe('Dockerfile', () => {
     const containerDirs = [...all('WORKDIR').map((i) => i.args), ...all('VOLUME').flatMap((i) => volumePaths(i.args))];
     const toHost = (text: string) =>
       containerDirs.reduce(
-        (t, d) => t.replace(new RegExp(`(^|[\\s=:])${d.replace(/\//g, '\\/')}(?=/|\\s|$)`, 'g'), `$1${join(rootfs, d)}`),
+        (t, d) =>
+          t.replace(new RegExp(`(^|[\\s=:])${d.replace(/\//g, '\\/')}(?=/|\\s|$)`, 'g'), `$1${join(rootfs, d)}`),
         text,
       );
     const home = join(rootfs, 'home', userName);
@@ -293,14 +301,21 @@ describe('Dockerfile', () => {
       packages: Record<string, { version: string }>;
     };
     for (const name of ['hono', 'zod']) {
-      const installed = (JSON.parse(readFileSync(join(app, 'node_modules', name, 'package.json'), 'utf8')) as { version: string })
-        .version;
+      const installed = (
+        JSON.parse(readFileSync(join(app, 'node_modules', name, 'package.json'), 'utf8')) as { version: string }
+      ).version;
       assert.equal(installed, lock.packages[`node_modules/${name}`]?.version, `${name} differs from package-lock.json`);
     }
 
     // `docker run -e LAVA_WEBHOOK_SECRET=… -p …`: the secret and the port come from outside.
     const port = await freePort();
-    const runEnv = { ...env, LAVA_WEBHOOK_SECRET: SECRET, PORT: String(port), LAVA_WEBHOOK_HOST: '127.0.0.1', LOG_LEVEL: 'warn' };
+    const runEnv = {
+      ...env,
+      LAVA_WEBHOOK_SECRET: SECRET,
+      PORT: String(port),
+      LAVA_WEBHOOK_HOST: '127.0.0.1',
+      LOG_LEVEL: 'warn',
+    };
     const cmd = commandOf(one('CMD'));
     const argv = [...user.wrap, ...cmd];
     const server = spawn(argv[0] as string, argv.slice(1), {
@@ -311,7 +326,9 @@ describe('Dockerfile', () => {
     let output = '';
     server.stdout?.on('data', (d) => (output += d));
     server.stderr?.on('data', (d) => (output += d));
-    const exited = new Promise<number | string>((res) => server.on('exit', (code, signal) => res(code ?? signal ?? -1)));
+    const exited = new Promise<number | string>((res) =>
+      server.on('exit', (code, signal) => res(code ?? signal ?? -1)),
+    );
     const url = `http://127.0.0.1:${port}`;
     try {
       await waitFor(

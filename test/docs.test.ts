@@ -81,13 +81,16 @@ function links(file: string): Link[] {
 /** Why a relative link does not resolve, or null when it does. */
 function brokenReason(link: Link): string | null {
   const [path = '', anchor] = link.target.split('#', 2) as [string, string | undefined];
-  const target = path === '' ? join(ROOT, link.file) : resolve(dirname(join(ROOT, link.file)), decodeURIComponent(path));
+  const target =
+    path === '' ? join(ROOT, link.file) : resolve(dirname(join(ROOT, link.file)), decodeURIComponent(path));
   if (!target.startsWith(ROOT)) return 'points outside the repository';
   if (!existsSync(target)) return `${relative(ROOT, target)} does not exist`;
   if (anchor === undefined) return null;
   if (statSync(target).isDirectory() || !target.endsWith('.md')) return `#${anchor} on a file that is not Markdown`;
   const known = anchors(readFileSync(target, 'utf8'));
-  return known.has(decodeURIComponent(anchor).toLowerCase()) ? null : `${relative(ROOT, target)} has no heading #${anchor}`;
+  return known.has(decodeURIComponent(anchor).toLowerCase())
+    ? null
+    : `${relative(ROOT, target)} has no heading #${anchor}`;
 }
 
 /** Variable names in the first cell of the tables of a Markdown file (`| \`NAME\` | …`, several per cell allowed). */
@@ -142,7 +145,13 @@ describe('docs/configuration.md', () => {
   });
 
   test('documents every variable src/server.ts, src/runtime and the CLI read from the environment directly', () => {
-    const files = ['src/server.ts', 'src/config.ts', 'src/cli.ts', ...sourceFiles('src/cli'), ...sourceFiles('src/runtime')];
+    const files = [
+      'src/server.ts',
+      'src/config.ts',
+      'src/cli.ts',
+      ...sourceFiles('src/cli'),
+      ...sourceFiles('src/runtime'),
+    ];
     const reads = new Set(files.flatMap(envReads));
     const missing = [...reads].filter((name) => !documented.has(name)).sort();
     assert.deepEqual(missing, [], `add a table row to docs/configuration.md for: ${missing.join(', ')}`);
@@ -170,7 +179,9 @@ describe('Markdown links in README.md and docs/', () => {
   });
 
   test('the anchor finder follows GitHub: punctuation dropped, spaces as hyphens, repeats numbered', () => {
-    const found = anchors('# Several instances with Postgres (docker compose)\n## `ctx`\n### Options\n### Options\n```\n# not a heading\n```');
+    const found = anchors(
+      '# Several instances with Postgres (docker compose)\n## `ctx`\n### Options\n### Options\n```\n# not a heading\n```',
+    );
     assert.deepEqual([...found], ['several-instances-with-postgres-docker-compose', 'ctx', 'options', 'options-1']);
   });
 

@@ -98,10 +98,14 @@ describe('server process', { skip }, () => {
         assert.deepEqual(ackedRuns, list, `order for ${c}`);
       }
       // The store agrees: nothing left pending, every run recorded once as done.
-      const metrics = await waitFor(async () => {
-        const text = await (await fetch(`${server.url}/metrics`)).text();
-        return /^lava_webhooks_pending 0$/m.test(text) ? text : null;
-      }, 10_000, 'no pending events');
+      const metrics = await waitFor(
+        async () => {
+          const text = await (await fetch(`${server.url}/metrics`)).text();
+          return /^lava_webhooks_pending 0$/m.test(text) ? text : null;
+        },
+        10_000,
+        'no pending events',
+      );
       assert.match(metrics, /^lava_webhooks_dead_letters 0$/m);
     } finally {
       server.kill('SIGKILL');
@@ -133,7 +137,11 @@ describe('server process', { skip }, () => {
 
   test('SIGTERM drains: running handlers finish, the process exits 0, nothing is left pending', async () => {
     const dir = tempDir();
-    const env = serverEnv(dir, { TEST_HANDLER_DELAY_MS: '150', LAVA_WEBHOOK_SHUTDOWN_TIMEOUT: '5s', LOG_LEVEL: 'info' });
+    const env = serverEnv(dir, {
+      TEST_HANDLER_DELAY_MS: '150',
+      LAVA_WEBHOOK_SHUTDOWN_TIMEOUT: '5s',
+      LOG_LEVEL: 'info',
+    });
     let server = await startServer({ env });
     for (let i = 0; i < 6; i++) {
       const body = JSON.stringify(samplePayload('customer.created', { customerId: `cus_term_${i}` }));

@@ -9,16 +9,19 @@ import { samplePayload } from '../src/samples.ts';
 const NAMES = [...Object.keys(schemas), ...Object.keys(LEGACY_EVENTS), 'customer.renamed', '', 'toString', '__proto__'];
 
 // Payload-shaped values with every field sometimes missing, null, of the wrong type, or extra.
-const loose = fc.oneof(fc.string(), fc.integer(), fc.constant(null), fc.boolean(), fc.dictionary(fc.string(), fc.string()));
+const loose = fc.oneof(
+  fc.string(),
+  fc.integer(),
+  fc.constant(null),
+  fc.boolean(),
+  fc.dictionary(fc.string(), fc.string()),
+);
 const customer = fc.record(
   {
     customer_id: fc.oneof(fc.string(), loose),
     connection_id: fc.oneof(fc.string(), loose),
     reference_id: fc.oneof(fc.string(), loose),
-    contact: fc.oneof(
-      fc.record({ email: fc.oneof(fc.string(), loose), phone: loose }, { requiredKeys: [] }),
-      loose,
-    ),
+    contact: fc.oneof(fc.record({ email: fc.oneof(fc.string(), loose), phone: loose }, { requiredKeys: [] }), loose),
     subscription: fc.oneof(
       fc.record({ subscription_id: fc.oneof(fc.string(), loose), status: loose }, { requiredKeys: [] }),
       loose,

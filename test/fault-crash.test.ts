@@ -61,7 +61,10 @@ describe('crash: repeated kill -9 under load', { skip }, () => {
           const body = JSON.stringify(
             once
               ? samplePayload('customer.created', { customerId: `cus_new_${i}` })
-              : samplePayload('customer.wallet.balance.updated', { customerId: `cus_crash_${s}`, data: { balance: `${i}` } }),
+              : samplePayload('customer.wallet.balance.updated', {
+                  customerId: `cus_crash_${s}`,
+                  data: { balance: `${i}` },
+                }),
           );
           const key = once
             ? `customer.created:cus_new_${i}`
@@ -172,8 +175,14 @@ describe('crash: kill -9 at chosen points, for both identity policies', { skip }
       assert.ok(order.indexOf(keys.created) < order.indexOf(keys.balanceA));
       assert.ok(order.indexOf(keys.balanceB) < order.indexOf(keys.deleted));
       // The once events are recorded: their replays are duplicates and nothing runs again.
-      assert.deepEqual(await post(second.url, bodies.created), { status: 200, json: { received: true, duplicate: true } });
-      assert.deepEqual(await post(second.url, bodies.deleted), { status: 200, json: { received: true, duplicate: true } });
+      assert.deepEqual(await post(second.url, bodies.created), {
+        status: 200,
+        json: { received: true, duplicate: true },
+      });
+      assert.deepEqual(await post(second.url, bodies.deleted), {
+        status: 200,
+        json: { received: true, duplicate: true },
+      });
       await sleep(300);
       assert.equal(readRuns(runsFile).length, 4);
     } finally {

@@ -132,7 +132,11 @@ describe('store fault: the SQLite disk fills up', { skip }, () => {
       }
       assert.ok(refusedInARow >= 20, `the full disk was noticed (statuses so far: ${JSON.stringify([...statuses])})`);
       for (const status of statuses.keys()) assert.ok(status === 200 || status === 503, `unexpected status ${status}`);
-      assert.match(server.output(), /store could not record the delivery.*database or disk is full/, 'the 503s are logged with their reason');
+      assert.match(
+        server.output(),
+        /store could not record the delivery.*database or disk is full/,
+        'the 503s are logged with their reason',
+      );
       const health = await fetch(`${server.url}/healthz`);
       await health.arrayBuffer();
       assert.ok(health.status === 200 || health.status === 503, `healthz answers (${health.status})`);

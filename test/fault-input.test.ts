@@ -131,28 +131,84 @@ describe('bad input, generated', () => {
       const oversized = `{"event":"customer.created","data":{"customer_id":"x","pad":"${'x'.repeat(LIMIT)}"}}`;
       const validBody = fc
         .tuple(fc.constantFrom('customer.created', 'customer.deleted', 'customer.wallet.balance.updated'), fc.nat(1e6))
-        .map(([event, n]) => JSON.stringify(samplePayload(event, { customerId: `cus_gen_${n}`, data: { balance: `${n}` } })));
+        .map(([event, n]) =>
+          JSON.stringify(samplePayload(event, { customerId: `cus_gen_${n}`, data: { balance: `${n}` } })),
+        );
       const bodyArb = fc.oneof(
         { arbitrary: fc.uint8Array({ maxLength: 2048 }), weight: 3 },
         { arbitrary: validBody.chain((b) => fc.nat(b.length).map((cut) => b.slice(0, cut))), weight: 2 },
         { arbitrary: validBody, weight: 3 },
         { arbitrary: fc.constantFrom(...seeded), weight: 2 },
         { arbitrary: fc.json({ maxDepth: 4 }), weight: 2 },
-        { arbitrary: fc.constantFrom(deep, huge, oversized, '', 'null', '[]', '{}', '"x"', '{"event":"customer.created"}'), weight: 2 },
+        {
+          arbitrary: fc.constantFrom(
+            deep,
+            huge,
+            oversized,
+            '',
+            'null',
+            '[]',
+            '{}',
+            '"x"',
+            '{"event":"customer.created"}',
+          ),
+          weight: 2,
+        },
       );
-      type SigKind = 'valid' | 'upper' | 'spaced' | 'prefixed' | 'other-secret' | 'short' | 'long' | 'non-hex' | 'empty' | 'missing' | 'other-body';
+      type SigKind =
+        | 'valid'
+        | 'upper'
+        | 'spaced'
+        | 'prefixed'
+        | 'other-secret'
+        | 'short'
+        | 'long'
+        | 'non-hex'
+        | 'empty'
+        | 'missing'
+        | 'other-body';
       const sigArb = fc.constantFrom<SigKind>(
-        'valid', 'upper', 'spaced', 'prefixed', 'other-secret', 'short', 'long', 'non-hex', 'empty', 'missing', 'other-body',
+        'valid',
+        'upper',
+        'spaced',
+        'prefixed',
+        'other-secret',
+        'short',
+        'long',
+        'non-hex',
+        'empty',
+        'missing',
+        'other-body',
       );
       const requestArb = fc.record({
         body: bodyArb,
         sig: sigArb,
         contentType: fc.oneof(
-          fc.constantFrom('application/json', 'application/json; charset=utf-8', 'text/plain', 'application/xml', 'multipart/form-data; boundary=x', null),
+          fc.constantFrom(
+            'application/json',
+            'application/json; charset=utf-8',
+            'text/plain',
+            'application/xml',
+            'multipart/form-data; boundary=x',
+            null,
+          ),
           fc.string({ unit: fc.constantFrom('a', '/', ';', '=', ' ', 'j', 's', 'o', 'n'), maxLength: 300 }),
         ),
         method: fc.constantFrom('POST', 'POST', 'POST', 'POST', 'GET', 'PUT', 'DELETE', 'PATCH', 'OPTIONS', 'HEAD'),
-        path: fc.constantFrom('/webhooks/lava', '/webhooks/lava', '/webhooks/lava', '/webhooks/lava?x=1', '/webhooks/lava/', '/WEBHOOKS/LAVA', '/', '/healthz', '/metrics', '/webhooks/lava/../lava', '/%00', '/webhooks/lava%2F'),
+        path: fc.constantFrom(
+          '/webhooks/lava',
+          '/webhooks/lava',
+          '/webhooks/lava',
+          '/webhooks/lava?x=1',
+          '/webhooks/lava/',
+          '/WEBHOOKS/LAVA',
+          '/',
+          '/healthz',
+          '/metrics',
+          '/webhooks/lava/../lava',
+          '/%00',
+          '/webhooks/lava%2F',
+        ),
         extra: fc.constantFrom('none', 'none', 'none', 'big-header', 'many-headers', 'absurd-header'),
       });
 
@@ -202,7 +258,8 @@ describe('bad input, generated', () => {
             throw error;
           }
           assert.ok(status < 500, `${r.method} ${r.path} (${r.sig}, ${r.contentType}) answered ${status}`);
-          if (status === 200 && onPath && r.method === 'POST') assert.ok(validSig, `a 200 without a valid signature (${r.sig})`);
+          if (status === 200 && onPath && r.method === 'POST')
+            assert.ok(validSig, `a 200 without a valid signature (${r.sig})`);
         }),
         { numRuns: RUNS },
       );
@@ -211,7 +268,10 @@ describe('bad input, generated', () => {
       assert.equal((await fetch(`${h.served.url}/healthz`)).status, 200);
       // Every handler run was for bytes sent with a valid signature.
       for (const run of h.runs) {
-        assert.ok(signedOk.has(run.body) || seeded.some((b) => hex(enc.encode(b)) === run.body), `run ${run.key} without a valid signature`);
+        assert.ok(
+          signedOk.has(run.body) || seeded.some((b) => hex(enc.encode(b)) === run.body),
+          `run ${run.key} without a valid signature`,
+        );
       }
       // Nothing recorded before changed, whatever was sent since (replays with other headers included).
       const afterMap = new Map((await allRecords(store)).map((r) => [r.key, frozen(r)]));
@@ -219,7 +279,10 @@ describe('bad input, generated', () => {
       // Each key ran at most once.
       const counts = new Map<string, number>();
       for (const run of h.runs) counts.set(run.key, (counts.get(run.key) ?? 0) + 1);
-      assert.deepEqual([...counts].filter(([, n]) => n > 1), []);
+      assert.deepEqual(
+        [...counts].filter(([, n]) => n > 1),
+        [],
+      );
       const grown = (rss() - rss0) / 2 ** 20;
       assert.ok(grown < 400, `resident memory grew ${grown.toFixed(0)} MB over ${RUNS} hostile requests`);
     } finally {
@@ -250,7 +313,12 @@ describe('duplicate storms', () => {
     try {
       const bodies = Array.from({ length: 6 }, (_, i) => created(`cus_storm_${i}`));
       const answers = await Promise.all(
-        bodies.flatMap((b) => Array.from({ length: 25 }, async () => ({ b, json: (await (await post(h.url, b)).json()) as Record<string, unknown> }))),
+        bodies.flatMap((b) =>
+          Array.from({ length: 25 }, async () => ({
+            b,
+            json: (await (await post(h.url, b)).json()) as Record<string, unknown>,
+          })),
+        ),
       );
       for (const b of bodies) {
         const mine = answers.filter((a) => a.b === b);
@@ -271,9 +339,18 @@ describe('duplicate storms', () => {
     try {
       const bodies = Array.from({ length: 6 }, (_, i) => balance(`cus_sstorm_${i}`, `${i}.50`));
       const answers = await Promise.all(
-        bodies.flatMap((b) => Array.from({ length: 25 }, async () => ({ b, json: (await (await post(h.url, b)).json()) as Record<string, unknown> }))),
+        bodies.flatMap((b) =>
+          Array.from({ length: 25 }, async () => ({
+            b,
+            json: (await (await post(h.url, b)).json()) as Record<string, unknown>,
+          })),
+        ),
       );
-      assert.equal(answers.filter((a) => a.json.duplicate !== undefined).length, 0, 'a signal is never swallowed as a duplicate');
+      assert.equal(
+        answers.filter((a) => a.json.duplicate !== undefined).length,
+        0,
+        'a signal is never swallowed as a duplicate',
+      );
       await h.lava.drain();
       await sleep(150);
       await h.lava.drain();
@@ -297,10 +374,13 @@ describe('duplicate storms', () => {
     const h = await harness({ store: durableStore().store }, 80);
     try {
       const bodies = Array.from({ length: 4 }, (_, i) => created(`cus_spread_${i}`));
-      const schedule = fc.sample(fc.array(fc.tuple(fc.nat(bodies.length - 1), fc.nat(1200)), { minLength: 60, maxLength: 60 }), {
-        numRuns: 1,
-        seed: 7,
-      })[0] as Array<[number, number]>;
+      const schedule = fc.sample(
+        fc.array(fc.tuple(fc.nat(bodies.length - 1), fc.nat(1200)), { minLength: 60, maxLength: 60 }),
+        {
+          numRuns: 1,
+          seed: 7,
+        },
+      )[0] as Array<[number, number]>;
       const statuses = await Promise.all(
         schedule.map(async ([i, at]) => {
           await sleep(at);
@@ -322,10 +402,13 @@ describe('duplicate storms', () => {
     const h = await harness({ store: durableStore().store }, 80);
     try {
       const bodies = Array.from({ length: 4 }, (_, i) => balance(`cus_sspread_${i}`, `${i}.25`));
-      const schedule = fc.sample(fc.array(fc.tuple(fc.nat(bodies.length - 1), fc.nat(1200)), { minLength: 60, maxLength: 60 }), {
-        numRuns: 1,
-        seed: 7,
-      })[0] as Array<[number, number]>;
+      const schedule = fc.sample(
+        fc.array(fc.tuple(fc.nat(bodies.length - 1), fc.nat(1200)), { minLength: 60, maxLength: 60 }),
+        {
+          numRuns: 1,
+          seed: 7,
+        },
+      )[0] as Array<[number, number]>;
       const answers = await Promise.all(
         schedule.map(async ([i, at]) => {
           await sleep(at);
@@ -340,7 +423,11 @@ describe('duplicate storms', () => {
       for (const [i, b] of bodies.entries()) {
         const copies = schedule.filter(([j]) => j === i).length;
         const mine = h.runs.filter((r) => r.body === hex(new TextEncoder().encode(b)));
-        assert.equal(mine.reduce((n, r) => n + r.deliveries, 0), copies, `every copy of body ${i} is counted by one run`);
+        assert.equal(
+          mine.reduce((n, r) => n + r.deliveries, 0),
+          copies,
+          `every copy of body ${i} is counted by one run`,
+        );
         assert.equal(mine.length, answers.filter((a) => a.i === i && a.json.coalesced === undefined).length);
         assert.equal(new Set(mine.map((r) => r.key)).size, mine.length, 'each run has a key of its own');
       }
@@ -411,7 +498,9 @@ describe('slow senders', () => {
       assert.equal((await post(h.url, body)).status, 200);
       assert.ok(Date.now() - t0 < 1000, 'a normal delivery is not held up by stalled ones');
       await waitFor(() => h.runs.length >= 1, 2000, 'the handler ran with stalled connections open');
-      const statuses = await Promise.all(stalled.map((s) => Promise.race([s.status, sleep(5000).then(() => 'still open')])));
+      const statuses = await Promise.all(
+        stalled.map((s) => Promise.race([s.status, sleep(5000).then(() => 'still open')])),
+      );
       for (const s of stalled) s.socket.destroy();
       assert.ok(
         statuses.every((s) => /^HTTP\/1\.1 408/.test(s)),
@@ -448,7 +537,11 @@ describe('store faults', () => {
       for (const r of results) {
         assert.ok(r.status === 200 || r.status === 503, `status ${r.status}`);
         const stored = await inner.get(r.key);
-        assert.equal(stored !== null, r.status === 200, `${r.key}: ${r.status} but ${stored ? 'stored' : 'not stored'}`);
+        assert.equal(
+          stored !== null,
+          r.status === 200,
+          `${r.key}: ${r.status} but ${stored ? 'stored' : 'not stored'}`,
+        );
       }
     } finally {
       await h.close();
@@ -471,7 +564,9 @@ describe('store faults', () => {
     }
   });
 
-  test('SQLite locked by another process: the group commit fails, every delivery of the batch is 503 and none stored', { skip: sqliteUnavailableReason ?? false }, async () => {
+  test('SQLite locked by another process: the group commit fails, every delivery of the batch is 503 and none stored', {
+    skip: sqliteUnavailableReason ?? false,
+  }, async () => {
     const d = mkdtempSync(join(tmpdir(), 'lava-fault-lock-'));
     dirs.push(d);
     const path = join(d, 'events.db');

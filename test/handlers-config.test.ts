@@ -48,7 +48,8 @@ describe('createLavaWebhooks() handler names', () => {
     assert.throws(
       () => createLavaWebhooks({ secret: SECRET, store: memoryStore(), logger: silentLogger, handlers }),
       (e: Error) =>
-        e instanceof ConfigError && /"customer\.create" is not a known event; did you mean "customer\.created"\?/.test(e.message),
+        e instanceof ConfigError &&
+        /"customer\.create" is not a known event; did you mean "customer\.created"\?/.test(e.message),
     );
   });
 
@@ -62,8 +63,17 @@ describe('createLavaWebhooks() handler names', () => {
 
   test('ignore is checked the same way, and an event both handled and ignored is refused', () => {
     const make = (ignore: string[]) => () =>
-      createLavaWebhooks({ secret: SECRET, store: memoryStore(), logger: silentLogger, handlers: all, ignore: ignore as never });
-    assert.throws(make(['customer.delted']), /ignore: "customer\.delted" is not a known event; did you mean "customer\.deleted"\?/);
+      createLavaWebhooks({
+        secret: SECRET,
+        store: memoryStore(),
+        logger: silentLogger,
+        handlers: all,
+        ignore: ignore as never,
+      });
+    assert.throws(
+      make(['customer.delted']),
+      /ignore: "customer\.delted" is not a known event; did you mean "customer\.deleted"\?/,
+    );
     assert.throws(make(['customer.deleted']), /"customer\.deleted" is both handled and ignored/);
     assert.deepEqual(handlerProblems({ 'checkout.completed': noop }, []), [
       'handlers: "checkout.completed" is not a known event; the known events are customer.created, customer.wallet.balance.updated, customer.deleted',
@@ -81,7 +91,10 @@ describe('createLavaWebhooks() handler names', () => {
       ignore: ['customer.wallet.balance.updated'],
     });
     // Construction says which events nobody decided about.
-    assert.match(lines.join('\n'), /known events without a handler become dead letters.*"events":\["customer\.deleted"\]/);
+    assert.match(
+      lines.join('\n'),
+      /known events without a handler become dead letters.*"events":\["customer\.deleted"\]/,
+    );
     const deleted = samplePayload('customer.deleted', { customerId: 'cus_unhandled' });
     const balance = samplePayload('customer.wallet.balance.updated', { customerId: 'cus_ignored' });
     for (const p of [deleted, balance]) {
@@ -103,14 +116,26 @@ if (runtimes.length < 2) console.log('[skip] some server runtimes are missing fr
 
 for (const runtime of runtimes) {
   describe(`server start-up with a handlers module (${runtime})`, () => {
-    const env = (file: string) => ({ LAVA_WEBHOOK_SECRET: SECRET, LAVA_WEBHOOK_STORE: 'memory', LAVA_WEBHOOK_HANDLERS: file });
+    const env = (file: string) => ({
+      LAVA_WEBHOOK_SECRET: SECRET,
+      LAVA_WEBHOOK_STORE: 'memory',
+      LAVA_WEBHOOK_HANDLERS: file,
+    });
 
     test('a module with a syntax error is reported with its file, line and column', async () => {
-      const file = moduleFile(`import type { HandlerMap } from '$MOD';\nexport const handlers: HandlerMap = {\n  'customer.created': () => {},\n`);
+      const file = moduleFile(
+        `import type { HandlerMap } from '$MOD';\nexport const handlers: HandlerMap = {\n  'customer.created': () => {},\n`,
+      );
       const server = await startServer({ runtime, env: env(file), noWait: true });
       assert.equal(await exitOf(server), 1, server.output());
       const out = server.output();
-      assert.match(out, new RegExp(`refusing to start: LAVA_WEBHOOK_HANDLERS=${file.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}: syntax error at ${file.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}:3:\\d+`), out);
+      assert.match(
+        out,
+        new RegExp(
+          `refusing to start: LAVA_WEBHOOK_HANDLERS=${file.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}: syntax error at ${file.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}:3:\\d+`,
+        ),
+        out,
+      );
       assert.match(out, /3 \| {3}'customer\.created': \(\) => \{\},/, 'the line is quoted');
     });
 
@@ -122,10 +147,15 @@ for (const runtime of runtimes) {
       assert.equal(await exitOf(server), 1, server.output());
       assert.match(server.output(), /"customer\.create" is not a known event; did you mean "customer\.created"\?/);
 
-      const partial = moduleFile(`export const handlers = { 'customer.created': () => {}, 'customer.wallet.balance.updated': () => {} };\n`);
+      const partial = moduleFile(
+        `export const handlers = { 'customer.created': () => {}, 'customer.wallet.balance.updated': () => {} };\n`,
+      );
       server = await startServer({ runtime, env: env(partial), noWait: true });
       assert.equal(await exitOf(server), 1, server.output());
-      assert.match(server.output(), /no handler for customer\.deleted: add one, or list it in the module's ignore export/);
+      assert.match(
+        server.output(),
+        /no handler for customer\.deleted: add one, or list it in the module's ignore export/,
+      );
       // The message is printed once, and says nothing about other variables.
       assert.equal(server.output().split('no handler for').length, 2, server.output());
       assert.doesNotMatch(server.output(), /LAVA_WEBHOOK_SECRET/);
@@ -147,10 +177,14 @@ for (const runtime of runtimes) {
           const body = JSON.stringify(samplePayload(event, { customerId: `cus_ignore_${runtime}_${event}` }));
           assert.equal((await fetch(signedRequest(`${server.url}/webhooks/lava`, body))).status, 200);
         }
-        const metrics = await waitFor(async () => {
-          const text = await (await fetch(`${server.url}/metrics`)).text();
-          return /^lava_webhooks_pending 0$/m.test(text) ? text : null;
-        }, 10_000, 'both events processed');
+        const metrics = await waitFor(
+          async () => {
+            const text = await (await fetch(`${server.url}/metrics`)).text();
+            return /^lava_webhooks_pending 0$/m.test(text) ? text : null;
+          },
+          10_000,
+          'both events processed',
+        );
         assert.match(metrics, /^lava_webhooks_dead_letters 0$/m);
         const { readFileSync } = await import('node:fs');
         assert.equal(readFileSync(join(dir, 'runs'), 'utf8'), 'customer.created\n', 'only the handled event ran');

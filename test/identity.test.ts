@@ -64,7 +64,13 @@ async function receiver(store: Store) {
   const runs: Run[] = [];
   let gate: Promise<void> | null = null;
   const record = (e: { event: string; data: { customer_id: string } }, ctx: HandlerContext) => {
-    runs.push({ event: e.event, customer: e.data.customer_id, key: ctx.key, deliveries: ctx.deliveries, policy: ctx.policy });
+    runs.push({
+      event: e.event,
+      customer: e.data.customer_id,
+      key: ctx.key,
+      deliveries: ctx.deliveries,
+      policy: ctx.policy,
+    });
     return gate ?? undefined;
   };
   const lava = createLavaWebhooks({
@@ -126,7 +132,7 @@ for (const target of targets) {
         await waitFor(() => r.runs.length === 3, 5000, 'three balance runs');
         assert.ok(r.runs.every((x) => x.deliveries === 1 && x.policy === 'signal'));
         assert.equal(new Set(r.runs.map((x) => x.key)).size, 3, 'each run has a key of its own');
-        const metrics = await (await fetch(new URL("/metrics", r.url))).text();
+        const metrics = await (await fetch(new URL('/metrics', r.url))).text();
         assert.match(metrics, /lava_webhooks_deliveries_total\{outcome="accepted"\} 3/);
         assert.match(metrics, /lava_webhooks_deliveries_total\{outcome="duplicate"\} 0/);
       } finally {
@@ -145,7 +151,7 @@ for (const target of targets) {
         assert.ok(answers.every((a) => a.status === 200));
         assert.equal(answers.filter((a) => a.body.coalesced === true).length, 19);
         assert.equal(answers.filter((a) => a.body.coalesced === undefined && a.body.duplicate === undefined).length, 1);
-        const metrics = await (await fetch(new URL("/metrics", r.url))).text();
+        const metrics = await (await fetch(new URL('/metrics', r.url))).text();
         assert.match(metrics, /lava_webhooks_deliveries_total\{outcome="coalesced"\} 19/);
         release();
         await waitFor(() => r.runs.length === 2, 5000, 'the balance run');
@@ -169,7 +175,11 @@ for (const target of targets) {
         assert.deepEqual(await r.post(created), { status: 200, body: { received: true } });
         await waitFor(() => r.runs.length === 1, 5000, 'created run');
         assert.deepEqual(await r.post(deleted), { status: 200, body: { received: true } });
-        await waitFor(async () => (await r.lava.store.get('customer.deleted:cus_gone'))?.status === 'done', 5000, 'deleted done');
+        await waitFor(
+          async () => (await r.lava.store.get('customer.deleted:cus_gone'))?.status === 'done',
+          5000,
+          'deleted done',
+        );
         r.advance(8 * DAY);
         assert.equal(await r.lava.purge(), 2);
         for (const key of ['customer.created:cus_gone', 'customer.deleted:cus_gone']) {
@@ -201,10 +211,14 @@ for (const target of targets) {
         assert.equal((await r.post(body('customer.deleted', 'cus_late'))).status, 200);
         await waitFor(() => r.runs.length === 1, 5000, 'deleted run');
         assert.deepEqual(await r.post(body('customer.created', 'cus_late')), { status: 200, body: { received: true } });
-        const dead = await waitFor(async () => {
-          const rec = await r.lava.store.get('customer.created:cus_late');
-          return rec?.status === 'dead' ? rec : null;
-        }, 5000, 'the refused customer.created');
+        const dead = await waitFor(
+          async () => {
+            const rec = await r.lava.store.get('customer.created:cus_late');
+            return rec?.status === 'dead' ? rec : null;
+          },
+          5000,
+          'the refused customer.created',
+        );
         assert.match(dead.lastError ?? '', /customer cus_late was deleted .*not run/);
         assert.equal(r.runs.length, 1, 'the handler never ran for it');
         // Requeued by an operator, it is refused again for the same reason.

@@ -45,7 +45,11 @@ async function harness(options: Partial<LavaWebhooksOptions> = {}): Promise<Harn
   return { ...(await serveReceiver(lava)), store, logs, lava };
 }
 
-function post(url: string, body: string | Uint8Array, init: { secret?: string; headers?: Record<string, string> } = {}) {
+function post(
+  url: string,
+  body: string | Uint8Array,
+  init: { secret?: string; headers?: Record<string, string> } = {},
+) {
   return fetch(signedRequest(url, body, init));
 }
 
@@ -274,7 +278,9 @@ describe('intake over HTTP', () => {
   test('identity: once per customer for created/deleted, an id field, else a balance signal; webhook-id is not trusted', async () => {
     // An unsigned webhook-id header does not name the event: a captured delivery replayed under new ids is a duplicate.
     let body = created('cus_key1');
-    assert.deepEqual(await (await post(h.url, body, { headers: { 'webhook-id': 'msg_1' } })).json(), { received: true });
+    assert.deepEqual(await (await post(h.url, body, { headers: { 'webhook-id': 'msg_1' } })).json(), {
+      received: true,
+    });
     assert.deepEqual(await (await post(h.url, body, { headers: { 'webhook-id': 'msg_2' } })).json(), {
       received: true,
       duplicate: true,
@@ -285,7 +291,9 @@ describe('intake over HTTP', () => {
     body = created('cus_key1', { id: 'evt_other' });
     assert.deepEqual(await (await post(h.url, body)).json(), { received: true, duplicate: true });
     // An event that is not once-per-customer and carries an id is deduplicated by it.
-    const withId = JSON.stringify(samplePayload('customer.wallet.balance.updated', { customerId: 'cus_id', extra: { id: 'evt_123' } }));
+    const withId = JSON.stringify(
+      samplePayload('customer.wallet.balance.updated', { customerId: 'cus_id', extra: { id: 'evt_123' } }),
+    );
     assert.deepEqual(await (await post(h.url, withId)).json(), { received: true });
     assert.equal((await h.store.get('id:evt_123'))?.policy, 'dedupe');
     assert.deepEqual(await (await post(h.url, withId)).json(), { received: true, duplicate: true });
@@ -297,7 +305,12 @@ describe('intake over HTTP', () => {
     await waitFor(() => runs.filter((r) => r.customer === 'cus_bal').length === 2, 3000, 'second balance run');
     const recs = await h.store.list({ customerId: 'cus_bal' });
     assert.equal(recs.length, 2);
-    assert.ok(recs.every((r) => r.policy === 'signal' && /^customer\.wallet\.balance\.updated:sha256:[0-9a-f]{64}$/.test(r.coalesceKey ?? '')));
+    assert.ok(
+      recs.every(
+        (r) =>
+          r.policy === 'signal' && /^customer\.wallet\.balance\.updated:sha256:[0-9a-f]{64}$/.test(r.coalesceKey ?? ''),
+      ),
+    );
     assert.equal(recs[0]?.coalesceKey, recs[1]?.coalesceKey);
     assert.notEqual(recs[0]?.key, recs[1]?.key);
   });
@@ -315,7 +328,11 @@ describe('intake over HTTP', () => {
       const bal = JSON.stringify(samplePayload('customer.wallet.balance.updated', { customerId: 'cus_rule' }));
       assert.deepEqual(await (await post(custom.url, bal)).json(), { received: true });
       await custom.lava.drain();
-      assert.deepEqual(await (await post(custom.url, bal)).json(), { received: true, duplicate: true }, 'deduplicated by body hash');
+      assert.deepEqual(
+        await (await post(custom.url, bal)).json(),
+        { received: true, duplicate: true },
+        'deduplicated by body hash',
+      );
       const del = JSON.stringify(samplePayload('customer.deleted', { customerId: 'cus_rule' }));
       assert.deepEqual(await (await post(custom.url, del)).json(), { received: true });
       const rec = await custom.store.get('custom:gone:cus_rule');
@@ -332,7 +349,9 @@ describe('intake over HTTP', () => {
   test('trustWebhookIdHeader: a webhook-id header becomes the key of an event without its own identity', async () => {
     const trusting = await harness({ trustWebhookIdHeader: true, logger: silentLogger });
     try {
-      const body = JSON.stringify(samplePayload('customer.wallet.balance.updated', { customerId: 'cus_trust', extra: { id: 'evt_body' } }));
+      const body = JSON.stringify(
+        samplePayload('customer.wallet.balance.updated', { customerId: 'cus_trust', extra: { id: 'evt_body' } }),
+      );
       assert.deepEqual(await (await post(trusting.url, body, { headers: { 'webhook-id': ' msg_9 ' } })).json(), {
         received: true,
       });
@@ -469,7 +488,10 @@ describe('intake options', () => {
         assert.deepEqual(JSON.parse(text), { error: 'internal error' });
         assert.ok(!text.includes('/srv/internal'), 'the answer does not show the error');
       }
-      assert.equal(lines.filter((l) => l.includes('unhandled error in request') && l.includes('log sink is gone')).length, 2);
+      assert.equal(
+        lines.filter((l) => l.includes('unhandled error in request') && l.includes('log sink is gone')).length,
+        2,
+      );
     } finally {
       await h.close();
     }
@@ -567,7 +589,12 @@ describe('intake options', () => {
         // Stated, so construction has no unhandled events to warn about.
         ignore: ['customer.wallet.balance.updated', 'customer.deleted'],
       });
-      const res = await lava.fetch(signedRequest('http://x/webhooks/lava', JSON.stringify(samplePayload('customer.created', { customerId: `lv_${level}` }))));
+      const res = await lava.fetch(
+        signedRequest(
+          'http://x/webhooks/lava',
+          JSON.stringify(samplePayload('customer.created', { customerId: `lv_${level}` })),
+        ),
+      );
       assert.equal(res.status, 200);
       await lava.drain();
       const msgs = lines.map((l) => (JSON.parse(l) as { msg: string }).msg);

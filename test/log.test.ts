@@ -42,8 +42,10 @@ describe('isSecretName() and isPersonalName()', () => {
   });
 
   test('personal names are the contact fields, exactly', () => {
-    for (const name of ['email', 'Email', 'phone', 'first_name', 'last_name']) assert.equal(isPersonalName(name), true, name);
-    for (const name of ['contact', 'customer_id', 'email_verified', 'name']) assert.equal(isPersonalName(name), false, name);
+    for (const name of ['email', 'Email', 'phone', 'first_name', 'last_name'])
+      assert.equal(isPersonalName(name), true, name);
+    for (const name of ['contact', 'customer_id', 'email_verified', 'name'])
+      assert.equal(isPersonalName(name), false, name);
   });
 });
 
@@ -61,7 +63,10 @@ describe('redact()', () => {
 
   test('personal data is masked unless personal: false; null stays null', () => {
     const data = { customer_id: 'cus_1', contact: { email: 'ada@example.com', phone: null, first_name: 'Ada' } };
-    assert.deepEqual(redact(data), { customer_id: 'cus_1', contact: { email: REDACTED, phone: null, first_name: REDACTED } });
+    assert.deepEqual(redact(data), {
+      customer_id: 'cus_1',
+      contact: { email: REDACTED, phone: null, first_name: REDACTED },
+    });
     assert.equal(redact(data, { personal: false }), data);
   });
 
@@ -71,13 +76,23 @@ describe('redact()', () => {
     a.list = [a];
     assert.deepEqual(redact(a), { name: 'a', secret: REDACTED, self: '[circular]', list: ['[circular]'] });
     const shared = { v: 1 };
-    assert.deepEqual(redact({ x: shared, y: shared, token: 't' }), { x: { v: 1 }, y: { v: 1 }, token: REDACTED }, 'a DAG is not a cycle');
+    assert.deepEqual(
+      redact({ x: shared, y: shared, token: 't' }),
+      { x: { v: 1 }, y: { v: 1 }, token: REDACTED },
+      'a DAG is not a cycle',
+    );
     let deep: unknown = { token: 'bottom' };
     for (let i = 0; i < 20; i++) deep = { next: deep };
     assert.match(JSON.stringify(redact(deep)), /"\[too deep\]"/);
     assert.doesNotMatch(JSON.stringify(redact(deep)), /bottom/);
     const wide = Array.from({ length: 5 }, () => ({ token: 'x' }));
-    assert.deepEqual(redact(wide, { maxNodes: 3 }), [{ token: REDACTED }, { token: REDACTED }, '[truncated]', '[truncated]', '[truncated]']);
+    assert.deepEqual(redact(wide, { maxNodes: 3 }), [
+      { token: REDACTED },
+      { token: REDACTED },
+      '[truncated]',
+      '[truncated]',
+      '[truncated]',
+    ]);
   });
 
   test('a parsed payload owning a __proto__ field is copied without touching the prototype', () => {
@@ -92,7 +107,7 @@ describe('jsonLogger() masking', () => {
   test('a whole Lava payload logs with its contact and connection secret masked, its customer id and key kept', () => {
     const { logger, lines, last } = capture();
     const payload = samplePayload('customer.created', { customerId: 'cus_log_1' });
-    const email = ((payload.data as { contact: { email: string } }).contact).email;
+    const email = (payload.data as { contact: { email: string } }).contact.email;
     logger.info('event', { key: 'customer.created:cus_log_1', customer_id: 'cus_log_1', payload });
     const line = last();
     assert.equal(line.key, 'customer.created:cus_log_1');

@@ -28,24 +28,42 @@ describe('Metrics: bounded event labels', () => {
       secret: SECRET,
       store: memoryStore(),
       logger: jsonLogger({ level: 'silent' }),
-      handlers: { 'customer.created': () => {}, 'customer.wallet.balance.updated': () => {}, 'customer.deleted': () => {} },
+      handlers: {
+        'customer.created': () => {},
+        'customer.wallet.balance.updated': () => {},
+        'customer.deleted': () => {},
+      },
       onUnknown: () => {},
       pollMs: 20,
     });
     const h = await serveReceiver(lava);
     try {
       for (let i = 0; i < 60; i++) {
-        const body = JSON.stringify({ id: `evt_${i}`, event: `invented.event.${i}`, data: { customer_id: `cus_${i}` } });
+        const body = JSON.stringify({
+          id: `evt_${i}`,
+          event: `invented.event.${i}`,
+          data: { customer_id: `cus_${i}` },
+        });
         const res = await fetch(signedRequest(h.url, body));
         assert.equal(res.status, 200, await res.text());
       }
-      const text = await waitFor(async () => {
-        const t = await (await fetch(`${h.served.url}/metrics`)).text();
-        return /^lava_webhooks_pending 0$/m.test(t) ? t : null;
-      }, 5000, 'all processed');
+      const text = await waitFor(
+        async () => {
+          const t = await (await fetch(`${h.served.url}/metrics`)).text();
+          return /^lava_webhooks_pending 0$/m.test(t) ? t : null;
+        },
+        5000,
+        'all processed',
+      );
       const labels = [...text.matchAll(/^lava_webhooks_handler_runs_total\{event="([^"]*)"/gm)].map((m) => m[1]);
       assert.equal(labels.length, MAX_OTHER_EVENT_LABELS + 1, labels.join(', '));
-      assert.match(text, new RegExp(`^lava_webhooks_handler_runs_total\\{event="other",outcome="ok"\\} ${60 - MAX_OTHER_EVENT_LABELS}$`, 'm'));
+      assert.match(
+        text,
+        new RegExp(
+          `^lava_webhooks_handler_runs_total\\{event="other",outcome="ok"\\} ${60 - MAX_OTHER_EVENT_LABELS}$`,
+          'm',
+        ),
+      );
     } finally {
       await h.close();
     }
@@ -54,7 +72,12 @@ describe('Metrics: bounded event labels', () => {
 
 describe('metricsToken', () => {
   test('GET /metrics answers 401 without the bearer token or with a wrong one, and counts the refusals', async () => {
-    const lava = createLavaWebhooks({ secret: SECRET, store: memoryStore(), logger: jsonLogger({ level: 'silent' }), metricsToken: TOKEN });
+    const lava = createLavaWebhooks({
+      secret: SECRET,
+      store: memoryStore(),
+      logger: jsonLogger({ level: 'silent' }),
+      metricsToken: TOKEN,
+    });
     const h = await serveReceiver(lava);
     try {
       const url = `${h.served.url}/metrics`;
@@ -118,10 +141,14 @@ for (const runtime of runtimes) {
         assert.equal(publicMetrics.status, 404);
         await publicMetrics.body?.cancel();
         const metricsUrl = `http://127.0.0.1:${metricsPort}`;
-        const text = await waitFor(async () => {
-          const r = await fetch(`${metricsUrl}/metrics`).catch(() => null);
-          return r?.status === 200 ? r.text() : null;
-        }, 5000, 'the metrics port');
+        const text = await waitFor(
+          async () => {
+            const r = await fetch(`${metricsUrl}/metrics`).catch(() => null);
+            return r?.status === 200 ? r.text() : null;
+          },
+          5000,
+          'the metrics port',
+        );
         assert.match(text, /^lava_webhooks_deliveries_total\{outcome="accepted"\} 0$/m);
         const hook = await fetch(signedRequest(`${metricsUrl}/webhooks/lava`, '{}'));
         assert.equal(hook.status, 404, 'deliveries are not taken on the metrics port');

@@ -125,7 +125,11 @@ describe('several instances on one postgres', { skip }, () => {
     );
     const order = firstRunOrder(runs);
     for (const customer of customers) {
-      assert.deepEqual(order.get(customer), Array.from({ length: EVENTS }, (_, n) => n), `${customer} ran in order`);
+      assert.deepEqual(
+        order.get(customer),
+        Array.from({ length: EVENTS }, (_, n) => n),
+        `${customer} ran in order`,
+      );
     }
     const pids = new Set(runs.map((r) => r.pid));
     assert.deepEqual(pids, new Set([String(a.child.pid), String(b.child.pid)]), 'both instances ran events');
@@ -200,7 +204,10 @@ describe('several instances on one postgres', { skip }, () => {
       `SELECT count(*) FILTER (WHERE status = 'done') AS done, count(*) AS n FROM "${schema}".events`,
     )) as Array<{ done: unknown; n: unknown }>;
     assert.equal(Number(row?.done), Number(row?.n));
-    assert.ok(runs.some((r) => r.pid === String(a.child.pid)), 'the survivor processed events');
+    assert.ok(
+      runs.some((r) => r.pid === String(a.child.pid)),
+      'the survivor processed events',
+    );
     const [taken] = (await pg!.sql.unsafe(`SELECT count(*) AS n FROM "${schema}".events WHERE attempts > 1`)) as Array<{
       n: unknown;
     }>;
@@ -208,7 +215,11 @@ describe('several instances on one postgres', { skip }, () => {
       `[info] kill -9: ${expected} acknowledged, ${Number(taken?.n)} taken over after the lease, ${repeated.length} ran twice`,
     );
     for (const [customer, order] of firstRunOrder(runs)) {
-      assert.deepEqual(order, [...order].sort((x, y) => x - y), `${customer} ran in order across the takeover`);
+      assert.deepEqual(
+        order,
+        [...order].sort((x, y) => x - y),
+        `${customer} ran in order across the takeover`,
+      );
     }
   });
 });

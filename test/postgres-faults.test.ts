@@ -47,7 +47,9 @@ async function receiver(app: string, schema: string) {
     const body = JSON.stringify(
       samplePayload('customer.wallet.balance.updated', { customerId: `cus_${i % 5}`, data: { balance: String(i) } }),
     );
-    const res = await lava.fetch(signedRequest('http://receiver/webhooks/lava', body, { headers: { 'webhook-id': key } }));
+    const res = await lava.fetch(
+      signedRequest('http://receiver/webhooks/lava', body, { headers: { 'webhook-id': key } }),
+    );
     await res.body?.cancel();
     statuses.set(res.status, (statuses.get(res.status) ?? 0) + 1);
     if (res.status === 200) acked.add(`id:${key}`);
@@ -115,7 +117,8 @@ describe('postgres faults from the database server', { skip, timeout: 90_000 }, 
       loading = false;
       await Promise.all(senders);
       assert.ok(terminated >= 4, `the receiver's connections were terminated (${terminated})`);
-      for (const status of r.statuses.keys()) assert.ok(status === 200 || status === 503, `unexpected status ${status}`);
+      for (const status of r.statuses.keys())
+        assert.ok(status === 200 || status === 503, `unexpected status ${status}`);
 
       // Afterwards it takes deliveries again without a restart.
       await waitFor(async () => (await r.deliver('after')).status === 200, 10_000, 'a 200 after the terminations');
@@ -133,7 +136,11 @@ describe('postgres faults from the database server', { skip, timeout: 90_000 }, 
     const locker = await pg!.client({ max: 1 });
     try {
       assert.equal((await r.deliver('before')).status, 200);
-      await waitFor(async () => (await eventStatuses(pg!.sql, schema)).get('id:before-1') === 'done', 10_000, 'the first event done');
+      await waitFor(
+        async () => (await eventStatuses(pg!.sql, schema)).get('id:before-1') === 'done',
+        10_000,
+        'the first event done',
+      );
 
       let release: () => void = () => {};
       const released = new Promise<void>((resolve) => {

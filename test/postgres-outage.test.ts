@@ -44,7 +44,9 @@ function target(): { host: string; port: number } {
 }
 
 const body = (customer: string, n: number) =>
-  JSON.stringify(samplePayload('customer.wallet.balance.updated', { customerId: customer, data: { balance: String(n) } }));
+  JSON.stringify(
+    samplePayload('customer.wallet.balance.updated', { customerId: customer, data: { balance: String(n) } }),
+  );
 
 /** Status of each key straight from the database (not through the proxy). */
 const statuses = (schema: string) => eventStatuses(pg!.sql, schema);
@@ -56,7 +58,10 @@ describe('postgres outage', { skip }, () => {
     // scripts/patch-postgres.mjs; without it this test fails with that TypeError. A reserved connection is pinned,
     // so the write cannot be moved to a fresh one: the same thing happens without it, only less reliably.
     const { default: postgres } = (await import(POSTGRES_MODULE)) as {
-      default: (url: string, options: Record<string, unknown>) => {
+      default: (
+        url: string,
+        options: Record<string, unknown>,
+      ) => {
         reserve(): Promise<{ unsafe(text: string): Promise<unknown>; release(): void }>;
         end(options?: { timeout?: number }): Promise<void>;
       };
@@ -126,7 +131,8 @@ describe('postgres outage', { skip }, () => {
       }
       assert.equal(await health(), 503);
       const during = await statuses(schema);
-      for (let i = 0; i < 5; i++) assert.equal(during.has(`id:outage-${i}`), false, 'nothing was recorded behind the 503');
+      for (let i = 0; i < 5; i++)
+        assert.equal(during.has(`id:outage-${i}`), false, 'nothing was recorded behind the 503');
 
       await proxy.restore();
       await waitFor(async () => (await health()) === 200, 15_000, '/healthz to answer 200 again');

@@ -86,7 +86,8 @@ function violations(file: string, source: string, isCore: (abs: string) => boole
       if (!isCore(target)) found.push(`imports ${spec}, which is not part of the core`);
     } else {
       const pkg = spec.startsWith('@') ? spec.split('/').slice(0, 2).join('/') : (spec.split('/')[0] as string);
-      if (!ALLOWED_PACKAGES.has(pkg)) found.push(`imports the package ${spec} (allowed: ${[...ALLOWED_PACKAGES].join(', ')})`);
+      if (!ALLOWED_PACKAGES.has(pkg))
+        found.push(`imports the package ${spec} (allowed: ${[...ALLOWED_PACKAGES].join(', ')})`);
     }
   }
   for (const [pattern, what] of GLOBALS) if (pattern.test(code)) found.push(`uses ${what}`);

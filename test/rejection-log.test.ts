@@ -21,7 +21,11 @@ describe('rateLimited()', () => {
   test('writes at most perSecond lines a second, then one summary with what it dropped', async () => {
     const out: string[] = [];
     let now = 0;
-    const log = rateLimited(jsonLogger({ write: (l) => out.push(l) }), { perSecond: 3, now: () => now, summaryAfterMs: 20 });
+    const log = rateLimited(jsonLogger({ write: (l) => out.push(l) }), {
+      perSecond: 3,
+      now: () => now,
+      summaryAfterMs: 20,
+    });
     for (let i = 0; i < 10; i++) log.warn('signature rejected', { i });
     log.warn('body too large');
     assert.equal(out.length, 3, 'a burst of perSecond lines');
@@ -46,13 +50,18 @@ describe('rateLimited()', () => {
     const quiet = rateLimited(jsonLogger({ level: 'error', write: (l) => out.push(l) }), { perSecond: 1 });
     quiet.warn('dropped by level, not by the bucket');
     quiet.error('written');
-    assert.deepEqual(out.map((l) => (JSON.parse(l) as Line).msg), ['written']);
+    assert.deepEqual(
+      out.map((l) => (JSON.parse(l) as Line).msg),
+      ['written'],
+    );
   });
 });
 
 describe('server: a flood of unauthenticated requests', { skip }, () => {
   test('600 unsigned or oversized requests: all counted, a bounded number of lines, and a summary', async () => {
-    const server = await startServer({ env: { LAVA_WEBHOOK_SECRET: SECRET, LAVA_WEBHOOK_STORE: 'memory', LOG_LEVEL: 'warn' } });
+    const server = await startServer({
+      env: { LAVA_WEBHOOK_SECRET: SECRET, LAVA_WEBHOOK_STORE: 'memory', LOG_LEVEL: 'warn' },
+    });
     try {
       const hook = `${server.url}/webhooks/lava`;
       const body = JSON.stringify(samplePayload('customer.created', { customerId: 'cus_flood' }));
@@ -75,12 +84,20 @@ describe('server: a flood of unauthenticated requests', { skip }, () => {
       const metrics = await (await fetch(`${server.url}/metrics`)).text();
       assert.match(metrics, /^lava_webhooks_deliveries_total\{outcome="invalid_signature"\} 540$/m);
       assert.match(metrics, /^lava_webhooks_deliveries_total\{outcome="too_large"\} 60$/m);
-      const summaries = await waitFor(() => {
-        const s = parse(server.output()).filter((l) => l.msg.startsWith('suppressed '));
-        const total = parse(server.output()).filter((l) => l.msg === 'signature rejected' || l.msg === 'body too large').length;
-        return s.reduce((n, l) => n + (l.suppressed ?? 0), 0) + total === 600 ? s : null;
-      }, 5000, 'the summary of the dropped lines');
-      const written = parse(server.output()).filter((l) => l.msg === 'signature rejected' || l.msg === 'body too large');
+      const summaries = await waitFor(
+        () => {
+          const s = parse(server.output()).filter((l) => l.msg.startsWith('suppressed '));
+          const total = parse(server.output()).filter(
+            (l) => l.msg === 'signature rejected' || l.msg === 'body too large',
+          ).length;
+          return s.reduce((n, l) => n + (l.suppressed ?? 0), 0) + total === 600 ? s : null;
+        },
+        5000,
+        'the summary of the dropped lines',
+      );
+      const written = parse(server.output()).filter(
+        (l) => l.msg === 'signature rejected' || l.msg === 'body too large',
+      );
       // 10 a second, a burst of 10 at the start: far fewer than 600.
       assert.ok(written.length <= 10 + Math.ceil(seconds * 10) + 1, `${written.length} lines in ${seconds} s`);
       assert.ok(summaries.length >= 1);

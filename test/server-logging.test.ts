@@ -29,7 +29,12 @@ describe('server with the built-in logging handlers', { skip }, () => {
     const dir = mkdtempSync(join(tmpdir(), 'lava-logging-'));
     dirs.push(dir);
     const server = await startServer({
-      env: { LAVA_WEBHOOK_SECRET: SECRET, LAVA_WEBHOOK_DB: join(dir, 'lava.sqlite'), LAVA_WEBHOOK_POLL: '100ms', LOG_LEVEL: 'info' },
+      env: {
+        LAVA_WEBHOOK_SECRET: SECRET,
+        LAVA_WEBHOOK_DB: join(dir, 'lava.sqlite'),
+        LAVA_WEBHOOK_POLL: '100ms',
+        LOG_LEVEL: 'info',
+      },
     });
     try {
       const email = 'ada.private@example.com';

@@ -93,10 +93,16 @@ describe('SQLite locked by another connection', { skip }, () => {
         assert.equal(res.status, 503);
         assert.ok(ms >= 950 && ms < 3000, `503 after the store's wait (${ms.toFixed(0)} ms)`);
         assert.ok(lag.max < MAX_LAG_MS, `event loop held at most ${lag.max.toFixed(1)} ms at once`);
-        console.log(`locked: /healthz in ${h.ms.toFixed(1)} ms, 503 after ${ms.toFixed(0)} ms, loop lag ${lag.max.toFixed(1)} ms`);
+        console.log(
+          `locked: /healthz in ${h.ms.toFixed(1)} ms, 503 after ${ms.toFixed(0)} ms, loop lag ${lag.max.toFixed(1)} ms`,
+        );
         other.exec('ROLLBACK');
         locked = false;
-        assert.equal((await lava.fetch(signedRequest(URL_, balance('cus_a', '2')))).status, 200, 'the retry is recorded');
+        assert.equal(
+          (await lava.fetch(signedRequest(URL_, balance('cus_a', '2')))).status,
+          200,
+          'the retry is recorded',
+        );
         const after = await health();
         assert.equal(after.body.status, 'degraded', 'a write failed a moment ago');
         assert.match(after.body.reason as string, /a write failed \d+ s ago: database is locked/);
@@ -117,7 +123,9 @@ describe('SQLite locked by another connection', { skip }, () => {
       other.exec('BEGIN IMMEDIATE');
       const lag = loopLag();
       const t0 = performance.now();
-      const deliveries = Array.from({ length: 10 }, (_, i) => lava.fetch(signedRequest(URL_, balance(`cus_${i}`, '1'))));
+      const deliveries = Array.from({ length: 10 }, (_, i) =>
+        lava.fetch(signedRequest(URL_, balance(`cus_${i}`, '1'))),
+      );
       await sleep(300);
       assert.equal((await health()).body.status, 'degraded');
       other.exec('ROLLBACK');
@@ -128,7 +136,11 @@ describe('SQLite locked by another connection', { skip }, () => {
       assert.ok(ms >= 290 && ms < 2000, `acknowledged once the lock was free (${ms.toFixed(0)} ms)`);
       assert.ok(lag.max < MAX_LAG_MS, `event loop held at most ${lag.max.toFixed(1)} ms at once`);
       const counts = await store.counts();
-      assert.equal(counts.pending + counts.retrying + counts.done, 10, 'all ten recorded (the worker may have run some)');
+      assert.equal(
+        counts.pending + counts.retrying + counts.done,
+        10,
+        'all ten recorded (the worker may have run some)',
+      );
       assert.match((await health()).body.reason as string, /writes waited \d+ ms for the database lock/);
     } finally {
       other.close();

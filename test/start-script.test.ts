@@ -48,7 +48,9 @@ describe('npm start', () => {
     assert.match(r.stderr, /Docker image/);
   });
 
-  test('with Bun, npm start serves, and SIGTERM reaches the server, which drains and exits 0', { skip: binAvailable('bun') ? false : 'node_modules/.bin/bun is missing' }, async () => {
+  test('with Bun, npm start serves, and SIGTERM reaches the server, which drains and exits 0', {
+    skip: binAvailable('bun') ? false : 'node_modules/.bin/bun is missing',
+  }, async () => {
     const port = await freePort();
     const child = spawn('npm', ['start', '--silent'], {
       cwd: ROOT,

@@ -15,7 +15,9 @@ const base = { LAVA_WEBHOOK_SECRET: SECRET, LAVA_WEBHOOK_STORE: 'memory' };
 /** Occurrences of `needle` in `haystack`. */
 const count = (haystack: string, needle: string) => haystack.split(needle).length - 1;
 
-describe('server bind address (bun)', { skip: binAvailable('bun') ? false : 'node_modules/.bin/bun is missing' }, () => {
+describe('server bind address (bun)', {
+  skip: binAvailable('bun') ? false : 'node_modules/.bin/bun is missing',
+}, () => {
   test('LAVA_WEBHOOK_HOST is the bind address; HOSTNAME (a pod name on Kubernetes) is not read', async () => {
     const server = await startServer({
       env: { ...base, LOG_LEVEL: 'info', HOSTNAME: 'lava-receiver-7d9f8-xk2lp', LAVA_WEBHOOK_HOST: '127.0.0.1' },
@@ -36,7 +38,10 @@ for (const runtime of runtimes) {
       const server = await startServer({ runtime, env: { ...base, LAVA_WEBHOOK_CONCURRENCY: 'lots' }, noWait: true });
       assert.equal(await server.exited, 1);
       const out = server.output();
-      assert.match(out, /refusing to start: invalid configuration: LAVA_WEBHOOK_CONCURRENCY: expected a whole number from 1 to 10000, got "lots"/);
+      assert.match(
+        out,
+        /refusing to start: invalid configuration: LAVA_WEBHOOK_CONCURRENCY: expected a whole number from 1 to 10000, got "lots"/,
+      );
       assert.equal(count(out, 'LAVA_WEBHOOK_CONCURRENCY'), 1, out);
       assert.doesNotMatch(out, /LAVA_WEBHOOK_SECRET/, 'no hint about a variable that is fine');
     });
@@ -45,7 +50,10 @@ for (const runtime of runtimes) {
       const server = await startServer({ runtime, env: { LAVA_WEBHOOK_STORE: 'memory' }, noWait: true });
       assert.equal(await server.exited, 1);
       const out = server.output();
-      assert.match(out, /LAVA_WEBHOOK_SECRET: is required: the webhook_secret Lava showed when you created the endpoint/);
+      assert.match(
+        out,
+        /LAVA_WEBHOOK_SECRET: is required: the webhook_secret Lava showed when you created the endpoint/,
+      );
       assert.equal(count(out, 'LAVA_WEBHOOK_SECRET'), 1, out);
     });
 
@@ -58,14 +66,18 @@ for (const runtime of runtimes) {
       });
       assert.equal(await server.exited, 1);
       const out = server.output();
-      assert.match(out, new RegExp(`refusing to start: cannot reach PostgreSQL at 127\\.0\\.0\\.1:${port} \\(connection refused\\)`), out);
+      assert.match(
+        out,
+        new RegExp(`refusing to start: cannot reach PostgreSQL at 127\\.0\\.0\\.1:${port} \\(connection refused\\)`),
+        out,
+      );
       assert.doesNotMatch(out, /hunter2/);
     });
   });
 }
 
 describe('server start-up against a real Postgres', () => {
-  test('a login the server refuses is reported with host, port and the server\'s reason, without the password', async (t) => {
+  test("a login the server refuses is reported with host, port and the server's reason, without the password", async (t) => {
     const { pg, reason } = await openPg();
     if (!pg) {
       t.skip(reason);
@@ -88,16 +100,25 @@ describe('server start-up against a real Postgres', () => {
   });
 });
 
-describe('relay target over plain http (bun)', { skip: binAvailable('bun') ? false : 'node_modules/.bin/bun is missing' }, () => {
+describe('relay target over plain http (bun)', {
+  skip: binAvailable('bun') ? false : 'node_modules/.bin/bun is missing',
+}, () => {
   test('refused at start-up unless LAVA_RELAY_ALLOW_HTTP=true; loopback needs no opt-in', async () => {
-    const relay = { ...base, LAVA_RELAY_SECRET: RELAY_SECRET, LAVA_RELAY_URL: 'http://app.internal.example/hooks/lava' };
+    const relay = {
+      ...base,
+      LAVA_RELAY_SECRET: RELAY_SECRET,
+      LAVA_RELAY_URL: 'http://app.internal.example/hooks/lava',
+    };
     const refused = await startServer({ env: relay, noWait: true });
     try {
       assert.equal(await Promise.race([refused.exited, sleep(15_000).then(() => 'still running')]), 1);
     } finally {
       refused.kill('SIGKILL');
     }
-    assert.match(refused.output(), /LAVA_RELAY_URL: plain http:\/\/ to another machine .* set LAVA_RELAY_ALLOW_HTTP=true/);
+    assert.match(
+      refused.output(),
+      /LAVA_RELAY_URL: plain http:\/\/ to another machine .* set LAVA_RELAY_ALLOW_HTTP=true/,
+    );
 
     for (const env of [
       { ...relay, LAVA_RELAY_ALLOW_HTTP: 'true' },

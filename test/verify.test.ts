@@ -35,7 +35,8 @@ describe('nativeVerifier', () => {
           const a = await subtleVerifier(secrets).verify(body, signature);
           const b = await nativeVerifier(secrets).verify(body, signature);
           assert.equal(b, a);
-          if (choice.kind === 'secret') assert.equal(a, secrets.indexOf(secrets[choice.index % secrets.length] as string));
+          if (choice.kind === 'secret')
+            assert.equal(a, secrets.indexOf(secrets[choice.index % secrets.length] as string));
         },
       ),
       { numRuns: RUNS },

@@ -61,12 +61,28 @@ async function recordBalances(store: Store, n: number, customers: number) {
 describe('retry policy', () => {
   test('nextAttemptDelay() follows the schedule with bounded jitter, then gives up', () => {
     const policy = { scheduleMs: [1000, 5000, 30000], jitter: 0.2 };
-    assert.equal(nextAttemptDelay(policy, 1, undefined, () => 0), 800);
-    assert.equal(nextAttemptDelay(policy, 1, undefined, () => 1), 1200);
-    assert.equal(nextAttemptDelay(policy, 2, undefined, () => 0.5), 5000);
-    assert.equal(nextAttemptDelay(policy, 3, undefined, () => 0.5), 30000);
+    assert.equal(
+      nextAttemptDelay(policy, 1, undefined, () => 0),
+      800,
+    );
+    assert.equal(
+      nextAttemptDelay(policy, 1, undefined, () => 1),
+      1200,
+    );
+    assert.equal(
+      nextAttemptDelay(policy, 2, undefined, () => 0.5),
+      5000,
+    );
+    assert.equal(
+      nextAttemptDelay(policy, 3, undefined, () => 0.5),
+      30000,
+    );
     assert.equal(nextAttemptDelay(policy, 4), null);
-    assert.equal(nextAttemptDelay(policy, 1, { retryAfterMs: 9000 }, () => 0.5), 9000, 'Retry-After wins when later');
+    assert.equal(
+      nextAttemptDelay(policy, 1, { retryAfterMs: 9000 }, () => 0.5),
+      9000,
+      'Retry-After wins when later',
+    );
   });
 });
 
@@ -84,7 +100,10 @@ describe('deadlines (every timer the worker uses)', () => {
     const work = new Promise<string>((r) => {
       answer = r;
     });
-    await assert.rejects(within(work, 20, () => new Error('claim did not answer'), true), /claim did not answer/);
+    await assert.rejects(
+      within(work, 20, () => new Error('claim did not answer'), true),
+      /claim did not answer/,
+    );
     answer('late');
     assert.equal(await within(Promise.resolve('on time'), 20, () => new Error('never'), true), 'on time');
   });
@@ -155,10 +174,14 @@ describe('worker', () => {
     });
     lava.start();
     await deliver(lava, samplePayload('customer.created', { customerId: 'c1' }));
-    const rec = await waitFor(async () => {
-      const r = await lava.store.get('customer.created:c1');
-      return r?.status === 'dead' ? r : null;
-    }, 5000, 'dead letter');
+    const rec = await waitFor(
+      async () => {
+        const r = await lava.store.get('customer.created:c1');
+        return r?.status === 'dead' ? r : null;
+      },
+      5000,
+      'dead letter',
+    );
     assert.equal(calls, 3, 'first run + 2 retries');
     assert.deepEqual(attempts, [1, 2, 3]);
     assert.equal(rec.lastError, 'Error: boom 3');
@@ -323,10 +346,14 @@ describe('worker', () => {
     const { lava, logs } = receiver({ store, handlers: { 'customer.created': () => void runs++ } });
     lava.start();
     await deliver(lava, samplePayload('customer.created', { customerId: 'blip' }));
-    const rec = await waitFor(async () => {
-      const r = await store.get('customer.created:blip');
-      return r?.status === 'done' ? r : null;
-    }, 5000, 'recorded as done');
+    const rec = await waitFor(
+      async () => {
+        const r = await store.get('customer.created:blip');
+        return r?.status === 'done' ? r : null;
+      },
+      5000,
+      'recorded as done',
+    );
     assert.equal(runs, 1, 'the handler ran once');
     assert.equal(rec.attempts, 1);
     assert.equal(logs.filter((l) => l.includes('could not record the completion; trying again')).length, 2);
@@ -381,14 +408,20 @@ describe('worker', () => {
     });
     lava.start();
     await deliver(lava, samplePayload('customer.created', { customerId: 'down' }));
-    const rec = await waitFor(async () => {
-      const r = await store.get('customer.created:down');
-      return r?.status === 'done' ? r : null;
-    }, 5000, 'recorded as done');
+    const rec = await waitFor(
+      async () => {
+        const r = await store.get('customer.created:down');
+        return r?.status === 'done' ? r : null;
+      },
+      5000,
+      'recorded as done',
+    );
     assert.deepEqual(attempts, [1, 2], 'ran again once the first lease ran out');
     assert.equal(rec.attempts, 2);
     assert.equal(retries, 0, 'no retry was scheduled: the handler did not fail');
-    assert.ok(logs.some((l) => l.includes('"outcome":"ok_unrecorded"') && l.includes('runs again once its lease expires')));
+    assert.ok(
+      logs.some((l) => l.includes('"outcome":"ok_unrecorded"') && l.includes('runs again once its lease expires')),
+    );
     const metrics = lava.metrics.render(null);
     assert.doesNotMatch(metrics, /outcome="retry"/);
     assert.match(metrics, /handler_runs_total\{event="customer.created",outcome="unrecorded"\} 1/);
@@ -619,7 +652,9 @@ describe('worker', () => {
         // Concurrent drains join the one already running; none may end before the event that asked for it ran.
         const ctx = {
           waitUntil: (p: Promise<unknown>) =>
-            checks.push(p.then(() => assert.equal(seen.get(String(i)), 1, `event ${i} had not run when its drain ended`))),
+            checks.push(
+              p.then(() => assert.equal(seen.get(String(i)), 1, `event ${i} had not run when its drain ended`)),
+            ),
           passThroughOnException() {},
         };
         return lava.fetch(signedRequest(URL_, JSON.stringify(balance(`cus_${i % 7}`, i))), {}, ctx);
@@ -666,7 +701,10 @@ describe('worker', () => {
     const inner = memoryStore();
     // Every method answers through a promise, as Postgres and Deno KV do.
     const store = Object.fromEntries(
-      Object.entries(inner).map(([k, v]) => [k, typeof v === 'function' ? (...a: unknown[]) => Promise.resolve(v(...a)) : v]),
+      Object.entries(inner).map(([k, v]) => [
+        k,
+        typeof v === 'function' ? (...a: unknown[]) => Promise.resolve(v(...a)) : v,
+      ]),
     ) as unknown as typeof inner;
     const limits: number[] = [];
     const seen = new Map<string, number>();
@@ -699,8 +737,14 @@ describe('worker', () => {
     // 2 slots, 4 × 2 held at most: once the worker has seen the store answer by promise, claims ask for up to 8
     // (the very first asks for the free slots only), and none for more.
     assert.equal(Math.max(...limits), 8, `claim limits ${limits.join(',')}`);
-    assert.ok(limits.every((l) => l >= 1 && l <= 8), `claim limits ${limits.join(',')}`);
-    assert.ok(limits.length <= N / 3, `${limits.length} claims for ${N} events (one per freed slot would be about ${N})`);
+    assert.ok(
+      limits.every((l) => l >= 1 && l <= 8),
+      `claim limits ${limits.join(',')}`,
+    );
+    assert.ok(
+      limits.length <= N / 3,
+      `${limits.length} claims for ${N} events (one per freed slot would be about ${N})`,
+    );
     await lava.close();
   });
 
@@ -749,7 +793,15 @@ describe('worker', () => {
       return calls === 1 ? new Promise(() => {}) : realClaim(o);
     };
     const body = new TextEncoder().encode('{}');
-    store.insert({ key: 'k', event: 'e', customerId: 'c', body, headers: {}, receivedAt: Date.now(), status: 'pending' });
+    store.insert({
+      key: 'k',
+      event: 'e',
+      customerId: 'c',
+      body,
+      headers: {},
+      receivedAt: Date.now(),
+      status: 'pending',
+    });
     const ran: string[] = [];
     const worker = createWorker({
       store,
@@ -782,7 +834,15 @@ describe('worker', () => {
     };
     const body = new TextEncoder().encode('{}');
     for (const key of ['a', 'b']) {
-      store.insert({ key, event: 'e', customerId: `c-${key}`, body, headers: {}, receivedAt: Date.now(), status: 'pending' });
+      store.insert({
+        key,
+        event: 'e',
+        customerId: `c-${key}`,
+        body,
+        headers: {},
+        receivedAt: Date.now(),
+        status: 'pending',
+      });
     }
     const ran: string[] = [];
     const logs: string[] = [];
@@ -806,7 +866,10 @@ describe('worker', () => {
     assert.equal(refused, 1);
     assert.deepEqual(ran, ['a', 'b'], 'b ran once, only after a, though it was aborted while it waited');
     assert.ok(logs.some((l) => l.includes('lease lost')));
-    assert.ok(logs.some((l) => l.includes('will retry')), 'its abort was recorded as a failed attempt');
+    assert.ok(
+      logs.some((l) => l.includes('will retry')),
+      'its abort was recorded as a failed attempt',
+    );
     await waitFor(() => worker.running === 0, 1000, 'no slot leaked');
     await worker.stop(100);
   });
@@ -820,7 +883,15 @@ describe('worker', () => {
       return calls === 1 ? new Promise<boolean>(() => {}) : realComplete(...args);
     };
     const body = new TextEncoder().encode('{}');
-    store.insert({ key: 'k', event: 'e', customerId: 'c', body, headers: {}, receivedAt: Date.now(), status: 'pending' });
+    store.insert({
+      key: 'k',
+      event: 'e',
+      customerId: 'c',
+      body,
+      headers: {},
+      receivedAt: Date.now(),
+      status: 'pending',
+    });
     const ran: string[] = [];
     const logs: string[] = [];
     const worker = createWorker({

@@ -31,7 +31,12 @@ export function goals({ runs, half, e2e, memory }) {
   const out = [];
   for (const [x, y, least, name] of RATIOS) {
     const v = by[x] && by[y] ? ratioOf(by[x], by[y]) : null;
-    out.push({ name, measured: v === null ? '—' : `${f2(v)} × (${y})`, threshold: `≥ ${f2(least)} ×`, ok: v === null ? null : v >= least });
+    out.push({
+      name,
+      measured: v === null ? '—' : `${f2(v)} × (${y})`,
+      threshold: `≥ ${f2(least)} ×`,
+      ok: v === null ? null : v >= least,
+    });
   }
   for (const r of e2e?.rows ?? []) out.push(endToEndGoal(r));
   for (const id of HALF_GOAL_IDS) {
@@ -53,7 +58,12 @@ export function goals({ runs, half, e2e, memory }) {
   const grown = memory && !memory.failed ? memory.growth : null;
   out.push({
     name: `flat memory, ours (${memory?.store ?? 'sqlite'}): RSS at ${int(memory?.events)} events against ${int(memory?.early)}`,
-    measured: typeof grown === 'number' ? `${grown >= 0 ? '+' : ''}${(grown * 100).toFixed(1)} %` : memory?.failed ? `failed: ${memory.failed}` : '—',
+    measured:
+      typeof grown === 'number'
+        ? `${grown >= 0 ? '+' : ''}${(grown * 100).toFixed(1)} %`
+        : memory?.failed
+          ? `failed: ${memory.failed}`
+          : '—',
     threshold: `within ${MEMORY_GROWTH * 100} %`,
     ok: typeof grown === 'number' ? Math.abs(grown) <= MEMORY_GROWTH : null,
   });

@@ -16,7 +16,18 @@ import {
   WARM_OFFSET,
   WARMUP,
 } from './config.mjs';
-import { errorsOf, firstOk, metricsOf, pgAdmin, rssMb, runWrk, sleep, startProcess, stop, wrkArgs } from './processes.mjs';
+import {
+  errorsOf,
+  firstOk,
+  metricsOf,
+  pgAdmin,
+  rssMb,
+  runWrk,
+  sleep,
+  startProcess,
+  stop,
+  wrkArgs,
+} from './processes.mjs';
 import { oursEnv, server, TARGETS } from './targets.mjs';
 
 const dir = mkdtempSync(join(tmpdir(), 'lava-bench-'));

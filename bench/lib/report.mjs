@@ -109,7 +109,9 @@ export function e2eTable(rows) {
   for (const r of rows) {
     const name = TARGETS[r.id]?.name ?? r.id;
     if (r.failed) {
-      lines.push(`| ${r.id} | ${name} | ${int(r.capacity)} | ${int(r.rate)} | — | — | — | — | — | failed: ${r.failed} |`);
+      lines.push(
+        `| ${r.id} | ${name} | ${int(r.capacity)} | ${int(r.rate)} | — | — | — | — | — | failed: ${r.failed} |`,
+      );
       continue;
     }
     lines.push(
@@ -146,7 +148,9 @@ function notes({ runs, loadBefore }) {
     `- The generator: wrk used ${runs
       .filter((r) => r.rps)
       .map((r) => `${pct(r.wrkCpu)} (${r.id})`)
-      .join(', ')} of its core (median over the rounds). Near 100 %, wrk rather than the server set that target's rate` +
+      .join(
+        ', ',
+      )} of its core (median over the rounds). Near 100 %, wrk rather than the server set that target's rate` +
       `${a ? ` (the bare server (a) reached ${int(a.rps)} requests/s with wrk at ${pct(a.wrkCpu)})` : ''}.`,
     '- (b) is Lava’s documented Express receiver (express.raw for the raw body, createHmac, timingSafeEqual, JSON.parse); ' +
       '(n) is the same logic on bare node:http, to show what Express itself costs.',

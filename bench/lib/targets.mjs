@@ -30,7 +30,11 @@ export const TARGETS = {
     name: 'the same receiver logic on bare node:http (no Express)',
     cmd: () => [node, 'bench/targets/express-style-node.mjs'],
   },
-  h: { name: '@octokit/webhooks createWebMiddleware on Bun', cmd: () => [bun, 'bench/targets/octokit-bun.ts'], mode: 'github' },
+  h: {
+    name: '@octokit/webhooks createWebMiddleware on Bun',
+    cmd: () => [bun, 'bench/targets/octokit-bun.ts'],
+    mode: 'github',
+  },
   m: {
     name: 'a minimal receiver on Bun that keeps each event in a Map (native HMAC, JSON.parse; no validation, no handlers)',
     cmd: () => [bun, 'bench/targets/minimal-bun.ts'],
@@ -80,7 +84,13 @@ export const TARGETS = {
     ours: true,
     baseline: 'd',
   },
-  e: { name: 'ours, SQLite synchronous=FULL (Bun)', cmd: server, env: sqlite('e.sqlite', 'full'), ours: true, baseline: 't' },
+  e: {
+    name: 'ours, SQLite synchronous=FULL (Bun)',
+    cmd: server,
+    env: sqlite('e.sqlite', 'full'),
+    ours: true,
+    baseline: 't',
+  },
   f: {
     name: 'ours on Deno, Deno KV',
     cmd: (port) => [deno, 'serve', '-A', '--port', String(port), '--host', '127.0.0.1', 'src/server.ts'],
@@ -115,6 +125,12 @@ if (BASE) {
   const baseServer = () => [bun, 'run', join(BASE, 'src/server.ts')];
   const label = `the build in ${BASE}`;
   TARGETS.cb = { ...TARGETS.c, name: `${TARGETS.c.name}, ${label}`, cmd: baseServer, baseline: 'c' };
-  TARGETS.eb = { ...TARGETS.e, name: `${TARGETS.e.name}, ${label}`, cmd: baseServer, env: sqlite('eb.sqlite', 'full'), baseline: 'e' };
+  TARGETS.eb = {
+    ...TARGETS.e,
+    name: `${TARGETS.e.name}, ${label}`,
+    cmd: baseServer,
+    env: sqlite('eb.sqlite', 'full'),
+    baseline: 'e',
+  };
   TARGETS.gb = { ...TARGETS.g, name: `${TARGETS.g.name}, ${label}`, cmd: baseServer, baseline: 'g' };
 }

@@ -15,8 +15,11 @@ const server = createServer((req, res) => {
     const raw = Buffer.concat(chunks);
     const signature = req.headers['x-webhook-signature'];
     const expected = createHmac('sha256', secret).update(raw).digest('hex');
-    if (typeof signature !== 'string' || signature.length !== expected.length ||
-      !timingSafeEqual(Buffer.from(signature), Buffer.from(expected))) {
+    if (
+      typeof signature !== 'string' ||
+      signature.length !== expected.length ||
+      !timingSafeEqual(Buffer.from(signature), Buffer.from(expected))
+    ) {
       res.writeHead(401, { 'content-type': 'application/json' }).end('{"error":"invalid signature"}');
       return;
     }

@@ -22,7 +22,15 @@ interface Series {
   base?: number[];
 }
 
-function Panel(props: { top: number; label: string; max: number; series: Series[]; start: number; bucketMs: number; unit: string[] }) {
+function Panel(props: {
+  top: number;
+  label: string;
+  max: number;
+  series: Series[];
+  start: number;
+  bucketMs: number;
+  unit: string[];
+}) {
   const n = props.series[0]?.values.length ?? 0;
   const step = (W - LEFT - RIGHT) / Math.max(1, n);
   const bar = Math.max(1, step - 2);
@@ -47,7 +55,13 @@ function Panel(props: { top: number; label: string; max: number; series: Series[
           const h = Math.max(1, scale(v));
           const minute = hhmm(props.start + i * props.bucketMs);
           return (
-            <rect class={s.className} x={(LEFT + i * step + 1).toFixed(1)} y={(bottom - below - h).toFixed(1)} width={bar.toFixed(1)} height={h.toFixed(1)}>
+            <rect
+              class={s.className}
+              x={(LEFT + i * step + 1).toFixed(1)}
+              y={(bottom - below - h).toFixed(1)}
+              width={bar.toFixed(1)}
+              height={h.toFixed(1)}
+            >
               <title>{`${minute} UTC: ${plural(v, props.unit[k] ?? '')}`}</title>
             </rect>
           );
@@ -69,14 +83,32 @@ export function ActivityChart(props: { activity: Activity }) {
     `${plural(totals.received, 'delivery', 'deliveries')} received and ${count(totals.done)} done, ` +
     `${count(totals.dead)} dead in the last hour, per minute`;
   const rows = a.received
-    .map((r, i) => ({ minute: hhmm(a.start + i * a.bucketMs), received: r, done: a.done[i] ?? 0, dead: a.dead[i] ?? 0 }))
+    .map((r, i) => ({
+      minute: hhmm(a.start + i * a.bucketMs),
+      received: r,
+      done: a.done[i] ?? 0,
+      dead: a.dead[i] ?? 0,
+    }))
     .filter((row) => row.received + row.done + row.dead > 0);
   return (
     <figure class="chart">
-      <svg viewBox={`0 0 ${W} ${H}`} role="img" aria-labelledby="chart-title chart-desc" xmlns="http://www.w3.org/2000/svg">
+      <svg
+        viewBox={`0 0 ${W} ${H}`}
+        role="img"
+        aria-labelledby="chart-title chart-desc"
+        xmlns="http://www.w3.org/2000/svg"
+      >
         <title id="chart-title">Deliveries and handler outcomes, last hour</title>
         <desc id="chart-desc">{summary}</desc>
-        <Panel top={TOP1} label="Received per minute" max={Math.max(0, ...a.received)} series={[{ values: a.received, className: 'received' }]} start={a.start} bucketMs={a.bucketMs} unit={['delivery']} />
+        <Panel
+          top={TOP1}
+          label="Received per minute"
+          max={Math.max(0, ...a.received)}
+          series={[{ values: a.received, className: 'received' }]}
+          start={a.start}
+          bucketMs={a.bucketMs}
+          unit={['delivery']}
+        />
         <Panel
           top={TOP2}
           label="Finished per minute"

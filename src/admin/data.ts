@@ -2,7 +2,14 @@
 // requeueWhere), in bounded pieces: a page of a list is one store call, and anything that walks more records (the
 // chart, counting or requeueing what a filter matches) reads a page at a time and lets the event loop run between
 // pages, so a synchronous store (memory, SQLite) never holds up a delivery for long.
-import { EVENT_STATUSES, type EventRecord, type EventStatus, type ListOptions, type Store, type StatusCounts } from '../stores/store.ts';
+import {
+  EVENT_STATUSES,
+  type EventRecord,
+  type EventStatus,
+  type ListOptions,
+  type Store,
+  type StatusCounts,
+} from '../stores/store.ts';
 
 /** The events list's filters, as its form and links carry them. */
 export interface Filters {
@@ -60,7 +67,13 @@ export function parseFilters(query: Record<string, string | undefined>): ParsedF
     if ((EVENT_STATUSES as readonly string[]).includes(s)) status = s as EventStatus;
     else problems.push(`status must be one of ${EVENT_STATUSES.join(', ')}`);
   }
-  const filters: Filters = { status, event: text('event'), customer: text('customer'), from: time('since'), until: time('until') };
+  const filters: Filters = {
+    status,
+    event: text('event'),
+    customer: text('customer'),
+    from: time('since'),
+    until: time('until'),
+  };
   if (filters.from !== null && filters.until !== null && filters.from >= filters.until) {
     problems.push('"since" must be before "until"');
   }
@@ -118,14 +131,24 @@ export async function eventsPage(
     records = got.slice(0, limit).reverse();
     if (got.length > limit && records[0]) newer = records[0].seq;
     const last = records.at(-1);
-    if (last && (await store.list({ ...base, order: 'desc', beforeSeq: last.seq, limit: 1 })).length > 0) older = last.seq;
+    if (last && (await store.list({ ...base, order: 'desc', beforeSeq: last.seq, limit: 1 })).length > 0)
+      older = last.seq;
   } else {
-    const got = await store.list({ ...base, order: 'desc', limit: limit + 1, ...(cursor.before ? { beforeSeq: cursor.before } : {}) });
+    const got = await store.list({
+      ...base,
+      order: 'desc',
+      limit: limit + 1,
+      ...(cursor.before ? { beforeSeq: cursor.before } : {}),
+    });
     records = got.slice(0, limit);
     const last = records.at(-1);
     if (got.length > limit && last) older = last.seq;
     const first = records[0];
-    if (cursor.before !== undefined && first && (await store.list({ ...base, afterSeq: first.seq, limit: 1 })).length > 0) {
+    if (
+      cursor.before !== undefined &&
+      first &&
+      (await store.list({ ...base, afterSeq: first.seq, limit: 1 })).length > 0
+    ) {
       newer = first.seq;
     }
   }

@@ -16,7 +16,15 @@ import { type Logger, rateLimited, silentLogger } from '../observability/log.ts'
 import type { Metrics } from '../observability/metrics.ts';
 import type { Store } from '../stores/store.ts';
 import { type Session, adminKeys, sameOrigin, servedOverHttps } from './auth.ts';
-import { eventsPage, matchingDeadLetters, overview, parseFilters, recordBySeq, requeueMatching, filterParams } from './data.ts';
+import {
+  eventsPage,
+  matchingDeadLetters,
+  overview,
+  parseFilters,
+  recordBySeq,
+  requeueMatching,
+  filterParams,
+} from './data.ts';
 import { duration, plural } from './format.ts';
 import { type LoginLimitOptions, connectionAddress, loginLimiter } from './login-limit.ts';
 import { FAVICON, STYLESHEET } from './style.ts';
@@ -70,7 +78,9 @@ export function adminRoutes(deps: AdminDeps): Hono<Env> {
   }
   const base = deps.basePath ?? DEFAULT_ADMIN_PATH;
   if (!/^(\/[A-Za-z0-9._~-]+)+$/.test(base)) {
-    throw new ConfigError(`admin basePath must be a path such as /admin (no trailing slash), got ${JSON.stringify(base)}`);
+    throw new ConfigError(
+      `admin basePath must be a path such as /admin (no trailing slash), got ${JSON.stringify(base)}`,
+    );
   }
   const { store } = deps;
   const now = deps.now ?? Date.now;
@@ -98,11 +108,18 @@ export function adminRoutes(deps: AdminDeps): Hono<Env> {
     ({ path: base, httpOnly: true, sameSite: 'Strict', secure: servedOverHttps(c.req.raw) }) as const;
   /** Where to go after logging in: a page of the console, never another site. */
   const safeNext = (next: unknown) =>
-    typeof next === 'string' && (next === base || next.startsWith(`${base}/`) || next.startsWith(`${base}?`)) && !/[\r\n\\]/.test(next)
+    typeof next === 'string' &&
+    (next === base || next.startsWith(`${base}/`) || next.startsWith(`${base}?`)) &&
+    !/[\r\n\\]/.test(next)
       ? next
       : base;
-  const message = async (c: Context, status: 400 | 401 | 403 | 404 | 500 | 503, title: string, text: string, csrf?: string) =>
-    c.html((await views()).messagePage({ base, title, message: text, csrf }), status);
+  const message = async (
+    c: Context,
+    status: 400 | 401 | 403 | 404 | 500 | 503,
+    title: string,
+    text: string,
+    csrf?: string,
+  ) => c.html((await views()).messagePage({ base, title, message: text, csrf }), status);
 
   app.use(
     '*',
@@ -200,8 +217,16 @@ export function adminRoutes(deps: AdminDeps): Hono<Env> {
     const form = sameOrigin(c.req.raw) ? await c.req.parseBody() : null;
     const token = typeof form?._csrf === 'string' ? form._csrf : '';
     if (form === null || !(await keys.csrfMatches(c.get('session'), token))) {
-      refusalLog.warn('admin request refused', { reason: form === null ? 'cross-site' : 'missing or wrong CSRF token' });
-      return message(c, 403, 'Refused', 'This request did not come from a page of this console: nothing was changed.', c.get('csrf'));
+      refusalLog.warn('admin request refused', {
+        reason: form === null ? 'cross-site' : 'missing or wrong CSRF token',
+      });
+      return message(
+        c,
+        403,
+        'Refused',
+        'This request did not come from a page of this console: nothing was changed.',
+        c.get('csrf'),
+      );
     }
     await next();
   };
@@ -217,25 +242,50 @@ export function adminRoutes(deps: AdminDeps): Hono<Env> {
     const q = c.req.query();
     const { filters, problems } = parseFilters(q);
     const limit = Math.min(MAX_PAGE, Math.max(10, positiveInt(q.limit) ?? DEFAULT_PAGE));
-    const page = await eventsPage(store, filters, { before: positiveInt(q.before), after: positiveInt(q.after) }, limit);
+    const page = await eventsPage(
+      store,
+      filters,
+      { before: positiveInt(q.before), after: positiveInt(q.after) },
+      limit,
+    );
     const requeued = q.requeued !== undefined && /^\d+$/.test(q.requeued) ? Number(q.requeued) : null;
     const notice = requeued === null ? null : `Requeued ${plural(requeued, 'dead letter')}.`;
-    return c.html((await views()).eventsPage(ctx(c), { f: filters, problems, page, limit, defaultLimit: DEFAULT_PAGE, notice }));
+    return c.html(
+      (await views()).eventsPage(ctx(c), { f: filters, problems, page, limit, defaultLimit: DEFAULT_PAGE, notice }),
+    );
   });
 
   app.get('/events/:seq{[0-9]{1,15}}', async (c) => {
     const record = await recordBySeq(store, Number(c.req.param('seq')));
-    if (!record) return message(c, 404, 'No such event', 'There is no event with this number (it may have been purged).', c.get('csrf'));
+    if (!record)
+      return message(
+        c,
+        404,
+        'No such event',
+        'There is no event with this number (it may have been purged).',
+        c.get('csrf'),
+      );
     const r = c.req.query('requeued');
     const notice =
-      r === '1' ? 'Requeued: it waits for its turn to run again.' : r === '0' ? 'Not requeued: it is a tombstone or it is gone.' : null;
+      r === '1'
+        ? 'Requeued: it waits for its turn to run again.'
+        : r === '0'
+          ? 'Not requeued: it is a tombstone or it is gone.'
+          : null;
     return c.html((await views()).eventPage(ctx(c), record, notice));
   });
 
   app.post('/events/:seq{[0-9]{1,15}}/requeue', async (c) => {
     const seq = Number(c.req.param('seq'));
     const record = await recordBySeq(store, seq);
-    if (!record) return message(c, 404, 'No such event', 'There is no event with this number (it may have been purged).', c.get('csrf'));
+    if (!record)
+      return message(
+        c,
+        404,
+        'No such event',
+        'There is no event with this number (it may have been purged).',
+        c.get('csrf'),
+      );
     const ok = await store.requeue(record.key, now());
     logger.info('admin: requeued an event', { seq, event: record.event, from: record.status, requeued: ok });
     return c.redirect(`${base}/events/${seq}?requeued=${ok ? 1 : 0}`, 303);
@@ -250,7 +300,12 @@ export function adminRoutes(deps: AdminDeps): Hono<Env> {
   app.post('/requeue', async (c) => {
     const form = await c.req.parseBody();
     const text = (name: string) => (typeof form[name] === 'string' ? (form[name] as string) : undefined);
-    const { filters, problems } = parseFilters({ event: text('event'), customer: text('customer'), since: text('since'), until: text('until') });
+    const { filters, problems } = parseFilters({
+      event: text('event'),
+      customer: text('customer'),
+      since: text('since'),
+      until: text('until'),
+    });
     // A filter that does not parse would requeue more than the operator confirmed: refuse instead.
     if (problems.length > 0) return message(c, 400, 'Nothing requeued', problems.join('; '), c.get('csrf'));
     const n = await requeueMatching(store, filters, now());
@@ -281,7 +336,8 @@ export function adminRoutes(deps: AdminDeps): Hono<Env> {
   // Last: a trailing slash is forgiven; any other unknown page of the console answers a page, not the app's JSON 404.
   app.get('*', async (c): Promise<Response> => {
     const url = new URL(c.req.url);
-    if (url.pathname.endsWith('/') && url.pathname.length > 1) return c.redirect(url.pathname.replace(/\/+$/, '') + url.search, 301);
+    if (url.pathname.endsWith('/') && url.pathname.length > 1)
+      return c.redirect(url.pathname.replace(/\/+$/, '') + url.search, 301);
     return message(c, 404, 'Not found', 'There is no such page in the console.', c.get('csrf'));
   });
 
@@ -292,7 +348,9 @@ export function adminRoutes(deps: AdminDeps): Hono<Env> {
       c,
       unavailable ? 503 : 500,
       unavailable ? 'Store unavailable' : 'Something went wrong',
-      unavailable ? 'The store is not answering right now: try again in a moment.' : 'The request failed; the log says why.',
+      unavailable
+        ? 'The store is not answering right now: try again in a moment.'
+        : 'The request failed; the log says why.',
     );
   });
 

@@ -68,7 +68,9 @@ function Layout(props: { base: string; title: string; nav?: Nav; csrf?: string; 
   );
 }
 
-const StatusBadge = (props: { status: EventStatus }) => <span class={`status status-${props.status}`}>{props.status}</span>;
+const StatusBadge = (props: { status: EventStatus }) => (
+  <span class={`status status-${props.status}`}>{props.status}</span>
+);
 
 /** A time in UTC; `bare` leaves out the zone where a column heading says it. */
 const Time = (props: { ms: number | null; bare?: boolean }) =>
@@ -282,11 +284,23 @@ function FilterForm(props: { base: string; f: Filters; limit: number; defaultLim
       </div>
       <div>
         <label for="f-since">Received since (UTC)</label>
-        <input id="f-since" name="since" type="datetime-local" step="1" value={f.from === null ? '' : formatUtcInput(f.from)} />
+        <input
+          id="f-since"
+          name="since"
+          type="datetime-local"
+          step="1"
+          value={f.from === null ? '' : formatUtcInput(f.from)}
+        />
       </div>
       <div>
         <label for="f-until">Received until (UTC)</label>
-        <input id="f-until" name="until" type="datetime-local" step="1" value={f.until === null ? '' : formatUtcInput(f.until)} />
+        <input
+          id="f-until"
+          name="until"
+          type="datetime-local"
+          step="1"
+          value={f.until === null ? '' : formatUtcInput(f.until)}
+        />
       </div>
       {props.limit !== props.defaultLimit ? <input type="hidden" name="limit" value={String(props.limit)} /> : null}
       <div class="actions">
@@ -301,7 +315,14 @@ function FilterForm(props: { base: string; f: Filters; limit: number; defaultLim
 
 export function eventsPage(
   ctx: Ctx,
-  props: { f: Filters; problems: string[]; page: EventsPage; limit: number; defaultLimit: number; notice: string | null },
+  props: {
+    f: Filters;
+    problems: string[];
+    page: EventsPage;
+    limit: number;
+    defaultLimit: number;
+    notice: string | null;
+  },
 ) {
   const params = filterParams(props.f);
   if (props.limit !== props.defaultLimit) params.set('limit', String(props.limit));
@@ -395,7 +416,13 @@ export function eventPage(ctx: Ctx, r: EventRecord, notice: string | null) {
           <dd>{r.attempts}</dd>
           <dt>Outcome</dt>
           <dd>
-            {r.status === 'done' ? 'succeeded' : r.status === 'dead' ? 'dead letter' : open ? 'not finished yet' : r.status}
+            {r.status === 'done'
+              ? 'succeeded'
+              : r.status === 'dead'
+                ? 'dead letter'
+                : open
+                  ? 'not finished yet'
+                  : r.status}
           </dd>
           <dt>Last error</dt>
           <dd class="mono">{r.lastError === null ? '—' : scrubText(r.lastError)}</dd>
@@ -427,7 +454,9 @@ export function eventPage(ctx: Ctx, r: EventRecord, notice: string | null) {
           <dt>Finished</dt>
           <dd>
             <Time ms={r.finishedAt} />
-            {r.finishedAt !== null ? <span class="muted"> ({duration(r.finishedAt - r.receivedAt)} after it arrived)</span> : null}
+            {r.finishedAt !== null ? (
+              <span class="muted"> ({duration(r.finishedAt - r.receivedAt)} after it arrived)</span>
+            ) : null}
           </dd>
         </dl>
       </section>
@@ -441,7 +470,9 @@ export function eventPage(ctx: Ctx, r: EventRecord, notice: string | null) {
           </form>
           {r.status === 'dead' ? null : (
             <span class="muted">
-              {r.status === 'done' ? 'It succeeded: requeueing runs its handler again.' : 'Requeueing restarts it from attempt 0.'}
+              {r.status === 'done'
+                ? 'It succeeded: requeueing runs its handler again.'
+                : 'Requeueing restarts it from attempt 0.'}
             </span>
           )}
         </div>
@@ -452,8 +483,8 @@ export function eventPage(ctx: Ctx, r: EventRecord, notice: string | null) {
           <p class="muted">No payload is kept for a tombstone.</p>
         ) : payload.json === null ? (
           <p class="muted">
-            {plural(payload.bytes, 'byte')} that are not JSON: not shown, since nothing in them could be masked. The CLI’s
-            events show --reveal prints them.
+            {plural(payload.bytes, 'byte')} that are not JSON: not shown, since nothing in them could be masked. The
+            CLI’s events show --reveal prints them.
           </p>
         ) : (
           <>
@@ -500,9 +531,7 @@ export function confirmRequeuePage(ctx: Ctx, props: { f: Filters; problems: stri
     <Layout base={ctx.base} title="Requeue dead letters" nav="events" csrf={ctx.csrf}>
       <h1>Requeue dead letters</h1>
       <Problems problems={props.problems} />
-      <p>
-        Filter: {described.length === 0 ? 'every dead letter' : described.join(', ')}.
-      </p>
+      <p>Filter: {described.length === 0 ? 'every dead letter' : described.join(', ')}.</p>
       {m.count === 0 ? (
         <>
           <p>No dead letters match: there is nothing to requeue.</p>
@@ -514,10 +543,12 @@ export function confirmRequeuePage(ctx: Ctx, props: { f: Filters; problems: stri
         <>
           <p>
             <strong>
-              {m.capped ? `More than ${count(m.count)} dead letters match.` : `${plural(m.count, 'dead letter')} ${m.count === 1 ? 'matches' : 'match'}.`}
+              {m.capped
+                ? `More than ${count(m.count)} dead letters match.`
+                : `${plural(m.count, 'dead letter')} ${m.count === 1 ? 'matches' : 'match'}.`}
             </strong>{' '}
-            Requeueing puts them back to pending with their attempts reset; the worker runs them again, in arrival order per
-            customer. Dead letters that arrive before you confirm are requeued too if they match.
+            Requeueing puts them back to pending with their attempts reset; the worker runs them again, in arrival order
+            per customer. Dead letters that arrive before you confirm are requeued too if they match.
           </p>
           {m.sample.length < m.count ? <p class="muted">The oldest {m.sample.length}:</p> : null}
           <EventTable base={ctx.base} records={m.sample} caption="Some of the matching dead letters" />
@@ -540,7 +571,13 @@ export function confirmRequeuePage(ctx: Ctx, props: { f: Filters; problems: stri
 
 // ---- Errors ----
 
-export function messagePage(props: { base: string; title: string; message: string; csrf?: string; loginNext?: string }) {
+export function messagePage(props: {
+  base: string;
+  title: string;
+  message: string;
+  csrf?: string;
+  loginNext?: string;
+}) {
   return doc(
     <Layout base={props.base} title={props.title} csrf={props.csrf}>
       <h1>{props.title}</h1>

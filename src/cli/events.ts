@@ -80,7 +80,12 @@ export async function openCliStore(flags: StoreFlags, env: Env): Promise<OpenedS
   if (kind === 'sqlite' && isLocalPath(config.LAVA_WEBHOOK_DB) && !existsSync(config.LAVA_WEBHOOK_DB)) {
     throw new CliError(`no database at ${shownPath(config.LAVA_WEBHOOK_DB)} — set LAVA_WEBHOOK_DB or --db`);
   }
-  if (kind === 'kv' && config.LAVA_WEBHOOK_KV && isLocalPath(config.LAVA_WEBHOOK_KV) && !existsSync(config.LAVA_WEBHOOK_KV)) {
+  if (
+    kind === 'kv' &&
+    config.LAVA_WEBHOOK_KV &&
+    isLocalPath(config.LAVA_WEBHOOK_KV) &&
+    !existsSync(config.LAVA_WEBHOOK_KV)
+  ) {
     throw new CliError(`no Deno KV database at ${shownPath(config.LAVA_WEBHOOK_KV)} — set LAVA_WEBHOOK_KV or --kv`);
   }
   try {
@@ -100,21 +105,24 @@ function parseStatus(value: string | undefined): EventStatus | undefined {
 
 function parseLimit(value: string | undefined, fallback: number): number {
   if (value === undefined) return fallback;
-  if (!/^\d+$/.test(value) || Number(value) < 1) throw new UsageError(`--limit must be a whole number from 1, got ${value}`, 'events list');
+  if (!/^\d+$/.test(value) || Number(value) < 1)
+    throw new UsageError(`--limit must be a whole number from 1, got ${value}`, 'events list');
   return Number(value);
 }
 
 /** `2026-11-01`, any ISO date-time, or a duration back from now: `7d`, `12h`, `30m`. A bare number is ambiguous. */
 export function parseBefore(value: string | undefined, now = Date.now()): number {
   const usage = 'events purge';
-  if (!value) throw new UsageError('purge needs --before <date|duration>, e.g. --before 2026-11-01 or --before 7d', usage);
+  if (!value)
+    throw new UsageError('purge needs --before <date|duration>, e.g. --before 2026-11-01 or --before 7d', usage);
   if (/^\d{4}-\d{2}-\d{2}/.test(value)) {
     const at = Date.parse(value);
     if (Number.isNaN(at)) throw new UsageError(`--before: not a date: ${value}`, usage);
     return at;
   }
   const ms = /[a-z]\s*$/i.test(value) ? parseDuration(value) : null;
-  if (ms === null) throw new UsageError(`--before: expected a date such as 2026-11-01 or a duration such as 7d, got ${value}`, usage);
+  if (ms === null)
+    throw new UsageError(`--before: expected a date such as 2026-11-01 or a duration such as 7d, got ${value}`, usage);
   return now - ms;
 }
 
@@ -174,7 +182,8 @@ export async function listCommand(flags: ListFlags, env: Env): Promise<number> {
   const status = parseStatus(flags.status);
   const limit = parseLimit(flags.limit, 50);
   const afterSeq = flags.after === undefined ? undefined : Number(flags.after);
-  if (afterSeq !== undefined && !Number.isInteger(afterSeq)) throw new UsageError(`--after must be a seq number, got ${flags.after}`, 'events list');
+  if (afterSeq !== undefined && !Number.isInteger(afterSeq))
+    throw new UsageError(`--after must be a seq number, got ${flags.after}`, 'events list');
   const { store } = await openCliStore(flags, env);
   try {
     const records = await store.list({ status, event: flags.event, customerId: flags.customer, limit, afterSeq });
@@ -218,7 +227,11 @@ export interface ShowFlags extends StoreFlags {
 }
 
 export async function showCommand(key: string | undefined, flags: ShowFlags, env: Env): Promise<number> {
-  if (!key) throw new UsageError('show: which event? pass its seq, key or the start of its key (see events list)', 'events show');
+  if (!key)
+    throw new UsageError(
+      'show: which event? pass its seq, key or the start of its key (see events list)',
+      'events show',
+    );
   const { store } = await openCliStore(flags, env);
   try {
     const r = await findEvent(store, key);
@@ -231,15 +244,24 @@ export async function showCommand(key: string | undefined, flags: ShowFlags, env
       ['key', r.key],
       ['event', r.event],
       ['customer', r.customerId ?? '-'],
-      ['status', `${r.status}${isLeased(r, now) ? ` (running: leased by ${r.leaseOwner} until ${isoTime(r.leaseUntil)})` : ''}`],
-      ['identity', `${r.policy}${r.tombstone ? ' (tombstone: only the key is kept, so a replay stays a duplicate)' : ''}`],
+      [
+        'status',
+        `${r.status}${isLeased(r, now) ? ` (running: leased by ${r.leaseOwner} until ${isoTime(r.leaseUntil)})` : ''}`,
+      ],
+      [
+        'identity',
+        `${r.policy}${r.tombstone ? ' (tombstone: only the key is kept, so a replay stays a duplicate)' : ''}`,
+      ],
       ['deliveries', String(r.deliveries)],
       ['attempts', String(r.attempts)],
       ['seq', String(r.seq)],
       ['received', `${isoTime(r.receivedAt)} UTC (${relative(r.receivedAt, now)})`],
     ];
     if (r.status === 'pending' || r.status === 'retrying') {
-      rows.push(['next attempt', `${isoTime(r.nextAttemptAt)} UTC (${r.nextAttemptAt <= now ? 'due' : relative(r.nextAttemptAt, now)})`]);
+      rows.push([
+        'next attempt',
+        `${isoTime(r.nextAttemptAt)} UTC (${r.nextAttemptAt <= now ? 'due' : relative(r.nextAttemptAt, now)})`,
+      ]);
     }
     if (r.finishedAt !== null) rows.push(['finished', `${isoTime(r.finishedAt)} UTC (${relative(r.finishedAt, now)})`]);
     rows.push(['last error', r.lastError ?? '-']);
@@ -268,8 +290,10 @@ export interface RequeueFlags extends StoreFlags {
 export async function requeueCommand(id: string | undefined, flags: RequeueFlags, env: Env): Promise<number> {
   const usage = 'events requeue';
   if (id && flags['all-dead']) throw new UsageError('requeue: pass a key or --all-dead, not both', usage);
-  if (!id && !flags['all-dead']) throw new UsageError('requeue: pass the seq or key of one event, or --all-dead', usage);
-  if (id && flags.event) throw new UsageError('requeue: --event filters --all-dead; with a key it means nothing', usage);
+  if (!id && !flags['all-dead'])
+    throw new UsageError('requeue: pass the seq or key of one event, or --all-dead', usage);
+  if (id && flags.event)
+    throw new UsageError('requeue: --event filters --all-dead; with a key it means nothing', usage);
   const { store } = await openCliStore(flags, env);
   try {
     if (id) {
@@ -277,7 +301,9 @@ export async function requeueCommand(id: string | undefined, flags: RequeueFlags
       const before = await findEvent(store, id);
       const key = before.key;
       if (before.tombstone) {
-        throw new CliError(`${key} is a tombstone: purge kept only its key, not its body, so there is nothing to run again`);
+        throw new CliError(
+          `${key} is a tombstone: purge kept only its key, not its body, so there is nothing to run again`,
+        );
       }
       if (isLeased(before, now) && !flags.force) {
         throw new CliError(
@@ -288,7 +314,10 @@ export async function requeueCommand(id: string | undefined, flags: RequeueFlags
       // Only the store is written: a running receiver finds the event on its next poll.
       if (!(await store.requeue(key, now))) throw new CliError(`no event with key ${key}`);
       if (flags.json) printJson({ requeued: 1, keys: [key], previousStatus: before.status });
-      else out(`requeued ${key} (was ${before.status} after ${before.attempts} attempt${before.attempts === 1 ? '' : 's'}): a running receiver picks it up on its next poll`);
+      else
+        out(
+          `requeued ${key} (was ${before.status} after ${before.attempts} attempt${before.attempts === 1 ? '' : 's'}): a running receiver picks it up on its next poll`,
+        );
       return 0;
     }
     // One by one, so the bar moves and an interrupted run leaves each event either requeued or still dead.
@@ -314,7 +343,10 @@ export async function requeueCommand(id: string | undefined, flags: RequeueFlags
     const what = `dead letter${requeued === 1 ? '' : 's'}${flags.event ? ` of ${flags.event}` : ''}`;
     if (flags.json) printJson({ requeued, keys: done });
     else if (requeued === 0) out(`no ${what} to requeue`);
-    else out(`requeued ${requeued} ${what}: a running receiver picks ${requeued === 1 ? 'it' : 'them'} up on its next poll`);
+    else
+      out(
+        `requeued ${requeued} ${what}: a running receiver picks ${requeued === 1 ? 'it' : 'them'} up on its next poll`,
+      );
     return 0;
   } finally {
     await store.close();
@@ -386,7 +418,10 @@ export async function purgeCommand(flags: PurgeFlags, env: Env, isTTY = Boolean(
         return 0;
       }
       if (!isTTY) {
-        throw new CliError(`would purge ${summary}; not asking without a terminal, and nothing was removed: add --yes to purge`, EXIT_USAGE);
+        throw new CliError(
+          `would purge ${summary}; not asking without a terminal, and nothing was removed: add --yes to purge`,
+          EXIT_USAGE,
+        );
       }
       if (count === 0 && exact) {
         out(`nothing to purge: no ${what}s ${when}`);
@@ -421,7 +456,8 @@ export async function statsCommand(flags: StoreFlags, env: Env): Promise<number>
     out(`store     ${kind} ${where}`);
     for (const s of ['pending', 'retrying', 'dead', 'done'] as const) out(`${s.padEnd(10)}${counts[s]}`);
     out(`${'total'.padEnd(10)}${total}`);
-    if (counts.dead > 0) out(`\n${counts.dead} dead: see them with events list --status dead; replay with events requeue --all-dead`);
+    if (counts.dead > 0)
+      out(`\n${counts.dead} dead: see them with events list --status dead; replay with events requeue --all-dead`);
     return 0;
   } finally {
     await store.close();

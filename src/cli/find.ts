@@ -38,7 +38,8 @@ export async function findEvent(store: Store, id: string, scanLimit = PREFIX_SCA
     const found = await bySeq(store, Number(seq[1]));
     if (found) return found;
     // `#42` can only mean a seq; a bare number may still start a key, so fall through to the prefix search.
-    if (id.startsWith('#')) throw new CliError(`no event with seq ${seq[1]} (list events with: lava-webhooks events list)`);
+    if (id.startsWith('#'))
+      throw new CliError(`no event with seq ${seq[1]} (list events with: lava-webhooks events list)`);
   }
   const matches: EventRecord[] = [];
   let scanned = 0;
@@ -58,7 +59,8 @@ export async function findEvent(store: Store, id: string, scanLimit = PREFIX_SCA
     afterSeq = last.seq;
   }
   // Stopped at the limit: one more record tells whether there was anything left to search.
-  if (!complete && matches.length < SHOWN_CANDIDATES) complete = (await store.list({ limit: 1, afterSeq })).length === 0;
+  if (!complete && matches.length < SHOWN_CANDIDATES)
+    complete = (await store.list({ limit: 1, afterSeq })).length === 0;
   const what = seq ? `key, key prefix or seq ${id}` : `key ${id}, or a key that starts with it`;
   if (matches.length === 1 && complete) return matches[0] as EventRecord;
   if (matches.length > 1) {

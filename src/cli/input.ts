@@ -40,12 +40,18 @@ export async function readSecret(flags: SecretFlags, env: Env, command: string):
     if (process.stdin.isTTY) err('type the secret, then Enter and Ctrl-D (it is shown as you type; a pipe is better)');
     const text = new TextDecoder().decode(await readStdin()).trim();
     if (text === '') {
-      throw new UsageError('--secret-stdin: stdin was empty: pipe the secret in, e.g. printenv LAVA_SECRET | lava-webhooks …', command);
+      throw new UsageError(
+        '--secret-stdin: stdin was empty: pipe the secret in, e.g. printenv LAVA_SECRET | lava-webhooks …',
+        command,
+      );
     }
-    if (/[\r\n]/.test(text)) throw new UsageError('--secret-stdin: stdin has several lines: pipe in the secret alone', command);
+    if (/[\r\n]/.test(text))
+      throw new UsageError('--secret-stdin: stdin has several lines: pipe in the secret alone', command);
     return text;
   }
-  const secret = env.LAVA_WEBHOOK_SECRET?.split(',').map((s) => s.trim()).find(Boolean);
+  const secret = env.LAVA_WEBHOOK_SECRET?.split(',')
+    .map((s) => s.trim())
+    .find(Boolean);
   if (!secret) {
     throw new UsageError(
       'no secret: set LAVA_WEBHOOK_SECRET or pipe it to --secret-stdin (the webhook secret Lava gave you)',

@@ -52,7 +52,13 @@ export function jsonTime(ms: number | null | undefined): string | null {
 export function relative(ms: number, now = Date.now()): string {
   const d = Math.abs(now - ms);
   const [n, unit] =
-    d < 60_000 ? [d / 1000, 's'] : d < 3_600_000 ? [d / 60_000, 'min'] : d < 86_400_000 ? [d / 3_600_000, 'h'] : [d / 86_400_000, 'd'];
+    d < 60_000
+      ? [d / 1000, 's']
+      : d < 3_600_000
+        ? [d / 60_000, 'min']
+        : d < 86_400_000
+          ? [d / 3_600_000, 'h']
+          : [d / 86_400_000, 'd'];
   const text = `${Math.floor(n)} ${unit}`;
   return ms <= now ? `${text} ago` : `in ${text}`;
 }

@@ -25,12 +25,14 @@ function parseTo(raw: string | undefined): string {
   } catch {
     throw new UsageError(`--to: not a URL: ${raw} (expected e.g. http://localhost:3000/webhooks/lava)`, USAGE);
   }
-  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new UsageError(`--to: expected an http or https URL, got ${raw}`, USAGE);
+  if (url.protocol !== 'http:' && url.protocol !== 'https:')
+    throw new UsageError(`--to: expected an http or https URL, got ${raw}`, USAGE);
   return url.toString();
 }
 
 export async function resendCommand(id: string | undefined, flags: ResendFlags, env: Env): Promise<number> {
-  if (!id) throw new UsageError('resend: which event? pass its seq, key or the start of its key (see events list)', USAGE);
+  if (!id)
+    throw new UsageError('resend: which event? pass its seq, key or the start of its key (see events list)', USAGE);
   const url = parseTo(flags.to);
   const secret = await readSecret(flags, env, USAGE);
   const { store } = await openCliStore(flags, env);
@@ -49,7 +51,15 @@ export async function resendCommand(id: string | undefined, flags: ResendFlags, 
   const answer = await post(url, record.body, { signature, contentType: record.headers['content-type'] });
   const ok = answer.status >= 200 && answer.status < 300;
   if (flags.json) {
-    printJson({ seq: record.seq, key: record.key, url, bytes: record.body.length, status: answer.status, answer: answer.answer, ok });
+    printJson({
+      seq: record.seq,
+      key: record.key,
+      url,
+      bytes: record.body.length,
+      status: answer.status,
+      answer: answer.answer,
+      ok,
+    });
   } else {
     out(`resent #${record.seq} ${record.key} (${record.body.length} bytes) to ${url}`);
     out(`→ ${answer.status} ${typeof answer.answer === 'string' ? answer.answer : JSON.stringify(answer.answer)}`);

@@ -49,7 +49,8 @@ function parseData(text: string | undefined): Record<string, unknown> | undefine
 function parseCount(text: string | undefined): number {
   if (text === undefined) return 1;
   const n = Number(text);
-  if (!/^\d+$/.test(text) || n < 1 || n > 100_000) throw new UsageError(`--count must be a whole number from 1, got ${text}`, 'send');
+  if (!/^\d+$/.test(text) || n < 1 || n > 100_000)
+    throw new UsageError(`--count must be a whole number from 1, got ${text}`, 'send');
   return n;
 }
 
@@ -74,7 +75,8 @@ export interface SendFlags extends SecretFlags {
 }
 
 export function describeFailure(status: number, answer: unknown, url: string, urlFlag = '--url'): string {
-  const detail = typeof answer === 'object' && answer && 'error' in answer ? String((answer as { error: unknown }).error) : '';
+  const detail =
+    typeof answer === 'object' && answer && 'error' in answer ? String((answer as { error: unknown }).error) : '';
   switch (status) {
     case 401:
       return WRONG_SECRET;
@@ -104,7 +106,12 @@ export async function post(url: string, body: string | Uint8Array, options: Post
   if (options.webhookId) headers['webhook-id'] = options.webhookId;
   let res: Response;
   try {
-    res = await fetch(url, { method: 'POST', headers, body: body as BodyInit, signal: AbortSignal.timeout(LAVA_TIMEOUT_MS) });
+    res = await fetch(url, {
+      method: 'POST',
+      headers,
+      body: body as BodyInit,
+      signal: AbortSignal.timeout(LAVA_TIMEOUT_MS),
+    });
   } catch (error) {
     const e = error as Error & { cause?: { code?: string; message?: string }; code?: string };
     if (e.name === 'TimeoutError' || e.name === 'AbortError') {
@@ -171,8 +178,10 @@ export async function sendCommand(event: string | undefined, flags: SendFlags, e
         repeat: r.repeat,
         status: r.status,
         answer: r.answer,
-        duplicate: typeof r.answer === 'object' && r.answer !== null && (r.answer as { duplicate?: unknown }).duplicate === true,
-        coalesced: typeof r.answer === 'object' && r.answer !== null && (r.answer as { coalesced?: unknown }).coalesced === true,
+        duplicate:
+          typeof r.answer === 'object' && r.answer !== null && (r.answer as { duplicate?: unknown }).duplicate === true,
+        coalesced:
+          typeof r.answer === 'object' && r.answer !== null && (r.answer as { coalesced?: unknown }).coalesced === true,
       })),
       ...(failure ? { error: failure.message } : {}),
     });
@@ -190,7 +199,10 @@ export interface SignFlags extends SecretFlags {
 
 export async function signCommand(flags: SignFlags, env: Env): Promise<number> {
   if (flags['secret-stdin'] && flags.file === undefined) {
-    throw new UsageError('sign reads the body from stdin: with --secret-stdin, pass the body with --file <path>', 'sign');
+    throw new UsageError(
+      'sign reads the body from stdin: with --secret-stdin, pass the body with --file <path>',
+      'sign',
+    );
   }
   const secret = await readSecret(flags, env, 'sign');
   let body: Uint8Array;
@@ -205,7 +217,10 @@ export async function signCommand(flags: SignFlags, env: Env): Promise<number> {
     body = await readStdin();
   }
   if (body.length === 0) {
-    throw new CliError(`sign: ${flags.file ?? 'stdin'} was empty: give it the exact body bytes, e.g. < body.json`, EXIT_USAGE);
+    throw new CliError(
+      `sign: ${flags.file ?? 'stdin'} was empty: give it the exact body bytes, e.g. < body.json`,
+      EXIT_USAGE,
+    );
   }
   const signature = await sign(secret, body);
   if (flags.json) printJson({ signature, header: `X-Webhook-Signature: ${signature}`, bytes: body.length });

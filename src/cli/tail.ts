@@ -35,10 +35,16 @@ export interface TailFlags extends StoreFlags {
 
 function parseStatuses(value: string | undefined): Set<EventStatus> | null {
   if (value === undefined) return null;
-  const wanted = value.split(',').map((s) => s.trim()).filter(Boolean);
+  const wanted = value
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
   const bad = wanted.filter((s) => !(EVENT_STATUSES as string[]).includes(s));
   if (wanted.length === 0 || bad.length > 0) {
-    throw new UsageError(`--status takes one or more of ${EVENT_STATUSES.join(', ')} (comma-separated), got ${value}`, USAGE);
+    throw new UsageError(
+      `--status takes one or more of ${EVENT_STATUSES.join(', ')} (comma-separated), got ${value}`,
+      USAGE,
+    );
   }
   return new Set(wanted as EventStatus[]);
 }
@@ -46,7 +52,8 @@ function parseStatuses(value: string | undefined): Set<EventStatus> | null {
 function parseMs(flag: string, value: string | undefined, fallback: number | null): number | null {
   if (value === undefined) return fallback;
   const ms = /[a-z]\s*$/i.test(value) ? parseDuration(value) : null;
-  if (ms === null || ms <= 0) throw new UsageError(`--${flag}: expected a duration such as 500ms, 2s or 5m, got ${value}`, USAGE);
+  if (ms === null || ms <= 0)
+    throw new UsageError(`--${flag}: expected a duration such as 500ms, 2s or 5m, got ${value}`, USAGE);
   return ms;
 }
 
@@ -95,7 +102,9 @@ function receivedLine(r: EventRecord, json: boolean): string {
       status: r.status,
     });
   }
-  return [isoTime(r.receivedAt).slice(11), `#${r.seq}`, 'received'.padEnd(8), r.event, r.customerId ?? '-', r.key].join('  ');
+  return [isoTime(r.receivedAt).slice(11), `#${r.seq}`, 'received'.padEnd(8), r.event, r.customerId ?? '-', r.key].join(
+    '  ',
+  );
 }
 
 function statusLine(r: EventRecord, json: boolean, now: number): string {
@@ -162,17 +171,28 @@ export async function tailCommand(flags: TailFlags, env: Env): Promise<number> {
     const start = after ?? (await lastSeq(store));
     let cursor = start;
     // On stderr in both modes: stdout stays one line per event (or JSON object) for the pipe.
-    const filters = [flags.event && `event ${flags.event}`, flags.customer && `customer ${flags.customer}`, statuses && `status ${[...statuses].join(',')}`]
+    const filters = [
+      flags.event && `event ${flags.event}`,
+      flags.customer && `customer ${flags.customer}`,
+      statuses && `status ${[...statuses].join(',')}`,
+    ]
       .filter(Boolean)
       .join(', ');
-    err(`following events after #${cursor} in ${kind} ${where}${filters ? ` (${filters})` : ''}${flags.once ? '' : '; Ctrl-C to stop'}`);
+    err(
+      `following events after #${cursor} in ${kind} ${where}${filters ? ` (${filters})` : ''}${flags.once ? '' : '; Ctrl-C to stop'}`,
+    );
 
     for (;;) {
       try {
         const now = Date.now();
         let from = Math.max(start, cursor - LOOKBACK);
         for (let page = 0; page < NEW_PAGES; page++) {
-          const records = await store.list({ afterSeq: from, event: flags.event, customerId: flags.customer, limit: PAGE });
+          const records = await store.list({
+            afterSeq: from,
+            event: flags.event,
+            customerId: flags.customer,
+            limit: PAGE,
+          });
           for (const r of records) {
             if (seen.has(r.seq)) continue;
             seen.add(r.seq);
@@ -183,7 +203,9 @@ export async function tailCommand(flags: TailFlags, env: Env): Promise<number> {
               if (followed.size < MAX_FOLLOWED) followed.set(r.key, stateOf(r));
               else if (!warnedFull) {
                 warnedFull = true;
-                err(`lava-webhooks: following the outcome of ${MAX_FOLLOWED} unfinished events already; newer ones are shown as they arrive only`);
+                err(
+                  `lava-webhooks: following the outcome of ${MAX_FOLLOWED} unfinished events already; newer ones are shown as they arrive only`,
+                );
               }
             }
           }

@@ -99,7 +99,8 @@ export const deliveryChain: DeliveryRoute = (app: Hono, deps: AppDeps) => {
   const jsonBody = createMiddleware<Env>(async (c, next) => {
     const d = c.get('delivery');
     const contentType = c.req.header('content-type') ?? null;
-    if (!isJsonContentType(contentType)) return answer(c, await steps.unsupported(d.body, d.headers, contentType, d.received));
+    if (!isJsonContentType(contentType))
+      return answer(c, await steps.unsupported(d.body, d.headers, contentType, d.received));
     try {
       d.text = decodeUtf8(d.body);
     } catch (error) {
@@ -119,9 +120,16 @@ export const deliveryChain: DeliveryRoute = (app: Hono, deps: AppDeps) => {
     const parsed = (issue?.code === 'custom' ? issue.params?.parsed : undefined) as Invalid;
     return answer(c, await steps.invalid(d.body, d.headers, parsed, d.received));
   };
-  const validate = zValidator<typeof deliverySchema, 'json', Env, string, typeof invalid>('json', deliverySchema, invalid);
+  const validate = zValidator<typeof deliverySchema, 'json', Env, string, typeof invalid>(
+    'json',
+    deliverySchema,
+    invalid,
+  );
   // Hono's validator throws, without calling the hook, when the body is not JSON: that is a 400 and a dead letter too.
-  const validJson: MiddlewareHandler<Env, string, { in: { json: unknown }; out: { json: Valid } }> = async (c, next) => {
+  const validJson: MiddlewareHandler<Env, string, { in: { json: unknown }; out: { json: Valid } }> = async (
+    c,
+    next,
+  ) => {
     try {
       return await validate(c, next);
     } catch (error) {

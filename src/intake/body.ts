@@ -51,7 +51,12 @@ function memoryFull(budget: BodyBudget, wanted: number): BodyMemoryError {
   );
 }
 
-async function readStream(request: Request, limit: number, timeoutMs: number, budget?: BodyBudget): Promise<Uint8Array> {
+async function readStream(
+  request: Request,
+  limit: number,
+  timeoutMs: number,
+  budget?: BodyBudget,
+): Promise<Uint8Array> {
   const stream = request.body;
   if (!stream) return EMPTY;
   const reader = stream.getReader();
@@ -112,12 +117,15 @@ function readDeclared(
       held = 0;
       reject(error);
     };
-    const p = deadline(timeoutMs, () => fail(new BodyTimeoutError(`body of ${declared} bytes not received within ${timeoutMs} ms`)));
+    const p = deadline(timeoutMs, () =>
+      fail(new BodyTimeoutError(`body of ${declared} bytes not received within ${timeoutMs} ms`)),
+    );
     request.arrayBuffer().then(
       (buffer) => {
         clear(p);
         if (p.expired) return;
-        if (buffer.byteLength > limit) return fail(new PayloadTooLargeError(`body exceeds the limit of ${limit} bytes`));
+        if (buffer.byteLength > limit)
+          return fail(new PayloadTooLargeError(`body exceeds the limit of ${limit} bytes`));
         // What stays held is the body's real length (a Request made in-process can declare another).
         if (budget !== undefined) budget.force(buffer.byteLength - held);
         resolve(new Uint8Array(buffer));

@@ -100,7 +100,8 @@ function ofKey(key: string, policy: IdentityPolicy, receivedAt: number): Identit
 }
 
 function fallback(input: KeyInput, policy: IdentityPolicy, options: IdentifyOptions): Identity | Promise<Identity> {
-  if (policy === 'once' && input.customerId) return { key: onceKey(input.event, input.customerId), policy, coalesceKey: null };
+  if (policy === 'once' && input.customerId)
+    return { key: onceKey(input.event, input.customerId), policy, coalesceKey: null };
   if (options.trustIdHeader) {
     const header = input.headers.get('webhook-id')?.trim();
     if (header) return { key: `id:${header}`, policy: 'dedupe', coalesceKey: null };

@@ -150,9 +150,11 @@ export function createIntakeSteps(config: IntakeConfig): IntakeSteps {
     }
     if (!(work instanceof Promise)) return work;
     const ms = config.storeTimeoutMs;
-    return within(work, ms, () => new StoreUnavailableError(`${store.name} store insert did not answer within ${ms} ms`)).catch(
-      (error) => insertFailed(event, error),
-    );
+    return within(
+      work,
+      ms,
+      () => new StoreUnavailableError(`${store.name} store insert did not answer within ${ms} ms`),
+    ).catch((error) => insertFailed(event, error));
   }
 
   /**
@@ -209,7 +211,12 @@ export function createIntakeSteps(config: IntakeConfig): IntakeSteps {
     if (!stored.inserted) {
       if (stored.coalescedInto !== undefined) {
         const into = stored.coalescedInto;
-        if (info) logger.info('identical delivery coalesced into the copy still waiting', { ...fields(), key: into, outcome: 'coalesced' });
+        if (info)
+          logger.info('identical delivery coalesced into the copy still waiting', {
+            ...fields(),
+            key: into,
+            outcome: 'coalesced',
+          });
         return result('coalesced', 200, COALESCED as Record<string, unknown>);
       }
       if (info) logger.info('duplicate delivery ignored', { ...fields(), outcome: 'duplicate' });
@@ -261,7 +268,10 @@ export function createIntakeSteps(config: IntakeConfig): IntakeSteps {
         return result('body_timeout', 408, { error: 'request body timed out' });
       }
       if (error instanceof BodyMemoryError) {
-        unauthenticated.warn('body memory limit reached; answering 503', { outcome: 'overloaded', reason: error.message });
+        unauthenticated.warn('body memory limit reached; answering 503', {
+          outcome: 'overloaded',
+          reason: error.message,
+        });
         const r = result('overloaded', 503, BUSY_503);
         r.headers = RETRY_SOON;
         return r;
@@ -276,7 +286,8 @@ export function createIntakeSteps(config: IntakeConfig): IntakeSteps {
         bytes === null
           ? {
               outcome: 'invalid_signature',
-              reason: header === null ? 'missing X-Webhook-Signature header' : 'malformed signature (not 64 hex digits)',
+              reason:
+                header === null ? 'missing X-Webhook-Signature header' : 'malformed signature (not 64 hex digits)',
             }
           : { outcome: 'invalid_signature', reason: 'signature does not match any configured secret', bytes },
       );
@@ -299,7 +310,9 @@ export function createIntakeSteps(config: IntakeConfig): IntakeSteps {
 
     invalid(body, headers, parsed, received) {
       return deadLetter(body, headers, parsed.name, parsed.customerId, parsed.reason, received, () => {
-        const issues = (parsed.issues ?? []).slice(0, 20).map((i) => ({ path: i.path.map(String), message: i.message }));
+        const issues = (parsed.issues ?? [])
+          .slice(0, 20)
+          .map((i) => ({ path: i.path.map(String), message: i.message }));
         return result('invalid_payload', 400, { error: 'invalid payload', issues });
       });
     },

@@ -80,7 +80,9 @@ export const subtleVerifier: VerifierFactory = (secrets) => {
     async verify(body, signature) {
       for (let i = 0; i < keys.length; i++) {
         const key = await (keys[i] as Promise<CryptoKey>);
-        if (await crypto.subtle.verify('HMAC', key, signature as Uint8Array<ArrayBuffer>, body as Uint8Array<ArrayBuffer>)) {
+        if (
+          await crypto.subtle.verify('HMAC', key, signature as Uint8Array<ArrayBuffer>, body as Uint8Array<ArrayBuffer>)
+        ) {
           return i;
         }
       }

@@ -60,7 +60,8 @@ const maskedValue = (value: unknown) => (value == null ? value : REDACTED);
 
 function setField(target: Record<string, unknown>, name: string, value: unknown): void {
   // A parsed payload can own a `__proto__` field; plain assignment would set the copy's prototype instead.
-  if (name === '__proto__') Object.defineProperty(target, name, { value, enumerable: true, writable: true, configurable: true });
+  if (name === '__proto__')
+    Object.defineProperty(target, name, { value, enumerable: true, writable: true, configurable: true });
   else target[name] = value;
 }
 

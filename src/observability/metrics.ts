@@ -194,7 +194,12 @@ export class Metrics {
       out.push('# TYPE lava_webhooks_body_memory_limit_bytes gauge');
       out.push(`lava_webhooks_body_memory_limit_bytes ${this.bodyMemory.limit}`);
     }
-    renderHistogram(out, 'lava_webhooks_ack_latency_ms', 'Time from request to acknowledgement, in milliseconds.', this.ack);
+    renderHistogram(
+      out,
+      'lava_webhooks_ack_latency_ms',
+      'Time from request to acknowledgement, in milliseconds.',
+      this.ack,
+    );
     for (const [name, { help, type, counter }] of this.extra) {
       out.push(`# HELP ${name} ${help}`);
       out.push(`# TYPE ${name} ${type}`);

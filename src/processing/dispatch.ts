@@ -1,5 +1,11 @@
 // Turns a stored event back into a typed payload and calls the user's handler for it.
-import { type EventName, type EventPayload, type ParsedEvent, type UnknownEventPayload, validateEvent } from '../intake/events.ts';
+import {
+  type EventName,
+  type EventPayload,
+  type ParsedEvent,
+  type UnknownEventPayload,
+  validateEvent,
+} from '../intake/events.ts';
 import type { Logger } from '../observability/log.ts';
 import type { EventRecord, IdentityPolicy } from '../stores/store.ts';
 import { NonRetryableError } from './retry.ts';
@@ -77,7 +83,8 @@ export class ParsedCache {
     const e = this.#entries.get(record.key);
     if (e === undefined) return undefined;
     this.#entries.delete(record.key);
-    if (e.receivedAt !== record.receivedAt || e.bytes !== record.body.byteLength || record.attempts !== 1) return undefined;
+    if (e.receivedAt !== record.receivedAt || e.bytes !== record.body.byteLength || record.attempts !== 1)
+      return undefined;
     return e.parsed;
   }
   get size(): number {
@@ -115,7 +122,8 @@ export function createDispatcher(
   const run = async (record: EventRecord, signal: () => AbortSignal): Promise<void> => {
     const parsed = cache?.take(record) ?? parse(record);
     let log: Logger | undefined;
-    const logFor = () => (log ??= logger.child({ key: record.key, event: parsed.name, customer_id: parsed.customerId }));
+    const logFor = () =>
+      (log ??= logger.child({ key: record.key, event: parsed.name, customer_id: parsed.customerId }));
     // The logger, the signal and the Date are made when a handler asks for them: most handlers never do.
     const ctx = {
       key: record.key,

@@ -71,12 +71,15 @@ export function createOutcomes(shared: Shared, slots: Slots): Outcomes {
       // The handler succeeded; only recording that failed, every time it was tried. It is not a handler failure, so
       // no retry is scheduled (that write would most likely fail too): the lease runs out and the event runs again.
       metrics.handlerRun(record.event, 'unrecorded');
-      logFor(record).error('handled, but the completion could not be recorded; the event runs again once its lease expires', {
-        outcome: 'ok_unrecorded',
-        attempt: record.attempts,
-        ms: now() - run.started,
-        error,
-      });
+      logFor(record).error(
+        'handled, but the completion could not be recorded; the event runs again once its lease expires',
+        {
+          outcome: 'ok_unrecorded',
+          attempt: record.attempts,
+          ms: now() - run.started,
+          error,
+        },
+      );
     } finally {
       slots.free();
     }
@@ -88,7 +91,8 @@ export function createOutcomes(shared: Shared, slots: Slots): Outcomes {
    */
   function answered<T>(work: T | Promise<T>, what: string): Promise<T> {
     if (!(work instanceof Promise)) return Promise.resolve(work);
-    const error = () => new StoreUnavailableError(`${store.name} store: ${what} did not answer within ${claimTimeoutMs} ms`);
+    const error = () =>
+      new StoreUnavailableError(`${store.name} store: ${what} did not answer within ${claimTimeoutMs} ms`);
     return within(work, claimTimeoutMs, error);
   }
 

@@ -84,7 +84,7 @@ function isLoopback(host: string): boolean {
 
 /** What is wrong with a plain http:// endpoint off this machine (shared with the server's configuration check). */
 export const INSECURE_HTTP =
-  'plain http:// to another machine would carry every event (customers\' contact details) unencrypted; use https://, ' +
+  "plain http:// to another machine would carry every event (customers' contact details) unencrypted; use https://, " +
   'or set LAVA_RELAY_ALLOW_HTTP=true (allowInsecureHttp: true) for a network you trust';
 
 /** Whether `url` is plain http:// to an address other than loopback. */
@@ -143,7 +143,8 @@ export function webhookId(key: string): string {
 function redirectHint(response: Response, target: string): string {
   try {
     const location = response.headers.get('location');
-    if (location) return ` (redirects are not followed; set the URL it points to: ${redactUrl(new URL(location, target).href)})`;
+    if (location)
+      return ` (redirects are not followed; set the URL it points to: ${redactUrl(new URL(location, target).href)})`;
   } catch {
     // An unreadable Location: the status alone says enough.
   }
@@ -178,10 +179,13 @@ export function relay(options: RelayOptions): ProcessFn & { signer: StandardWebh
   for (const [event, u] of Object.entries(options.urls ?? {})) urls[event] = validUrl(`urls[${event}]`, u, allowHttp);
   const fallback = options.url ? validUrl('url', options.url, allowHttp) : undefined;
   if (!fallback && Object.keys(urls).length === 0) {
-    throw new ConfigError('relay: no endpoint — pass `url` (or `urls` per event), e.g. https://your-app.example/webhooks/lava');
+    throw new ConfigError(
+      'relay: no endpoint — pass `url` (or `urls` per event), e.g. https://your-app.example/webhooks/lava',
+    );
   }
   const timeoutMs = options.timeoutMs ?? 10_000;
-  if (!Number.isFinite(timeoutMs) || timeoutMs <= 0) throw new ConfigError(`relay: timeoutMs must be positive, got ${timeoutMs}`);
+  if (!Number.isFinite(timeoutMs) || timeoutMs <= 0)
+    throw new ConfigError(`relay: timeoutMs must be positive, got ${timeoutMs}`);
   const doFetch = options.fetch ?? ((r: Request) => fetch(r));
   const forwardSignature = options.forwardSignature === true;
   const now = options.now ?? Date.now;

@@ -26,7 +26,9 @@ function bytesToBase64(bytes: Uint8Array): string {
 export function decodeSecret(secret: string): Uint8Array {
   const trimmed = secret.trim();
   if (!trimmed.startsWith('whsec_')) {
-    throw new ConfigError('relay: the secret must be a Standard Webhooks secret: "whsec_" followed by base64 (24+ random bytes)');
+    throw new ConfigError(
+      'relay: the secret must be a Standard Webhooks secret: "whsec_" followed by base64 (24+ random bytes)',
+    );
   }
   const b64 = trimmed.slice('whsec_'.length);
   let key: Uint8Array;
@@ -41,9 +43,13 @@ export function decodeSecret(secret: string): Uint8Array {
 }
 
 export function standardWebhooksSigner(secret: string): StandardWebhooksSigner {
-  const key = crypto.subtle.importKey('raw', decodeSecret(secret) as Uint8Array<ArrayBuffer>, { name: 'HMAC', hash: 'SHA-256' }, false, [
-    'sign',
-  ]);
+  const key = crypto.subtle.importKey(
+    'raw',
+    decodeSecret(secret) as Uint8Array<ArrayBuffer>,
+    { name: 'HMAC', hash: 'SHA-256' },
+    false,
+    ['sign'],
+  );
   return {
     async sign(id, timestampSeconds, body) {
       const prefix = enc.encode(`${id}.${timestampSeconds}.`);

@@ -77,7 +77,10 @@ export function describeImportError(error: unknown, path: string): string {
   if (bun.length > 0) {
     return bun
       .slice(0, 5)
-      .map(({ message, position }) => `syntax error at ${pathOf(position.file)}:${position.line}:${position.column}: ${message}${excerpt(position)}`)
+      .map(
+        ({ message, position }) =>
+          `syntax error at ${pathOf(position.file)}:${position.line}:${position.column}: ${message}${excerpt(position)}`,
+      )
       .join('\n');
   }
   const deno = denoPosition(error);
@@ -87,7 +90,10 @@ export function describeImportError(error: unknown, path: string): string {
   }
   const message = String((error as Error | null)?.message ?? error).split('\n')[0];
   const name = (error as Error | null)?.name;
-  if (/Cannot find module|Module not found|not found/i.test(message ?? '') && (error as { code?: unknown })?.code === 'ERR_MODULE_NOT_FOUND') {
+  if (
+    /Cannot find module|Module not found|not found/i.test(message ?? '') &&
+    (error as { code?: unknown })?.code === 'ERR_MODULE_NOT_FOUND'
+  ) {
     return `could not load ${path}: ${message}`;
   }
   const at = thrownAt(error);

@@ -55,12 +55,14 @@ interface Coded {
 /** The error and its causes, outermost first (the store wraps the client's error as its cause). */
 function chain(error: unknown): Coded[] {
   const out: Coded[] = [];
-  for (let e = error; e !== null && typeof e === 'object' && out.length < 5; e = (e as Coded).cause) out.push(e as Coded);
+  for (let e = error; e !== null && typeof e === 'object' && out.length < 5; e = (e as Coded).cause)
+    out.push(e as Coded);
   return out;
 }
 
 /** A SQLSTATE from the server: Bun's SQL puts it in `errno`, postgres.js in `code`. */
-const sqlState = (e: Coded) => [e.errno, e.code].find((v) => typeof v === 'string' && /^[0-9A-Z]{5}$/.test(v)) as string | undefined;
+const sqlState = (e: Coded) =>
+  [e.errno, e.code].find((v) => typeof v === 'string' && /^[0-9A-Z]{5}$/.test(v)) as string | undefined;
 
 /**
  * The start-up message for a store whose first ping failed, or null when the failure is not about reaching or

@@ -25,9 +25,12 @@ export async function sqlClient(url: string, options: SqlClientOptions = {}): Pr
   try {
     mod = (await import(POSTGRES_MODULE)) as typeof mod;
   } catch (error) {
-    throw new ConfigError('postgres store: the `postgres` package (postgres.js) is not installed — run `npm install postgres`', {
-      cause: error,
-    });
+    throw new ConfigError(
+      'postgres store: the `postgres` package (postgres.js) is not installed — run `npm install postgres`',
+      {
+        cause: error,
+      },
+    );
   }
   return mod.default(url, {
     max,

@@ -123,7 +123,8 @@ export function purgeQuery(store: string, options: PurgeOptions): PurgeQuery {
   return {
     before: finite(store, 'purge', 'before', o.before),
     statuses: statuses(store, 'purge', o.status, FINISHED as Array<'done' | 'dead'>, ['done']),
-    tombstonesBefore: o.tombstonesBefore === undefined ? null : finite(store, 'purge', 'tombstonesBefore', o.tombstonesBefore),
+    tombstonesBefore:
+      o.tombstonesBefore === undefined ? null : finite(store, 'purge', 'tombstonesBefore', o.tombstonesBefore),
   };
 }
 

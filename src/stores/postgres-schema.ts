@@ -154,7 +154,11 @@ const rows = async (runner: PostgresTransaction, text: string, params: unknown[]
   (await runner.unsafe(text, params)) as Row[];
 
 /** Brings schema `name` (quoted as `S`) up to SCHEMA_VERSION, in one transaction; StoreSchemaError if it is newer. */
-export async function migrate(client: { begin(fn: (tx: PostgresTransaction) => Promise<unknown>): PromiseLike<unknown> }, name: string, S: string): Promise<void> {
+export async function migrate(
+  client: { begin(fn: (tx: PostgresTransaction) => Promise<unknown>): PromiseLike<unknown> },
+  name: string,
+  S: string,
+): Promise<void> {
   await client.begin(async (tx) => {
     // Notices such as "schema already exists" would otherwise land on the user's console.
     await rows(tx, `SET LOCAL client_min_messages = warning`);
@@ -173,7 +177,10 @@ export async function migrate(client: { begin(fn: (tx: PostgresTransaction) => P
     }
     if (current === SCHEMA_VERSION) return;
     await rows(tx, `CREATE SCHEMA IF NOT EXISTS ${S}`);
-    await rows(tx, `CREATE TABLE IF NOT EXISTS ${S}.schema_version (version integer PRIMARY KEY, applied_at bigint NOT NULL)`);
+    await rows(
+      tx,
+      `CREATE TABLE IF NOT EXISTS ${S}.schema_version (version integer PRIMARY KEY, applied_at bigint NOT NULL)`,
+    );
     for (let v = current + 1; v <= SCHEMA_VERSION; v++) {
       for (const statement of MIGRATIONS[v]?.(S) ?? []) await rows(tx, statement);
       await rows(tx, `INSERT INTO ${S}.schema_version (version, applied_at) VALUES ($1, $2)`, [v, Date.now()]);

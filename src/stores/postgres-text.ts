@@ -174,7 +174,7 @@ const K = new Uint32Array([
 /** SHA-256 (FIPS 180-4) of `data`. */
 export function sha256(data: Uint8Array): Uint8Array {
   const bitLength = data.length * 8;
-  const padded = new Uint8Array((((data.length + 9 + 63) >> 6) << 6));
+  const padded = new Uint8Array(((data.length + 9 + 63) >> 6) << 6);
   padded.set(data);
   padded[data.length] = 0x80;
   const view = new DataView(padded.buffer);

@@ -106,7 +106,10 @@ const ANALYZE_MIN_ROWS = 1000;
  * client's as their cause.
  */
 function retryRowByRow(error: unknown): boolean {
-  const e = (error instanceof StoreUnavailableError ? error.cause : error) as { code?: unknown; errno?: unknown } | null;
+  const e = (error instanceof StoreUnavailableError ? error.cause : error) as {
+    code?: unknown;
+    errno?: unknown;
+  } | null;
   for (const v of [e?.errno, e?.code]) if (typeof v === 'string' && /^(22|23|40|54)[0-9A-Z]{3}$/.test(v)) return true;
   return false;
 }

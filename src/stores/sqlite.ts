@@ -119,11 +119,11 @@ type WritingMethod =
 export type SqliteGroupCommitStore = {
   [K in keyof Store]: Store[K] extends (...args: infer A) => infer R ? (...args: A) => Promise<Awaited<R>> : Store[K];
 } & Pick<SqliteStore, 'pragma'> & {
-  /** Commits that carried queued writes so far (tests and diagnostics). */
-  readonly groupCommits: number;
-  /** fsyncs of the WAL made after group commits under `full` (tests and diagnostics; 0 under `normal`). */
-  readonly walSyncs: number;
-};
+    /** Commits that carried queued writes so far (tests and diagnostics). */
+    readonly groupCommits: number;
+    /** fsyncs of the WAL made after group commits under `full` (tests and diagnostics; 0 under `normal`). */
+    readonly walSyncs: number;
+  };
 
 const runtime = globalThis as { Bun?: unknown; process?: { versions?: { node?: string } } };
 
@@ -138,10 +138,11 @@ try {
   driver = runtime.Bun !== undefined ? await import('./sqlite-bun.ts') : await import('./sqlite-node.ts');
 } catch (err) {
   const node = runtime.process?.versions?.node;
-  unavailableReason = runtime.Bun !== undefined
-    ? `sqlite store: bun:sqlite could not be loaded (${messageOf(err)}) — use another store`
-    : `sqlite store: node:sqlite is not available on this runtime${node ? ` (Node ${node})` : ''} — run with Bun, ` +
-      `Deno, or Node >= 22.13, or use another store`;
+  unavailableReason =
+    runtime.Bun !== undefined
+      ? `sqlite store: bun:sqlite could not be loaded (${messageOf(err)}) — use another store`
+      : `sqlite store: node:sqlite is not available on this runtime${node ? ` (Node ${node})` : ''} — run with Bun, ` +
+        `Deno, or Node >= 22.13, or use another store`;
 }
 
 /** Why SQLite cannot be used on this runtime, or null when it can. */
@@ -166,8 +167,7 @@ const COLUMNS =
   'seq, key, event, customer_id, received_at, status, attempts, next_attempt_at, lease_owner, lease_until, ' +
   'last_error, finished_at, headers, body, policy, coalesce_key, deliveries, tombstone';
 // The purge's candidates of one status list: finished before ?1, not yet tombstones (the events_finished_v3 seek).
-const FINISHED_BEFORE =
-  `status IN ('done', 'dead') AND tombstone = 0 AND finished_at < ?1 AND instr(?2, ',' || status || ',') > 0`;
+const FINISHED_BEFORE = `status IN ('done', 'dead') AND tombstone = 0 AND finished_at < ?1 AND instr(?2, ',' || status || ',') > 0`;
 const PURGE_BATCH = 1000;
 // list()'s filter. Both seq bounds are always given (options.ts fills in the open end), so either order seeks by seq.
 const LISTED = `seq > ?1 AND seq < ?6 AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR event = ?3)
@@ -338,10 +338,14 @@ function prepareStatements(db: SqliteConnection) {
 type Statements = ReturnType<typeof prepareStatements>;
 
 /** A Worker thread checkpointing the WAL of `path` (see `backgroundCheckpoint`), or undefined where there is none. */
-function startCheckpointer(path: string, option: SqliteStoreOptions['backgroundCheckpoint']): { stop(): void } | undefined {
+function startCheckpointer(
+  path: string,
+  option: SqliteStoreOptions['backgroundCheckpoint'],
+): { stop(): void } | undefined {
   if (option === false || runtime.Bun === undefined) return undefined;
   if (path === '' || path === ':memory:' || path.startsWith('file:')) return undefined;
-  const WorkerCtor = (globalThis as { Worker?: new (url: string, options?: { type?: string }) => CheckpointWorker }).Worker;
+  const WorkerCtor = (globalThis as { Worker?: new (url: string, options?: { type?: string }) => CheckpointWorker })
+    .Worker;
   if (typeof WorkerCtor !== 'function') return undefined;
   const everyMs = (typeof option === 'object' ? option.everyMs : undefined) ?? 200;
   let worker: CheckpointWorker;
@@ -364,7 +368,6 @@ interface CheckpointWorker {
   postMessage(message: unknown): void;
   unref?(): void;
 }
-
 
 /** Checks the options and opens the connection with its schema and pragmas; closes it again if any step fails. */
 function openConnection(options: SqliteStoreOptions): { db: SqliteConnection; secureDelete: 'OFF' | 'ON' | 'FAST' } {
@@ -515,12 +518,35 @@ export function sqliteStore(options: SqliteStoreOptions): SqliteStore | SqliteGr
     let changes: number;
     if (inBatch) {
       if (nextSeq === 0) nextSeq = s.nextSeq.get()?.seq as number;
-      changes = (signal ? s.insertSignal : s.insert).run(event.key, grp, event.status, event.receivedAt, event.event,
-        event.customerId, event.lastError ?? null, headers, event.body, policy, coalesceKey, nextSeq);
+      changes = (signal ? s.insertSignal : s.insert).run(
+        event.key,
+        grp,
+        event.status,
+        event.receivedAt,
+        event.event,
+        event.customerId,
+        event.lastError ?? null,
+        headers,
+        event.body,
+        policy,
+        coalesceKey,
+        nextSeq,
+      );
       if (changes > 0) nextSeq++;
     } else {
-      changes = (signal ? s.insertSignalNext : s.insertNext).run(event.key, grp, event.status, event.receivedAt,
-        event.event, event.customerId, event.lastError ?? null, headers, event.body, policy, coalesceKey);
+      changes = (signal ? s.insertSignalNext : s.insertNext).run(
+        event.key,
+        grp,
+        event.status,
+        event.receivedAt,
+        event.event,
+        event.customerId,
+        event.lastError ?? null,
+        headers,
+        event.body,
+        policy,
+        coalesceKey,
+      );
     }
     if (changes > 0) moved(null, event.status);
     return { inserted: changes > 0 };
@@ -922,7 +948,8 @@ function groupCommitStore(store: SqliteStore, parts: GroupParts): SqliteGroupCom
   let syncer: WalSyncer | null = null;
   const file = parts.path !== ':memory:' && !parts.path.startsWith('file:');
   if (parts.durability === 'full' && file) {
-    syncer = (driver as SqliteDriver & { walSyncer?: (path: string) => WalSyncer | null }).walSyncer?.(parts.path) ?? null;
+    syncer =
+      (driver as SqliteDriver & { walSyncer?: (path: string) => WalSyncer | null }).walSyncer?.(parts.path) ?? null;
     // The fsync is ours, after the commit and off the thread (see `durability`); where the WAL file cannot be
     // opened, the connection keeps synchronous=FULL and each commit syncs in place.
     if (syncer) db.exec('PRAGMA synchronous = NORMAL');
@@ -947,7 +974,8 @@ function groupCommitStore(store: SqliteStore, parts: GroupParts): SqliteGroupCom
 
   /** Claims alone in their batch, none of which finds anything claimable: answered [] without a transaction. */
   const idleClaims = (batch: Array<Queued<QueuedItem, unknown>>): boolean => {
-    for (const { item } of batch) if (!(item instanceof QueuedWrite) || item.idle === undefined || !item.idle()) return false;
+    for (const { item } of batch)
+      if (!(item instanceof QueuedWrite) || item.idle === undefined || !item.idle()) return false;
     for (const q of batch) q.resolve([]);
     return true;
   };
@@ -1043,7 +1071,9 @@ function groupCommitStore(store: SqliteStore, parts: GroupParts): SqliteGroupCom
         if (left <= 0) {
           done();
           return reject(
-            new Error(`database is locked: another process held the write lock for the ${now - queuedAt} ms this write waited`),
+            new Error(
+              `database is locked: another process held the write lock for the ${now - queuedAt} ms this write waited`,
+            ),
           );
         }
         const pause = LOCK_RETRY_MS[Math.min(tries++, LOCK_RETRY_MS.length - 1)] as number;

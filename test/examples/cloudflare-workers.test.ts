@@ -72,7 +72,8 @@ describe('examples/cloudflare-workers inside workerd (miniflare)', { skip }, () 
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
-  const probe = async () => ((await (await mf.dispatchFetch('http://worker.test/__probe')).json()) as { handed: number }).handed;
+  const probe = async () =>
+    ((await (await mf.dispatchFetch('http://worker.test/__probe')).json()) as { handed: number }).handed;
 
   test('a signed delivery is acknowledged, handed to ctx.waitUntil, and its handler writes to KV after the 200', async () => {
     const hook = 'http://worker.test/webhooks/lava';

@@ -27,10 +27,14 @@ describe('examples/nextjs app/api/webhooks/lava/route.ts', () => {
     assert.deepEqual(await res.json(), { received: true, duplicate: true });
     res = await route.POST(signedRequest(URL_, body, { secret: 'whsec_not_ours' }));
     assert.equal(res.status, 401);
-    const done = await waitFor(async () => {
-      const [record] = await getLava().store.list({ customerId: 'cus_next' });
-      return record?.status === 'done' ? record : null;
-    }, 5000, 'the handler to run after the response');
+    const done = await waitFor(
+      async () => {
+        const [record] = await getLava().store.list({ customerId: 'cus_next' });
+        return record?.status === 'done' ? record : null;
+      },
+      5000,
+      'the handler to run after the response',
+    );
     assert.equal(done.attempts, 1);
   });
 

@@ -26,7 +26,13 @@ async function startExample(env: Record<string, string>): Promise<Running> {
   // The system `node` (Node 20 here), whatever runtime runs this test.
   const child = spawn(TSX, [join(ROOT, 'examples/node/server.ts')], {
     cwd: ROOT,
-    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', PORT: String(port), HOST: '127.0.0.1', ...env },
+    env: {
+      PATH: process.env.PATH ?? '',
+      HOME: process.env.HOME ?? '/tmp',
+      PORT: String(port),
+      HOST: '127.0.0.1',
+      ...env,
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
@@ -37,7 +43,10 @@ async function startExample(env: Record<string, string>): Promise<Running> {
   await waitFor(
     async () => {
       if (child.exitCode !== null) throw new Error(`example exited:\n${out}`);
-      return fetch(`${url}/healthz`).then((r) => r.status === 200, () => false);
+      return fetch(`${url}/healthz`).then(
+        (r) => r.status === 200,
+        () => false,
+      );
     },
     15_000,
     'the Node example to answer /healthz',

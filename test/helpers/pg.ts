@@ -54,16 +54,16 @@ async function clientFactory(): Promise<{ library: string; make: MakeClient }> {
   };
   return {
     library: 'postgres.js',
-    make: async (url, max) =>
-      mod.default(url, { max, connect_timeout: 5, idle_timeout: 30, onnotice: () => {} }),
+    make: async (url, max) => mod.default(url, { max, connect_timeout: 5, idle_timeout: 30, onnotice: () => {} }),
   };
 }
 
 // A run that was killed, or filtered so the suite's teardown never ran, leaves its schemas behind: drop those over
 // an hour old (the prefix carries the run's start time).
 async function dropStale(sql: TestClient): Promise<void> {
-  const rows = (await sql.unsafe(`SELECT nspname AS name FROM pg_namespace WHERE starts_with(nspname, 'lava_t_')`)) as
-    Array<{ name: string }>;
+  const rows = (await sql.unsafe(
+    `SELECT nspname AS name FROM pg_namespace WHERE starts_with(nspname, 'lava_t_')`,
+  )) as Array<{ name: string }>;
   for (const { name } of rows) {
     const started = Number.parseInt(name.split('_')[3] ?? '', 36);
     if (Number.isFinite(started) && Date.now() - started > 3_600_000) {

@@ -7,7 +7,14 @@ import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { Webhook } from 'standardwebhooks';
 import { loadConfig } from '../../src/config.ts';
-import { ConfigError, DEFAULT_KEEP_HEADERS, Metrics, createLavaWebhooks, jsonLogger, memoryStore } from '../../src/mod.ts';
+import {
+  ConfigError,
+  DEFAULT_KEEP_HEADERS,
+  Metrics,
+  createLavaWebhooks,
+  jsonLogger,
+  memoryStore,
+} from '../../src/mod.ts';
 import { parseRetryAfter, redactUrl, relay, webhookId } from '../../src/relay/relay.ts';
 import { decodeSecret } from '../../src/relay/standard-webhooks.ts';
 import { samplePayload } from '../../src/samples.ts';
@@ -174,7 +181,11 @@ describe('relay()', () => {
     const d = await downstream();
     const { lava } = relayReceiver(d.url, { forwardSignature: true });
     const body = await send(lava, 'cus_relay_fwd');
-    await waitFor(async () => (await lava.store.get('customer.created:cus_relay_fwd'))?.status === 'done', 5000, 'done');
+    await waitFor(
+      async () => (await lava.store.get('customer.created:cus_relay_fwd'))?.status === 'done',
+      5000,
+      'done',
+    );
     const a = d.arrivals[0] as Arrival;
     assert.equal(a.verified, true, 'still signed with the relay secret');
     assert.equal(a.lavaSignature, lavaSign(SECRET, body));
@@ -186,7 +197,10 @@ describe('relay()', () => {
     assert.equal(loadConfig(base).LAVA_RELAY_FORWARD_SIGNATURE, false);
     assert.equal(loadConfig({ ...base, LAVA_RELAY_FORWARD_SIGNATURE: 'true' }).LAVA_RELAY_FORWARD_SIGNATURE, true);
     assert.equal(loadConfig({ ...base, LAVA_RELAY_FORWARD_SIGNATURE: '1' }).LAVA_RELAY_FORWARD_SIGNATURE, true);
-    assert.throws(() => loadConfig({ ...base, LAVA_RELAY_FORWARD_SIGNATURE: 'yes' }), /LAVA_RELAY_FORWARD_SIGNATURE: expected true or false/);
+    assert.throws(
+      () => loadConfig({ ...base, LAVA_RELAY_FORWARD_SIGNATURE: 'yes' }),
+      /LAVA_RELAY_FORWARD_SIGNATURE: expected true or false/,
+    );
   });
 
   test('downstream down, then up: delivered after retries, exactly once per key as the downstream sees it', async () => {
@@ -211,10 +225,14 @@ describe('relay()', () => {
     const { lava } = relayReceiver(d.url);
     await send(lava, 'cus_400');
     const key = 'customer.created:cus_400';
-    const dead = await waitFor(async () => {
-      const r = await lava.store.get(key);
-      return r?.status === 'dead' ? r : null;
-    }, 5000, 'dead letter');
+    const dead = await waitFor(
+      async () => {
+        const r = await lava.store.get(key);
+        return r?.status === 'dead' ? r : null;
+      },
+      5000,
+      'dead letter',
+    );
     assert.match(dead.lastError ?? '', /answered 400: nope 400 x+/);
     assert.ok((dead.lastError ?? '').length < 400, 'only the first bytes of the answer are kept');
     assert.equal(dead.attempts, 1, 'no retries for a 4xx');
@@ -241,10 +259,14 @@ describe('relay()', () => {
     d.respond = () => ({ status: 503, headers: { 'retry-after': String(7 * 86_400) } });
     const { lava } = relayReceiver(d.url, { scheduleMs: [20, 20] });
     await send(lava, 'cus_retry_week');
-    const r = await waitFor(async () => {
-      const rec = await lava.store.get('customer.created:cus_retry_week');
-      return rec?.status === 'retrying' ? rec : null;
-    }, 5000, 'retrying');
+    const r = await waitFor(
+      async () => {
+        const rec = await lava.store.get('customer.created:cus_retry_week');
+        return rec?.status === 'retrying' ? rec : null;
+      },
+      5000,
+      'retrying',
+    );
     const wait = r.nextAttemptAt - Date.now();
     assert.ok(wait > 3_500_000 && wait <= 3_600_000, `waits about an hour, not a week (${wait} ms)`);
     await lava.close(100);
@@ -327,7 +349,9 @@ describe('relay()', () => {
   test('a key a header cannot carry is sent percent-encoded in webhook-id, and the signature still verifies', async () => {
     const d = await downstream();
     const { lava } = relayReceiver(d.url);
-    const body = JSON.stringify(samplePayload('customer.wallet.balance.updated', { customerId: 'cus_odd', extra: { id: 'évt 😀\n1' } }));
+    const body = JSON.stringify(
+      samplePayload('customer.wallet.balance.updated', { customerId: 'cus_odd', extra: { id: 'évt 😀\n1' } }),
+    );
     assert.equal((await lava.fetch(signedRequest('http://receiver/webhooks/lava', body))).status, 200);
     const key = 'id:évt 😀\n1';
     await waitFor(async () => (await lava.store.get(key))?.status === 'done', 5000, 'done');
@@ -344,11 +368,18 @@ describe('relay()', () => {
     d.respond = () => ({ status: 302, headers: { location: '/elsewhere?token=abc' } });
     const { lava, logs, metrics } = relayReceiver(`${d.url}?token=s3cret`);
     await send(lava, 'cus_redirect');
-    const dead = await waitFor(async () => {
-      const r = await lava.store.get('customer.created:cus_redirect');
-      return r?.status === 'dead' ? r : null;
-    }, 5000, 'dead letter');
-    assert.match(dead.lastError ?? '', /answered 302 \(redirects are not followed; set the URL it points to: http:\/\/127\.0\.0\.1:\d+\/elsewhere\?…\)/);
+    const dead = await waitFor(
+      async () => {
+        const r = await lava.store.get('customer.created:cus_redirect');
+        return r?.status === 'dead' ? r : null;
+      },
+      5000,
+      'dead letter',
+    );
+    assert.match(
+      dead.lastError ?? '',
+      /answered 302 \(redirects are not followed; set the URL it points to: http:\/\/127\.0\.0\.1:\d+\/elsewhere\?…\)/,
+    );
     assert.equal(d.arrivals.length, 1, 'not followed');
     assert.ok(!(dead.lastError ?? '').includes('s3cret') && !logs.some((l) => l.includes('s3cret')), 'no token leaks');
     assert.equal(redactUrl('https://u:p@app.example/hook?x=1'), 'https://app.example/hook?…');
@@ -368,7 +399,10 @@ describe('relay()', () => {
       () => loadConfig({ ...base, LAVA_RELAY_URL_CONNECTION_DELETED: 'http://a/y' }),
       /use LAVA_RELAY_URL_CUSTOMER_DELETED/,
     );
-    assert.throws(() => loadConfig({ ...base, LAVA_RELAY_URL_CUSTOMER_DELETED: 'a/y' }), /CUSTOMER_DELETED: expected an http\(s\) URL/);
+    assert.throws(
+      () => loadConfig({ ...base, LAVA_RELAY_URL_CUSTOMER_DELETED: 'a/y' }),
+      /CUSTOMER_DELETED: expected an http\(s\) URL/,
+    );
     assert.doesNotThrow(() => loadConfig({ ...base, LAVA_RELAY_URL_CUSTOMER_DELETED: 'https://b.example/y' }));
   });
 
@@ -376,23 +410,46 @@ describe('relay()', () => {
     for (const url of ['http://app.example/hooks', 'http://10.0.0.7:8080/hooks', 'http://localhost.example.com/x']) {
       assert.throws(
         () => relay({ url, secret: RELAY_SECRET }),
-        (e: Error) => e instanceof ConfigError && /plain http:\/\/ to another machine .*allowInsecureHttp: true/.test(e.message),
+        (e: Error) =>
+          e instanceof ConfigError && /plain http:\/\/ to another machine .*allowInsecureHttp: true/.test(e.message),
         url,
       );
       assert.doesNotThrow(() => relay({ url, secret: RELAY_SECRET, allowInsecureHttp: true }));
     }
-    assert.throws(() => relay({ urls: { 'customer.deleted': 'http://app.example/d' }, secret: RELAY_SECRET }), /urls\[customer\.deleted\]/);
-    for (const url of ['http://127.0.0.1:3000/x', 'http://127.8.9.10/x', 'http://localhost:3000/x', 'http://api.localhost/x', 'http://[::1]:3000/x', 'https://app.example/x']) {
+    assert.throws(
+      () => relay({ urls: { 'customer.deleted': 'http://app.example/d' }, secret: RELAY_SECRET }),
+      /urls\[customer\.deleted\]/,
+    );
+    for (const url of [
+      'http://127.0.0.1:3000/x',
+      'http://127.8.9.10/x',
+      'http://localhost:3000/x',
+      'http://api.localhost/x',
+      'http://[::1]:3000/x',
+      'https://app.example/x',
+    ]) {
       assert.doesNotThrow(() => relay({ url, secret: RELAY_SECRET }), url);
     }
     // The same rule names the variable at start-up.
     const env = { LAVA_WEBHOOK_SECRET: 's', LAVA_RELAY_SECRET: RELAY_SECRET };
-    assert.throws(() => loadConfig({ ...env, LAVA_RELAY_URL: 'http://app.example/x' }), /LAVA_RELAY_URL: plain http:\/\//);
     assert.throws(
-      () => loadConfig({ ...env, LAVA_RELAY_URL: 'https://app.example/x', LAVA_RELAY_URL_CUSTOMER_DELETED: 'http://app.example/d' }),
+      () => loadConfig({ ...env, LAVA_RELAY_URL: 'http://app.example/x' }),
+      /LAVA_RELAY_URL: plain http:\/\//,
+    );
+    assert.throws(
+      () =>
+        loadConfig({
+          ...env,
+          LAVA_RELAY_URL: 'https://app.example/x',
+          LAVA_RELAY_URL_CUSTOMER_DELETED: 'http://app.example/d',
+        }),
       /LAVA_RELAY_URL_CUSTOMER_DELETED: plain http:\/\//,
     );
-    assert.equal(loadConfig({ ...env, LAVA_RELAY_URL: 'http://app.example/x', LAVA_RELAY_ALLOW_HTTP: 'true' }).LAVA_RELAY_ALLOW_HTTP, true);
+    assert.equal(
+      loadConfig({ ...env, LAVA_RELAY_URL: 'http://app.example/x', LAVA_RELAY_ALLOW_HTTP: 'true' })
+        .LAVA_RELAY_ALLOW_HTTP,
+      true,
+    );
     assert.doesNotThrow(() => loadConfig({ ...env, LAVA_RELAY_URL: 'http://127.0.0.1:3000/x' }));
   });
 
@@ -480,8 +537,14 @@ describe('relay server process', { skip }, () => {
       await waitFor(() => acked.every((k) => d.uniqueIds().has(k)), 20_000, 'every acked event relayed');
       const raw = d.arrivals.length;
       const unique = d.uniqueIds().size;
-      assert.ok(d.arrivals.every((a) => a.verified), 'every request verified');
-      assert.ok(d.arrivals.every((a) => a.lavaSignature === null), 'Lava’s signature is not forwarded by default');
+      assert.ok(
+        d.arrivals.every((a) => a.verified),
+        'every request verified',
+      );
+      assert.ok(
+        d.arrivals.every((a) => a.lavaSignature === null),
+        'Lava’s signature is not forwarded by default',
+      );
       assert.ok(raw - unique <= 8, `repeats only for requests in flight at the kill (${raw - unique})`);
       console.log(`[info] relay kill -9: ${acked.length} acknowledged, ${unique} relayed, ${raw - unique} repeated`);
       await sleep(200);

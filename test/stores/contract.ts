@@ -328,19 +328,34 @@ export function storeContract(name: string, target: ContractTarget): void {
       await s.insert(newEvent('dead', null, T0 + 500, { status: 'dead', lastError: 'x' }));
       const keys = async (o: Parameters<Store['list']>[0]) => (await s.list(o)).map((r) => r.key);
       const page1 = await s.list({ order: 'desc', limit: 4 });
-      assert.deepEqual(page1.map((r) => r.key), ['dead', 'k9', 'k8', 'k7']);
+      assert.deepEqual(
+        page1.map((r) => r.key),
+        ['dead', 'k9', 'k8', 'k7'],
+      );
       assert.deepEqual(await keys({ order: 'desc', limit: 4, beforeSeq: page1[3]!.seq }), ['k6', 'k5', 'k4', 'k3']);
       const all = await s.list({ order: 'asc' });
       const seqOf = (key: string) => all.find((r) => r.key === key)!.seq;
-      assert.deepEqual(await keys({ beforeSeq: seqOf('k3') }), ['k0', 'k1', 'k2'], 'beforeSeq bounds an ascending list too');
-      assert.deepEqual(await keys({ order: 'desc', afterSeq: seqOf('k4'), beforeSeq: seqOf('k8') }), ['k7', 'k6', 'k5']);
+      assert.deepEqual(
+        await keys({ beforeSeq: seqOf('k3') }),
+        ['k0', 'k1', 'k2'],
+        'beforeSeq bounds an ascending list too',
+      );
+      assert.deepEqual(await keys({ order: 'desc', afterSeq: seqOf('k4'), beforeSeq: seqOf('k8') }), [
+        'k7',
+        'k6',
+        'k5',
+      ]);
       assert.deepEqual(
         await keys({ receivedAfter: T0 + 2000, receivedBefore: T0 + 6000 }),
         ['k3', 'k4', 'k5'],
         'both receivedAt bounds are exclusive',
       );
       assert.deepEqual(await keys({ receivedBefore: T0 + 1000 }), ['k0', 'dead']);
-      assert.deepEqual(await keys({ customerId: 'odd', order: 'desc', receivedBefore: T0 + 8000, limit: 3 }), ['k7', 'k5', 'k3']);
+      assert.deepEqual(await keys({ customerId: 'odd', order: 'desc', receivedBefore: T0 + 8000, limit: 3 }), [
+        'k7',
+        'k5',
+        'k3',
+      ]);
       assert.deepEqual(await keys({ status: 'dead', order: 'desc' }), ['dead']);
       assert.deepEqual(await keys({ status: 'pending', order: 'desc', limit: 2 }), ['k9', 'k8']);
       const usage = (option: string) => (e: unknown) => {
@@ -430,7 +445,11 @@ export function storeContract(name: string, target: ContractTarget): void {
       const results = await Promise.all(
         Array.from({ length: 20 }, (_, i) =>
           s.insert(
-            newEvent(`c${i}`, 'A', T0 + i, { event: 'customer.wallet.balance.updated', policy: 'signal', coalesceKey: 'ck' }),
+            newEvent(`c${i}`, 'A', T0 + i, {
+              event: 'customer.wallet.balance.updated',
+              policy: 'signal',
+              coalesceKey: 'ck',
+            }),
           ),
         ),
       );
@@ -448,7 +467,9 @@ export function storeContract(name: string, target: ContractTarget): void {
       const s = await fresh();
       await s.insert(newEvent('customer.created:A', 'A', T0, { policy: 'once', headers: { 'user-agent': 'lava' } }));
       await s.insert(newEvent('id:evt_1', 'B', T0));
-      await s.insert(newEvent('sig1', 'C', T0, { policy: 'signal', coalesceKey: 'ck:C', event: 'customer.wallet.balance.updated' }));
+      await s.insert(
+        newEvent('sig1', 'C', T0, { policy: 'signal', coalesceKey: 'ck:C', event: 'customer.wallet.balance.updated' }),
+      );
       for (const r of await s.claim({ owner: 'w', limit: 10, leaseMs: 1000, now: T0 })) {
         assert.equal(await s.complete(r.key, 'w', T0 + 10), true);
       }
@@ -467,7 +488,11 @@ export function storeContract(name: string, target: ContractTarget): void {
       assert.deepEqual(await s.insert(newEvent('customer.created:A', 'A', T0 + 100, { policy: 'once' })), {
         inserted: false,
       });
-      assert.deepEqual(await s.insert(newEvent('id:evt_1', 'B', T0 + 100)), { inserted: true }, 'a dedupe key is freed');
+      assert.deepEqual(
+        await s.insert(newEvent('id:evt_1', 'B', T0 + 100)),
+        { inserted: true },
+        'a dedupe key is freed',
+      );
       assert.equal(await s.purge({ before: T0 + 60 }), 0, 'a tombstone is not purged twice');
       assert.equal(
         await s.purge({ before: T0 + 60, tombstonesBefore: T0 + 5 }),
@@ -502,7 +527,12 @@ export function storeContract(name: string, target: ContractTarget): void {
     test('insert() of a dead signal is recorded as it is, never counted into a waiting copy', async () => {
       const s = await fresh();
       const sig = (key: string, extra: Partial<NewEvent> = {}) =>
-        newEvent(key, 'A', T0, { event: 'customer.wallet.balance.updated', policy: 'signal', coalesceKey: 'ck', ...extra });
+        newEvent(key, 'A', T0, {
+          event: 'customer.wallet.balance.updated',
+          policy: 'signal',
+          coalesceKey: 'ck',
+          ...extra,
+        });
       assert.deepEqual(await s.insert(sig('s1')), { inserted: true });
       assert.deepEqual(await s.insert(sig('bad', { status: 'dead', lastError: 'invalid' })), { inserted: true });
       const bad = await s.get('bad');
@@ -549,10 +579,16 @@ export function storeContract(name: string, target: ContractTarget): void {
         await assert.rejects(async () => s.list({ limit }), usage('limit'), `list({ limit: ${limit} })`);
       }
       await assert.rejects(async () => s.list({ status: 'nope' as EventStatus }), usage('status'));
-      await assert.rejects(async () => s.requeueWhere({ status: ['dead', 'nope' as EventStatus] }, T0), usage('status'));
+      await assert.rejects(
+        async () => s.requeueWhere({ status: ['dead', 'nope' as EventStatus] }, T0),
+        usage('status'),
+      );
       await assert.rejects(async () => s.purge({ before: T0 + 10, status: ['pending' as 'done'] }), usage('status'));
       await assert.rejects(async () => s.purge({ before: Number.NaN }), usage('before'));
-      await assert.rejects(async () => s.purge({ before: T0 + 10, tombstonesBefore: Number.NaN }), usage('tombstonesBefore'));
+      await assert.rejects(
+        async () => s.purge({ before: T0 + 10, tombstonesBefore: Number.NaN }),
+        usage('tombstonesBefore'),
+      );
       for (const limit of [0, -1, 2.5]) {
         await assert.rejects(async () => s.claim({ owner: 'w', limit, leaseMs: 1000, now: T0 }), usage('limit'));
       }
@@ -605,7 +641,6 @@ export function storeContract(name: string, target: ContractTarget): void {
     });
   });
 }
-
 
 // ---- The model: the rules of store.ts done the plain way ----
 // Every record in one map, heads found by sorting, no index or heap: a store must agree with it after every step of
@@ -780,7 +815,14 @@ function view(r: EventRecord | ModelRecord) {
 }
 
 type Command =
-  | { op: 'insert'; key: number; customer: number | null; kind: 'dedupe' | 'once' | 'signal' | 'dead'; ck: number; deleted: boolean }
+  | {
+      op: 'insert';
+      key: number;
+      customer: number | null;
+      kind: 'dedupe' | 'once' | 'signal' | 'dead';
+      ck: number;
+      deleted: boolean;
+    }
   | { op: 'claim'; owner: number; limit: number }
   | { op: 'complete' | 'dead' | 'renew'; pick: number; owner: number; stray: boolean }
   | { op: 'retry'; pick: number; owner: number; stray: boolean; delay: number }
@@ -804,7 +846,14 @@ const commandArb: fc.Arbitrary<Command> = fc.oneof(
       deleted: fc.boolean(),
     }),
   },
-  { weight: 6, arbitrary: fc.record({ op: fc.constant('claim' as const), owner: fc.nat(2), limit: fc.integer({ min: 1, max: 4 }) }) },
+  {
+    weight: 6,
+    arbitrary: fc.record({
+      op: fc.constant('claim' as const),
+      owner: fc.nat(2),
+      limit: fc.integer({ min: 1, max: 4 }),
+    }),
+  },
   {
     weight: 5,
     arbitrary: fc.record({
@@ -816,11 +865,21 @@ const commandArb: fc.Arbitrary<Command> = fc.oneof(
   },
   {
     weight: 3,
-    arbitrary: fc.record({ op: fc.constant('retry' as const), pick: fc.nat(), owner: fc.nat(2), stray: fc.boolean(), delay: fc.nat(150) }),
+    arbitrary: fc.record({
+      op: fc.constant('retry' as const),
+      pick: fc.nat(),
+      owner: fc.nat(2),
+      stray: fc.boolean(),
+      delay: fc.nat(150),
+    }),
   },
   {
     weight: 4,
-    arbitrary: fc.record({ op: fc.constant('requeue' as const), pick: fc.nat(), finished: fc.nat(3).map((n) => n > 0) }),
+    arbitrary: fc.record({
+      op: fc.constant('requeue' as const),
+      pick: fc.nat(),
+      finished: fc.nat(3).map((n) => n > 0),
+    }),
   },
   {
     weight: 1,
@@ -875,7 +934,8 @@ async function runHistory(store: Store, commands: Command[]): Promise<void> {
       case 'insert': {
         const signal = c.kind === 'signal';
         const customer = signal ? `c${c.ck}` : c.customer === null ? null : `c${c.customer}`;
-        const key = c.kind === 'once' && customer !== null ? `once:${customer}` : signal ? `s${signals++ % 12}` : `k${c.key}`;
+        const key =
+          c.kind === 'once' && customer !== null ? `once:${customer}` : signal ? `s${signals++ % 12}` : `k${c.key}`;
         const e: NewEvent = {
           key,
           event: c.deleted ? 'customer.deleted' : 'customer.created',
@@ -899,15 +959,25 @@ async function runHistory(store: Store, commands: Command[]): Promise<void> {
           want,
           step,
         );
-        assert.deepEqual(got.map(view), want.map((k) => view(model.records.get(k)!)), `claimed records at ${step}`);
+        assert.deepEqual(
+          got.map(view),
+          want.map((k) => view(model.records.get(k)!)),
+          `claimed records at ${step}`,
+        );
         break;
       }
       case 'complete':
       case 'dead': {
         const [key, owner] = target(c.pick, c.stray, c.owner);
         const got =
-          c.op === 'complete' ? await store.complete(key, owner, now) : await store.deadLetter(key, owner, 'gave up', now);
-        assert.equal(got, model.finish(key, owner, c.op === 'complete' ? 'done' : 'dead', now, c.op === 'dead' ? 'gave up' : null), step);
+          c.op === 'complete'
+            ? await store.complete(key, owner, now)
+            : await store.deadLetter(key, owner, 'gave up', now);
+        assert.equal(
+          got,
+          model.finish(key, owner, c.op === 'complete' ? 'done' : 'dead', now, c.op === 'dead' ? 'gave up' : null),
+          step,
+        );
         break;
       }
       case 'renew': {
@@ -917,7 +987,11 @@ async function runHistory(store: Store, commands: Command[]): Promise<void> {
       }
       case 'retry': {
         const [key, owner] = target(c.pick, c.stray, c.owner);
-        assert.equal(await store.retry(key, owner, now + c.delay, 'boom'), model.retry(key, owner, now + c.delay, 'boom'), step);
+        assert.equal(
+          await store.retry(key, owner, now + c.delay, 'boom'),
+          model.retry(key, owner, now + c.delay, 'boom'),
+          step,
+        );
         break;
       }
       case 'requeue': {

@@ -99,9 +99,9 @@ const openRawFile = (path: string) =>
 const atRest = (v: unknown): string =>
   v instanceof Uint8Array
     ? Buffer.from(v).toString('latin1')
-    : JSON.stringify(v, (_, x) =>
+    : (JSON.stringify(v, (_, x) =>
         typeof x === 'bigint' ? String(x) : x instanceof Uint8Array ? Buffer.from(x).toString('latin1') : x,
-      ) ?? '';
+      ) ?? '');
 
 const signal = (key: string, at: number, coalesceKey = 'bal:A', customerId = 'A') =>
   newEvent(key, customerId, at, { event: 'customer.wallet.balance.updated', policy: 'signal', coalesceKey });
@@ -245,9 +245,7 @@ if (skip) {
       const s = denoKvStore({ path: ':memory:' });
       const long = (p: string, i: number) => `${p}${i}`.padEnd(256, 'é');
       const results = await Promise.all(
-        Array.from({ length: 60 }, (_, i) =>
-          s.insert(newEvent(long('k', i), i % 2 ? long('c', i) : null, T0 + i)),
-        ),
+        Array.from({ length: 60 }, (_, i) => s.insert(newEvent(long('k', i), i % 2 ? long('c', i) : null, T0 + i))),
       );
       assert.ok(results.every((r) => r.inserted));
       assert.equal((await s.counts()).pending, 60);
@@ -434,7 +432,11 @@ if (skip) {
           const m = metas.get(e.value as string);
           assert.ok(m && m.seq === e.key[e.key.length - 1], `${JSON.stringify(e.key)} points to its record`);
         }
-        if (kind === 'body') assert.ok([...metas.values()].some((m) => m.bodyId === e.key[2]), 'chunk has a record');
+        if (kind === 'body')
+          assert.ok(
+            [...metas.values()].some((m) => m.bodyId === e.key[2]),
+            'chunk has a record',
+          );
       }
       assert.equal(kinds.get('seq'), metas.size);
       assert.equal((kinds.get('ready') ?? 0) + (kinds.get('wait') ?? 0), kinds.get('g') ?? 0);
@@ -466,10 +468,14 @@ if (skip) {
       await s1.close();
       const raw = await openRawFile(path);
       for await (const e of raw.list({ prefix: ['lava-webhooks', 'ev'] })) {
-        const { policy: _p, coalesceKey: _c, deliveries: _d, tombstone: _t, waits: _w, ...v1 } = e.value as Record<
-          string,
-          unknown
-        >;
+        const {
+          policy: _p,
+          coalesceKey: _c,
+          deliveries: _d,
+          tombstone: _t,
+          waits: _w,
+          ...v1
+        } = e.value as Record<string, unknown>;
         await raw.set(e.key, v1);
       }
       await raw.set(['lava-webhooks', 'schema'], { version: 1 });
@@ -556,7 +562,10 @@ if (skip) {
       const all = await a.list({ limit: 1000 });
       assert.deepEqual(
         all.map((r) => r.key).sort(),
-        results.filter((r) => r.inserted).map((r) => r.key).sort(),
+        results
+          .filter((r) => r.inserted)
+          .map((r) => r.key)
+          .sort(),
         'a coalesced copy writes no record',
       );
       assert.equal(
@@ -576,7 +585,11 @@ if (skip) {
       raw.close();
       const waiting = all.filter((r) => r.status === 'pending' && r.attempts === 0);
       assert.ok(lists.length <= 1 && waiting.length <= 1);
-      for (const r of waiting) assert.ok(lists[0]?.some((w) => w.kp === r.key && w.seq === r.seq), `${r.key} is listed`);
+      for (const r of waiting)
+        assert.ok(
+          lists[0]?.some((w) => w.kp === r.key && w.seq === r.seq),
+          `${r.key} is listed`,
+        );
       await a.close();
       await b.close();
     });
@@ -596,7 +609,11 @@ if (skip) {
       assert.equal(await s.deadLetter('s1', 'w', 'x', T0 + 6), true);
       assert.equal(await s.requeue('s1', T0 + 7), true);
       const s4 = await s.insert(signal('s4', T0 + 8));
-      assert.deepEqual(s4, { inserted: false, coalescedInto: 's1' }, 's1 and s3 both wait: the first to arrive takes it');
+      assert.deepEqual(
+        s4,
+        { inserted: false, coalescedInto: 's1' },
+        's1 and s3 both wait: the first to arrive takes it',
+      );
       assert.deepEqual([(await s.get('s1'))?.deliveries, (await s.get('s3'))?.deliveries], [3, 1]);
 
       const big = bytes(200 * 1024, 8);

@@ -29,7 +29,10 @@ describe('memory store: purge and list walk the records in place', () => {
     assert.ok(left.every((r, j) => j === 0 || r.seq > (left[j - 1] as EventRecord).seq));
     // Paging by seq continues where the last page ended.
     const page = store.list({ limit: 3, afterSeq: (left[9] as EventRecord).seq }) as EventRecord[];
-    assert.deepEqual(page.map((r) => r.key), ['k21', 'k23', 'k25']);
+    assert.deepEqual(
+      page.map((r) => r.key),
+      ['k21', 'k23', 'k25'],
+    );
     // Purged keys are free again; kept ones still deduplicate.
     assert.deepEqual(store.insert(newEvent('k0', null, 8000)), { inserted: true });
     assert.deepEqual(store.insert(newEvent('k1', null, 8000)), { inserted: false });

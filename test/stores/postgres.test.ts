@@ -79,11 +79,14 @@ describe(`${label} store`, { skip }, () => {
     await pg!.sql.unsafe(`CREATE TABLE "${schema}".schema_version (version integer PRIMARY KEY, applied_at bigint)`);
     await pg!.sql.unsafe(`INSERT INTO "${schema}".schema_version VALUES (${SCHEMA_VERSION + 1}, 0)`);
     const s = postgresStore({ sql: pg!.sql, schema });
-    await assert.rejects(async () => s.ping(), (e: unknown) => {
-      assert.ok(e instanceof StoreSchemaError);
-      assert.match(e.message, new RegExp(`version ${SCHEMA_VERSION + 1}.*knows up to ${SCHEMA_VERSION}`));
-      return true;
-    });
+    await assert.rejects(
+      async () => s.ping(),
+      (e: unknown) => {
+        assert.ok(e instanceof StoreSchemaError);
+        assert.match(e.message, new RegExp(`version ${SCHEMA_VERSION + 1}.*knows up to ${SCHEMA_VERSION}`));
+        return true;
+      },
+    );
     await assert.rejects(async () => s.insert(newEvent('k', 'c', T0)), StoreSchemaError);
     assert.equal(await scalar(`SELECT to_regclass($1)::text`, [`"${schema}".events`]), null);
     await s.close();
@@ -203,7 +206,9 @@ describe(`${label} store`, { skip }, () => {
     // A client that loses the INSERTs (as postgres.js can when a connection ends under a queued query).
     const losing = {
       unsafe: (text: string, params?: unknown[]) =>
-        /^\s*INSERT INTO\b/.test(text) && text.includes('.events') ? new Promise<never>(() => {}) : pg!.sql.unsafe(text, params),
+        /^\s*INSERT INTO\b/.test(text) && text.includes('.events')
+          ? new Promise<never>(() => {})
+          : pg!.sql.unsafe(text, params),
       begin: (fn: (tx: PostgresTransaction) => Promise<unknown>) => pg!.sql.begin(fn),
     };
     const s = postgresStore({ sql: losing, schema });
@@ -238,7 +243,9 @@ describe(`${label} store`, { skip }, () => {
     assert.equal(await lastAnalyze(), null, 'a new table is not analyzed by the store');
     const burst = async (from: number, to: number) => {
       for (let b = from; b < to; b += 500) {
-        await Promise.all(Array.from({ length: 500 }, (_, j) => s.insert(newEvent(`k${b + j}`, `c${(b + j) % 50}`, T0 + b + j))));
+        await Promise.all(
+          Array.from({ length: 500 }, (_, j) => s.insert(newEvent(`k${b + j}`, `c${(b + j) % 50}`, T0 + b + j))),
+        );
       }
     };
     const until = async <T>(what: () => Promise<T>, ok: (v: T) => boolean): Promise<T> => {
@@ -256,9 +263,11 @@ describe(`${label} store`, { skip }, () => {
     await burst(1500, 6000);
     const reltuples = async () =>
       Number(
-        ((await pg!.sql.unsafe(`SELECT reltuples::bigint AS n FROM pg_class WHERE oid = $1::regclass`, [
-          `"${schema}".events`,
-        ])) as Array<{ n: unknown }>)[0]?.n,
+        (
+          (await pg!.sql.unsafe(`SELECT reltuples::bigint AS n FROM pg_class WHERE oid = $1::regclass`, [
+            `"${schema}".events`,
+          ])) as Array<{ n: unknown }>
+        )[0]?.n,
       );
     const planned = await until(reltuples, (n) => n >= 5000);
     assert.ok(planned >= 5000, `the planner counts about 6000 rows after the burst, got ${planned}`);
@@ -283,14 +292,20 @@ describe(`${label} store`, { skip }, () => {
     const schema = pg!.schema();
     const clients = await Promise.all([1, 2, 3].map(() => pg!.client()));
     const stores = clients.map((sql) => postgresStore({ sql, schema }));
-    const [a, b, c] = stores as [ReturnType<typeof postgresStore>, ReturnType<typeof postgresStore>, ReturnType<typeof postgresStore>];
+    const [a, b, c] = stores as [
+      ReturnType<typeof postgresStore>,
+      ReturnType<typeof postgresStore>,
+      ReturnType<typeof postgresStore>,
+    ];
     await Promise.all(stores.map((s) => s.ping()));
     const agree = async (what: string) => assert.deepEqual(await a.counts(), await counted(schema), what);
     await agree('empty');
     // Batched inserts from three connections at once, with keys sent twice (once new, once a duplicate).
     await Promise.all(
       stores.map((s, i) =>
-        Promise.all(Array.from({ length: 120 }, (_, j) => s.insert(newEvent(`k${(i * 80 + j) % 300}`, `c${j % 7}`, T0 + j)))),
+        Promise.all(
+          Array.from({ length: 120 }, (_, j) => s.insert(newEvent(`k${(i * 80 + j) % 300}`, `c${j % 7}`, T0 + j))),
+        ),
       ),
     );
     await c.insert(newEvent('bad', 'c1', T0, { status: 'dead', lastError: 'invalid' }));
@@ -304,7 +319,9 @@ describe(`${label} store`, { skip }, () => {
     await agree('after a raw insert');
     // Claims and renewals change no status; completions, retries and dead letters do, from every connection.
     const now = T0 + 1000;
-    const claimed = await Promise.all(stores.map((s, i) => s.claim({ owner: `w${i}`, limit: 30, leaseMs: 60_000, now })));
+    const claimed = await Promise.all(
+      stores.map((s, i) => s.claim({ owner: `w${i}`, limit: 30, leaseMs: 60_000, now })),
+    );
     assert.ok(claimed.flat().length >= 30);
     await agree('after claims');
     await Promise.all(
@@ -426,11 +443,14 @@ describe(`${label} store`, { skip }, () => {
   test('insert() rejects with StoreUnavailableError when the database cannot be reached', async () => {
     const unreachable = await pg!.client({ url: 'postgres://postgres@127.0.0.1:1/test' });
     const s = postgresStore({ sql: unreachable, schema: pg!.schema() });
-    await assert.rejects(async () => s.insert(newEvent('k', 'c', T0)), (e: unknown) => {
-      assert.ok(e instanceof StoreUnavailableError);
-      assert.ok(e.cause, 'the client error is kept as the cause');
-      return true;
-    });
+    await assert.rejects(
+      async () => s.insert(newEvent('k', 'c', T0)),
+      (e: unknown) => {
+        assert.ok(e instanceof StoreUnavailableError);
+        assert.ok(e.cause, 'the client error is kept as the cause');
+        return true;
+      },
+    );
     await assert.rejects(async () => s.ping(), StoreUnavailableError);
     // Inserts made together fail together, each with the store's error.
     const together = await Promise.allSettled([1, 2, 3].map((i) => s.insert(newEvent(`t${i}`, 'c', T0))));
@@ -650,7 +670,12 @@ describe(`${label} store`, { skip }, () => {
       }
     });
     const signed = JSON.stringify({ 'content-type': 'application/json', 'x-webhook-signature': 't=1,v1=abc' });
-    for (const [i, key] of ['customer.created:cus_1', 'customer.deleted:cus_2', 'customer.created:sha256:ab12', 'id:evt_1'].entries()) {
+    for (const [i, key] of [
+      'customer.created:cus_1',
+      'customer.deleted:cus_2',
+      'customer.created:sha256:ab12',
+      'id:evt_1',
+    ].entries()) {
       await pg!.sql.unsafe(
         `INSERT INTO ${S}.events (key, event, customer_id, body, headers, received_at, status, next_attempt_at)
          VALUES ($1, $2, 'cus_1', '\\x7b7d'::bytea, $3::text::jsonb, $4, 'pending', $4)`,
@@ -702,13 +727,10 @@ describe(`${label} store`, { skip }, () => {
       { inserted: false, coalescedInto: 's1' },
     ]);
     // The next batch is counted into the waiting record; seq keeps the order the inserts were made in.
-    assert.deepEqual(
-      await Promise.all([s.insert(signal('s4', T0 + 7)), s.insert(signal('s5', T0 + 8))]),
-      [
-        { inserted: false, coalescedInto: 's1' },
-        { inserted: false, coalescedInto: 's1' },
-      ],
-    );
+    assert.deepEqual(await Promise.all([s.insert(signal('s4', T0 + 7)), s.insert(signal('s5', T0 + 8))]), [
+      { inserted: false, coalescedInto: 's1' },
+      { inserted: false, coalescedInto: 's1' },
+    ]);
     assert.deepEqual(
       (await s.list()).map((r) => [r.key, r.deliveries]),
       [
@@ -727,7 +749,11 @@ describe(`${label} store`, { skip }, () => {
     assert.deepEqual(await s.insert(signal('s1', T0)), { inserted: true });
     assert.deepEqual(await s.insert(signal('s1', T0 + 1)), { inserted: false });
     assert.deepEqual(
-      await Promise.all([s.insert(signal('s1', T0 + 2)), s.insert(signal('s2', T0 + 3)), s.insert(signal('s2', T0 + 4))]),
+      await Promise.all([
+        s.insert(signal('s1', T0 + 2)),
+        s.insert(signal('s2', T0 + 3)),
+        s.insert(signal('s2', T0 + 4)),
+      ]),
       [{ inserted: false }, { inserted: false, coalescedInto: 's1' }, { inserted: false }],
     );
     assert.equal((await s.get('s1'))?.deliveries, 2);
@@ -793,12 +819,25 @@ describe(`${label} store`, { skip }, () => {
       assert.deepEqual(r.headers, e.headers);
       assert.deepEqual([...r.body], [...e.body]);
     }
-    assert.equal((await s.get('lone'))?.lastError, 'bad \uFFFD input \uFFFD', 'an error message loses only what text cannot hold');
+    assert.equal(
+      (await s.get('lone'))?.lastError,
+      'bad \uFFFD input \uFFFD',
+      'an error message loses only what text cannot hold',
+    );
     // Each is a key like any other: sent again, a duplicate.
     for (const e of events) assert.deepEqual(await s.insert(e), { inserted: false }, e.key.slice(0, 20));
-    assert.deepEqual((await s.list({ customerId: LONG_CUSTOMER })).map((r) => r.key), ['long-customer']);
-    assert.deepEqual((await s.list({ customerId: NUL_CUSTOMER })).map((r) => r.key), ['nul-customer']);
-    assert.deepEqual((await s.list({ event: 'e'.repeat(4000) })).map((r) => r.key), ['event-long']);
+    assert.deepEqual(
+      (await s.list({ customerId: LONG_CUSTOMER })).map((r) => r.key),
+      ['long-customer'],
+    );
+    assert.deepEqual(
+      (await s.list({ customerId: NUL_CUSTOMER })).map((r) => r.key),
+      ['nul-customer'],
+    );
+    assert.deepEqual(
+      (await s.list({ event: 'e'.repeat(4000) })).map((r) => r.key),
+      ['event-long'],
+    );
     // What the columns hold: a value that does not fit is its hash, the same one Postgres computes for it.
     const hashedLong = (await pg!.sql.unsafe(
       `SELECT count(*)::int AS n FROM "${schema}".events WHERE customer_id = 'h:' || encode(sha256(convert_to($1, 'UTF8')), 'hex')`,
@@ -907,7 +946,11 @@ describe(`${label} store`, { skip }, () => {
       (await s.claim({ owner: 'w', limit: 10, leaseMs: 1000, now: T0 + 20 })).map((r) => r.key),
       ['old1', 'h:old2'],
     );
-    assert.deepEqual(await s.insert(newEvent('h:old2', 'x', T0 + 21)), { inserted: false }, 'the old key still deduplicates');
+    assert.deepEqual(
+      await s.insert(newEvent('h:old2', 'x', T0 + 21)),
+      { inserted: false },
+      'the old key still deduplicates',
+    );
     assert.equal(await s.complete('h:old2', 'w', T0 + 22), true);
     assert.deepEqual(
       (await s.claim({ owner: 'w', limit: 10, leaseMs: 1000, now: T0 + 23 })).map((r) => r.key),

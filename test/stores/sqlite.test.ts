@@ -250,7 +250,10 @@ describe('sqliteStore()', () => {
     const s = sqliteStore({ path, busyTimeoutMs: 2000 });
     s.insert(newEvent('a', 'c1', T0));
     s.insert(newEvent('b', 'c2', T0 + 500)); // due only from T0 + 500
-    assert.deepEqual(s.claim({ owner: 'w', limit: 5, leaseMs: 60_000, now: T0 + 1 }).map((r) => r.key), ['a']);
+    assert.deepEqual(
+      s.claim({ owner: 'w', limit: 5, leaseMs: 60_000, now: T0 + 1 }).map((r) => r.key),
+      ['a'],
+    );
     const other = (await sqliteDriver()).openDatabase(path);
     other.exec('BEGIN IMMEDIATE');
     try {
@@ -262,7 +265,10 @@ describe('sqliteStore()', () => {
       other.exec('ROLLBACK');
       other.close();
     }
-    assert.deepEqual(s.claim({ owner: 'w', limit: 5, leaseMs: 60_000, now: T0 + 600 }).map((r) => r.key), ['b']);
+    assert.deepEqual(
+      s.claim({ owner: 'w', limit: 5, leaseMs: 60_000, now: T0 + 600 }).map((r) => r.key),
+      ['b'],
+    );
     s.close();
   });
 
@@ -333,7 +339,10 @@ describe('sqliteStore()', () => {
     s.insert(newEvent('a2', 'A', T0 + 1));
     s.claim({ owner: 'w', limit: 1, leaseMs: 60_000, now: T0 });
     s.deadLetter('a1', 'w', 'x', T0 + 1);
-    assert.deepEqual(s.claim({ owner: 'w', limit: 1, leaseMs: 60_000, now: T0 + 2 }).map((r) => r.key), ['a2']);
+    assert.deepEqual(
+      s.claim({ owner: 'w', limit: 1, leaseMs: 60_000, now: T0 + 2 }).map((r) => r.key),
+      ['a2'],
+    );
     s.close();
     const raw = (await sqliteDriver()).openDatabase(path);
     raw.exec('DROP INDEX events_leased; PRAGMA user_version = 3;');
@@ -373,8 +382,18 @@ describe('sqliteStore()', () => {
       signatures.push(signature);
       const done = key === 'customer.deleted:B';
       const headers = { 'content-type': 'application/json', 'x-webhook-signature': signature, 'user-agent': 'lava' };
-      add.run(i + 1, key, `c:c${i}`, done ? 'done' : 'pending', done ? 0 : 1, T0 + i, `c${i}`, done ? T0 + 1 : null,
-        JSON.stringify(headers), new Uint8Array(300).fill(i & 0xff));
+      add.run(
+        i + 1,
+        key,
+        `c:c${i}`,
+        done ? 'done' : 'pending',
+        done ? 0 : 1,
+        T0 + i,
+        `c${i}`,
+        done ? T0 + 1 : null,
+        JSON.stringify(headers),
+        new Uint8Array(300).fill(i & 0xff),
+      );
     });
     raw.exec(`DELETE FROM events WHERE key = 'gone:0'`);
     raw.close();
@@ -412,12 +431,10 @@ describe('sqliteStore()', () => {
     for (let i = 0; i < 40; i++) (i % 2 ? a : b).insert(newEvent(`e${i}`, `c${i % 10}`, T0 + i));
     const seen = new Set<string>();
     for (let round = 0; round < 8; round++) {
-      for (
-        const [store, owner] of [
-          [a, 'wa'],
-          [b, 'wb'],
-        ] as const
-      ) {
+      for (const [store, owner] of [
+        [a, 'wa'],
+        [b, 'wb'],
+      ] as const) {
         const got = store.claim({ owner, limit: 3, leaseMs: 60_000, now: T0 + 100 });
         for (const r of got) {
           assert.ok(!seen.has(r.key), `${r.key} claimed twice`);
@@ -431,7 +448,10 @@ describe('sqliteStore()', () => {
     const order = [...seen];
     for (let c = 0; c < 10; c++) {
       const mine = order.filter((k) => Number(k.slice(1)) % 10 === c).map((k) => Number(k.slice(1)));
-      assert.deepEqual(mine, [...mine].sort((x, y) => x - y));
+      assert.deepEqual(
+        mine,
+        [...mine].sort((x, y) => x - y),
+      );
     }
     a.close();
     b.close();
@@ -459,8 +479,13 @@ describe('sqliteStore()', () => {
     s.close();
   });
 
-  const bunOnly = typeof (globalThis as { Bun?: unknown }).Bun === 'undefined' ? 'the background checkpointer runs on Bun only' : false;
-  test('a background thread checkpoints the WAL into the file while the writer never does; off, the file stays as it was', { skip: bunOnly }, async () => {
+  const bunOnly =
+    typeof (globalThis as { Bun?: unknown }).Bun === 'undefined'
+      ? 'the background checkpointer runs on Bun only'
+      : false;
+  test('a background thread checkpoints the WAL into the file while the writer never does; off, the file stays as it was', {
+    skip: bunOnly,
+  }, async () => {
     const body = new Uint8Array(2000).fill(7);
     const fill = (s: ReturnType<typeof sqliteStore>, prefix: string) => {
       // About 300 WAL pages: well under the writer's own autocheckpoint of 4000.
@@ -474,7 +499,11 @@ describe('sqliteStore()', () => {
     const on = sqliteStore({ path: onPath, backgroundCheckpoint: { everyMs: 20 } });
     const onBefore = await sizes(onPath);
     fill(on, 'on');
-    await waitFor(() => statSync(onPath).size > onBefore + 300 * 2000, 5000, 'the database file to receive the checkpointed pages');
+    await waitFor(
+      () => statSync(onPath).size > onBefore + 300 * 2000,
+      5000,
+      'the database file to receive the checkpointed pages',
+    );
     assert.equal(on.get('on299')?.status, 'pending');
     on.close();
 
@@ -486,7 +515,10 @@ describe('sqliteStore()', () => {
     assert.equal(statSync(offPath).size, offBefore, 'without the checkpointer the pages wait in the WAL');
     off.close();
     // Closing checkpoints what is left; reopened, everything is there either way.
-    for (const [path, prefix] of [[onPath, 'on'], [offPath, 'off']] as const) {
+    for (const [path, prefix] of [
+      [onPath, 'on'],
+      [offPath, 'off'],
+    ] as const) {
       const again = sqliteStore({ path, backgroundCheckpoint: false });
       assert.equal(again.counts().pending, 300);
       assert.equal(again.get(`${prefix}0`)?.body.byteLength, 2000);

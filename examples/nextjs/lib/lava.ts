@@ -31,9 +31,7 @@ export function getLava(): LavaWebhooks {
   const url = process.env.DATABASE_URL;
   // Serverless instances come and go: only Postgres keeps events (and duplicate detection) across them. The memory
   // store is for `next dev`.
-  const store: Store = url
-    ? postgresStore({ sql: postgres(url, { max: 3 }), closeClient: true })
-    : memoryStore();
+  const store: Store = url ? postgresStore({ sql: postgres(url, { max: 3 }), closeClient: true }) : memoryStore();
   lava = createLavaWebhooks({
     secret: process.env.LAVA_WEBHOOK_SECRET,
     store,

@@ -70,12 +70,10 @@ export async function deleteChunks(c: Ctx, bodyId: string, chunks: number, marke
 export async function sweepStaging(c: Ctx): Promise<void> {
   const P = c.K.prefix;
   const stale: { key: KvKey; value: { bodyId: string; chunks: number } }[] = [];
-  for await (
-    const e of c.kv.list<{ bodyId: string; chunks: number }>({
-      start: [...P, 'staging'],
-      end: [...P, 'staging', Date.now() - STAGING_STALE_MS],
-    })
-  ) {
+  for await (const e of c.kv.list<{ bodyId: string; chunks: number }>({
+    start: [...P, 'staging'],
+    end: [...P, 'staging', Date.now() - STAGING_STALE_MS],
+  })) {
     stale.push(e);
   }
   for (const e of stale) await deleteChunks(c, e.value.bodyId, e.value.chunks, e.key);

@@ -134,8 +134,11 @@ function takeShared<T extends { op: Recorded }>(queue: T[]): T[] {
   let valueBytes = 0;
   for (const q of queue) {
     const o = q.op;
-    const fits = batch.length === 0 ||
-      (batch.length < BATCH_SHARED && checks + o.checks <= SHARED_CHECKS && keyBytes + o.keyBytes <= BATCH_KEY_BYTES &&
+    const fits =
+      batch.length === 0 ||
+      (batch.length < BATCH_SHARED &&
+        checks + o.checks <= SHARED_CHECKS &&
+        keyBytes + o.keyBytes <= BATCH_KEY_BYTES &&
         valueBytes + o.valueBytes <= BATCH_BYTES * 2);
     if (fits && ![...o.keys].some((k) => used.has(k) || blocked.has(k))) {
       batch.push(q);

@@ -19,7 +19,10 @@ export async function part(s: string): Promise<Part> {
 export const keyId = (key: KvKey) =>
   key.map((p) => (p instanceof Uint8Array ? `b${p.join(',')}` : `${typeof p}:${String(p)}`)).join('\u0000');
 export const keySize = (key: KvKey) =>
-  key.reduce<number>((n, p) => n + 9 + (typeof p === 'string' ? 3 * p.length : p instanceof Uint8Array ? p.length : 0), 0);
+  key.reduce<number>(
+    (n, p) => n + 9 + (typeof p === 'string' ? 3 * p.length : p instanceof Uint8Array ? p.length : 0),
+    0,
+  );
 
 export function sameKey(a: KvKey, b: KvKey): boolean {
   if (a.length !== b.length) return false;

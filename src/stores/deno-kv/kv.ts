@@ -13,10 +13,14 @@ export interface KvEntry<T> {
   value: T;
   versionstamp: string;
 }
-export type KvListSelector = { prefix: KvKey } | { prefix: KvKey; start: KvKey } | { prefix: KvKey; end: KvKey } | {
-  start: KvKey;
-  end: KvKey;
-};
+export type KvListSelector =
+  | { prefix: KvKey }
+  | { prefix: KvKey; start: KvKey }
+  | { prefix: KvKey; end: KvKey }
+  | {
+      start: KvKey;
+      end: KvKey;
+    };
 interface KvListOptions {
   limit?: number;
   batchSize?: number;
@@ -34,9 +38,9 @@ export interface KvAtomic {
 /** The part of `Deno.Kv` this store needs; pass a real `Deno.Kv` (for example Deno Deploy's `await Deno.openKv()`). */
 export interface DenoKvLike {
   get<T = unknown>(key: KvKey): Promise<KvEntryMaybe<T>>;
-  getMany<T extends readonly unknown[]>(keys: readonly [...{ [K in keyof T]: KvKey }]): Promise<
-    { [K in keyof T]: KvEntryMaybe<T[K]> }
-  >;
+  getMany<T extends readonly unknown[]>(
+    keys: readonly [...{ [K in keyof T]: KvKey }],
+  ): Promise<{ [K in keyof T]: KvEntryMaybe<T[K]> }>;
   list<T = unknown>(selector: KvListSelector, options?: KvListOptions): AsyncIterableIterator<KvEntry<T>>;
   atomic(): KvAtomic;
   close(): void;
@@ -63,7 +67,7 @@ export function replay(op: KvAtomic, steps: readonly Step[]): KvAtomic {
 
 /** SQLite-backed KV answers "database is locked" when another handle on the same file is writing: wait and retry. */
 async function whenFree<T>(fn: () => Promise<T>): Promise<T> {
-  for (let i = 0;; i++) {
+  for (let i = 0; ; i++) {
     try {
       return await fn();
     } catch (err) {

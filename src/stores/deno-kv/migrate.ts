@@ -27,14 +27,18 @@ export async function checkSchema(c: Ctx): Promise<void> {
   } else if (version === 1 || version === 2) {
     await migrate(c);
     // When another isolate finished the same migration first, the version it wrote is already the one wanted.
-    await kv.atomic().check({ key: K.schema, versionstamp: got.versionstamp }).set(K.schema, {
-      version: SCHEMA_VERSION,
-    }).commit();
+    await kv
+      .atomic()
+      .check({ key: K.schema, versionstamp: got.versionstamp })
+      .set(K.schema, {
+        version: SCHEMA_VERSION,
+      })
+      .commit();
   } else if (version !== SCHEMA_VERSION) {
     throw new StoreSchemaError(
-      `deno-kv store: data under prefix ${JSON.stringify(K.prefix)} has schema ${
-        JSON.stringify(got.value)
-      }, expected version ${SCHEMA_VERSION}`,
+      `deno-kv store: data under prefix ${JSON.stringify(K.prefix)} has schema ${JSON.stringify(
+        got.value,
+      )}, expected version ${SCHEMA_VERSION}`,
     );
   }
 }
@@ -92,14 +96,18 @@ async function migrateOne(c: Ctx, listed: KvEntry<StoredMeta>): Promise<void> {
       const chunks = body ? splitBody(body) : [];
       for (let i = 0; i < chunks.length; i += CHUNKS_PER_COMMIT) {
         const op = kv.atomic().check({ key: K.meta(kp), versionstamp: cur.versionstamp });
-        for (let j = i; j < Math.min(chunks.length, i + CHUNKS_PER_COMMIT); j++) op.set(K.chunk(m.bodyId, j), chunks[j]);
+        for (let j = i; j < Math.min(chunks.length, i + CHUNKS_PER_COMMIT); j++)
+          op.set(K.chunk(m.bodyId, j), chunks[j]);
         if (!(await op.commit()).ok) {
           cur = null;
           return CONFLICT;
         }
       }
     }
-    const op = kv.atomic().check({ key: K.meta(kp), versionstamp: cur.versionstamp }).set(K.meta(kp), after);
+    const op = kv
+      .atomic()
+      .check({ key: K.meta(kp), versionstamp: cur.versionstamp })
+      .set(K.meta(kp), after);
     if (done) {
       // A set without `expireIn` replaces the entry and its expiry.
       op.set(K.seq(m.seq), kp).set(K.st(m.status, m.seq), kp);

@@ -76,7 +76,9 @@ async function purgeOne(
       .set(K.meta(kp), t)
       .delete(e.key)
       .set(K.finKey(t, m.finishedAt as number), kp);
-    if (together) { for (let i = 0; i < m.chunks; i++) op.delete(K.chunk(m.bodyId as string, i)); }
+    if (together) {
+      for (let i = 0; i < m.chunks; i++) op.delete(K.chunk(m.bodyId as string, i));
+    }
     if (!(await op.commit()).ok) return 0;
     if (m.bodyId !== null && !together) await deleteChunks(c, m.bodyId, m.chunks);
     return 1;
@@ -90,7 +92,9 @@ async function purgeOne(
     .delete(e.key)
     .sum(K.count(m.status), U64_MINUS_ONE);
   if (m.customerId !== null) op.delete(K.cust(await part(m.customerId), m.seq));
-  if (together) { for (let i = 0; i < m.chunks; i++) op.delete(K.chunk(m.bodyId as string, i)); }
+  if (together) {
+    for (let i = 0; i < m.chunks; i++) op.delete(K.chunk(m.bodyId as string, i));
+  }
   // A record changed since it was listed (requeued) is simply not purged this time.
   if (!(await op.commit()).ok) return 0;
   if (m.bodyId !== null && !together) await deleteChunks(c, m.bodyId, m.chunks);

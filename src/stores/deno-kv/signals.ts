@@ -37,7 +37,13 @@ export async function liveWaiters(c: Ctx, list: WaitList | null, ck: string): Pr
   const metas: KvEntryMaybe<Meta>[] = [];
   entries.forEach((e, i) => {
     const cur = read[i] as KvEntryMaybe<Meta>;
-    if (cur.value && cur.versionstamp && cur.value.seq === e.seq && isWaiting(cur.value) && cur.value.coalesceKey === ck) {
+    if (
+      cur.value &&
+      cur.versionstamp &&
+      cur.value.seq === e.seq &&
+      isWaiting(cur.value) &&
+      cur.value.coalesceKey === ck
+    ) {
       live.push(e);
       metas.push(cur);
     }
