@@ -964,7 +964,10 @@ function groupCommitStore(store: SqliteStore, parts: GroupParts): SqliteGroupCom
   let failure = '';
   const failed = (err: unknown) => {
     failedAt = Date.now();
-    failure = messageOf(err);
+    // SQLite's own words (the innermost cause): the store's message names the file, which /healthz must not show.
+    let cause = err;
+    while (cause instanceof Error && cause.cause !== undefined) cause = cause.cause;
+    failure = messageOf(cause);
   };
   const rejection = (err: unknown, item: QueuedItem) => {
     failed(err);
@@ -974,8 +977,9 @@ function groupCommitStore(store: SqliteStore, parts: GroupParts): SqliteGroupCom
 
   /** Claims alone in their batch, none of which finds anything claimable: answered [] without a transaction. */
   const idleClaims = (batch: Array<Queued<QueuedItem, unknown>>): boolean => {
-    for (const { item } of batch)
+    for (const { item } of batch) {
       if (!(item instanceof QueuedWrite) || item.idle === undefined || !item.idle()) return false;
+    }
     for (const q of batch) q.resolve([]);
     return true;
   };
