@@ -816,7 +816,7 @@ type QueuedItem = NewEvent | QueuedWrite;
 
 const operationOf = (item: QueuedItem): WritingMethod => (item instanceof QueuedWrite ? item.operation : 'insert');
 
-/** What the driver gives for `full` with group commit (see walSyncer in sqlite-bun.ts and sqlite-node.ts). */
+/** What the driver gives for `full` with group commit (see walSyncer in sqlite-wal-sync.ts). */
 interface WalSyncer {
   sync(done: (error: Error | null) => void): void;
   syncNow(): void;
