@@ -1,6 +1,7 @@
 // What is stored under a record's key, how a record written by an older version is read, and the record's states.
 import type { EventRecord, EventStatus, IdentityPolicy, NewEvent } from '../store.ts';
 import type { Part } from './keys.ts';
+import { newRecord } from '../records.ts';
 
 /** What is stored under the record key. The body is inline when small, else in chunks under `bodyId`. */
 export interface Meta extends Omit<EventRecord, 'body'> {
@@ -75,26 +76,14 @@ export function toRecord(m: Meta, body: Uint8Array): EventRecord {
   };
 }
 
-/** The record a new event is stored as; the caller adds the body fields. */
+/** The record a new event is stored as (records.ts's newRecord, less the body); the caller adds the body fields. */
 export function newMeta(event: NewEvent, seq: number, head: boolean): Meta {
+  const { body: _body, ...record } = newRecord(event, seq);
   return {
-    key: event.key,
-    policy: event.policy ?? 'dedupe',
-    coalesceKey: event.coalesceKey ?? null,
-    deliveries: 1,
-    tombstone: false,
-    event: event.event,
-    customerId: event.customerId,
+    ...record,
+    // A copy: the stored value must not change with the caller's object. The error is capped as every write caps it.
     headers: { ...event.headers },
-    receivedAt: event.receivedAt,
-    status: event.status,
-    seq,
-    attempts: 0,
-    nextAttemptAt: event.receivedAt,
-    leaseOwner: null,
-    leaseUntil: null,
     lastError: capError(event.lastError),
-    finishedAt: event.status === 'dead' ? event.receivedAt : null,
     head,
     size: event.body.length,
     body: null,
