@@ -53,10 +53,11 @@ const statuses = (schema: string) => eventStatuses(pg!.sql, schema);
 
 describe('postgres outage', { skip }, () => {
   test('postgres.js: a query on a connection that was cut off rejects with CONNECTION_CLOSED, and the process lives on', async () => {
-    // postgres.js 3.4.9 queues a small write with setImmediate and, when the socket is already gone, throws from
-    // that timer: an uncaught TypeError that ends the process (porsager/postgres#1208). `npm ci` applies
-    // scripts/patch-postgres.mjs; without it this test fails with that TypeError. A reserved connection is pinned,
-    // so the write cannot be moved to a fresh one: the same thing happens without it, only less reliably.
+    // postgres.js 3.x queued a small write with setImmediate and, when the socket was already gone, threw from that
+    // timer: an uncaught TypeError that ends the process (porsager/postgres#1208); 4.1 rejects the query instead,
+    // and the store refuses a 3.x client. On 3.x this test fails with that TypeError. A reserved connection is
+    // pinned, so the write cannot be moved to a fresh one. test/postgres-client-crash.test.ts cuts the connection
+    // at the exact write, also under the store and a receiver, and runs against any postgres.js copy.
     const { default: postgres } = (await import(POSTGRES_MODULE)) as {
       default: (
         url: string,

@@ -1,5 +1,6 @@
-// Makes a Postgres client for the server and the CLI: Bun's built-in SQL on Bun, postgres.js on Deno and Node.
-// Only this edge file knows either library; the store takes whatever it is given.
+// Makes a Postgres client for the server and the CLI: Bun's built-in SQL on Bun, postgres.js (4.1 or later) on Deno
+// and Node. Only this edge file knows either library; the store takes whatever it is given (and refuses a
+// postgres.js 3.x client, which can crash the process: see postgresStore).
 import { ConfigError } from '../errors.ts';
 import type { PostgresClient } from '../stores/postgres.ts';
 
@@ -26,19 +27,28 @@ export async function sqlClient(url: string, options: SqlClientOptions = {}): Pr
     mod = (await import(POSTGRES_MODULE)) as typeof mod;
   } catch (error) {
     throw new ConfigError(
-      'postgres store: the `postgres` package (postgres.js) is not installed — run `npm install postgres`',
+      'postgres store: the `postgres` package (postgres.js) is not installed — run `npm install postgres` (4.1 or later)',
       {
         cause: error,
       },
     );
   }
-  return mod.default(url, {
+  return mod.default(url, postgresJsOptions(max));
+}
+
+/**
+ * The options the server and the CLI give postgres.js (4.1 or later: 3.x can crash the process when a connection
+ * drops, see docs/stores.md). Exported for the tests that build the same client from another copy of postgres.js.
+ */
+export function postgresJsOptions(max: number): Record<string, unknown> {
+  return {
     max,
     connect_timeout: 5,
     idle_timeout: 30,
     onnotice: () => {},
-    // postgres.js waits up to 20 s (3^failures / 100 s) before reconnecting after an outage, and queues queries
-    // meanwhile; capping it at 2 s lets the worker resume within seconds once the database is back.
+    // After a failed connection attempt postgres.js waits backoff(attempts) seconds before the next one, by default
+    // up to 20 s (3^attempts / 100 s); capping it at 2 s lets the worker resume within seconds once the database
+    // is back.
     backoff: (retries: number) => (0.5 + Math.random() / 2) * Math.min(3 ** retries / 100, 2),
-  });
+  };
 }

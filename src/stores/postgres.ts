@@ -2,7 +2,7 @@
  * PostgreSQL store for lava-webhooks: the durable inbox in one schema (`lava_webhooks` by default, created and
  * migrated on first use), shared safely by any number of receiver instances, serverless ones included. It imports
  * no Postgres library: pass the tagged-template client you already have, Bun's `SQL` (`Bun.sql`, `new SQL(url)`)
- * or a postgres.js `Sql` (`postgres(url)`), as it is.
+ * or a postgres.js `Sql` (`postgres(url)`, postgres.js 4.1 or later), as it is.
  *
  * @example
  * ```ts
@@ -20,7 +20,8 @@
  * @module
  */
 // PostgreSQL store: the durable inbox in one schema, shared safely by any number of receiver instances.
-// It takes the tagged-template client the user made (Bun's `SQL` or postgres.js) and imports neither.
+// It takes the tagged-template client the user made (Bun's `SQL` or postgres.js) and imports neither. A postgres.js
+// 3.x client is refused (isPostgresJs3): 3.x can crash the process when a connection drops.
 // Schema and migrations: postgres-schema.ts; the longer statements: postgres-sql.ts; what text columns can hold:
 // postgres-text.ts.
 import { ConfigError, StoreUnavailableError } from '../errors.ts';
@@ -78,7 +79,8 @@ export interface PostgresClient extends PostgresTransaction {
 
 export interface PostgresStoreOptions {
   /**
-   * The client, e.g. `new SQL(process.env.DATABASE_URL)` on Bun or `postgres(url)` from postgres.js. It stays
+   * The client, e.g. `new SQL(process.env.DATABASE_URL)` on Bun or `postgres(url)` from postgres.js 4.1 or later
+   * (a 3.x client is refused with ConfigError: it can crash the process when a connection drops). It stays
    * yours: `close()` does not end it unless `closeClient` is set. Column name transforms do not matter (the store
    * reads one-word aliases); int8 may come back as string, bigint or number.
    */
@@ -102,7 +104,8 @@ const ANALYZE_MIN_ROWS = 1000;
  * the database not being reachable: Postgres refused it for the data it carried (SQLSTATE class 22 data exception,
  * 23 integrity violation, 54 program limit), or rolled it back (class 40: a deadlock with another instance's batch
  * holding the same keys in another order, or a serialization failure); a one-row statement holds no other row, so it
- * cannot deadlock. Bun's SQL puts the SQLSTATE in `errno`, postgres.js in `code`; the store's own errors keep the
+ * cannot deadlock. Bun's SQL puts the SQLSTATE in `errno`, postgres.js in `code` (postgres.js 4 also puts a
+ * connection error's own code, such as CONNECTION_CLOSED, in both: no SQLSTATE); the store's own errors keep the
  * client's as their cause.
  */
 function retryRowByRow(error: unknown): boolean {
@@ -392,12 +395,38 @@ function analyzer(client: PostgresClient, T: string): (rowsAdded: number) => voi
   };
 }
 
+/**
+ * Whether `client` is a postgres.js client older than 4: one with postgres.js's own members (`largeObject`, and
+ * `options.shared` and `options.max_pipeline`, which Bun's SQL has none of) but without `batch`, which 4.x added
+ * (4.1.0 is the first 4.x release). postgres.js 3.x (3.4.9, the last one, included) can end the whole process with an
+ * uncaught TypeError when a connection drops while a small write is queued (porsager/postgres#1208); 4.1 cannot.
+ */
+function isPostgresJs3(client: unknown): boolean {
+  const c = client as {
+    largeObject?: unknown;
+    batch?: unknown;
+    options?: { shared?: unknown; max_pipeline?: unknown } | null;
+  };
+  return (
+    typeof c.largeObject === 'function' &&
+    typeof c.options?.shared === 'object' &&
+    c.options.shared !== null &&
+    'max_pipeline' in c.options &&
+    typeof c.batch !== 'function'
+  );
+}
+
 /** Checks the options; throws ConfigError saying how to fix them. */
 function checkOptions(options: PostgresStoreOptions): { client: PostgresClient; schemaName: string } {
   const client = options?.sql;
   if (!client || typeof client.unsafe !== 'function' || typeof client.begin !== 'function') {
     throw new ConfigError(
       'postgres store: options.sql must be a tagged-template client, e.g. `new SQL(url)` from "bun" or `postgres(url)` from postgres.js',
+    );
+  }
+  if (isPostgresJs3(client)) {
+    throw new ConfigError(
+      "postgres store: options.sql is a postgres.js 3.x client, which can crash the whole process with an uncaught TypeError (Cannot read properties of null (reading 'write')) when a connection drops while a write is queued (porsager/postgres#1208); install postgres.js 4.1 or later (`npm install postgres@^4.1.0`), or use Bun's SQL on Bun",
     );
   }
   const schemaName = options.schema ?? 'lava_webhooks';
