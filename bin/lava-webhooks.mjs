@@ -1,60 +1,36 @@
 #!/usr/bin/env node
-// The `lava-webhooks` command. The CLI ships as TypeScript (src/cli.ts, erasable syntax only) and is run as is by
-// whatever can run it in the user's project, with nothing from this package's devDependencies:
-// 1. Bun running this file: it runs .ts natively, under node_modules too, so import it.
-// 2. Node 22.15+ and Deno 2.9+: erase the types in-process with node:module's own stripTypeScriptTypes, through a
-//    load hook. Their built-in type stripping refuses files under node_modules, exactly where an installed CLI is.
-// 3. Otherwise: hand over to Bun if one is installed (the project's node_modules/.bin, then PATH), else on Node load
-//    tsx if the project has it, else say what to install. Node 20 lacks node:sqlite, so Bun is preferred to tsx.
+// The `lava-webhooks` command. The CLI is built into plain JavaScript (dist/cli.js, `npm run build`; the package
+// ships it), so Bun, Deno and Node run it with nothing from this package's devDependencies, in this process.
+// One exception, for SQLite: its store needs bun:sqlite or node:sqlite, which Node has from 22.13 (23.4 on 23). On
+// an older Node the CLI is handed over to a Bun when one can be found (the project's node_modules/.bin, then PATH);
+// without one it still runs here, and only a command that opens a SQLite database fails, saying what to run.
 import { spawn } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
-import * as nodeModule from 'node:module';
+import { existsSync } from 'node:fs';
 import { constants } from 'node:os';
 import { dirname, join } from 'node:path';
 import process from 'node:process';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const cli = join(root, 'src', 'cli.ts');
+const cli = join(root, 'dist', 'cli.js');
 const args = process.argv.slice(2);
+
+if (!existsSync(cli)) {
+  // Only in a checkout of the repository that was never built: the published package always has dist/.
+  console.error(`lava-webhooks: ${cli} is missing; run \`npm run build\` (or \`npm run cli\` to run src/cli.ts)`);
+  process.exit(2);
+}
 
 async function runInProcess() {
   const { run } = await import(pathToFileURL(cli).href);
   await run();
 }
 
-// The version needs no TypeScript: it answers even where nothing can run the CLI yet.
-if (args.length === 1 && (args[0] === '--version' || args[0] === '-v')) {
-  console.log(JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')).version);
-  process.exit(0);
-}
-
-/** Node 22.15+ (registerHooks and stripTypeScriptTypes): loads this package's .ts files with their types erased. */
-function registerTypeStripping() {
-  const { registerHooks, stripTypeScriptTypes } = nodeModule;
-  if (typeof registerHooks !== 'function' || typeof stripTypeScriptTypes !== 'function') return false;
-  const src = `${pathToFileURL(join(root, 'src')).href}/`;
-  // Both APIs announce themselves as experimental on first use; the user asked for a command, not for that.
-  const emitWarning = process.emitWarning;
-  process.emitWarning = (warning, ...rest) => {
-    const text = String(warning?.message ?? warning);
-    const type = typeof rest[0] === 'string' ? rest[0] : rest[0]?.type;
-    if (type === 'ExperimentalWarning' && /stripTypeScriptTypes|registerHooks|type stripping/i.test(text)) return;
-    return emitWarning.call(process, warning, ...rest);
-  };
-  try {
-    stripTypeScriptTypes('const probe: number = 1;'); // throws where Node was built without TypeScript support
-    registerHooks({
-      load(url, context, nextLoad) {
-        if (!url.startsWith(src) || !url.endsWith('.ts')) return nextLoad(url, context);
-        const source = readFileSync(fileURLToPath(url), 'utf8');
-        return { format: 'module', source: stripTypeScriptTypes(source), shortCircuit: true };
-      },
-    });
-    return true;
-  } catch {
-    return false;
-  }
+/** Whether this runtime has a SQLite driver the store can use: Bun, Deno, Node 22.13+ (23.4+ on 23). */
+function hasSqlite() {
+  if (process.versions.bun || process.versions.deno) return true;
+  const [major = 0, minor = 0] = process.versions.node.split('.').map(Number);
+  return major > 23 || (major === 23 && minor >= 4) || (major === 22 && minor >= 13);
 }
 
 function findBun() {
@@ -64,14 +40,6 @@ function findBun() {
     const candidate = join(dir, 'node_modules', '.bin', name);
     if (existsSync(candidate)) return candidate;
     if (dirname(dir) === dir) return name; // then whatever PATH has
-  }
-}
-
-function findTsx() {
-  try {
-    return import.meta.resolve('tsx/esm/api');
-  } catch {
-    return null;
   }
 }
 
@@ -91,25 +59,4 @@ async function runWithBun() {
   process.exit(code ?? 128 + (constants.signals[signal] ?? 1));
 }
 
-const runtime = process.versions.deno ? `Deno ${process.versions.deno}` : `Node ${process.version}`;
-
-if (process.versions.bun) {
-  await runInProcess();
-} else if (registerTypeStripping()) {
-  await runInProcess();
-} else if (!(await runWithBun())) {
-  const tsx = process.versions.deno ? null : findTsx();
-  if (tsx) {
-    const { register } = await import(tsx);
-    register();
-    await runInProcess();
-  } else {
-    console.error(
-      `lava-webhooks: ${runtime} cannot run this CLI, which is TypeScript under node_modules. Any one of these can:\n` +
-        '  - Node 22.15 or newer, or Deno 2.9 or newer: nothing else to install\n' +
-        '  - Bun: npm install --save-dev bun (or see bun.sh), then run lava-webhooks again\n' +
-        '  - tsx, on older Node: npm install --save-dev tsx (on Node 20, store commands then need Postgres: node:sqlite is Node 22.13+)',
-    );
-    process.exit(2);
-  }
-}
+if (hasSqlite() || !(await runWithBun())) await runInProcess();

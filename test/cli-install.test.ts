@@ -1,6 +1,7 @@
-// The installed `lava-webhooks` command in a project of its own, outside this repository: `npm pack`, then the
-// tarball installed the way a user installs it, with the package's dependencies but none of its devDependencies
-// (no bun, no tsx). The bin runs under whatever the project has: Node alone, Node with Bun on PATH, Bun, Deno.
+// The installed `lava-webhooks` command in a project of its own, outside this repository: `npm pack` (its prepack
+// builds dist/), then the tarball installed the way a user installs it, with the package's dependencies but none of
+// its devDependencies (no bun, no tsx). The bin runs the built CLI (dist/cli.js) under whatever the project has:
+// Node alone, Node with Bun on PATH, Bun, Deno.
 import assert from 'node:assert/strict';
 import { type SpawnSyncReturns, spawnSync } from 'node:child_process';
 import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
@@ -29,9 +30,9 @@ const [nodePath = '', nodeVersion = ''] = node.stdout.trim().split(' ');
 const skip = npm.status !== 0 ? 'npm is not on PATH' : nodePath === '' ? 'no Node on PATH' : false;
 if (skip) console.log(`[skip] installed CLI tests: ${skip}`);
 
-/** Node 22.15+ has node:module registerHooks and stripTypeScriptTypes: the bin runs the CLI with nothing else. */
+/** node:sqlite, which the SQLite store needs on Node: 22.13+ (23.4+ on 23). */
 const [major = 0, minor = 0] = nodeVersion.replace(/^v/, '').split('.').map(Number);
-const nodeRunsItAlone = major > 22 || (major === 22 && minor >= 15);
+const nodeHasSqlite = major > 23 || (major === 23 && minor >= 4) || (major === 22 && minor >= 13);
 
 describe('installed lava-webhooks command, in a project without the devDependencies', { skip }, () => {
   let project = '';
@@ -52,7 +53,8 @@ describe('installed lava-webhooks command, in a project without the devDependenc
 
   before(() => {
     project = mkdtempSync(join(tmpdir(), 'lava-installed-'));
-    const packed = spawnSync('npm', ['pack', '--ignore-scripts', '--json', '--pack-destination', project], {
+    // With its scripts: prepack builds dist/ first (on stderr, so stdout is npm's JSON alone).
+    const packed = spawnSync('npm', ['pack', '--json', '--pack-destination', project], {
       cwd: ROOT,
       encoding: 'utf8',
     });
@@ -60,6 +62,7 @@ describe('installed lava-webhooks command, in a project without the devDependenc
     const tarball = join(project, (JSON.parse(packed.stdout) as Array<{ filename: string }>)[0]?.filename as string);
     writeFileSync(join(project, 'package.json'), JSON.stringify({ name: 'consumer', version: '1.0.0', private: true }));
     writeFileSync(join(project, 'body.json'), BODY);
+    writeFileSync(join(project, 'empty.sqlite'), '');
     // The registry is out of reach in tests: the package's dependencies come from this repository's node_modules,
     // installed by path next to the tarball, so npm resolves them without asking the registry.
     const deps = Object.keys(pkg.dependencies).map((d) => join(ROOT, 'node_modules', d));
@@ -104,27 +107,34 @@ describe('installed lava-webhooks command, in a project without the devDependenc
     assert.equal(r.stdout, `${pkg.version}\n`);
   });
 
+  test('lava-webhooks runs the built CLI with Node alone: sign, and help', () => {
+    const r = run(installed(), ['sign', '--file', 'body.json'], { PATH: nodeOnly });
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout, `${lavaSign(SECRET, BODY)}\n`);
+    assert.doesNotMatch(r.stderr, /Warning/);
+    const help = run(installed(), ['events', '--help'], { PATH: nodeOnly });
+    assert.equal(help.status, 0, help.stderr);
+    assert.match(help.stdout, /events resend <id> --to <url>/);
+  });
+
   test(
-    nodeRunsItAlone
-      ? 'lava-webhooks runs with Node alone (Node 22.15+ erases the types itself)'
-      : 'lava-webhooks on an older Node, with no Bun or tsx to be found, says what to install and exits 2',
+    nodeHasSqlite
+      ? `lava-webhooks opens a SQLite database with Node alone (Node ${nodeVersion} has node:sqlite)`
+      : `lava-webhooks on Node ${nodeVersion} (no node:sqlite) and no Bun: a SQLite command says what to run, exits 1`,
     () => {
-      const r = run(installed(), ['sign', '--file', 'body.json'], { PATH: nodeOnly });
-      if (nodeRunsItAlone) {
+      const r = run(installed(), ['stats', '--db', 'empty.sqlite'], { PATH: nodeOnly });
+      if (nodeHasSqlite) {
         assert.equal(r.status, 0, r.stderr);
-        assert.equal(r.stdout, `${lavaSign(SECRET, BODY)}\n`);
-        assert.doesNotMatch(r.stderr, /ExperimentalWarning/);
+        assert.match(r.stdout, /^total\s+0$/m);
       } else {
-        assert.equal(r.status, 2);
-        assert.match(r.stderr, new RegExp(`Node ${nodeVersion.replace(/\./g, '\\.')} cannot run this CLI`));
-        assert.match(r.stderr, /Node 22\.15 or newer/);
-        assert.match(r.stderr, /Bun: npm install --save-dev bun/);
-        assert.match(r.stderr, /tsx, on older Node: npm install --save-dev tsx/);
+        assert.equal(r.status, 1, r.stdout);
+        assert.match(r.stderr, new RegExp(`node:sqlite is not available on this runtime \\(Node ${major}\\.`));
+        assert.match(r.stderr, /run with Bun, Deno, or Node >= 22\.13/);
       }
     },
   );
 
-  test('lava-webhooks hands over to a Bun found on PATH: sign, help and a store command', {
+  test('lava-webhooks hands over to a Bun found on PATH where Node has no node:sqlite: sign, help, a store', {
     skip: !binAvailable('bun') && 'no bun',
   }, () => {
     const env = { PATH: `${nodeOnly}:${withBun}` };
@@ -137,13 +147,16 @@ describe('installed lava-webhooks command, in a project without the devDependenc
     const store = run(installed(), ['stats', '--db', 'missing.sqlite'], env);
     assert.equal(store.status, 1);
     assert.match(store.stderr, /no database at missing\.sqlite/);
+    // Bun's SQLite (or node:sqlite, on a Node that has it) opens the database.
+    const opened = run(installed(), ['stats', '--db', 'empty.sqlite', '--json'], env);
+    assert.equal(opened.status, 0, opened.stderr);
+    assert.equal((JSON.parse(opened.stdout) as { total: number }).total, 0);
   });
 
   test('bun and deno run the installed bin directly', () => {
     const runtimes: Array<[string, string[]]> = [];
     if (binAvailable('bun')) runtimes.push([join(BIN, 'bun'), [installed()]]);
     else console.log('[skip] bun: node_modules/.bin/bun is missing');
-    // Deno, like Node, refuses to strip types under node_modules: the bin's load hook is what runs it.
     if (binAvailable('deno')) runtimes.push([join(BIN, 'deno'), ['run', '-A', installed()]]);
     else console.log('[skip] deno: node_modules/.bin/deno is missing');
     for (const [runtime, prefix] of runtimes) {

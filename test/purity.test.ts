@@ -1,9 +1,12 @@
 // The core stays web-standard: no `bun`, `bun:*` or `node:*` import, no `Bun`/`Deno`/`process` global, and no
 // import of a non-core file (which could bring one in). Runtime-specific code lives in src/runtime and the stores.
+// The built package keeps optional backends optional: importing `lava-webhooks`, or a store's entry point, loads
+// no Postgres driver, SQLite driver, `node:*` or `bun:*` module it does not need (checked on dist/ as built).
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
-import { describe, test } from 'node:test';
+import { before, describe, test } from 'node:test';
 import { ROOT } from './helpers/server-process.ts';
 
 const CORE = [
@@ -131,5 +134,114 @@ describe('core purity', () => {
     ];
     for (const src of fine) assert.deepEqual(violations(f, src, core), [], src);
     assert.ok(existsSync(join(ROOT, 'src/runtime')), 'runtime-specific code has its own folder');
+  });
+});
+
+/** A built module's imports, as esbuild reads them (strings and comments that merely mention one do not count). */
+interface Imported {
+  path: string;
+  kind: string;
+  external?: boolean;
+}
+
+/**
+ * The modules a dist/ entry point loads when it is imported, static imports only (what runs before any of its code),
+ * and everything it can load later through a dynamic import as well.
+ */
+async function builtGraph(entry: string): Promise<{ staticOnly: Imported[]; withDynamic: Imported[] }> {
+  const esbuild = await import('esbuild');
+  const built = await esbuild.build({
+    entryPoints: [join(ROOT, entry)],
+    absWorkingDir: ROOT,
+    bundle: true,
+    format: 'esm',
+    platform: 'neutral',
+    write: false,
+    metafile: true,
+    logLevel: 'silent',
+    external: ['node:*', 'bun', 'bun:*', 'postgres', 'postgres/*', 'hono', 'hono/*', 'zod', 'zod/*'],
+  });
+  const inputs = built.metafile.inputs as Record<string, { imports: Imported[] }>;
+  const closure = (kinds: string[]): Imported[] => {
+    const seen = new Set<string>([entry]);
+    const found: Imported[] = [];
+    const queue = [entry];
+    while (queue.length > 0) {
+      for (const imp of inputs[queue.shift() as string]?.imports ?? []) {
+        if (!kinds.includes(imp.kind)) continue;
+        found.push(imp);
+        if (!imp.external && !seen.has(imp.path)) {
+          seen.add(imp.path);
+          queue.push(imp.path);
+        }
+      }
+    }
+    return found;
+  };
+  return {
+    staticOnly: closure(['import-statement']),
+    withDynamic: closure(['import-statement', 'dynamic-import']),
+  };
+}
+
+const RUNTIME_MODULE = /^(node:|bun$|bun:|postgres($|\/))/;
+const runtimeModules = (imports: Imported[]) =>
+  [...new Set(imports.filter((i) => i.external && RUNTIME_MODULE.test(i.path)).map((i) => i.path))].sort();
+const packages = (imports: Imported[]) =>
+  [
+    ...new Set(imports.filter((i) => i.external && !RUNTIME_MODULE.test(i.path)).map((i) => i.path.split('/')[0])),
+  ].sort();
+
+describe('the built package keeps optional backends optional', () => {
+  before(() => {
+    // The same build as `npm run build`; dist/ is never committed, so this test makes its own.
+    const r = spawnSync('node', [join(ROOT, 'scripts', 'build.mjs')], { cwd: ROOT, encoding: 'utf8' });
+    assert.equal(r.status, 0, `build: ${r.stderr}${r.stdout}`);
+  });
+
+  test('lava-webhooks (and /stores/memory) loads hono and zod, and no node:, bun:, Postgres or SQLite module', async () => {
+    for (const entry of ['dist/mod.js', 'dist/stores/memory.js']) {
+      const { withDynamic } = await builtGraph(entry);
+      assert.deepEqual(runtimeModules(withDynamic), [], `${entry}: runtime modules`);
+      assert.deepEqual(packages(withDynamic), entry === 'dist/mod.js' ? ['hono', 'zod'] : [], `${entry}: packages`);
+      assert.deepEqual(
+        withDynamic.filter((i) => /sqlite|postgres|deno-kv/.test(i.path)),
+        [],
+        `${entry} reaches no store but memory`,
+      );
+    }
+  });
+
+  test('/stores/postgres imports no Postgres library, /stores/deno-kv nothing of a runtime', async () => {
+    for (const entry of ['dist/stores/postgres.js', 'dist/stores/deno-kv/mod.js']) {
+      const { withDynamic } = await builtGraph(entry);
+      assert.deepEqual(runtimeModules(withDynamic), [], entry);
+    }
+  });
+
+  test('/stores/sqlite: each export condition loads its own driver, the default one only when asked', async () => {
+    // bun: bun:sqlite, statically (Bun always has it).
+    const bun = await builtGraph('dist/stores/sqlite-entry-bun.js');
+    assert.deepEqual(runtimeModules(bun.staticOnly), ['bun:sqlite', 'node:fs', 'node:path']);
+    // default (Node, Deno): node:sqlite through a dynamic import, so Node 20 loads the entry and hears why.
+    const node = await builtGraph('dist/stores/sqlite-entry-node.js');
+    assert.deepEqual(runtimeModules(node.staticOnly), []);
+    assert.deepEqual(runtimeModules(node.withDynamic), ['node:fs', 'node:path', 'node:sqlite']);
+    // workerd, edge-light, worker, browser: no driver at all.
+    const none = await builtGraph('dist/stores/sqlite-entry-unavailable.js');
+    assert.deepEqual(runtimeModules(none.withDynamic), []);
+    // The repository's (and JSR's) entry picks at run time, between both drivers.
+    const picking = await builtGraph('dist/stores/sqlite.js');
+    assert.deepEqual(runtimeModules(picking.staticOnly), []);
+    assert.deepEqual(runtimeModules(picking.withDynamic), ['bun:sqlite', 'node:fs', 'node:path', 'node:sqlite']);
+  });
+
+  test('the graph check sees a static import of a runtime module, and ignores one only named in a string', async () => {
+    // postgres.ts names `from "bun"` in an error message: no import. sqlite-node.js imports node:sqlite.
+    const postgres = await builtGraph('dist/stores/postgres.js');
+    assert.match(readFileSync(join(ROOT, 'dist/stores/postgres.js'), 'utf8'), /from "bun"/);
+    assert.deepEqual(runtimeModules(postgres.withDynamic), []);
+    const driver = await builtGraph('dist/stores/sqlite-node.js');
+    assert.deepEqual(runtimeModules(driver.staticOnly), ['node:fs', 'node:path', 'node:sqlite']);
   });
 });

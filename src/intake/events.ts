@@ -2,7 +2,36 @@
 import { z } from 'zod';
 import type { IdentityPolicy } from '../stores/store.ts';
 
-const contact = z
+// The schemas' types are spelled out (what zod would infer, checked equal by test/types/events.ts): JSR documents a
+// package, and generates its declarations, only from explicit types.
+type OptionalText = z.ZodOptional<z.ZodNullable<z.ZodString>>;
+type ContactSchema = z.ZodObject<
+  { phone: OptionalText; email: OptionalText; first_name: OptionalText; last_name: OptionalText },
+  z.core.$loose
+>;
+type SubscriptionSchema = z.ZodObject<
+  { subscription_id: z.ZodString; plan_id: OptionalText; name: OptionalText; status: OptionalText },
+  z.core.$loose
+>;
+/** The zod schema of the customer object in `data` (see `customerData`). */
+export type CustomerDataSchema = z.ZodObject<
+  {
+    customer_id: z.ZodString;
+    reference_id: OptionalText;
+    contact: z.ZodOptional<z.ZodNullable<ContactSchema>>;
+    subscription: z.ZodOptional<z.ZodNullable<SubscriptionSchema>>;
+    metadata: z.ZodOptional<z.ZodNullable<z.ZodRecord<z.ZodString, z.ZodUnknown>>>;
+    created_at: OptionalText;
+  },
+  z.core.$loose
+>;
+/** The zod schema of one known event: its name, its `data`, and any other field kept. */
+export type EventSchema<N extends string, D extends z.ZodType = CustomerDataSchema> = z.ZodObject<
+  { event: z.ZodLiteral<N>; data: D },
+  z.core.$loose
+>;
+
+const contact: ContactSchema = z
   .object({
     phone: z.string().nullable().optional(),
     email: z.string().nullable().optional(),
@@ -11,7 +40,7 @@ const contact = z
   })
   .loose();
 
-const subscription = z
+const subscription: SubscriptionSchema = z
   .object({
     subscription_id: z.string(),
     plan_id: z.string().nullable().optional(),
@@ -24,7 +53,7 @@ const subscription = z
  * The customer object every current Lava event carries in `data`. Only `customer_id` is required; the other known
  * fields are typed when present, and unknown fields are kept, so a richer payload from Lava never fails validation.
  */
-export const customerData = z
+export const customerData: CustomerDataSchema = z
   .object({
     customer_id: z.string().min(1),
     reference_id: z.string().nullable().optional(),
@@ -35,11 +64,15 @@ export const customerData = z
   })
   .loose();
 
-const envelopeOf = <N extends string, D extends z.ZodType>(name: N, data: D) =>
+const envelopeOf = <N extends string, D extends z.ZodType>(name: N, data: D): EventSchema<N, D> =>
   z.object({ event: z.literal(name), data }).loose();
 
 /** The known events. Handler names and payload types derive from this object alone. */
-export const schemas = {
+export const schemas: {
+  readonly 'customer.created': EventSchema<'customer.created'>;
+  readonly 'customer.wallet.balance.updated': EventSchema<'customer.wallet.balance.updated'>;
+  readonly 'customer.deleted': EventSchema<'customer.deleted'>;
+} = {
   'customer.created': envelopeOf('customer.created', customerData),
   'customer.wallet.balance.updated': envelopeOf('customer.wallet.balance.updated', customerData),
   'customer.deleted': envelopeOf('customer.deleted', customerData),
@@ -62,7 +95,7 @@ export const identityPolicies = {
   'customer.deleted': 'once',
 } as const satisfies Record<EventName, IdentityPolicy>;
 export type EventPayload<N extends EventName> = z.output<(typeof schemas)[N]>;
-export const EVENT_NAMES = Object.keys(schemas) as EventName[];
+export const EVENT_NAMES: EventName[] = Object.keys(schemas) as EventName[];
 
 /**
  * Lava's legacy `connection.*` events carry a connection object (`connection_id`, `reference_id`,
@@ -77,8 +110,14 @@ export const LEGACY_EVENTS: Record<string, EventName> = {
 
 const legacyData = z.object({ connection_id: z.string().min(1) }).loose();
 
+/** The zod schema of the envelope every delivery must have (see `envelope`). */
+export type EnvelopeSchema = z.ZodObject<
+  { event: z.ZodString; data: z.ZodObject<{ customer_id: z.ZodOptional<z.ZodString> }, z.core.$loose> },
+  z.core.$loose
+>;
+
 /** The envelope every delivery must have: an event name and a data object (extra fields are kept). */
-export const envelope = z
+export const envelope: EnvelopeSchema = z
   .object({
     event: z.string().min(1),
     data: z.object({ customer_id: z.string().min(1).optional() }).loose(),

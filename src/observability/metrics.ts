@@ -38,7 +38,7 @@ function labels(pairs: Record<string, string>): string {
 
 /** A counter family keyed by its label values. */
 class Counter {
-  readonly values = new Map<string, { labels: Record<string, string>; value: number }>();
+  readonly values: Map<string, { labels: Record<string, string>; value: number }> = new Map();
   inc(l: Record<string, string>, by = 1): void {
     const id = labels(l);
     const entry = this.values.get(id);
@@ -89,8 +89,8 @@ function renderHistogram(out: string[], name: string, help: string, h: Histogram
 export class Metrics {
   readonly deliveries = new Counter();
   readonly handlerRuns = new Counter();
-  readonly extra = new Map<string, { help: string; type: 'counter' | 'gauge'; counter: Counter }>();
-  readonly histograms = new Map<string, { help: string; histogram: Histogram }>();
+  readonly extra: Map<string, { help: string; type: 'counter' | 'gauge'; counter: Counter }> = new Map();
+  readonly histograms: Map<string, { help: string; histogram: Histogram }> = new Map();
   /** Time from request to acknowledgement, in milliseconds. */
   readonly ack = new Histogram(ACK_BUCKETS_MS);
 

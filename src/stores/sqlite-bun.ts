@@ -1,5 +1,5 @@
-// SQLite driver for Bun: a thin wrapper of `bun:sqlite` in the shape sqlite.ts expects.
-// Loaded by sqlite.ts only when `globalThis.Bun` exists; holds no SQL of its own.
+// SQLite driver for Bun: a thin wrapper of `bun:sqlite` in the shape sqlite-store.ts expects; holds no SQL of its own.
+// Loaded by sqlite.ts only when `globalThis.Bun` exists, and by sqlite-entry-bun.ts (the npm `bun` condition).
 import { Database, type Statement } from 'bun:sqlite';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';

@@ -28,7 +28,7 @@ function stop() {
   scope.close();
 }
 
-// Started only on Bun (see startCheckpointer in sqlite.ts), so it opens the file with bun:sqlite. Nothing listens
+// Started only on Bun (see startCheckpointer in sqlite-store.ts), so it opens the file with bun:sqlite. Nothing listens
 // for its news: a checkpoint that fails (busy, I/O) is simply tried again next tick, and the writer's own
 // autocheckpoint is the backstop if this thread never manages one.
 scope.onmessage = async (e) => {

@@ -1,5 +1,6 @@
-// SQLite driver for Deno and Node >= 22.13: a thin wrapper of `node:sqlite` DatabaseSync in the shape sqlite.ts
-// expects. Importing this file fails where `node:sqlite` is missing (Node 20); sqlite.ts turns that into a message.
+// SQLite driver for Deno and Node >= 22.13: a thin wrapper of `node:sqlite` DatabaseSync in the shape
+// sqlite-store.ts expects. Importing this file fails where `node:sqlite` is missing (Node 20); the entry points
+// that import it (sqlite.ts, sqlite-entry-node.ts) turn that into a message.
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';

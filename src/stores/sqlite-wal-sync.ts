@@ -5,7 +5,7 @@ import { dirname, resolve } from 'node:path';
 
 /**
  * The fsync of a database's WAL file, off the calling thread, for a group commit under durability 'full' (see
- * sqlite.ts): null when the WAL file cannot be opened (then the connection syncs inside each commit instead).
+ * sqlite-store.ts): null when the WAL file cannot be opened (then the connection syncs inside each commit instead).
  */
 export function walSyncer(path: string): {
   sync(done: (error: Error | null) => void): void;
