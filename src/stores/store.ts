@@ -245,10 +245,13 @@ export { StoreSchemaError, StoreUnavailableError, StoreUsageError } from '../err
 /**
  * Runs `fn` once the I/O of this turn of the event loop has been handled (setImmediate on Bun, Deno and Node;
  * setTimeout 0 elsewhere), so everything that arrives in one turn can share one batch: a group commit, a multi-row
- * insert, a claim pass.
+ * insert, a claim pass. Next.js's edge runtime defines a `setImmediate` that throws when called (it marks Node APIs
+ * it does not support that way), so there the `EdgeRuntime` global it sets chooses setTimeout.
  */
 export const afterThisTurn: (fn: () => void) => void =
-  typeof setImmediate === 'function' ? (fn) => void setImmediate(fn) : (fn) => void setTimeout(fn, 0);
+  typeof setImmediate === 'function' && typeof (globalThis as { EdgeRuntime?: unknown }).EdgeRuntime !== 'string'
+    ? (fn) => void setImmediate(fn)
+    : (fn) => void setTimeout(fn, 0);
 
 export function emptyCounts(): StatusCounts {
   return { pending: 0, retrying: 0, done: 0, dead: 0 };
