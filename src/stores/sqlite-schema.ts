@@ -4,7 +4,7 @@ import { StoreSchemaError } from '../errors.ts';
 import type { SqliteConnection } from './sqlite-driver.ts';
 
 /** The schema this build writes and understands (kept in `PRAGMA user_version`). */
-export const SCHEMA_VERSION = 5;
+export const SCHEMA_VERSION = 6;
 
 // `head` marks the lowest-seq open event of each ordering group, so claim reads only heads (one per group) instead
 // of walking every open event behind a busy customer. (Schema 1's unique index of heads per group goes in schema 5.)
@@ -107,6 +107,20 @@ DROP TRIGGER IF EXISTS events_count_update;
 DROP INDEX IF EXISTS events_head_per_group;
 `;
 
+// Schema 6: events_leased holds only the leased events that are not their group's head. A claim leases heads only,
+// and a completion clears the lease and the head mark together, so in the usual run no event ever enters it: claims
+// and completions no longer write an index entry each (a page per group commit, and its b-tree work). An event gets
+// there only when a requeue made an older event its group's head while it ran; the claim's probe asks for those,
+// and a head's own lease it reads from the head itself (see CLAIMABLE in sqlite-sql.ts).
+//
+// And events_waiting goes: each store keeps the waiting copies of signals in memory, derived from the file (see
+// sqlite-waiting.ts), instead of an entry per signal in a random page of an index keyed by a hash.
+const LEASES_BEHIND = `
+DROP INDEX IF EXISTS events_waiting;
+DROP INDEX IF EXISTS events_leased;
+CREATE INDEX IF NOT EXISTS events_leased ON events (grp, lease_until) WHERE lease_owner IS NOT NULL AND head = 0;
+`;
+
 /** The status counts kept by triggers, for a connection whose writes do not count themselves (see LEAN). */
 export const COUNT_TRIGGERS = `
 CREATE TEMP TRIGGER IF NOT EXISTS events_count_insert AFTER INSERT ON main.events BEGIN
@@ -198,6 +212,7 @@ export function openSchema(db: SqliteConnection, path: string): void {
       if (now < 3) db.exec(IDENTITY);
       if (now < 4) db.exec(LEASES);
       if (now < 5) db.exec(LEAN);
+      if (now < 6) db.exec(LEASES_BEHIND);
       if (now < SCHEMA_VERSION) db.exec(`PRAGMA user_version = ${SCHEMA_VERSION};`);
       db.exec('COMMIT');
       upgradedRows = now >= 1 && now < 3;

@@ -196,4 +196,38 @@ describe('sqliteStore({ groupCommit: true }) beside another process (the CLI) on
     await cli.close();
     await server.close();
   });
+
+  // The server keeps the waiting copies of signals in memory (sqlite-waiting.ts): what another process changes must
+  // reach it all the same.
+  test("a signal requeued by another store waits again in the server's view: the next copy is counted into it", async () => {
+    const path = tempPath();
+    const server = sqliteStore({ path, groupCommit: true });
+    const cli = sqliteStore({ path });
+    const copy = (key: string, at: number) => newEvent(key, 'c', at, { policy: 'signal', coalesceKey: 'ck' });
+    assert.deepEqual(await server.insert(copy('s1', T0)), { inserted: true });
+    assert.deepEqual(await server.insert(copy('s2', T0 + 1)), { inserted: false, coalescedInto: 's1' });
+    const [run] = await server.claim({ owner: 'server', limit: 1, leaseMs: 60_000, now: T0 + 2 });
+    assert.equal(run?.key, 's1');
+    assert.equal(await server.complete('s1', 'server', T0 + 3), true);
+    // s1 ran: a new copy is a record of its own, and it waits.
+    assert.deepEqual(await server.insert(copy('s3', T0 + 4)), { inserted: true });
+    // The CLI claims s3 (it no longer waits), then requeues s1 (which waits again, and is the oldest copy).
+    assert.deepEqual(
+      cli.claim({ owner: 'cli', limit: 5, leaseMs: 60_000, now: T0 + 5 }).map((r) => r.key),
+      ['s3'],
+    );
+    assert.equal(cli.requeue('s1', T0 + 6), true);
+    assert.deepEqual(await server.insert(copy('s4', T0 + 7)), { inserted: false, coalescedInto: 's1' });
+    assert.equal((await server.get('s1'))?.deliveries, 3);
+    // s3, run and requeued by the CLI, waits again; the CLI counts copies into it as the server does.
+    assert.equal(cli.complete('s3', 'cli', T0 + 8), true);
+    assert.equal(cli.requeue('s3', T0 + 9), true);
+    const [next] = await server.claim({ owner: 'server', limit: 1, leaseMs: 60_000, now: T0 + 10 });
+    assert.equal(next?.key, 's1');
+    assert.deepEqual(await server.insert(copy('s5', T0 + 11)), { inserted: false, coalescedInto: 's3' });
+    assert.deepEqual(cli.insert(copy('s6', T0 + 12)), { inserted: false, coalescedInto: 's3' });
+    assert.equal((await server.get('s3'))?.deliveries, 3);
+    cli.close();
+    await server.close();
+  });
 });

@@ -70,7 +70,7 @@ PRAGMA user_version = 2;
 
 // What schema 3 added to a file, taken away again (for tests that turn a current file into an older one).
 const SCHEMA_3_UNDONE = `
-  DROP INDEX events_waiting; DROP INDEX events_finished_v3;
+  DROP INDEX IF EXISTS events_waiting; DROP INDEX events_finished_v3;
   ALTER TABLE events DROP COLUMN policy; ALTER TABLE events DROP COLUMN coalesce_key;
   ALTER TABLE events DROP COLUMN deliveries; ALTER TABLE events DROP COLUMN tombstone;
   CREATE INDEX events_finished ON events (status, finished_at) WHERE status IN ('done', 'dead');`;
@@ -356,6 +356,64 @@ describe('sqliteStore()', () => {
     const index = check.prepare(`SELECT name FROM sqlite_master WHERE type = 'index' AND name = 'events_leased'`).get();
     check.close();
     assert.equal(index?.name, 'events_leased');
+  });
+
+  test('a schema-5 file is upgraded in place: events_leased keeps only non-heads, events_waiting goes, a requeue behind a running event still waits, a waiting signal still coalesces', async () => {
+    const path = tempPath();
+    const s = sqliteStore({ path, backgroundCheckpoint: false });
+    s.insert(newEvent('a1', 'A', T0));
+    s.insert(newEvent('a2', 'A', T0 + 1));
+    s.insert(newEvent('b1', 'B', T0 + 2));
+    const signal = (key: string, at: number) => newEvent(key, 'S', at, { policy: 'signal', coalesceKey: 'ck' });
+    s.insert(signal('s1', T0 + 3));
+    s.claim({ owner: 'w', limit: 1, leaseMs: 60_000, now: T0 });
+    s.deadLetter('a1', 'w', 'x', T0 + 1);
+    assert.deepEqual(
+      s.claim({ owner: 'w', limit: 2, leaseMs: 60_000, now: T0 + 2 }).map((r) => r.key),
+      ['a2', 'b1'],
+    );
+    s.close();
+    // As a schema-5 build left it: every leased event in events_leased, and an operator's requeue of a1 made by that
+    // build while a2 runs (a1 the head of A, a2 leased and no longer the head).
+    const raw = (await sqliteDriver()).openDatabase(path);
+    raw.exec(`DROP INDEX events_leased;
+      CREATE INDEX events_leased ON events (grp, lease_until) WHERE lease_owner IS NOT NULL;
+      UPDATE events SET status = 'pending', attempts = 0, next_attempt_at = ${T0 + 3}, finished_at = NULL,
+        last_error = NULL WHERE key = 'a1';
+      UPDATE events SET head = (key = 'a1') WHERE grp = 'c:A';
+      UPDATE counts SET n = n + 1 WHERE status = 'pending';
+      UPDATE counts SET n = n - 1 WHERE status = 'dead';
+      PRAGMA user_version = 5;`);
+    raw.close();
+    const again = sqliteStore({ path, backgroundCheckpoint: false });
+    assert.equal(again.pragma('user_version'), SCHEMA_VERSION);
+    // Without events_waiting, the signal that waited before the upgrade still takes its copies.
+    assert.deepEqual(again.insert(signal('s2', T0 + 4)), { inserted: false, coalescedInto: 's1' });
+    assert.deepEqual(
+      again.claim({ owner: 'v', limit: 5, leaseMs: 1000, now: T0 + 4 }).map((r) => [r.key, r.deliveries]),
+      [['s1', 2]],
+      'a2 and b1 still run',
+    );
+    assert.deepEqual(again.insert(signal('s3', T0 + 4)), { inserted: true }, 's1 runs: a copy is a record again');
+    assert.equal(again.complete('b1', 'w', T0 + 5), true);
+    assert.equal(again.complete('a2', 'w', T0 + 6), true);
+    assert.deepEqual(
+      again.claim({ owner: 'v', limit: 5, leaseMs: 1000, now: T0 + 7 }).map((r) => r.key),
+      ['a1'],
+    );
+    assert.deepEqual(again.counts(), { pending: 3, retrying: 0, done: 2, dead: 0 });
+    again.close();
+    const check = (await sqliteDriver()).openDatabase(path);
+    // Heads that run are not in it (claims and completions write no entry of it): only a1, were it leased behind one.
+    const index = check.prepare(`SELECT sql FROM sqlite_master WHERE type = 'index' AND name = 'events_leased'`).get();
+    const gone = check.prepare(`SELECT name FROM sqlite_master WHERE type = 'index' AND name = 'events_waiting'`).get();
+    const entries = check
+      .prepare(`SELECT count(*) AS n FROM events INDEXED BY events_leased WHERE lease_owner IS NOT NULL AND head = 0`)
+      .get();
+    check.close();
+    assert.match(String(index?.sql), /WHERE lease_owner IS NOT NULL AND head = 0/);
+    assert.equal(entries?.n, 0);
+    assert.equal(gone, undefined, 'events_waiting is gone');
   });
 
   test('a schema-2 file is upgraded in place: policies inferred from keys, stored signatures gone from the file', async () => {
