@@ -76,6 +76,16 @@ const SCHEMA_3_UNDONE = `
   CREATE INDEX events_finished ON events (status, finished_at) WHERE status IN ('done', 'dead');`;
 
 const tempPath = () => join(tempDir(), `t${++n}`, 'events.db');
+/**
+ * Another connection to a store's file, as an older build or the CLI would open it, after the store closed: it waits
+ * for locks (up to 5 s) instead of failing at once, since the store's background checkpointer may still be closing its
+ * own connection (the last connection out checkpoints and removes the WAL, holding the file for that moment).
+ */
+const reopen = async (path: string) => {
+  const db = (await sqliteDriver()).openDatabase(path);
+  db.exec('PRAGMA busy_timeout = 5000');
+  return db;
+};
 const removeTemp = () => {
   if (dir) rmSync(dir, { recursive: true, force: true });
   dir = '';
@@ -275,7 +285,7 @@ describe('sqliteStore()', () => {
   test('counts() agrees with a full count of the rows after every kind of change', async () => {
     const path = tempPath();
     const s = sqliteStore({ path });
-    const raw = (await sqliteDriver()).openDatabase(path);
+    const raw = await reopen(path);
     const counted = () => {
       const c = { pending: 0, retrying: 0, done: 0, dead: 0 };
       for (const r of raw.prepare('SELECT status, count(*) AS n FROM events GROUP BY status').all()) {
@@ -311,7 +321,7 @@ describe('sqliteStore()', () => {
     s.insert(newEvent('bad', null, T0, { status: 'dead', lastError: 'invalid' }));
     s.close();
     // Back to schema 1 as an older build left it: no counts table, no triggers, and rows it alone wrote.
-    const raw = (await sqliteDriver()).openDatabase(path);
+    const raw = await reopen(path);
     raw.exec(`${SCHEMA_3_UNDONE}
       DROP TRIGGER IF EXISTS events_count_insert; DROP TRIGGER IF EXISTS events_count_delete;
       DROP TRIGGER IF EXISTS events_count_update;
@@ -344,7 +354,7 @@ describe('sqliteStore()', () => {
       ['a2'],
     );
     s.close();
-    const raw = (await sqliteDriver()).openDatabase(path);
+    const raw = await reopen(path);
     raw.exec('DROP INDEX events_leased; PRAGMA user_version = 3;');
     raw.close();
     const again = sqliteStore({ path, backgroundCheckpoint: false });
@@ -352,7 +362,7 @@ describe('sqliteStore()', () => {
     assert.equal(again.requeue('a1', T0 + 3), true);
     assert.deepEqual(again.claim({ owner: 'v', limit: 5, leaseMs: 1000, now: T0 + 4 }), [], 'a2 still runs');
     again.close();
-    const check = (await sqliteDriver()).openDatabase(path);
+    const check = await reopen(path);
     const index = check.prepare(`SELECT name FROM sqlite_master WHERE type = 'index' AND name = 'events_leased'`).get();
     check.close();
     assert.equal(index?.name, 'events_leased');
@@ -375,7 +385,7 @@ describe('sqliteStore()', () => {
     s.close();
     // As a schema-5 build left it: every leased event in events_leased, and an operator's requeue of a1 made by that
     // build while a2 runs (a1 the head of A, a2 leased and no longer the head).
-    const raw = (await sqliteDriver()).openDatabase(path);
+    const raw = await reopen(path);
     raw.exec(`DROP INDEX events_leased;
       CREATE INDEX events_leased ON events (grp, lease_until) WHERE lease_owner IS NOT NULL;
       UPDATE events SET status = 'pending', attempts = 0, next_attempt_at = ${T0 + 3}, finished_at = NULL,
@@ -403,7 +413,7 @@ describe('sqliteStore()', () => {
     );
     assert.deepEqual(again.counts(), { pending: 3, retrying: 0, done: 2, dead: 0 });
     again.close();
-    const check = (await sqliteDriver()).openDatabase(path);
+    const check = await reopen(path);
     // Heads that run are not in it (claims and completions write no entry of it): only a1, were it leased behind one.
     const index = check.prepare(`SELECT sql FROM sqlite_master WHERE type = 'index' AND name = 'events_leased'`).get();
     const gone = check.prepare(`SELECT name FROM sqlite_master WHERE type = 'index' AND name = 'events_waiting'`).get();
@@ -418,7 +428,7 @@ describe('sqliteStore()', () => {
 
   test('a schema-2 file is upgraded in place: policies inferred from keys, stored signatures gone from the file', async () => {
     const path = tempPath();
-    const raw = (await sqliteDriver()).openDatabase(path);
+    const raw = await reopen(path);
     // As a schema-2 build left it: WAL, its tables, rows whose headers kept Lava's signature.
     raw.exec('PRAGMA journal_mode = WAL');
     raw.exec(SCHEMA_1_2);
