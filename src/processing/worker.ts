@@ -64,13 +64,23 @@ export interface LazySignalProcess {
   withSignal?: (record: EventRecord, signal: () => AbortSignal) => Promise<void> | void;
 }
 
+/**
+ * This worker's lease owner: 64 random bits in base 36 (at most 13 characters). Every claim writes it into the
+ * event's row: against a 36-character UUID, SQLite's table pages take about 0.2 fewer frames per event while a
+ * backlog waits (bench/sqlite-frames.ts). Two live instances' ids collide with odds below 1 in 10^15.
+ */
+function workerId(): string {
+  const [a = 0, b = 0] = crypto.getRandomValues(new Uint32Array(2));
+  return `w${((BigInt(a) << 32n) | BigInt(b)).toString(36)}`;
+}
+
 export function createWorker(options: WorkerOptions): Worker {
   const { logger } = options;
   const now = options.now ?? Date.now;
   const shared: Shared = {
     options,
     store: options.store,
-    owner: options.owner ?? crypto.randomUUID(),
+    owner: options.owner ?? workerId(),
     now,
     logger,
     metrics: options.metrics,
