@@ -4,7 +4,7 @@ import { StoreSchemaError } from '../errors.ts';
 import type { SqliteConnection } from './sqlite-driver.ts';
 
 /** The schema this build writes and understands (kept in `PRAGMA user_version`). */
-export const SCHEMA_VERSION = 6;
+export const SCHEMA_VERSION = 7;
 
 // `head` marks the lowest-seq open event of each ordering group, so claim reads only heads (one per group) instead
 // of walking every open event behind a busy customer. (Schema 1's unique index of heads per group goes in schema 5.)
@@ -112,13 +112,16 @@ DROP INDEX IF EXISTS events_head_per_group;
 // and completions no longer write an index entry each (a page per group commit, and its b-tree work). An event gets
 // there only when a requeue made an older event its group's head while it ran; the claim's probe asks for those,
 // and a head's own lease it reads from the head itself (see CLAIMABLE in sqlite-sql.ts).
-//
-// And events_waiting goes: each store keeps the waiting copies of signals in memory, derived from the file (see
-// sqlite-waiting.ts), instead of an entry per signal in a random page of an index keyed by a hash.
 const LEASES_BEHIND = `
-DROP INDEX IF EXISTS events_waiting;
 DROP INDEX IF EXISTS events_leased;
 CREATE INDEX IF NOT EXISTS events_leased ON events (grp, lease_until) WHERE lease_owner IS NOT NULL AND head = 0;
+`;
+
+// Schema 7: events_waiting again, for files a schema-6 build (which kept waiting signals in memory, see
+// sqlite-waiting.ts) upgraded; a file upgraded from 5 or older still has it, and IF NOT EXISTS leaves it be.
+const WAITING_AGAIN = `
+CREATE INDEX IF NOT EXISTS events_waiting ON events (coalesce_key)
+  WHERE coalesce_key IS NOT NULL AND status = 'pending' AND attempts = 0;
 `;
 
 /** The status counts kept by triggers, for a connection whose writes do not count themselves (see LEAN). */
@@ -213,6 +216,7 @@ export function openSchema(db: SqliteConnection, path: string): void {
       if (now < 4) db.exec(LEASES);
       if (now < 5) db.exec(LEAN);
       if (now < 6) db.exec(LEASES_BEHIND);
+      if (now < 7) db.exec(WAITING_AGAIN);
       if (now < SCHEMA_VERSION) db.exec(`PRAGMA user_version = ${SCHEMA_VERSION};`);
       db.exec('COMMIT');
       upgradedRows = now >= 1 && now < 3;

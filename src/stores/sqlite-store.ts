@@ -1,9 +1,9 @@
 // SQLite store: the durable inbox in one local file (WAL). Synchronous, or with group commit (what the server uses):
 // every write of a turn in one batch (sqlite-group-commit.ts, where the writes' modes are described at QueuedWrite and
-// the fsyncs at walSyncs). The statements are in sqlite-sql.ts, the schema in sqlite-schema.ts, the waiting signals
-// kept in memory in sqlite-waiting.ts; sqlite-bun.ts / sqlite-node.ts only adapt the runtime's driver. Which driver is
-// given to openSqliteStore is the entry point's choice: sqlite.ts picks by runtime at load time, and the npm
-// package's conditional entries (sqlite-entry-*.ts) each import one, so a bundler never sees the other runtime's
+// the fsyncs at walSyncs). The statements are in sqlite-sql.ts, the schema in sqlite-schema.ts, the lookup of a
+// signal's waiting copy in sqlite-waiting.ts; sqlite-bun.ts / sqlite-node.ts only adapt the runtime's driver. Which
+// driver is given to openSqliteStore is the entry point's choice: sqlite.ts picks by runtime at load time, and the
+// npm package's conditional entries (sqlite-entry-*.ts) each import one, so a bundler never sees the other runtime's
 // driver.
 import { ConfigError, StoreSchemaError, StoreUnavailableError } from '../errors.ts';
 import { StoreGuard } from './guard.ts';

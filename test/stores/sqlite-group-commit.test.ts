@@ -197,8 +197,7 @@ describe('sqliteStore({ groupCommit: true }) beside another process (the CLI) on
     await server.close();
   });
 
-  // The server keeps the waiting copies of signals in memory (sqlite-waiting.ts): what another process changes must
-  // reach it all the same.
+  // What another process changes about which signals wait (a CLI requeue, a claim) must reach the server at once.
   test("a signal requeued by another store waits again in the server's view: the next copy is counted into it", async () => {
     const path = tempPath();
     const server = sqliteStore({ path, groupCommit: true });

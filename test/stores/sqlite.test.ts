@@ -368,7 +368,7 @@ describe('sqliteStore()', () => {
     assert.equal(index?.name, 'events_leased');
   });
 
-  test('a schema-5 file is upgraded in place: events_leased keeps only non-heads, events_waiting goes, a requeue behind a running event still waits, a waiting signal still coalesces', async () => {
+  test('a schema-5 file is upgraded in place: events_leased keeps only non-heads, events_waiting stays, a requeue behind a running event still waits, a waiting signal still coalesces', async () => {
     const path = tempPath();
     const s = sqliteStore({ path, backgroundCheckpoint: false });
     s.insert(newEvent('a1', 'A', T0));
@@ -397,7 +397,7 @@ describe('sqliteStore()', () => {
     raw.close();
     const again = sqliteStore({ path, backgroundCheckpoint: false });
     assert.equal(again.pragma('user_version'), SCHEMA_VERSION);
-    // Without events_waiting, the signal that waited before the upgrade still takes its copies.
+    // The signal that waited before the upgrade still takes its copies.
     assert.deepEqual(again.insert(signal('s2', T0 + 4)), { inserted: false, coalescedInto: 's1' });
     assert.deepEqual(
       again.claim({ owner: 'v', limit: 5, leaseMs: 1000, now: T0 + 4 }).map((r) => [r.key, r.deliveries]),
@@ -416,14 +416,46 @@ describe('sqliteStore()', () => {
     const check = await reopen(path);
     // Heads that run are not in it (claims and completions write no entry of it): only a1, were it leased behind one.
     const index = check.prepare(`SELECT sql FROM sqlite_master WHERE type = 'index' AND name = 'events_leased'`).get();
-    const gone = check.prepare(`SELECT name FROM sqlite_master WHERE type = 'index' AND name = 'events_waiting'`).get();
+    const waitingIndex = check
+      .prepare(`SELECT name FROM sqlite_master WHERE type = 'index' AND name = 'events_waiting'`)
+      .get();
     const entries = check
       .prepare(`SELECT count(*) AS n FROM events INDEXED BY events_leased WHERE lease_owner IS NOT NULL AND head = 0`)
       .get();
     check.close();
     assert.match(String(index?.sql), /WHERE lease_owner IS NOT NULL AND head = 0/);
     assert.equal(entries?.n, 0);
-    assert.equal(gone, undefined, 'events_waiting is gone');
+    assert.equal(
+      waitingIndex?.name,
+      'events_waiting',
+      'events_waiting is kept: the file is the only copy of who waits',
+    );
+  });
+
+  test('a schema-6 file (waiting signals were kept in memory, no events_waiting) gets events_waiting back', async () => {
+    const path = tempPath();
+    const s = sqliteStore({ path, backgroundCheckpoint: false });
+    const signal = (key: string, at: number) => newEvent(key, 'S', at, { policy: 'signal', coalesceKey: 'ck' });
+    s.insert(signal('s1', T0));
+    s.close();
+    const raw = await reopen(path);
+    raw.exec('DROP INDEX events_waiting; PRAGMA user_version = 6;');
+    raw.close();
+    const again = sqliteStore({ path, backgroundCheckpoint: false });
+    assert.equal(again.pragma('user_version'), SCHEMA_VERSION);
+    assert.deepEqual(again.insert(signal('s2', T0 + 1)), { inserted: false, coalescedInto: 's1' });
+    again.close();
+    const check = await reopen(path);
+    const plan = check
+      .prepare(
+        `EXPLAIN QUERY PLAN SELECT seq, key FROM events WHERE coalesce_key = ?1 AND status = 'pending' AND attempts = 0
+         AND lease_owner IS NULL ORDER BY seq LIMIT 1`,
+      )
+      .all('ck')
+      .map((r) => String(r.detail))
+      .join('; ');
+    check.close();
+    assert.match(plan, /events_waiting/, 'the lookup of a waiting copy searches the index, not the table');
   });
 
   test('a schema-2 file is upgraded in place: policies inferred from keys, stored signatures gone from the file', async () => {
