@@ -92,6 +92,59 @@ function watchExpiry(raw: RawKv): { kv: LooseKv; expiring: Set<string> } {
   };
   return { kv, expiring };
 }
+/** One atomic commit as a wrapped KV saw it: its checks, `sum`s, whether it inserts a record, and how it ended. */
+interface SeenCommit {
+  checks: number;
+  sums: number;
+  inserts: number;
+  outcome: 'ok' | 'failed' | 'threw';
+}
+/** Wraps a KV to record every atomic commit it is asked for (see SeenCommit). */
+function watchCommits(raw: RawKv): { kv: LooseKv; commits: SeenCommit[] } {
+  const commits: SeenCommit[] = [];
+  const r = raw as unknown as LooseKv & { atomic(): LooseAtomic & Record<string, unknown> };
+  const kv: LooseKv = {
+    get: (k) => r.get(k),
+    getMany: (k) => r.getMany(k),
+    list: (sel, o) => r.list(sel, o),
+    close: () => r.close(),
+    atomic() {
+      const op = r.atomic() as LooseAtomic & {
+        check(...c: { key: unknown[]; versionstamp: string | null }[]): unknown;
+        sum(key: unknown[], n: bigint): unknown;
+      };
+      const seen: SeenCommit = { checks: 0, sums: 0, inserts: 0, outcome: 'ok' };
+      const check = op.check.bind(op);
+      const sum = op.sum.bind(op);
+      const commit = op.commit.bind(op);
+      op.check = (...c) => {
+        seen.checks += c.length;
+        // A new record is written behind a check that its key is still absent.
+        seen.inserts += c.filter((x) => x.versionstamp === null && x.key.includes('ev')).length;
+        check(...c);
+        return op;
+      };
+      op.sum = (key, n) => {
+        seen.sums++;
+        sum(key, n);
+        return op;
+      };
+      op.commit = async () => {
+        commits.push(seen);
+        try {
+          const result = (await commit()) as { ok: boolean };
+          if (!result.ok) seen.outcome = 'failed';
+          return result;
+        } catch (error) {
+          seen.outcome = 'threw';
+          throw error;
+        }
+      };
+      return op;
+    },
+  };
+  return { kv, commits };
+}
 const openRawFile = (path: string) =>
   (globalThis as unknown as { Deno: { openKv(p: string): Promise<RawFileKv> } }).Deno.openKv(path);
 
@@ -250,6 +303,111 @@ if (skip) {
       assert.ok(results.every((r) => r.inserted));
       assert.equal((await s.counts()).pending, 60);
       await s.close();
+    });
+
+    test('insert() of many signals at once: few group commits, each inside KV’s limits, one counter sum each', async () => {
+      const raw = await openRaw();
+      const { kv, commits } = watchCommits(raw);
+      const s = denoKvStore({ kv: kv as never });
+      await s.ping();
+      const events = Array.from({ length: 60 }, (_, i) =>
+        signal(`bal:${i}@${i}`.padEnd(110, 'x'), T0 + i, `customer.wallet.balance.updated:sha256:${i}`, `cus_${i}`),
+      );
+      const results = await Promise.all(events.map((e) => s.insert(e)));
+      assert.ok(results.every((r) => r.inserted));
+      assert.equal((await s.counts()).pending, 60);
+      const batches = commits.filter((c) => c.inserts > 0);
+      // 25 signals of distinct customers fill a commit's 100 checks (the old key-size estimate allowed 8 a commit);
+      // the first insert may go alone, before the others have queued up behind it.
+      assert.ok(batches.length <= 4, `${batches.length} commits for 60 inserts`);
+      assert.equal(Math.max(...batches.map((c) => c.inserts)), 25);
+      assert.equal(
+        batches.reduce((n, c) => n + c.inserts, 0),
+        60,
+      );
+      for (const c of batches) {
+        assert.equal(c.outcome, 'ok');
+        assert.ok(c.checks <= 100);
+        assert.equal(c.sums, 1);
+      }
+      // Each customer's event is its group's head: all 60 are claimable at once.
+      assert.equal((await s.claim({ owner: 'w', limit: 100, leaseMs: 1000, now: T0 + 1000 })).length, 60);
+      await s.close();
+      raw.close();
+    });
+
+    test('insert() while the worker completes events of the same customers: group commits never lose the race', async () => {
+      const raw = await openRaw();
+      const { kv, commits } = watchCommits(raw);
+      const s = denoKvStore({ kv: kv as never });
+      const n = 40;
+      for (let i = 0; i < n; i++) await s.insert(newEvent(`first-${i}`, `c${i}`, T0 + i));
+      const claimed = await s.claim({ owner: 'w', limit: n, leaseMs: 60_000, now: T0 + 100 });
+      assert.equal(claimed.length, n);
+      commits.length = 0;
+      // Completions (each rewrites its customer's group counter) and new events of the same customers, interleaved.
+      const work: unknown[] = [];
+      for (let i = 0; i < n; i++) {
+        work.push(s.insert(newEvent(`second-${i}`, `c${i}`, T0 + 200 + i)));
+        work.push(s.complete(`first-${i}`, 'w', T0 + 300));
+      }
+      const answers = await Promise.all(work);
+      assert.deepEqual(
+        answers,
+        work.map((_, i) => (i % 2 === 0 ? { inserted: true } : true)),
+      );
+      const batches = commits.filter((c) => c.inserts > 1);
+      assert.ok(batches.length > 0);
+      assert.deepEqual(
+        batches.filter((c) => c.outcome !== 'ok'),
+        [],
+      );
+      assert.deepEqual(await s.counts(), { pending: n, retrying: 0, done: n, dead: 0 });
+      // Every customer's second event became its head once the first was done.
+      const heads = await s.claim({ owner: 'w', limit: 100, leaseMs: 1000, now: T0 + 400 });
+      assert.deepEqual(heads.map((r) => r.key).sort(), Array.from({ length: n }, (_, i) => `second-${i}`).sort());
+      await s.close();
+      raw.close();
+    });
+
+    test('claim() behind a slow database stops looking after a while; the next claim finds what it left', async () => {
+      const raw = await openRaw();
+      const r = raw as unknown as LooseKv;
+      let slow = false;
+      // Every list takes 60 ms while `slow`: a busy database under a stream of new customers.
+      const kv: LooseKv = {
+        get: (k) => r.get(k),
+        getMany: (k) => r.getMany(k),
+        close: () => r.close(),
+        atomic: () => r.atomic(),
+        list(sel, o) {
+          const inner = r.list(sel, o) as AsyncIterableIterator<unknown>;
+          if (!slow) return inner;
+          return (async function* () {
+            await new Promise((done) => setTimeout(done, 60));
+            yield* inner;
+          })();
+        },
+      };
+      const s = denoKvStore({ kv: kv as never });
+      // 400 heads that are not due yet (they arrived after the claim's `now`), then one that is.
+      for (let i = 0; i < 400; i += 40) {
+        await Promise.all(
+          Array.from({ length: 40 }, (_, j) => s.insert(newEvent(`later-${i + j}`, `c${i + j}`, T0 + 10_000))),
+        );
+      }
+      await s.insert(newEvent('due', 'd', T0));
+      slow = true;
+      const t = Date.now();
+      // Each round reads 10 slots: 40 rounds of two slow lists would take about 5 s, the worker's claim timeout.
+      const got = await s.claim({ owner: 'w', limit: 1, leaseMs: 1000, now: T0 + 1000 });
+      assert.ok(Date.now() - t < 1500, `claim took ${Date.now() - t} ms`);
+      assert.deepEqual(got, []);
+      slow = false;
+      const later = await s.claim({ owner: 'w', limit: 500, leaseMs: 1000, now: T0 + 20_000 });
+      assert.equal(later.length, 401);
+      await s.close();
+      raw.close();
     });
 
     test('complete(), retry(), deadLetter() and renew() called at once (shared commits) each keep their own answer', async () => {

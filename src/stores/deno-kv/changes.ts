@@ -2,8 +2,16 @@
 // (complete/retry/deadLetter/renew), and requeue, which puts a record back into its ordering group.
 import type { Ctx } from './context.ts';
 import { getMeta } from './context.ts';
-import { type CommitShared, CONFLICT, optimistic, recorded } from './commits.ts';
-import type { KvAtomic } from './kv.ts';
+import {
+  type CommitShared,
+  CONFLICT,
+  type Conflict,
+  optimistic,
+  type Recorded,
+  recorded,
+  type WriteTurns,
+} from './commits.ts';
+import { type KvAtomic, type KvCommitResult, replay } from './kv.ts';
 import { groupOf, keyId, type Part, part, sameKey } from './keys.ts';
 import { type GroupValue, isFinished, isOpen, type Meta } from './record.ts';
 import { register } from './signals.ts';
@@ -62,53 +70,75 @@ async function release(c: Ctx, op: KvAtomic, g: readonly Part[], seq: number, kp
   return true;
 }
 
-/** complete/retry/deadLetter/renew: a change allowed only while `owner` holds the lease. */
+/**
+ * complete/retry/deadLetter/renew: a change allowed only while `owner` holds the lease. The first attempt goes out in
+ * a shared commit; one that lost a race (a group commit of inserts rewrote its group's counter after it was read)
+ * is read and committed again inside a turn of its own (`turns`), where no group commit of this store can come in
+ * between: otherwise a worker finishing events of the very customers whose events keep arriving could lose to every
+ * group commit in turn.
+ */
 export async function fenced(
   c: Ctx,
   commitShared: CommitShared,
+  turns: WriteTurns,
   what: string,
   key: string,
   owner: string,
   next: (m: Meta) => Meta,
 ): Promise<boolean> {
-  const { kv, K } = c;
   const kp = await part(key);
-  return optimistic(what, async () => {
-    const cur = await getMeta(c, kp);
-    const m = cur.value;
-    if (!m || !cur.versionstamp || !isOpen(m.status) || m.leaseOwner !== owner) return false;
-    const after = next(m);
-    const op = recorded();
-    op.check({ key: K.meta(kp), versionstamp: cur.versionstamp });
-    const g = await groupOf(m);
-    if (isFinished(after.status)) {
-      // Leaving the group: drop out of its queue and, when it was the head, promote the next open record, which
-      // then waits for the same leases its predecessor waited for.
-      const [gEntry, nextHead] = await Promise.all([
-        kv.get<GroupValue>(K.group(g)),
-        m.head ? nextInQueue(c, g, m.seq) : Promise.resolve(null),
-      ]);
-      op.check({ key: K.group(g), versionstamp: gEntry.versionstamp });
-      const n = (gEntry.value?.n ?? 1) - 1;
-      if (n > 0) op.set(K.group(g), { ...gEntry.value, n });
-      else op.delete(K.group(g));
-      op.delete(K.queue(g, m.seq));
-      if (nextHead) {
-        const h = await getMeta(c, nextHead);
-        if (!h.value || !h.versionstamp) return CONFLICT;
-        op.check({ key: K.meta(nextHead), versionstamp: h.versionstamp });
-        const promoted: Meta = { ...h.value, head: true };
-        const waitsFor = without(m.leasedBehind, nextHead);
-        if (waitsFor) promoted.leasedBehind = waitsFor;
-        change(c, op, nextHead, h.value, promoted);
-      }
-      change(c, op, kp, m, demoted(after));
-    } else {
-      change(c, op, kp, m, after);
+  let tries = 0;
+  return optimistic(what, () =>
+    tries++ === 0
+      ? fencedOnce(c, kp, owner, next, (op) => commitShared(c.kv, op))
+      : // Inside the turn the commit goes out directly: a shared commit would wait for a turn behind this one.
+        turns.run(() => fencedOnce(c, kp, owner, next, (op) => replay(c.kv.atomic(), op.steps).commit())),
+  );
+}
+
+/** One read-check-commit of a fenced change, committed by `commit`. */
+async function fencedOnce(
+  c: Ctx,
+  kp: Part,
+  owner: string,
+  next: (m: Meta) => Meta,
+  commit: (op: Recorded) => Promise<KvCommitResult>,
+): Promise<boolean | Conflict> {
+  const { kv, K } = c;
+  const cur = await getMeta(c, kp);
+  const m = cur.value;
+  if (!m || !cur.versionstamp || !isOpen(m.status) || m.leaseOwner !== owner) return false;
+  const after = next(m);
+  const op = recorded();
+  op.check({ key: K.meta(kp), versionstamp: cur.versionstamp });
+  const g = await groupOf(m);
+  if (isFinished(after.status)) {
+    // Leaving the group: drop out of its queue and, when it was the head, promote the next open record, which
+    // then waits for the same leases its predecessor waited for.
+    const [gEntry, nextHead] = await Promise.all([
+      kv.get<GroupValue>(K.group(g)),
+      m.head ? nextInQueue(c, g, m.seq) : Promise.resolve(null),
+    ]);
+    op.check({ key: K.group(g), versionstamp: gEntry.versionstamp });
+    const n = (gEntry.value?.n ?? 1) - 1;
+    if (n > 0) op.set(K.group(g), { ...gEntry.value, n });
+    else op.delete(K.group(g));
+    op.delete(K.queue(g, m.seq));
+    if (nextHead) {
+      const h = await getMeta(c, nextHead);
+      if (!h.value || !h.versionstamp) return CONFLICT;
+      op.check({ key: K.meta(nextHead), versionstamp: h.versionstamp });
+      const promoted: Meta = { ...h.value, head: true };
+      const waitsFor = without(m.leasedBehind, nextHead);
+      if (waitsFor) promoted.leasedBehind = waitsFor;
+      change(c, op, nextHead, h.value, promoted);
     }
-    if (!m.head && after.leaseOwner === null && !(await release(c, op, g, m.seq, kp))) return CONFLICT;
-    return (await commitShared(kv, op)).ok ? true : CONFLICT;
-  });
+    change(c, op, kp, m, demoted(after));
+  } else {
+    change(c, op, kp, m, after);
+  }
+  if (!m.head && after.leaseOwner === null && !(await release(c, op, g, m.seq, kp))) return CONFLICT;
+  return (await commit(op)).ok ? true : CONFLICT;
 }
 
 /** The first open record of group `g` other than `seq` (the queue is in seq order). */

@@ -21,6 +21,14 @@ interface Lease {
   behind: KvEntryMaybe<Meta>[];
 }
 
+/**
+ * How long a claim keeps starting new rounds. A round looks further along the ready slots when the ones it read could
+ * not be leased; under a steady stream of new customers each round finds fresh heads that arrived after `now` (not
+ * due yet), and 100 rounds behind a busy database took longer than the worker waits for a claim (5 s), so the worker
+ * gave the claim up and its leases ran late. What a claim leaves, the next one finds.
+ */
+const ROUNDS_MS = 250;
+
 /** Leases in runs that fit one commit's checks. */
 function byChecks(leases: Lease[]): Lease[][] {
   const out: Lease[][] = [];
@@ -47,7 +55,9 @@ export async function claim(c: Ctx, { owner, limit, leaseMs, now }: ClaimOptions
   const won: Meta[] = [];
   const tried = new Set<string>();
   const id = (kp: Part) => keyId([kp]);
+  const started = Date.now();
   for (let round = 0; round < MAX_TRIES && won.length < limit; round++) {
+    if (round > 0 && Date.now() - started > ROUNDS_MS) break;
     const need = limit - won.length;
     const candidates: KvEntry<Part>[] = [];
     for await (const e of kv.list<Part>({ prefix: [...P, 'ready'] }, { batchSize: Math.min(500, need + 10) })) {

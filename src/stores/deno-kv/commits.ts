@@ -85,12 +85,36 @@ export function recorded(): Recorded {
 export type CommitShared = (kv: DenoKvLike, op: Recorded) => Promise<KvCommitResult>;
 
 /**
+ * Turns at writing, first come first served, for the writers of one store that would otherwise race on the same keys:
+ * a group commit holds its turn from its reads to its commit, and a shared commit takes one to commit. The worker
+ * finishes events of the customers whose new events are being inserted (a completion rewrites its group's counter),
+ * and a completion that landed between a group commit's reads and its commit failed that commit's check: under load
+ * most group commits lost such a race, each costing a batch's worth of commits. Now a completion commits before or
+ * after, never inside, and when it read a counter the group commit then changed, it is the one retried (one change
+ * of the worker's, off the ack path). Nothing holds a turn while it waits for another, so turns cannot deadlock.
+ */
+export interface WriteTurns {
+  run<T>(fn: () => Promise<T>): Promise<T>;
+}
+
+export function writeTurns(): WriteTurns {
+  let tail: Promise<unknown> = Promise.resolve();
+  return {
+    run(fn) {
+      const mine = tail.then(fn);
+      tail = mine.catch(() => {});
+      return mine;
+    },
+  };
+}
+
+/**
  * Shared commits for complete/retry/deadLetter/renew: the worker finishes many events at once, and each used to be
  * its own commit behind KV's one writer. Changes that name no key in common (a `sum` commutes, so it does not
  * count) go into one commit; a change that shares a key with one ahead of it waits, so their order holds. When the
  * shared commit fails a check, each change is committed alone and gets its own answer.
  */
-export function sharedCommits(): CommitShared {
+export function sharedCommits(turns: WriteTurns = writeTurns()): CommitShared {
   type Waiting = { op: Recorded; done: (r: KvCommitResult) => void; fail: (err: unknown) => void };
   const queue: Waiting[] = [];
   let sharing = false;
@@ -100,14 +124,14 @@ export function sharedCommits(): CommitShared {
     try {
       while (queue.length > 0) {
         const batch = takeShared(queue);
-        const alone = (q: Waiting) => replay(kv.atomic(), q.op.steps).commit().then(q.done, q.fail);
+        const alone = (q: Waiting) => turns.run(() => replay(kv.atomic(), q.op.steps).commit()).then(q.done, q.fail);
         if (batch.length === 1) {
           await alone(batch[0] as Waiting);
           continue;
         }
         const op = kv.atomic();
         for (const q of batch) replay(op, q.op.steps);
-        const r = await op.commit().catch(() => ({ ok: false }) as const);
+        const r = await turns.run(() => op.commit()).catch(() => ({ ok: false }) as const);
         if (r.ok) for (const q of batch) q.done(r);
         else await Promise.all(batch.map(alone));
       }

@@ -2,19 +2,29 @@
 // arrive while a commit is under way all in the next one (a local KV file does one commit at a time, so 64
 // concurrent inserts became 64 queued commits). Each caller's promise settles only once the commit holding its
 // record is done, so an ack stays durable.
-import type { InsertResult, NewEvent } from '../store.ts';
+import type { EventStatus, InsertResult, NewEvent } from '../store.ts';
 import { CHUNKS_PER_COMMIT, deleteChunks, INLINE_BODY_BYTES, splitBody, stageChunks } from './bodies.ts';
-import { BATCH_BYTES, BATCH_KEY_BYTES, CONFLICT, optimistic } from './commits.ts';
+import { BATCH_BYTES, CONFLICT, optimistic, type WriteTurns, writeTurns } from './commits.ts';
 import type { Ctx } from './context.ts';
 import type { KvAtomic, KvEntryMaybe, KvKey } from './kv.ts';
-import { groupOf, keyId, MAX_PART_CHARS, type Part, part } from './keys.ts';
+import { groupOf, keyId, keySize, MAX_PART_CHARS, type Part, part } from './keys.ts';
 import { type GroupValue, isOpen, type Meta, newMeta } from './record.ts';
 import { type LiveWaiters, liveWaiters, type WaitList, withWaiter, writeWaiters } from './signals.ts';
 
-/** Inserts per group commit: 3 checks each stays inside the 100 checks one commit may have. */
-const BATCH_INSERTS = 30;
-/** Checks per group commit: a plain insert takes 3, a signal up to 4 (its waiting entry, or what it coalesces into). */
-const BATCH_CHECKS = 90;
+/**
+ * Checks one commit may have (KV refuses a 101st). A group commit takes at most 2 an insert (its record absent, its
+ * seq free), 1 a group (its counter as read) and 1 a coalesceKey (its waiting list as read): the record it counts
+ * copies into is checked instead of a new record's two, so the bound holds for every shape of batch.
+ */
+const MAX_CHECKS = 100;
+/**
+ * Bytes of mutation keys a group commit may write: KV refuses more than 80 KiB of them (checks do not count). What
+ * takeBatch reckons is an upper bound (3 bytes a char, every index an insert may write, the record a copy may be
+ * counted into), so this keeps a margin below the limit without one more estimate's slack.
+ */
+const INSERT_KEY_BYTES = 72 * 1024;
+/** Group commits retried whole when a check failed (the worker finished an event of a group in between). */
+const BATCH_TRIES = 3;
 
 /** An insert on its way: the event and its key parts (`g` = its ordering group, `ckp` = its coalesceKey). */
 interface InsertItem {
@@ -74,15 +84,17 @@ function seqMaker(): NextSeq {
  * The writes of a new record and its indexes; its group's counter is the caller's (one check per group), and so is
  * its signal's waiting list.
  */
-function writeNew(c: Ctx, op: KvAtomic, item: InsertItem, m: Meta): void {
+function writeNew(c: Ctx, op: KvAtomic, item: InsertItem, m: Meta, counts?: Map<EventStatus, bigint>): void {
   const { K } = c;
   const { kp, cp, g } = item;
   op.check({ key: K.meta(kp), versionstamp: null })
     .check({ key: K.seq(m.seq), versionstamp: null })
     .set(K.meta(kp), m)
     .set(K.seq(m.seq), kp)
-    .set(K.st(m.status, m.seq), kp)
-    .sum(K.count(m.status), 1n);
+    .set(K.st(m.status, m.seq), kp);
+  // A group commit adds its counts up once a status (`counts`), rather than one `sum` mutation a record.
+  if (counts) counts.set(m.status, (counts.get(m.status) ?? 0n) + 1n);
+  else op.sum(K.count(m.status), 1n);
   if (cp !== null) op.set(K.cust(cp, m.seq), kp);
   if (isOpen(m.status)) {
     op.set(K.queue(g, m.seq), kp);
@@ -159,28 +171,57 @@ async function insertOne(c: Ctx, nextSeq: NextSeq, item: InsertItem): Promise<In
   }
 }
 
-/** The longest run of queued inserts that fits one commit; a key already in it ends the run (it may be a dup). */
-function takeBatch(queued: Queued[]): Queued[] {
+/**
+ * The longest run of queued inserts that fits one commit; a key already in it ends the run (it may be a dup). Limits
+ * are reckoned from the keys each insert writes (KV counts the bytes of mutation keys against an 80 KiB
+ * ceiling), checks as `MAX_CHECKS` says, and value bytes from the body, headers and keys a record holds.
+ */
+function takeBatch(c: Ctx, queued: Queued[]): Queued[] {
+  const { K } = c;
   const ids = new Set<string>();
+  const gids = new Set<string>();
+  const ckids = new Set<string>();
+  // The keys every insert writes whatever its parts: seq, status and finish indexes, claim slot, counter.
+  const fixedKeys =
+    keySize(K.seq(0)) + keySize(K.st('pending', 0)) + keySize(K.fin('pending', 0, 0)) + keySize(K.slot(SLOT_PROBE));
+  const countKey = keySize(K.count('pending'));
+  // The record a copy may be counted into: its key part is at most MAX_PART_CHARS chars (or a 32-byte digest).
+  const intoKey = keySize(K.meta('x'.repeat(MAX_PART_CHARS)));
   let bytes = 0;
   let keyBytes = 0;
   let checks = 0;
   let n = 0;
   for (const q of queued) {
-    // An insert names its event key and customer (or the key again, as its group) in up to 5 keys; UTF-8 takes
-    // up to 3 bytes a char. A signal also names its waiting entry and the record it may be counted into, twice.
-    let keyCost = 3 * 5 * (q.event.key.length + (q.event.customerId?.length ?? 0)) + 400;
-    if (q.ckp !== null) keyCost += 3 * 4 * MAX_PART_CHARS + 200;
-    const checkCost = q.ckp === null ? 3 : 4;
-    if (n >= BATCH_INSERTS || checks + checkCost > BATCH_CHECKS || ids.has(q.id)) break;
-    if (bytes + q.event.body.length > BATCH_BYTES || keyBytes + keyCost > BATCH_KEY_BYTES) break;
+    if (ids.has(q.id)) break;
+    const newGroup = q.event.status === 'pending' && !gids.has(q.gid);
+    const newSignal = q.ckp !== null && !ckids.has(q.ckid);
+    let keyCost = keySize(K.meta(q.kp)) + fixedKeys + countKey + keySize(K.queue(q.g, 0));
+    if (q.cp !== null) keyCost += keySize(K.cust(q.cp, 0));
+    if (newGroup) keyCost += keySize(K.group(q.g));
+    if (newSignal) keyCost += keySize(K.waiting(q.ckp as Part)) + intoKey;
+    const checkCost = 2 + (newGroup ? 1 : 0) + (newSignal ? 1 : 0);
+    const valueCost = recordBytes(q.event);
+    if (n > 0 && checks + checkCost > MAX_CHECKS) break;
+    if (n > 0 && (bytes + valueCost > BATCH_BYTES || keyBytes + keyCost > INSERT_KEY_BYTES)) break;
     ids.add(q.id);
-    bytes += q.event.body.length;
+    if (newGroup) gids.add(q.gid);
+    if (newSignal) ckids.add(q.ckid);
+    bytes += valueCost;
     keyBytes += keyCost;
     checks += checkCost;
     n++;
   }
   return queued.splice(0, Math.max(1, n));
+}
+
+/** A record's slot key at its longest (`wait,availableAt,seq`), for reckoning key bytes. */
+const SLOT_PROBE = { leaseUntil: 0, nextAttemptAt: 0, seq: 0, status: 'pending' } as Meta;
+
+/** An upper bound of the bytes a new record takes as a value (UTF-8 takes up to 3 bytes a char), plus its indexes. */
+function recordBytes(e: NewEvent): number {
+  let chars = e.key.length + (e.customerId?.length ?? 0) + (e.coalesceKey?.length ?? 0) + (e.lastError?.length ?? 0);
+  for (const [name, value] of Object.entries(e.headers)) chars += name.length + value.length;
+  return e.body.length + 3 * chars + 1024;
 }
 
 /** Writes a batch in one commit, or returns null when a check failed (nothing was written). */
@@ -218,6 +259,7 @@ async function commitBatch(c: Ctx, nextSeq: NextSeq, batch: Queued[]): Promise<I
   });
   if (signals.size > 0) await readSignals(c, [...signals.values()], got.slice(batch.length + groups.size));
   const op = kv.atomic();
+  const counts = new Map<EventStatus, bigint>();
   const results: InsertResult[] = [];
   const touched = new Map<string, GroupValue>();
   batch.forEach((q, i) => {
@@ -244,7 +286,7 @@ async function commitBatch(c: Ctx, nextSeq: NextSeq, batch: Queued[]): Promise<I
       m.waits = true;
       sig.m = m;
       sig.item = q;
-    } else writeNew(c, op, q, m);
+    } else writeNew(c, op, q, m, counts);
     if (open) touched.set(q.gid, { n: n + 1, last: m.seq });
     results.push({ inserted: true });
   });
@@ -252,7 +294,7 @@ async function commitBatch(c: Ctx, nextSeq: NextSeq, batch: Queued[]): Promise<I
     const { entry, into, waiters } = sig;
     if (sig.m && sig.item) {
       op.check({ key: entry.key, versionstamp: entry.versionstamp });
-      writeNew(c, op, sig.item, sig.m);
+      writeNew(c, op, sig.item, sig.m, counts);
       writeWaiters(op, entry.key, withWaiter(waiters.live, { seq: sig.m.seq, kp: sig.item.kp }));
     } else if (into?.value && sig.copies > 0) {
       // Counted in only while its list is as read and the record was not claimed in between.
@@ -263,6 +305,7 @@ async function commitBatch(c: Ctx, nextSeq: NextSeq, batch: Queued[]): Promise<I
     }
   }
   if (results.every((r) => !r.inserted && r.coalescedInto === undefined)) return results;
+  for (const [status, n] of counts) op.sum(K.count(status), n);
   for (const [gid, value] of touched) {
     const e = groups.get(gid) as { key: KvKey; versionstamp: string | null };
     op.check({ key: e.key, versionstamp: e.versionstamp }).set(e.key, value);
@@ -288,7 +331,7 @@ export interface Inserts {
 }
 
 /** The insert path of one store: its seq maker and its group-commit queue. */
-export function inserts(): Inserts {
+export function inserts(turns: WriteTurns = writeTurns()): Inserts {
   const nextSeq = seqMaker();
   const queued: Queued[] = [];
   let flushing = false;
@@ -298,12 +341,26 @@ export function inserts(): Inserts {
     flushing = true;
     try {
       while (queued.length > 0) {
-        const batch = takeBatch(queued);
+        const batch = takeBatch(c, queued);
         try {
-          // A batch commit that throws (a limit of KV's that the estimate missed) is retried one by one too.
-          const results = batch.length > 1 ? await commitBatch(c, nextSeq, batch).catch(() => null) : null;
+          // A batch that lost a race (the worker finished an event of one of its customers between the read and
+          // the commit) is read and committed again whole: falling back to one commit an insert at the first
+          // conflict made every lost race cost a batch's worth of commits, and under load most batches lost one.
+          let results: InsertResult[] | null = null;
+          for (let i = 0; batch.length > 1 && i < BATCH_TRIES && !results; i++) {
+            // In a turn of its own, so no completion of the worker's lands between its reads and its commit.
+            const r = await turns
+              .run(() => commitBatch(c, nextSeq, batch))
+              .then(
+                (got) => got ?? CONFLICT,
+                () => null,
+              );
+            // A batch commit that throws (a limit of KV's that the reckoning missed) goes one by one at once.
+            if (r === null) break;
+            if (r !== CONFLICT) results = r;
+          }
           if (results) for (let i = 0; i < batch.length; i++) batch[i]?.done(results[i] as InsertResult);
-          // A lone insert, or a batch that lost a race with another writer: each one on its own, retried as usual.
+          // A lone insert, or a batch that kept losing races: each one on its own, retried as usual.
           else await Promise.all(batch.map((q) => insertOne(c, nextSeq, q).then(q.done, q.fail)));
         } catch (err) {
           for (const q of batch) q.fail(err);

@@ -7,7 +7,7 @@ import { emptyCounts, type StatusCounts, type Store } from '../store.ts';
 import { readBody, withBodies } from './bodies.ts';
 import { fenced, requeueOne } from './changes.ts';
 import { claim } from './claim.ts';
-import { sharedCommits } from './commits.ts';
+import { sharedCommits, writeTurns } from './commits.ts';
 import { type Ctx, getMeta, getMetas } from './context.ts';
 import { type DenoKvLike, denoGlobal, type KvEntry, type KvKey, type KvListSelector, patient } from './kv.ts';
 import { keyLayout, type Part, part } from './keys.ts';
@@ -72,8 +72,10 @@ export function denoKvStore(options: DenoKvStoreOptions = {}): Store {
     if (!deno) throw new Error(NOT_ON_DENO);
     if (typeof deno.openKv !== 'function') throw new Error(NO_OPEN_KV);
   }
-  const commitShared = sharedCommits();
-  const inserter = inserts();
+  // Group commits of inserts and shared commits of the worker's changes take turns (see writeTurns).
+  const turns = writeTurns();
+  const commitShared = sharedCommits(turns);
+  const inserter = inserts(turns);
 
   const guard = new StoreGuard(DRIVER_NAME, options.kv ? undefined : options.path);
   let ctxPromise: Promise<Ctx> | null = null;
@@ -125,7 +127,7 @@ export function denoKvStore(options: DenoKvStoreOptions = {}): Store {
   }
 
   const byOwner = (what: string, key: string, owner: string, next: (m: Meta) => Meta) =>
-    run(what, (c) => fenced(c, commitShared, what, key, owner, next));
+    run(what, (c) => fenced(c, commitShared, turns, what, key, owner, next));
 
   return {
     name: DRIVER_NAME,
