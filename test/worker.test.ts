@@ -697,7 +697,7 @@ describe('worker', () => {
     await lava.close();
   });
 
-  test('a networked store (claims answered by a promise) is claimed a few slots ahead, never past its bound', async () => {
+  test('a networked store (claims answered by a promise) is claimed ahead, more under a backlog, never past its bound', async () => {
     const inner = memoryStore();
     // Every method answers through a promise, as Postgres and Deno KV do.
     const store = Object.fromEntries(
@@ -734,11 +734,13 @@ describe('worker', () => {
     await waitFor(() => seen.size === N, 10_000, 'every event to run');
     assert.ok([...seen.values()].every((n) => n === 1));
     assert.ok(maxRunning <= 2, 'the concurrency limit held');
-    // 2 slots, 4 × 2 held at most: once the worker has seen the store answer by promise, claims ask for up to 8
-    // (the very first asks for the free slots only), and none for more.
-    assert.equal(Math.max(...limits), 8, `claim limits ${limits.join(',')}`);
+    // 2 slots: the very first claim asks for the free slots only; once the worker has seen the store answer by
+    // promise, claims ask for 4 × 2, and, while they come back full (a backlog of 60 customers' heads), for twice as
+    // much each time, never past 32 × 2.
+    assert.equal(limits[0], 2, `claim limits ${limits.join(',')}`);
+    assert.ok(Math.max(...limits) > 8, `a backlog grows the claims: ${limits.join(',')}`);
     assert.ok(
-      limits.every((l) => l >= 1 && l <= 8),
+      limits.every((l) => l >= 1 && l <= 64),
       `claim limits ${limits.join(',')}`,
     );
     assert.ok(
@@ -912,6 +914,63 @@ describe('worker', () => {
     assert.equal(calls, 2);
     assert.equal(worker.running, 0, 'the slot is free again');
     assert.ok(logs.some((l) => l.includes('completion did not answer within 150 ms')));
+    await worker.stop(100);
+  });
+
+  test('a slot frees when its handler settles; handled runs whose outcome is not yet recorded stay bounded', async () => {
+    const store = memoryStore();
+    const realComplete = store.complete.bind(store);
+    // Every completion waits until the test lets them through, as a slow store round trip would.
+    const held: Array<() => void> = [];
+    store.complete = (...args) =>
+      new Promise<boolean>((resolve) => held.push(() => resolve(realComplete(...args) as boolean)));
+    const body = new TextEncoder().encode('{}');
+    for (let i = 0; i < 12; i++) {
+      store.insert({
+        key: `k${i}`,
+        event: 'e',
+        customerId: `c${i}`,
+        body,
+        headers: {},
+        receivedAt: Date.now(),
+        status: 'pending',
+      });
+    }
+    const ran: string[] = [];
+    let atOnce = 0;
+    let mostAtOnce = 0;
+    const worker = createWorker({
+      store,
+      process: async (r) => {
+        mostAtOnce = Math.max(mostAtOnce, ++atOnce);
+        await new Promise((r) => setTimeout(r, 2));
+        atOnce--;
+        ran.push(r.key);
+      },
+      concurrency: 1,
+      leaseMs: 5000,
+      pollMs: 20,
+      claimTimeoutMs: 5000,
+      handlerTimeoutMs: 1000,
+      retry: { scheduleMs: [10], jitter: 0 },
+      logger: jsonLogger({ level: 'warn', write: () => {} }),
+      metrics: new Metrics(),
+    });
+    worker.start();
+    // One slot, no completion answered yet: the slot was reused, up to 5 runs (1 + 4 per slot) not yet recorded.
+    await waitFor(() => ran.length === 5, 3000, 'five handlers ran while their completions waited');
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(ran.length, 5, 'no sixth run while five outcomes are unrecorded');
+    assert.equal(held.length, 5);
+    assert.equal(mostAtOnce, 1, 'never two handlers at once with concurrency 1');
+    assert.equal(worker.running, 0);
+    // Let completions through as they come: every event runs once and is recorded.
+    const release = setInterval(() => {
+      for (const go of held.splice(0)) go();
+    }, 5);
+    await waitFor(async () => (await store.counts()).done === 12, 3000, 'all twelve recorded as done');
+    clearInterval(release);
+    assert.deepEqual([...ran].sort(), Array.from({ length: 12 }, (_, i) => `k${i}`).sort());
     await worker.stop(100);
   });
 });

@@ -173,9 +173,8 @@ function notes({ runs, loadBefore }) {
       'the server’s synchronous_commit serves both. None validates the payload, runs handlers, orders by customer or ' +
       'keeps any state beyond the row: what they leave out is what ours’ store and worker cost.',
     `- The rate at which ours then ran that backlog is measured over the ${DRAIN} s after the load stopped, with no-op ` +
-      'handlers at the default concurrency (8): the processing capacity of one instance, with the core to itself. On ' +
-      'Postgres each handler slot waits for a claim and a completion round trip, so it is far below the ack rate; raise ' +
-      'LAVA_WEBHOOK_CONCURRENCY (or run more instances) for more.',
+      'handlers at the default concurrency (8): the processing capacity of one instance, with the core to itself ' +
+      '(raise LAVA_WEBHOOK_CONCURRENCY, or run more instances, for more).',
     '',
   ];
 }

@@ -10,8 +10,14 @@ const node = process.execPath;
 export const server = () => [bun, 'run', 'src/server.ts'];
 /** Ours with deliveries routed through the Hono chain (src/http/delivery-chain.ts), the fast path's comparison point. */
 const serverChain = () => [bun, 'run', '--preload', './src/http/use-delivery-chain.ts', 'src/server.ts'];
-/** What every run of ours gets: no-op handlers, so the worker's cost is our machinery only. */
-export const oursEnv = { LAVA_WEBHOOK_HANDLERS: NOOP_HANDLERS };
+/**
+ * What every run of ours gets: no-op handlers, so the worker's cost is our machinery only; BENCH_CONCURRENCY sets
+ * LAVA_WEBHOOK_CONCURRENCY (default: ours' own default, 8).
+ */
+export const oursEnv = {
+  LAVA_WEBHOOK_HANDLERS: NOOP_HANDLERS,
+  ...(process.env.BENCH_CONCURRENCY ? { LAVA_WEBHOOK_CONCURRENCY: process.env.BENCH_CONCURRENCY } : {}),
+};
 const sqlite = (file, durability) => (dir) => ({
   ...oursEnv,
   LAVA_WEBHOOK_STORE: 'sqlite',

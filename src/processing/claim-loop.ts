@@ -23,7 +23,9 @@ import type { LazySignalProcess } from './worker.ts';
  *
  * ## How much a pass claims (prefetch)
  *
- * Runs started and not yet recorded (`running`) are at most `concurrency`. Claimed events wait in `ready` for a slot,
+ * Handlers running at once (`running`) are at most `concurrency`. A slot frees as soon as its handler settles; the run
+ * then waits for its outcome to be recorded (`recording`), and runs handled but not yet recorded are at most
+ * RECORDING_PER_SLOT × `concurrency`: what a crash can make run twice. Claimed events wait in `ready` for a slot,
  * their leases renewed like running ones. One claim takes up to prefetch × concurrency − (running + waiting) events,
  * so one claim pays for many events rather than one per freed slot. The first claim takes one slot's worth
  * (prefetch 1); how the store answers it sets prefetch from then on, and from then on a pass claims only once fewer
@@ -32,10 +34,15 @@ import type { LazySignalProcess } from './worker.ts';
  * - a store that answers synchronously (memory, SQLite without group commit: one local transaction each) takes
  *   PREFETCH;
  * - one that answers with a promise (Postgres, Deno KV, SQLite with group commit, whose claim rides in the turn's
- *   batch) takes ASYNC_PREFETCH. A Postgres claim costs about 2 ms however many events it takes, and claiming only
- *   for freed slots (a few events each) capped a backlog at 2.3-2.9k events/s, against 3.6-4.4k with 2 and 5.2-5.5k
- *   with 4. It is kept lower than PREFETCH because events leased here wait for this instance: other instances do not
- *   get them, and after a crash they wait for their leases to run out.
+ *   batch) starts at ASYNC_PREFETCH. A Postgres claim costs about 2 ms however many events it takes, and claiming
+ *   only for freed slots (a few events each) capped a backlog at 2.3-2.9k events/s, against 3.6-4.4k with 2 and
+ *   5.2-5.5k with 4. It is kept low while the store has little to give, because events leased here wait for this
+ *   instance: other instances do not get them, and after a crash they wait for their leases to run out. A claim
+ *   that comes back full says a backlog waits: prefetch doubles, up to MAX_ASYNC_PREFETCH, and the next claim is
+ *   made once the waiting runs fall under half of it (not under one slot's worth each), so that the next batch
+ *   arrives before the slots run dry; one that comes back less than half full halves it again. Under a load the
+ *   store's round trips are the worker's limit (Postgres under 80 % of its ack capacity: 2.8k events/s run with
+ *   prefetch 4, against 4.2k arriving).
  *
  * A claim that does not answer within `claimTimeoutMs` is given up for that pass; what it leased after all still
  * runs when it arrives.
@@ -44,10 +51,18 @@ export type Mode = 'on-demand' | 'polling' | 'stopping';
 
 const PREFETCH = 8;
 const ASYNC_PREFETCH = 4;
+const MAX_ASYNC_PREFETCH = 32;
+/**
+ * Runs whose handler is done and whose outcome is being written, per handler slot, at most. Slots held through the
+ * write capped the worker at `concurrency` events per store round trip: on Postgres at 80 % of the ack capacity,
+ * 1.6k events/s against 4.5k arriving, so the backlog grew without end. A commit takes the outcomes of one turn
+ * together, so a few per slot are enough to keep every slot busy.
+ */
+const RECORDING_PER_SLOT = 4;
 
 export interface ClaimLoop {
   readonly mode: Mode;
-  /** Handlers started and not yet recorded as done, retried or dead. */
+  /** Handlers running now (their outcomes being recorded not counted). */
   readonly running: number;
   /** Enters `polling`, unless it already polls or stops. */
   start(): void;
@@ -62,7 +77,7 @@ export interface ClaimLoop {
 /** `finished` is called once per run as it leaves the worker's books. */
 export function createClaimLoop(shared: Shared, leases: Leases, finished: () => void): ClaimLoop {
   const { options, store, owner, now, logger, inflight, claimTimeoutMs } = shared;
-  const outcomes = createOutcomes(shared, { unqueue, free: slotFreed });
+  const outcomes = createOutcomes(shared, { unqueue, handled: slotFreed, recorded });
   const processFn = options.process as LazySignalProcess;
   const lazy = processFn.withSignal;
   let mode: Mode = 'on-demand';
@@ -71,6 +86,8 @@ export function createClaimLoop(shared: Shared, leases: Leases, finished: () => 
   let queued = false;
   let soon = false;
   let running = 0;
+  let recording = 0;
+  const maxUnrecorded = options.concurrency * (1 + RECORDING_PER_SLOT);
   const ready: Run[] = [];
   let prefetch = 1;
   let storeDown = false;
@@ -82,10 +99,12 @@ export function createClaimLoop(shared: Shared, leases: Leases, finished: () => 
   }
 
   async function fill(): Promise<number> {
-    const capacity = options.concurrency * prefetch - (running + ready.length);
+    const room = options.concurrency * prefetch;
+    const capacity = room - (running + ready.length);
     if (capacity <= 0 || mode === 'stopping') return 0;
-    // After the first claim, only once fewer runs wait than there are slots (see "How much a pass claims").
-    if (prefetch > 1 && ready.length >= options.concurrency) return 0;
+    // After the first claim, only once fewer runs wait than there are slots, or than half of a grown prefetch (see
+    // "How much a pass claims").
+    if (prefetch > 1 && ready.length >= Math.max(options.concurrency, room >> 1)) return 0;
     // A synchronous store that throws (SQLite busy) is turned into a rejection here instead of escaping fill() as an
     // unhandled rejection, which ends a Bun or Node process.
     let claim: EventRecord[] | Promise<EventRecord[]>;
@@ -94,7 +113,8 @@ export function createClaimLoop(shared: Shared, leases: Leases, finished: () => 
     } catch (error) {
       claim = Promise.reject(error);
     }
-    prefetch = claim instanceof Promise ? ASYNC_PREFETCH : PREFETCH;
+    if (!(claim instanceof Promise)) prefetch = PREFETCH;
+    else if (prefetch < ASYNC_PREFETCH) prefetch = ASYNC_PREFETCH;
     if (!(claim instanceof Promise)) {
       // A synchronous store answered at once: no timeout to race.
       reachable();
@@ -119,8 +139,11 @@ export function createClaimLoop(shared: Shared, leases: Leases, finished: () => 
     } catch (error) {
       if (!storeDown) logger.warn('claim failed; will retry on the next poll', { store: store.name, error });
       storeDown = true;
+      prefetch = ASYNC_PREFETCH;
       return 0;
     }
+    if (batch.length >= capacity) prefetch = Math.min(MAX_ASYNC_PREFETCH, prefetch * 2);
+    else if (batch.length * 2 < capacity) prefetch = Math.max(ASYNC_PREFETCH, prefetch >> 1);
     for (const record of batch) launch(record);
     return batch.length;
   }
@@ -189,7 +212,12 @@ export function createClaimLoop(shared: Shared, leases: Leases, finished: () => 
 
   /** Starts waiting runs while handler slots are free. */
   function startReady() {
-    while (running < options.concurrency && ready.length > 0 && mode !== 'stopping') {
+    while (
+      running < options.concurrency &&
+      running + recording < maxUnrecorded &&
+      ready.length > 0 &&
+      mode !== 'stopping'
+    ) {
       const run = ready.shift() as Run;
       // Its lease ran out while it waited (the store could not renew it): another worker may hold it now, so it is
       // not run here; whoever claims it next runs it.
@@ -222,9 +250,18 @@ export function createClaimLoop(shared: Shared, leases: Leases, finished: () => 
     ready.splice(ready.indexOf(run) >>> 0, 1);
   }
 
-  /** A run's outcome is recorded: its slot goes to the next waiting run, and the store is asked for more. */
+  /** A handler settled: its slot goes to the next waiting run while its outcome is recorded. */
   function slotFreed() {
     running--;
+    recording++;
+    if (mode === 'stopping') return;
+    startReady();
+    passSoon();
+  }
+
+  /** A run's outcome is recorded: room for another, and the store is asked for more. */
+  function recorded() {
+    recording--;
     if (mode === 'stopping') return;
     startReady();
     // The customer's next event may be due now; one claim at the end of this turn serves every slot freed in it.

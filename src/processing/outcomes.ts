@@ -12,12 +12,14 @@ const COMPLETION_RETRY_MS = [50, 250, 1000, 3000];
 export interface Slots {
   /** Takes a run that was aborted while it waited out of the ready queue. */
   unqueue(run: Run): void;
-  /** A run's outcome is recorded: its slot goes to the next waiting run. */
-  free(): void;
+  /** A running handler settled: its slot goes to the next waiting run while its outcome is recorded. */
+  handled(): void;
+  /** The outcome of a run that held a slot is recorded (or could not be). */
+  recorded(): void;
 }
 
 export interface Outcomes {
-  /** Records the outcome of `run` once `handled` settles, then frees its slot; never rejects. */
+  /** Frees the slot of `run` once `handled` settles, then records its outcome; never rejects. */
   settle(run: Run, handled: Promise<void>): Promise<void>;
   /** Hands a run that never started back to the store (shutdown), so it need not wait for its lease to expire. */
   release(run: Run, at: number): Promise<unknown>;
@@ -45,19 +47,22 @@ export function createOutcomes(shared: Shared, slots: Slots): Outcomes {
       }
       // No timeout applies while the failure is recorded.
       run.phase = 'recording';
+      slots.handled();
       try {
         await recordFailure(record, error, run.started);
       } finally {
-        slots.free();
+        slots.recorded();
       }
       return;
     }
     // Abandoned (released at shutdown, or its lease ran out before it began): nothing to record here.
     if (run.phase !== 'running') return;
-    // The handler is done: no timeout applies while its completion is recorded.
+    // The handler is done: no timeout applies while its completion is recorded. Its slot goes to the next run now:
+    // a slot held through the store's round trip (a Postgres or Deno KV commit, a SQLite group commit) capped the
+    // worker at `concurrency` events per round trip. The claim loop bounds the runs whose outcome is still being
+    // written (see RECORDING_PER_SLOT), which bounds what a crash can make run twice.
     run.phase = 'recording';
-    // The slot stays taken until the outcome is recorded, so at most `concurrency` events are ever run but not yet
-    // recorded (what a crash can make run twice).
+    slots.handled();
     try {
       const ok = await recordCompletion(run);
       metrics.handlerRun(record.event, 'ok');
@@ -81,7 +86,7 @@ export function createOutcomes(shared: Shared, slots: Slots): Outcomes {
         },
       );
     } finally {
-      slots.free();
+      slots.recorded();
     }
   }
 
