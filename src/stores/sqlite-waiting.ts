@@ -8,8 +8,14 @@
 // as that takes. Schema 7 brings the index back; the file is the only copy again, and memory stays flat.
 import type { SqliteConnection, SqliteStatement } from './sqlite-driver.ts';
 
-/** A waiting copy: pending, never claimed since it was inserted or requeued (attempts 0, no lease). */
-const WAITING = `coalesce_key = ?1 AND status = 'pending' AND attempts = 0 AND lease_owner IS NULL`;
+/**
+ * A waiting copy: pending, never claimed since it was inserted or requeued (attempts 0, no lease). `+?1`, not `?1`:
+ * coalesce_key is in events_waiting's WHERE, so with a bare parameter SQLite re-prepares the statement at every new
+ * binding to check the partial index again (see the note above COLUMNS in sqlite-sql.ts): 6.4 us a lookup inside a
+ * transaction against 1.7 (4.6 against 0.4 when no copy waits, the usual answer), on every signal the ack path
+ * inserts. The plan is the same search of events_waiting.
+ */
+const WAITING = `coalesce_key = +?1 AND status = 'pending' AND attempts = 0 AND lease_owner IS NULL`;
 
 interface Copy {
   seq: number;

@@ -448,7 +448,7 @@ describe('sqliteStore()', () => {
     const check = await reopen(path);
     const plan = check
       .prepare(
-        `EXPLAIN QUERY PLAN SELECT seq, key FROM events WHERE coalesce_key = ?1 AND status = 'pending' AND attempts = 0
+        `EXPLAIN QUERY PLAN SELECT seq, key FROM events WHERE coalesce_key = +?1 AND status = 'pending' AND attempts = 0
          AND lease_owner IS NULL ORDER BY seq LIMIT 1`,
       )
       .all('ck')
