@@ -4,7 +4,7 @@ import { StoreSchemaError } from '../errors.ts';
 import type { PostgresTransaction } from './postgres.ts';
 
 /** The schema version this code creates and understands. */
-export const SCHEMA_VERSION = 4;
+export const SCHEMA_VERSION = 5;
 
 const OPEN = `('pending', 'retrying')`;
 
@@ -141,12 +141,42 @@ function migrationV4(s: string): string[] {
   ];
 }
 
+// Version 5: status changes counted once per statement instead of once per row. The row trigger of version 2 ran a
+// PL/pgSQL call and an UPDATE of a counter row for every event a batch completed: 2.4-4 ms of a 9-13 ms completion
+// of 200 events, against 0.2 ms for one statement trigger that sums the statement's old and new rows (EXPLAIN
+// ANALYZE here). A trigger with transition tables cannot have a column list, so it fires for every UPDATE (claims,
+// renewals, coalesced copies too); when no status changed, its sums are equal and no counter row is written, so it
+// still takes no lock on one.
+function migrationV5(s: string): string[] {
+  const T = `${s}.events`;
+  const C = `${s}.counts`;
+  const sums = (rows: string) =>
+    `SELECT coalesce(sum((status = 'pending')::int), 0) AS p, coalesce(sum((status = 'retrying')::int), 0) AS r,
+       coalesce(sum((status = 'done')::int), 0) AS d, coalesce(sum((status = 'dead')::int), 0) AS x FROM ${rows}`;
+  return [
+    `DROP TRIGGER IF EXISTS events_count_status_changed ON ${T}`,
+    `DROP FUNCTION IF EXISTS ${s}.count_status_changed()`,
+    `CREATE OR REPLACE FUNCTION ${s}.count_updated() RETURNS trigger LANGUAGE plpgsql AS $fn$
+     BEGIN
+       UPDATE ${C} SET pending = pending + d.p, retrying = retrying + d.r, done = done + d.d, dead = dead + d.x
+       FROM (SELECT n.p - o.p AS p, n.r - o.r AS r, n.d - o.d AS d, n.x - o.x AS x
+             FROM (${sums('new_rows')}) n, (${sums('old_rows')}) o) AS d
+       WHERE slot = pg_backend_pid() % ${COUNT_SLOTS} AND (d.p <> 0 OR d.r <> 0 OR d.d <> 0 OR d.x <> 0);
+       RETURN NULL;
+     END $fn$`,
+    `DROP TRIGGER IF EXISTS events_count_updated ON ${T}`,
+    `CREATE TRIGGER events_count_updated AFTER UPDATE ON ${T} REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+     FOR EACH STATEMENT EXECUTE FUNCTION ${s}.count_updated()`,
+  ];
+}
+
 /** Each schema version's statements, run in one transaction per upgrade (exported for the upgrade tests). */
 export const MIGRATIONS: Record<number, (schema: string) => string[]> = {
   1: migrationV1,
   2: migrationV2,
   3: migrationV3,
   4: migrationV4,
+  5: migrationV5,
 };
 
 type Row = Record<string, unknown>;

@@ -346,6 +346,11 @@ describe(`${label} store`, { skip }, () => {
     for (const r of more) await b.complete(r.key, 'z', now + 10);
     assert.ok((await c.purge({ before: now + 100 })) > 0);
     await agree('after a purge');
+    // A status change by hand, many rows in one statement, some of which do not change status.
+    await pg!.sql.unsafe(
+      `UPDATE "${schema}".events SET status = CASE WHEN seq % 2 = 0 THEN 'dead' ELSE status END WHERE key LIKE 'raw%'`,
+    );
+    await agree('after a raw update');
     const totals = await a.counts();
     assert.ok(totals.pending > 0 && totals.retrying > 0, JSON.stringify(totals));
     for (const s of stores) await s.close();
@@ -362,7 +367,7 @@ describe(`${label} store`, { skip }, () => {
     // Back to what version 1 left: no counters, no triggers.
     const S = `"${schema}"`;
     await pg!.sql.unsafe(`DROP TABLE ${S}.counts`);
-    for (const t of ['events_count_inserted', 'events_count_deleted', 'events_count_status_changed']) {
+    for (const t of ['events_count_inserted', 'events_count_deleted', 'events_count_updated']) {
       await pg!.sql.unsafe(`DROP TRIGGER ${t} ON ${S}.events`);
     }
     await pg!.sql.unsafe(`DELETE FROM ${S}.schema_version WHERE version > 1`);
@@ -656,6 +661,42 @@ describe(`${label} store`, { skip }, () => {
 
   const signal = (key: string, at: number, ck = 'balance:A', extra: Partial<NewEvent> = {}) =>
     newEvent(key, 'A', at, { event: 'customer.wallet.balance.updated', policy: 'signal', coalesceKey: ck, ...extra });
+
+  test('a version-4 schema is upgraded to counting status changes once per statement, its counts kept', async () => {
+    const schema = pg!.schema();
+    const S = `"${schema}"`;
+    // What a version-4 receiver left: its DDL (the row trigger), and events in every status.
+    await pg!.sql.begin(async (tx) => {
+      await tx.unsafe(`CREATE SCHEMA ${S}`);
+      await tx.unsafe(`CREATE TABLE ${S}.schema_version (version integer PRIMARY KEY, applied_at bigint NOT NULL)`);
+      for (const v of [1, 2, 3, 4]) {
+        for (const statement of MIGRATIONS[v]!(S)) await tx.unsafe(statement);
+        await tx.unsafe(`INSERT INTO ${S}.schema_version VALUES (${v}, 0)`);
+      }
+    });
+    await pg!.sql.unsafe(
+      `INSERT INTO ${S}.events (key, event, customer_id, body, headers, received_at, status, next_attempt_at)
+       SELECT 'k' || g, 'customer.created', 'c' || (g % 5), '\\x7b7d'::bytea, '{}'::jsonb, ${T0} + g,
+         (ARRAY['pending', 'retrying', 'done', 'dead'])[1 + g % 4], ${T0} + g
+       FROM generate_series(1, 40) g`,
+    );
+    await pg!.sql.unsafe(`UPDATE ${S}.events SET status = 'done' WHERE key IN ('k1', 'k2')`);
+    const before = await counted(schema);
+    const s = postgresStore({ sql: pg!.sql, schema });
+    assert.deepEqual(await s.counts(), before, 'the counts version 4 kept carry over');
+    assert.equal(Number(await scalar(`SELECT max(version) FROM ${S}.schema_version`)), SCHEMA_VERSION);
+    const triggers = (
+      (await pg!.sql.unsafe(
+        `SELECT tgname FROM pg_trigger WHERE tgrelid = '${S}.events'::regclass AND NOT tgisinternal ORDER BY tgname`,
+      )) as Array<{ tgname: string }>
+    ).map((t) => t.tgname);
+    assert.deepEqual(triggers, ['events_count_deleted', 'events_count_inserted', 'events_count_updated']);
+    const [r] = await s.claim({ owner: 'w', limit: 1, leaseMs: 60_000, now: T0 + 1000 });
+    await s.complete(r!.key, 'w', T0 + 1000);
+    assert.ok((await s.requeueWhere({ status: ['dead'] }, T0 + 1001)) > 0);
+    assert.deepEqual(await s.counts(), await counted(schema), 'status changes after the upgrade are counted');
+    await s.close();
+  });
 
   test('a version-2 schema is upgraded to policies: signatures leave the stored headers, old keys get a policy', async () => {
     const schema = pg!.schema();
