@@ -27,7 +27,7 @@
 //   BENCH_PACED=0.25        latency below saturation: each of BENCH_PACED_TARGETS gets a fresh server and this
 //                           fraction of (a)'s rate, paced (0 skips); BENCH_PACED_RATE=5000 if (a) is not run
 //   BENCH_PACED_TARGETS=a,h,c,d
-//   BENCH_HALF=0.5          latency at this fraction of each target's own rate (0 skips); BENCH_HALF_TARGETS=d,s
+//   BENCH_HALF=0.5          latency at this fraction of each target's own rate (0 skips); BENCH_HALF_TARGETS=e,t,d,s
 //   BENCH_E2E_SECONDS=30    end to end: each of BENCH_E2E_TARGETS=c,d,e,f,g offered BENCH_E2E_LOAD=0.8 × its own
 //                           rate for this long, then its backlog (0 skips)
 //   DATABASE_URL=postgres://postgres@127.0.0.1:5432/test   for (g) and (q); a unique schema each, dropped afterwards
