@@ -1,9 +1,10 @@
 // Micro-benchmark of the Deno KV store's insert (the ack path) under concurrency, on a local file:
-// `npx deno run -A --unstable-kv bench/kv-insert.ts [concurrency=64] [total=3000] [customers=50] [worker=0]`;
+// `npx deno run -A --unstable-kv bench/kv-insert.ts [concurrency=64] [total=3000] [customers=50] [worker=0] [signals=0]`;
+// signals=1 makes each insert a signal with a coalesce key of its own (the benchmark's balance updates);
 // worker=1 also claims and completes events meanwhile, as the server's worker does (its commits race the inserts).
 import { denoKvStore } from '../src/stores/deno-kv/mod.ts';
 
-const [concurrency = 64, total = 3000, customers = 50, worker = 0] = Deno.args.map(Number);
+const [concurrency = 64, total = 3000, customers = 50, worker = 0, signals = 0] = Deno.args.map(Number);
 const dir = await Deno.makeTempDir({ prefix: 'kv-bench-' });
 const store = denoKvStore({ path: `${dir}/bench.kv` });
 await store.ping();
@@ -35,6 +36,8 @@ await Promise.all(
           headers: { 'content-type': 'application/json' },
           receivedAt: Date.now(),
           status: 'pending',
+          // signals=1: each a signal with a coalesce key of its own, as the benchmark's balance updates are.
+          ...(signals ? { policy: 'signal' as const, coalesceKey: `balance:${i}` } : {}),
         })
         .catch(() => failed++);
       latencies.push(performance.now() - start);
