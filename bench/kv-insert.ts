@@ -27,8 +27,8 @@ await Promise.all(
     while (next < total) {
       const i = next++;
       const start = performance.now();
-      await store
-        .insert({
+      await Promise.resolve(
+        store.insert({
           key: `evt-${i}`,
           event: 'payment.succeeded',
           customerId: `cust-${i % customers}`,
@@ -38,8 +38,8 @@ await Promise.all(
           status: 'pending',
           // signals=1: each a signal with a coalesce key of its own, as the benchmark's balance updates are.
           ...(signals ? { policy: 'signal' as const, coalesceKey: `balance:${i}` } : {}),
-        })
-        .catch(() => failed++);
+        }),
+      ).catch(() => failed++);
       latencies.push(performance.now() - start);
     }
   }),
