@@ -24,8 +24,9 @@ import type { LazySignalProcess } from './worker.ts';
  * ## How much a pass claims (prefetch)
  *
  * Handlers running at once (`running`) are at most `concurrency`. A slot frees as soon as its handler settles; the run
- * then waits for its outcome to be recorded (`recording`), and runs handled but not yet recorded are at most
- * RECORDING_PER_SLOT × `concurrency`: what a crash can make run twice. Claimed events wait in `ready` for a slot,
+ * then waits for its outcome to be recorded (`recording`), and runs started but not yet recorded (running and
+ * recording) are at most (1 + RECORDING_PER_SLOT) × `concurrency`: what a crash can make run twice. Claimed events
+ * wait in `ready` for a slot,
  * their leases renewed like running ones. One claim takes up to prefetch × concurrency − (running + waiting) events,
  * so one claim pays for many events rather than one per freed slot. The first claim takes one slot's worth
  * (prefetch 1); how the store answers it sets prefetch from then on, and from then on a pass claims only once fewer
@@ -53,10 +54,10 @@ const PREFETCH = 8;
 const ASYNC_PREFETCH = 4;
 const MAX_ASYNC_PREFETCH = 32;
 /**
- * Runs whose handler is done and whose outcome is being written, per handler slot, at most. Slots held through the
- * write capped the worker at `concurrency` events per store round trip: on Postgres at 80 % of the ack capacity,
- * 1.6k events/s against 4.5k arriving, so the backlog grew without end. A commit takes the outcomes of one turn
- * together, so a few per slot are enough to keep every slot busy.
+ * Runs whose handler is done and whose outcome is being written, per handler slot, beyond the slot's own run. Slots
+ * held through the write capped the worker at `concurrency` events per store round trip: on Postgres at 80 % of the
+ * ack capacity, 1.6k events/s against 4.5k arriving, so the backlog grew without end. A commit takes the outcomes of
+ * one turn together, so a few per slot are enough to keep every slot busy.
  */
 const RECORDING_PER_SLOT = 4;
 
