@@ -150,6 +150,14 @@ export function isNotADatabase(err: unknown): boolean {
   return /file is not a database|database disk image is malformed/i.test(e.message);
 }
 
+// SQLITE_FULL (13): the disk (or the file system's quota) has no room for the write.
+export function isFull(err: unknown): boolean {
+  if (!(err instanceof Error)) return false;
+  const e = err as Error & { errcode?: number; errno?: number; code?: string };
+  if (((e.errcode ?? e.errno ?? -1) & 0xff) === 13 || e.code === 'SQLITE_FULL') return true;
+  return /database or disk is full/i.test(e.message);
+}
+
 // SQLITE_BUSY (5): another connection holds the lock (bun:sqlite gives the code; node:sqlite only the message).
 export function isBusy(err: unknown): boolean {
   if (!(err instanceof Error)) return false;
