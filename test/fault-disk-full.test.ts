@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { closeSync, mkdirSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, mkdirSync, mkdtempSync, openSync, rmSync, statSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -141,9 +141,27 @@ describe('store fault: the SQLite disk fills up', { skip }, () => {
       await health.arrayBuffer();
       assert.ok(health.status === 200 || health.status === 503, `healthz answers (${health.status})`);
 
-      // 3. Free the space: the same process records again, without a restart.
+      // 3. Free the space: the same process records again, without a restart. The WAL kept the size it grew to; the
+      // first writes after the fault cut it back (a full checkpoint, then truncation), so the freed space goes to the
+      // database instead of to a log no checkpoint could then empty (which left every claim failing for good).
+      const walSize = () => statSync(`${dbPath}-wal`).size;
+      const walWhenFull = walSize();
       rmSync(filler);
-      const afterFree = await burst(40);
+      const walAfter: number[] = [];
+      const afterFree = await Promise.all([
+        burst(40),
+        (async () => {
+          for (let k = 0; k < 200; k++) {
+            walAfter.push(walSize());
+            await sleep(2);
+          }
+        })(),
+      ]).then(([statuses]) => statuses);
+      assert.ok(
+        // Without the cut it never shrinks: SQLite truncates a WAL only down to journal_size_limit (64 MiB).
+        Math.min(...walAfter) < walWhenFull,
+        `the WAL was cut back once space was freed (${walWhenFull} bytes when full; after: ${walAfter.slice(0, 20).join(',')})`,
+      );
       const firstOk = afterFree.indexOf(200);
       assert.ok(firstOk >= 0 && firstOk < 5, `recording resumed once space was freed (${afterFree.join(',')})`);
       assert.deepEqual(new Set(afterFree.slice(firstOk + 4)), new Set([200]), 'and stays up');
