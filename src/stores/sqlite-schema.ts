@@ -117,8 +117,11 @@ DROP INDEX IF EXISTS events_leased;
 CREATE INDEX IF NOT EXISTS events_leased ON events (grp, lease_until) WHERE lease_owner IS NOT NULL AND head = 0;
 `;
 
-// Schema 7: events_waiting again, for files a schema-6 build (which kept waiting signals in memory, see
-// sqlite-waiting.ts) upgraded; a file upgraded from 5 or older still has it, and IF NOT EXISTS leaves it be.
+// Schema 7: events_waiting again, for files a schema-6 build upgraded. Schema 6 kept the waiting copies of signals in
+// a map in memory instead, to save the index's page writes (its keys are hashes, so each signal wrote a random page);
+// the map grew with every waiting signal (about 400 bytes each, 800 MB of RSS at a backlog of a million), and after
+// another connection's commit it was read again inside the ack path's write transaction. A file upgraded from 5 or
+// older still has the index, and IF NOT EXISTS leaves it be.
 const WAITING_AGAIN = `
 CREATE INDEX IF NOT EXISTS events_waiting ON events (coalesce_key)
   WHERE coalesce_key IS NOT NULL AND status = 'pending' AND attempts = 0;

@@ -1,10 +1,9 @@
 // SQLite store: the durable inbox in one local file (WAL). Synchronous, or with group commit (what the server uses):
 // every write of a turn in one batch (sqlite-group-commit.ts, where the writes' modes are described at QueuedWrite and
-// the fsyncs at walSyncs). The statements are in sqlite-sql.ts, the schema in sqlite-schema.ts, the lookup of a
-// signal's waiting copy in sqlite-waiting.ts; sqlite-bun.ts / sqlite-node.ts only adapt the runtime's driver. Which
-// driver is given to openSqliteStore is the entry point's choice: sqlite.ts picks by runtime at load time, and the
-// npm package's conditional entries (sqlite-entry-*.ts) each import one, so a bundler never sees the other runtime's
-// driver.
+// the fsyncs at walSyncs). The statements are in sqlite-sql.ts, the schema in sqlite-schema.ts; sqlite-bun.ts /
+// sqlite-node.ts only adapt the runtime's driver. Which driver is given to openSqliteStore is the entry point's
+// choice: sqlite.ts picks by runtime at load time, and the npm package's conditional entries (sqlite-entry-*.ts) each
+// import one, so a bundler never sees the other runtime's driver.
 import { ConfigError, StoreSchemaError, StoreUnavailableError } from '../errors.ts';
 import { StoreGuard } from './guard.ts';
 import { type PurgeQuery, checkClaim, checkNow, listQuery, purgeQuery, requeueQuery } from './options.ts';
@@ -12,7 +11,6 @@ import type { LoadedSqliteDriver, SqliteConnection, SqliteDriver, SqliteValue } 
 import { groupCommitStore } from './sqlite-group-commit.ts';
 import { COUNT_TRIGGERS, isNotADatabase, openSchema, secureDeleteSetting } from './sqlite-schema.ts';
 import { PURGE_BATCH, type Statements, prepareStatements, statusList, toRecord } from './sqlite-sql.ts';
-import { type WaitingSignals, waitingSignals } from './sqlite-waiting.ts';
 import {
   type ClaimOptions,
   type EventRecord,
@@ -219,11 +217,8 @@ function openConnection(
   }
 }
 
-/**
- * Runs `fn` in one write transaction (or inside the one already open: `inBatch`), rolled back if it throws; the
- * waiting signals (derived from the file) are read again after a rollback.
- */
-function inTransaction<T>(s: Statements, waiting: WaitingSignals, inBatch: boolean, fn: () => T): T {
+/** Runs `fn` in one write transaction (or inside the one already open: `inBatch`), rolled back if it throws. */
+function inTransaction<T>(s: Statements, inBatch: boolean, fn: () => T): T {
   if (inBatch) return fn();
   s.begin.run();
   try {
@@ -231,15 +226,12 @@ function inTransaction<T>(s: Statements, waiting: WaitingSignals, inBatch: boole
     s.commit.run();
     return out;
   } catch (err) {
-    waiting.forget();
     try {
       s.rollback.run();
     } catch {
       // SQLite may have rolled back already (e.g. on I/O errors); the first error is the one to report.
     }
     throw err;
-  } finally {
-    waiting.ended();
   }
 }
 
@@ -274,7 +266,6 @@ export function openSqliteStore(
   const countsByTriggers = !options.groupCommit;
   if (countsByTriggers) db.exec(COUNT_TRIGGERS);
   const moves: StatusCounts = emptyCounts();
-  const waiting = waitingSignals(db);
   const moved = (from: EventStatus | null, to: EventStatus | null, n = 1) => {
     if (countsByTriggers) return;
     if (from !== null) moves[from] -= n;
@@ -288,10 +279,9 @@ export function openSqliteStore(
         moves[status] = 0;
       }
     },
-    /** The batch was rolled back: nothing it moved happened (and the waiting signals are read again). */
+    /** The batch was rolled back: nothing it moved happened. */
     forget() {
       for (const status of EVENT_STATUSES) moves[status] = 0;
-      waiting.forget();
     },
   };
   // The events this store leased, by key: where each is (seq) and the status it was claimed in. An outcome
@@ -306,72 +296,60 @@ export function openSqliteStore(
     const row = s.held.get(key, owner);
     return row === undefined ? undefined : { seq: row.seq as number, status: row.status as EventStatus };
   };
-  const transaction = <T>(fn: () => T): T => inTransaction(s, waiting, inBatch, fn);
+  const transaction = <T>(fn: () => T): T => inTransaction(s, inBatch, fn);
   // Inside a group commit: the seq the next insert gets, read once per batch (0: not read yet, or no batch open).
   let nextSeq = 0;
-  // The one-statement insert (see s.insert): 0 when the key is there already (nothing changes), else above 0 (the
-  // seq the event got where it is known: in a group commit, or when `numbered` asks for it).
-  const add = (event: NewEvent, coalesceKey: string | null, numbered: boolean): number => {
+  // The one-statement insert (see s.insert): whether it inserted (false: the key is there already, nothing changes).
+  const add = (event: NewEvent, coalesceKey: string | null): boolean => {
     const grp = event.customerId === null ? `k:${event.key}` : `c:${event.customerId}`;
     const headers = JSON.stringify(event.headers);
     const policy = event.policy ?? 'dedupe';
     // In a group commit the batch numbers its inserts itself (see s.insert); alone, the statement numbers itself.
     if (inBatch && nextSeq === 0) nextSeq = s.nextSeq.get()?.seq as number;
-    const seq = inBatch ? nextSeq : numbered ? (s.nextSeq.get()?.seq as number) : 0;
     const { key, status, receivedAt, customerId, body } = event;
     const error = event.lastError ?? null;
-    const changes =
-      seq > 0
-        ? s.insert.run(
-            key,
-            grp,
-            status,
-            receivedAt,
-            event.event,
-            customerId,
-            error,
-            headers,
-            body,
-            policy,
-            coalesceKey,
-            seq,
-          )
-        : s.insertNext.run(
-            key,
-            grp,
-            status,
-            receivedAt,
-            event.event,
-            customerId,
-            error,
-            headers,
-            body,
-            policy,
-            coalesceKey,
-          );
-    if (changes === 0) return 0;
+    const changes = inBatch
+      ? s.insert.run(
+          key,
+          grp,
+          status,
+          receivedAt,
+          event.event,
+          customerId,
+          error,
+          headers,
+          body,
+          policy,
+          coalesceKey,
+          nextSeq,
+        )
+      : s.insertNext.run(
+          key,
+          grp,
+          status,
+          receivedAt,
+          event.event,
+          customerId,
+          error,
+          headers,
+          body,
+          policy,
+          coalesceKey,
+        );
+    if (changes === 0) return false;
     if (inBatch) nextSeq++;
     moved(null, event.status);
-    return seq > 0 ? seq : 1;
+    return true;
   };
   // A pending signal (in a transaction): counted into its oldest waiting copy if one waits, else inserted and
   // waiting itself. A redelivery of a record's own key is a duplicate either way.
   const addSignal = (event: NewEvent, coalesceKey: string): InsertResult => {
-    waiting.check();
-    const into = waiting.oldest(coalesceKey);
-    if (into === undefined) {
-      const seq = add(event, coalesceKey, true);
-      if (seq > 0) waiting.add(coalesceKey, seq, event.key);
-      return { inserted: seq > 0 };
-    }
-    const row = s.coalesce.get(into.seq, event.key);
+    const into = s.oldestWaiting.get(coalesceKey);
+    if (into === undefined) return { inserted: add(event, coalesceKey) };
+    const row = s.coalesce.get(into.seq as number, event.key);
     return row ? { inserted: false, coalescedInto: row.key as string } : { inserted: false };
   };
   const promote = (grp: string) => s.promote.run(grp);
-  // A requeued signal waits again.
-  const requeued = (row: Record<string, SqliteValue>) => {
-    if (row.coalesce_key !== null) waiting.add(row.coalesce_key as string, row.seq as number, row.key as string);
-  };
   // After the open set of a group changed in a way that can move its head (requeue).
   const reseatHead = (grp: string) => {
     s.demote.run(grp);
@@ -404,7 +382,6 @@ export function openSqliteStore(
       if (!row) continue;
       const record = toRecord(row);
       leased.set(record.key, { seq: record.seq, status: record.status });
-      if (record.coalesceKey !== null) waiting.remove(record.coalesceKey, record.seq);
       out.push(record);
     }
     return out;
@@ -444,7 +421,7 @@ export function openSqliteStore(
         // The plain path stays one statement, committed on return. A pending signal is one statement too when no
         // copy of it waits; when it inserted nothing, the look for a waiting copy must be in the same transaction
         // (inside a group commit's, that one).
-        if (coalesceKey === null || event.status !== 'pending') return { inserted: add(event, coalesceKey, false) > 0 };
+        if (coalesceKey === null || event.status !== 'pending') return { inserted: add(event, coalesceKey) };
         return transaction(() => addSignal(event, coalesceKey));
       } catch (err) {
         throw guard.fail('insert', err);
@@ -478,7 +455,6 @@ export function openSqliteStore(
           const row = s.requeue.get(key, now);
           if (!row) return false;
           moved(before?.status as EventStatus, 'pending');
-          requeued(row);
           reseatHead(row.grp as string);
           return true;
         });
@@ -493,7 +469,6 @@ export function openSqliteStore(
             moved(c.status as EventStatus, 'pending', c.n as number);
           }
           const rows = s.requeueWhere.all(statusList(q.statuses), now, q.event);
-          for (const row of rows) requeued(row);
           for (const grp of new Set(rows.map((r) => r.grp as string))) reseatHead(grp);
           return rows.length;
         });
@@ -574,7 +549,6 @@ export function openSqliteStore(
     inBatch: (open) => {
       inBatch = open;
       nextSeq = 0;
-      waiting.ended();
     },
     counted,
   });
