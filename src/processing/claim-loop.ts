@@ -114,14 +114,14 @@ export function createClaimLoop(shared: Shared, leases: Leases, finished: () => 
     } catch (error) {
       claim = Promise.reject(error);
     }
-    if (!(claim instanceof Promise)) prefetch = PREFETCH;
-    else if (prefetch < ASYNC_PREFETCH) prefetch = ASYNC_PREFETCH;
     if (!(claim instanceof Promise)) {
       // A synchronous store answered at once: no timeout to race.
+      prefetch = PREFETCH;
       reachable();
       for (const record of claim) launch(record);
       return claim.length;
     }
+    if (prefetch < ASYNC_PREFETCH) prefetch = ASYNC_PREFETCH;
     const pending = claim;
     let batch: EventRecord[];
     try {
