@@ -143,31 +143,31 @@ BEGIN
 END;
 `;
 
-// SQLITE_CORRUPT (11) and SQLITE_NOTADB (26): the file is not a database we can read.
-export function isNotADatabase(err: unknown): boolean {
+/**
+ * Whether `err` is SQLite's error of one of `codes` (primary result code and its name): bun:sqlite gives the code,
+ * node:sqlite at times only the message, so `message` is tried last.
+ */
+function isSqliteError(err: unknown, codes: Record<number, string>, message: RegExp): boolean {
   if (!(err instanceof Error)) return false;
   const e = err as Error & { errcode?: number; errno?: number; code?: string };
   const primary = (e.errcode ?? e.errno ?? -1) & 0xff;
-  if (primary === 11 || primary === 26) return true;
-  if (e.code === 'SQLITE_NOTADB' || e.code === 'SQLITE_CORRUPT') return true;
-  return /file is not a database|database disk image is malformed/i.test(e.message);
+  if (codes[primary] !== undefined || Object.values(codes).includes(e.code ?? '')) return true;
+  return message.test(e.message);
 }
+
+// SQLITE_CORRUPT (11) and SQLITE_NOTADB (26): the file is not a database we can read.
+export const isNotADatabase = (err: unknown): boolean =>
+  isSqliteError(
+    err,
+    { 11: 'SQLITE_CORRUPT', 26: 'SQLITE_NOTADB' },
+    /file is not a database|database disk image is malformed/i,
+  );
 
 // SQLITE_FULL (13): the disk (or the file system's quota) has no room for the write.
-export function isFull(err: unknown): boolean {
-  if (!(err instanceof Error)) return false;
-  const e = err as Error & { errcode?: number; errno?: number; code?: string };
-  if (((e.errcode ?? e.errno ?? -1) & 0xff) === 13 || e.code === 'SQLITE_FULL') return true;
-  return /database or disk is full/i.test(e.message);
-}
+export const isFull = (err: unknown): boolean => isSqliteError(err, { 13: 'SQLITE_FULL' }, /database or disk is full/i);
 
 // SQLITE_BUSY (5): another connection holds the lock (bun:sqlite gives the code; node:sqlite only the message).
-export function isBusy(err: unknown): boolean {
-  if (!(err instanceof Error)) return false;
-  const e = err as Error & { errcode?: number; errno?: number; code?: string };
-  if (((e.errcode ?? e.errno ?? -1) & 0xff) === 5 || e.code === 'SQLITE_BUSY') return true;
-  return /database is locked/i.test(e.message);
-}
+export const isBusy = (err: unknown): boolean => isSqliteError(err, { 5: 'SQLITE_BUSY' }, /database is locked/i);
 
 /** `PRAGMA secure_delete` reads 0, 1 or 2 but takes 2 back only as FAST (a bare 2 would mean ON). */
 export function secureDeleteSetting(value: unknown): 'OFF' | 'ON' | 'FAST' {
