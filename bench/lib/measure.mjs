@@ -55,14 +55,15 @@ export async function unavailable(id) {
 
 /**
  * Starts one target on a fresh store (its own directory, or its own Postgres schema), waits for its first 200, runs
- * `fn(proc, mode, readyMs)`, then stops it and drops what it made. readyMs: spawn to that first 200.
+ * `fn(proc, mode, readyMs)`, then stops it and drops what it made. readyMs: spawn to that first 200. `cmd` replaces
+ * the target's command line (bench/profile.mjs adds a profiler's flags). Call unavailable(id) first.
  */
-async function onFreshServer(id, label, fn) {
+export async function onFreshServer(id, label, fn, cmd = TARGETS[id].cmd) {
   const t = TARGETS[id];
   const mode = t.mode ?? 'lava';
   const ctx = t.postgres ? { schema: pgSchema() } : {};
   const sub = mkdtempSync(join(dir, `${id}-${label}`));
-  const proc = startProcess(t.cmd, t.env?.(sub, ctx) ?? {});
+  const proc = startProcess(cmd, t.env?.(sub, ctx) ?? {});
   try {
     return await fn(proc, mode, await firstOk(proc, mode));
   } finally {
