@@ -25,6 +25,17 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 // A receivedAt no bigint column can hold: the one value left that makes Postgres refuse an insert's row.
 const REFUSED_TIME = 1e30;
 
+/** Schema `S` (quoted) as a receiver of schema `version` left it: the migrations up to it, each recorded. */
+async function schemaAtVersion(S: string, version: number): Promise<void> {
+  await pg!.sql.begin(async (tx) => {
+    await tx.unsafe(`CREATE SCHEMA ${S}`);
+    await tx.unsafe(`CREATE TABLE ${S}.schema_version (version integer PRIMARY KEY, applied_at bigint NOT NULL)`);
+    for (let v = 1; v <= version; v++) {
+      for (const statement of MIGRATIONS[v]!(S)) await tx.unsafe(statement);
+      await tx.unsafe(`INSERT INTO ${S}.schema_version VALUES (${v}, 0)`);
+    }
+  });
+}
 const scalar = async (text: string, params: unknown[] = []): Promise<unknown> => {
   const rows = (await pg!.sql.unsafe(text, params)) as Array<Record<string, unknown>>;
   return rows[0] ? Object.values(rows[0])[0] : undefined;
@@ -666,14 +677,7 @@ describe(`${label} store`, { skip }, () => {
     const schema = pg!.schema();
     const S = `"${schema}"`;
     // What a version-4 receiver left: its DDL (the row trigger), and events in every status.
-    await pg!.sql.begin(async (tx) => {
-      await tx.unsafe(`CREATE SCHEMA ${S}`);
-      await tx.unsafe(`CREATE TABLE ${S}.schema_version (version integer PRIMARY KEY, applied_at bigint NOT NULL)`);
-      for (const v of [1, 2, 3, 4]) {
-        for (const statement of MIGRATIONS[v]!(S)) await tx.unsafe(statement);
-        await tx.unsafe(`INSERT INTO ${S}.schema_version VALUES (${v}, 0)`);
-      }
-    });
+    await schemaAtVersion(S, 4);
     await pg!.sql.unsafe(
       `INSERT INTO ${S}.events (key, event, customer_id, body, headers, received_at, status, next_attempt_at)
        SELECT 'k' || g, 'customer.created', 'c' || (g % 5), '\\x7b7d'::bytea, '{}'::jsonb, ${T0} + g,
@@ -702,14 +706,7 @@ describe(`${label} store`, { skip }, () => {
     const schema = pg!.schema();
     const S = `"${schema}"`;
     // What a version-2 receiver left: its DDL, and rows whose headers carry Lava's signature.
-    await pg!.sql.begin(async (tx) => {
-      await tx.unsafe(`CREATE SCHEMA ${S}`);
-      await tx.unsafe(`CREATE TABLE ${S}.schema_version (version integer PRIMARY KEY, applied_at bigint NOT NULL)`);
-      for (const v of [1, 2]) {
-        for (const statement of MIGRATIONS[v]!(S)) await tx.unsafe(statement);
-        await tx.unsafe(`INSERT INTO ${S}.schema_version VALUES (${v}, 0)`);
-      }
-    });
+    await schemaAtVersion(S, 2);
     const signed = JSON.stringify({ 'content-type': 'application/json', 'x-webhook-signature': 't=1,v1=abc' });
     for (const [i, key] of [
       'customer.created:cus_1',
@@ -950,14 +947,7 @@ describe(`${label} store`, { skip }, () => {
   test('a version-3 schema is upgraded: stored values that now hash are hashed too, so their groups and keys hold', async () => {
     const schema = pg!.schema();
     const S = `"${schema}"`;
-    await pg!.sql.begin(async (tx) => {
-      await tx.unsafe(`CREATE SCHEMA ${S}`);
-      await tx.unsafe(`CREATE TABLE ${S}.schema_version (version integer PRIMARY KEY, applied_at bigint NOT NULL)`);
-      for (const v of [1, 2, 3]) {
-        for (const statement of MIGRATIONS[v]!(S)) await tx.unsafe(statement);
-        await tx.unsafe(`INSERT INTO ${S}.schema_version VALUES (${v}, 0)`);
-      }
-    });
+    await schemaAtVersion(S, 3);
     // What a version-3 receiver could store: a 600-byte customer id, and values that start with `h:`.
     const long = `cus_${'y'.repeat(596)}`;
     for (const [i, [key, customer, event]] of [
