@@ -65,15 +65,23 @@ interface LooseAtomic {
   delete(key: unknown[]): LooseAtomic;
   commit(): Promise<unknown>;
 }
-/** Wraps a KV to remember which keys were last written with an expiry (a later write without one clears it). */
-function watchExpiry(raw: RawKv): { kv: LooseKv; expiring: Set<string> } {
-  const expiring = new Set<string>();
+/** `raw` as a LooseKv that passes every call through, but for the methods `own` replaces. */
+function wrapKv(raw: RawKv, own: Partial<LooseKv>): LooseKv {
   const r = raw as unknown as LooseKv;
-  const kv: LooseKv = {
+  return {
     get: (k) => r.get(k),
     getMany: (k) => r.getMany(k),
     list: (sel, o) => r.list(sel, o),
     close: () => r.close(),
+    atomic: () => r.atomic(),
+    ...own,
+  };
+}
+/** Wraps a KV to remember which keys were last written with an expiry (a later write without one clears it). */
+function watchExpiry(raw: RawKv): { kv: LooseKv; expiring: Set<string> } {
+  const expiring = new Set<string>();
+  const r = raw as unknown as LooseKv;
+  const kv = wrapKv(raw, {
     atomic() {
       const op = r.atomic();
       const set = op.set.bind(op);
@@ -89,7 +97,7 @@ function watchExpiry(raw: RawKv): { kv: LooseKv; expiring: Set<string> } {
       };
       return op;
     },
-  };
+  });
   return { kv, expiring };
 }
 /** One atomic commit as a wrapped KV saw it: its checks, `sum`s, whether it inserts a record, and how it ended. */
@@ -103,11 +111,7 @@ interface SeenCommit {
 function watchCommits(raw: RawKv): { kv: LooseKv; commits: SeenCommit[] } {
   const commits: SeenCommit[] = [];
   const r = raw as unknown as LooseKv & { atomic(): LooseAtomic & Record<string, unknown> };
-  const kv: LooseKv = {
-    get: (k) => r.get(k),
-    getMany: (k) => r.getMany(k),
-    list: (sel, o) => r.list(sel, o),
-    close: () => r.close(),
+  const kv = wrapKv(raw, {
     atomic() {
       const op = r.atomic() as LooseAtomic & {
         check(...c: { key: unknown[]; versionstamp: string | null }[]): unknown;
@@ -142,7 +146,7 @@ function watchCommits(raw: RawKv): { kv: LooseKv; commits: SeenCommit[] } {
       };
       return op;
     },
-  };
+  });
   return { kv, commits };
 }
 const openRawFile = (path: string) =>
@@ -375,11 +379,7 @@ if (skip) {
       const r = raw as unknown as LooseKv;
       let slow = false;
       // Every list takes 60 ms while `slow`: a busy database under a stream of new customers.
-      const kv: LooseKv = {
-        get: (k) => r.get(k),
-        getMany: (k) => r.getMany(k),
-        close: () => r.close(),
-        atomic: () => r.atomic(),
+      const kv = wrapKv(raw, {
         list(sel, o) {
           const inner = r.list(sel, o) as AsyncIterableIterator<unknown>;
           if (!slow) return inner;
@@ -388,7 +388,7 @@ if (skip) {
             yield* inner;
           })();
         },
-      };
+      });
       const s = denoKvStore({ kv: kv as never });
       // 400 heads that are not due yet (they arrived after the claim's `now`), then one that is.
       for (let i = 0; i < 400; i += 40) {
