@@ -849,6 +849,118 @@ if (skip) {
       raw.close();
     });
 
+    test('reads made at once share a getMany, and each caller gets its own answer or error', async () => {
+      const raw = await openRaw();
+      const r = raw as unknown as LooseKv;
+      const calls: number[] = [];
+      let failNext = false;
+      const kv = wrapKv(raw, {
+        get: (k) => {
+          calls.push(1);
+          return r.get(k);
+        },
+        getMany: (keys) => {
+          calls.push((keys as unknown[]).length);
+          if (failNext) {
+            failNext = false;
+            return Promise.reject(new Error('disk I/O error'));
+          }
+          return r.getMany(keys);
+        },
+      });
+      const s = denoKvStore({ kv: kv as never });
+      await s.ping();
+      const keys = Array.from({ length: 25 }, (_, i) => `k${i}`);
+      await Promise.all(keys.map((k, i) => s.insert(newEvent(k, `c${i}`, T0 + i))));
+      calls.length = 0;
+      const got = await Promise.all([...keys, 'absent'].map((k) => s.get(k)));
+      assert.deepEqual(
+        got.map((g) => g?.key ?? null),
+        [...keys, null],
+      );
+      // 26 reads of one key: the first two go out at once, the other 24 wait and share getManys of up to 10 keys.
+      assert.ok(calls.length <= 5, `${calls.length} reads for 26 keys: ${calls}`);
+      assert.ok(calls.every((n) => n <= 10));
+      assert.equal(
+        calls.reduce((a, b) => a + b, 0),
+        26,
+      );
+      // A failed getMany fails every read it carried, and only those.
+      failNext = true;
+      const settled = await Promise.allSettled(keys.slice(0, 3).map((k) => s.get(k)));
+      assert.equal(settled[0]?.status, 'rejected');
+      assert.match(String((settled[0] as PromiseRejectedResult).reason), /disk I\/O error/);
+      assert.equal((await s.get('k1'))?.key, 'k1', 'reads after the failure go through');
+      await s.close();
+      raw.close();
+    });
+
+    test('a completion after this process claimed the record does not read it back, but still honours a takeover', async () => {
+      const raw = await openRaw();
+      const r = raw as unknown as LooseKv;
+      const read: string[] = [];
+      const lists: string[] = [];
+      const note = (keys: unknown[][]) => {
+        for (const k of keys) read.push(k.map(String).join('/'));
+      };
+      const kv = wrapKv(raw, {
+        get: (k) => {
+          note([k as unknown[]]);
+          return r.get(k);
+        },
+        getMany: (keys) => {
+          note(keys as unknown[][]);
+          return r.getMany(keys);
+        },
+        list: (sel, o) => {
+          lists.push(JSON.stringify(sel));
+          return r.list(sel, o);
+        },
+      });
+      const a = denoKvStore({ kv: kv as never });
+      const b = denoKvStore({ kv: kv as never });
+      await a.insert(newEvent('lone', 'A', T0));
+      await a.insert(newEvent('first', 'B', T0 + 1));
+      await a.insert(newEvent('second', 'B', T0 + 2));
+      assert.deepEqual(
+        (await a.claim({ owner: 'a', limit: 10, leaseMs: 1000, now: T0 + 10 })).map((e) => e.key),
+        ['lone', 'first'],
+      );
+      read.length = 0;
+      lists.length = 0;
+      assert.equal(await a.complete('lone', 'a', T0 + 20), true);
+      assert.ok(!read.includes('lava-webhooks/ev/lone'), `read back: ${read}`);
+      // Its customer has no other open event: no need to look for the next one.
+      assert.deepEqual(lists, []);
+      assert.equal(await a.complete('first', 'a', T0 + 21), true);
+      assert.equal(lists.length, 1, 'the next event of B is found in its queue');
+      assert.equal((await a.get('second'))?.status, 'pending');
+
+      // a's lease on `second` runs out and b takes it over: what a remembers must not let it finish b's run.
+      const [mine] = await a.claim({ owner: 'a', limit: 10, leaseMs: 1000, now: T0 + 30 });
+      assert.equal(mine?.key, 'second');
+      const [theirs] = await b.claim({ owner: 'b', limit: 10, leaseMs: 1000, now: T0 + 2000 });
+      assert.equal(theirs?.key, 'second');
+      assert.equal(await a.renew('second', 'a', T0 + 5000), false);
+      assert.equal(await a.complete('second', 'a', T0 + 2010), false);
+      assert.equal((await a.get('second'))?.leaseOwner, 'b');
+      assert.equal(await b.renew('second', 'b', T0 + 6000), true);
+      assert.equal(await b.complete('second', 'b', T0 + 2020), true);
+      assert.deepEqual(await a.counts(), { pending: 0, retrying: 0, done: 3, dead: 0 });
+
+      // A renewal is remembered as renewed: the completion after it needs no read either, and finds its check good.
+      await a.insert(newEvent('third', 'C', T0 + 3000));
+      await a.claim({ owner: 'a', limit: 10, leaseMs: 1000, now: T0 + 3001 });
+      assert.equal(await a.renew('third', 'a', T0 + 9000), true);
+      read.length = 0;
+      assert.equal(await a.complete('third', 'a', T0 + 3010), true);
+      assert.ok(!read.includes('lava-webhooks/ev/third'), `read back: ${read}`);
+      assert.equal((await b.get('third'))?.status, 'done');
+      await a.close();
+      await b.close();
+      raw.close();
+    });
+
     test('denoKvStore() uses a KV it is given and leaves it open on close()', async () => {
       const kv = await openRaw();
       const s = denoKvStore({ kv: kv as never });

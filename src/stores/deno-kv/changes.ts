@@ -1,7 +1,7 @@
 // The state changes of a stored record: the writes every change shares, the fenced changes of a lease holder
 // (complete/retry/deadLetter/renew), and requeue, which puts a record back into its ordering group.
 import type { Ctx } from './context.ts';
-import { getMeta } from './context.ts';
+import { getMeta, hold, takeHeld } from './context.ts';
 import {
   type CommitShared,
   CONFLICT,
@@ -11,7 +11,7 @@ import {
   recorded,
   type WriteTurns,
 } from './commits.ts';
-import { type KvAtomic, type KvCommitResult, replay } from './kv.ts';
+import { type KvAtomic, type KvCommitResult, type KvEntryMaybe, replay } from './kv.ts';
 import { groupOf, keyId, type Part, part, sameKey } from './keys.ts';
 import { type GroupValue, isFinished, isOpen, type Meta } from './record.ts';
 import { register } from './signals.ts';
@@ -87,26 +87,31 @@ export async function fenced(
   next: (m: Meta) => Meta,
 ): Promise<boolean> {
   const kp = await part(key);
+  // The record as this process's claim or renew wrote it, when it still remembers: no read on the first try.
+  const held = takeHeld(c, key);
   let tries = 0;
   return optimistic(what, () =>
     tries++ === 0
-      ? fencedOnce(c, kp, owner, next, (op) => commitShared(c.kv, op))
+      ? fencedOnce(c, kp, owner, next, (op) => commitShared(c.kv, op), held)
       : // Inside the turn the commit goes out directly: a shared commit would wait for a turn behind this one.
         turns.run(() => fencedOnce(c, kp, owner, next, (op) => replay(c.kv.atomic(), op.steps).commit())),
   );
 }
 
-/** One read-check-commit of a fenced change, committed by `commit`. */
+/** One read-check-commit of a fenced change, committed by `commit`; `held` stands in for the read when given. */
 async function fencedOnce(
   c: Ctx,
   kp: Part,
   owner: string,
   next: (m: Meta) => Meta,
   commit: (op: Recorded) => Promise<KvCommitResult>,
+  held?: KvEntryMaybe<Meta>,
 ): Promise<boolean | Conflict> {
   const { kv, K } = c;
-  const cur = await getMeta(c, kp);
+  const cur = held ?? (await getMeta(c, kp));
   const m = cur.value;
+  // A remembered record that says no is read again: only the stored one may refuse.
+  if (held && (!m || !isOpen(m.status) || m.leaseOwner !== owner)) return CONFLICT;
   if (!m || !cur.versionstamp || !isOpen(m.status) || m.leaseOwner !== owner) return false;
   const after = next(m);
   const op = recorded();
@@ -115,12 +120,12 @@ async function fencedOnce(
   if (isFinished(after.status)) {
     // Leaving the group: drop out of its queue and, when it was the head, promote the next open record, which
     // then waits for the same leases its predecessor waited for.
-    const [gEntry, nextHead] = await Promise.all([
-      kv.get<GroupValue>(K.group(g)),
-      m.head ? nextInQueue(c, g, m.seq) : Promise.resolve(null),
-    ]);
-    op.check({ key: K.group(g), versionstamp: gEntry.versionstamp });
+    // The queue is listed only when the group holds another open record: a list costs a local KV file about as much
+    // as two reads, and a customer's events seldom wait behind one another.
+    const gEntry = await kv.get<GroupValue>(K.group(g));
     const n = (gEntry.value?.n ?? 1) - 1;
+    const nextHead = m.head && n > 0 ? await nextInQueue(c, g, m.seq) : null;
+    op.check({ key: K.group(g), versionstamp: gEntry.versionstamp });
     if (n > 0) op.set(K.group(g), { ...gEntry.value, n });
     else op.delete(K.group(g));
     op.delete(K.queue(g, m.seq));
@@ -138,7 +143,11 @@ async function fencedOnce(
     change(c, op, kp, m, after);
   }
   if (!m.head && after.leaseOwner === null && !(await release(c, op, g, m.seq, kp))) return CONFLICT;
-  return (await commit(op)).ok ? true : CONFLICT;
+  const r = await commit(op);
+  if (!r.ok) return CONFLICT;
+  // A renewed lease is remembered as renewed; one given up is not remembered at all.
+  if (after.leaseOwner === owner) hold(c, kp, after, r.versionstamp);
+  return true;
 }
 
 /** The first open record of group `g` other than `seq` (the queue is in seq order). */

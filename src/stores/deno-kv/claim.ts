@@ -3,7 +3,7 @@ import type { ClaimOptions, EventRecord } from '../store.ts';
 import { withBodies } from './bodies.ts';
 import { change } from './changes.ts';
 import { MAX_TRIES } from './commits.ts';
-import { type Ctx, getMetas } from './context.ts';
+import { type Ctx, getMetas, hold } from './context.ts';
 import type { KvAtomic, KvEntry, KvEntryMaybe } from './kv.ts';
 import { keyId, type Part, sameKey } from './keys.ts';
 import { isOpen, type Meta } from './record.ts';
@@ -110,11 +110,16 @@ export async function claim(c: Ctx, { owner, limit, leaseMs, now }: ClaimOptions
     // All in one commit (each is the head of its own group, so they do not touch each other's keys); when
     // another claimer or a writer got to one of them first, each is tried on its own.
     for (const some of byChecks(leases)) {
+      const leased = (l: Lease, versionstamp: string) => {
+        hold(c, l.kp, l.after, versionstamp);
+        won.push(l.after);
+      };
       if (some.length > 1) {
         const op = kv.atomic();
         for (const l of some) lease(op, l);
-        if ((await op.commit()).ok) {
-          for (const l of some) won.push(l.after);
+        const r = await op.commit();
+        if (r.ok) {
+          for (const l of some) leased(l, r.versionstamp);
           continue;
         }
       }
@@ -122,7 +127,8 @@ export async function claim(c: Ctx, { owner, limit, leaseMs, now }: ClaimOptions
         some.map(async (l) => {
           const one = kv.atomic();
           lease(one, l);
-          if ((await one.commit()).ok) won.push(l.after);
+          const r = await one.commit();
+          if (r.ok) leased(l, r.versionstamp);
         }),
       );
     }

@@ -9,7 +9,15 @@ import { fenced, requeueOne } from './changes.ts';
 import { claim } from './claim.ts';
 import { sharedCommits, writeTurns } from './commits.ts';
 import { type Ctx, getMeta, getMetas } from './context.ts';
-import { type DenoKvLike, denoGlobal, type KvEntry, type KvKey, type KvListSelector, patient } from './kv.ts';
+import {
+  batchedReads,
+  type DenoKvLike,
+  denoGlobal,
+  type KvEntry,
+  type KvKey,
+  type KvListSelector,
+  patient,
+} from './kv.ts';
 import { keyLayout, type Part, part } from './keys.ts';
 import { inserts } from './inserts.ts';
 import { checkSchema } from './migrate.ts';
@@ -90,7 +98,7 @@ export function denoKvStore(options: DenoKvStoreOptions = {}): Store {
       kv = await openKv(options.path);
       opened = kv;
     }
-    const c: Ctx = { kv: patient(kv), K };
+    const c: Ctx = { kv: batchedReads(patient(kv)), K, held: new Map() };
     await checkSchema(c);
     return c;
   }
