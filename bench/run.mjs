@@ -33,6 +33,7 @@
 //   DATABASE_URL=postgres://postgres@127.0.0.1:5432/test   for (g) and (q); a unique schema each, dropped afterwards
 //   BENCH_RESULTS=bench/RESULTS.md  where the report goes ('' to skip writing)
 //   BENCH_CONCURRENCY       LAVA_WEBHOOK_CONCURRENCY for ours (unset: ours' default)
+//   BENCH_BASE=<checkout>   adds cb, eb, fb and gb: an earlier build (a worktree with node_modules) beside c, e, f, g
 // One target under a CPU profiler, same load: `npm run bench:profile -- <id> [seconds]` (bench/profile.mjs).
 import { writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';

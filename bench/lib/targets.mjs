@@ -129,8 +129,8 @@ export const TARGETS = {
   },
 };
 
-// An earlier build of ours beside this one, in the same rounds: BENCH_BASE=<a checkout of another commit> adds cb, eb
-// and gb (memory, SQLite at FULL, Postgres), each measured against this build's c, e and g, so "× its baseline" is
+// An earlier build of ours beside this one, in the same rounds: BENCH_BASE=<a checkout of another commit> adds cb, eb,
+// fb and gb (memory, SQLite at FULL, Deno KV, Postgres), each measured against this build's c, e, f and g, so "× its baseline" is
 // before ÷ after, round by round. The earlier build runs with this build's no-op handlers and the same settings.
 const BASE = process.env.BENCH_BASE;
 if (BASE) {
@@ -145,4 +145,11 @@ if (BASE) {
     baseline: 'e',
   };
   TARGETS.gb = { ...TARGETS.g, name: `${TARGETS.g.name}, ${label}`, cmd: baseServer, baseline: 'g' };
+  TARGETS.fb = {
+    ...TARGETS.f,
+    name: `${TARGETS.f.name}, ${label}`,
+    cmd: (port) => [deno, 'serve', '-A', '--port', String(port), '--host', '127.0.0.1', join(BASE, 'src/server.ts')],
+    env: (dir) => ({ ...oursEnv, LAVA_WEBHOOK_STORE: 'kv', LAVA_WEBHOOK_KV: join(dir, 'fb.kv') }),
+    baseline: 'f',
+  };
 }
