@@ -18,7 +18,7 @@
 //   BENCH_WARMUP=2          seconds of unmeasured load before it
 //   BENCH_CONNECTIONS=64    wrk connections
 //   BENCH_WRK_THREADS=1     wrk threads (all on the load cores)
-//   BENCH_TARGETS=a,b,n,h,m,c,s,d,t,e,k,f,q,g   which targets, in order
+//   BENCH_TARGETS=a,b,n,h,m,c,s,d,t,tr,e,k,kr,f,q,qr,g   which targets, in order
 //   BENCH_SERVER_CPUS=0     cores for the server (taskset -c); BENCH_LOAD_CPUS=1 for wrk
 //   BENCH_MEMORY_EVENTS=1000000     events for the memory step (0 skips it); BENCH_MEMORY_STORE=sqlite|memory
 //   BENCH_MEMORY_RETENTION=5s       retention during the memory step (purge runs that often)

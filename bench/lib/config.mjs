@@ -22,7 +22,7 @@ export const WARMUP = num('BENCH_WARMUP', 2);
 export const CONNECTIONS = num('BENCH_CONNECTIONS', 64);
 export const THREADS = num('BENCH_WRK_THREADS', 1);
 // Each of ours next to the minimal receiver it is held against, so the two run close together in every round.
-export const TARGET_IDS = ids('BENCH_TARGETS', 'a,b,n,h,m,c,s,d,t,e,k,f,q,g');
+export const TARGET_IDS = ids('BENCH_TARGETS', 'a,b,n,h,m,c,s,d,t,tr,e,k,kr,f,q,qr,g');
 export const MEMORY_EVENTS = num('BENCH_MEMORY_EVENTS', 1_000_000);
 export const MEMORY_STORE = env.BENCH_MEMORY_STORE ?? 'sqlite';
 export const MEMORY_RETENTION = env.BENCH_MEMORY_RETENTION ?? '5s';

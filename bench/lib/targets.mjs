@@ -66,6 +66,28 @@ export const TARGETS = {
     env: (_dir, ctx) => ({ DATABASE_URL: PG_URL, BENCH_PG_SCHEMA: ctx.schema }),
     postgres: true,
   },
+  // The same three, recording each event's (no-op) run as well, in their next commit (BENCH_RUNS=1): the least a
+  // receiver that runs what it acked, and knows after a restart what is left to run, must do. Not what ours is
+  // judged by; they show how much of ours' distance from t, k and q that one more write costs by itself.
+  tr: {
+    name: 'minimal durable receiver on Bun that also records each run: SQLite WAL, synchronous=FULL, group commit',
+    cmd: () => [bun, 'bench/targets/sqlite-bun.ts'],
+    env: (dir) => ({ ...minimalSqlite('tr.sqlite', 'FULL')(dir), BENCH_RUNS: '1' }),
+    baseline: 't',
+  },
+  kr: {
+    name: 'minimal durable receiver on Deno that also records each run: Deno KV, group commit',
+    cmd: () => [deno, 'run', '-A', 'bench/targets/kv-deno.ts'],
+    env: (dir) => ({ BENCH_KV: join(dir, 'kr.kv'), BENCH_RUNS: '1' }),
+    baseline: 'k',
+  },
+  qr: {
+    name: 'minimal durable receiver on Bun that also records each run: Postgres (Bun SQL)',
+    cmd: () => [bun, 'bench/targets/postgres-bun.ts'],
+    env: (_dir, ctx) => ({ DATABASE_URL: PG_URL, BENCH_PG_SCHEMA: ctx.schema, BENCH_RUNS: '1' }),
+    postgres: true,
+    baseline: 'q',
+  },
   c: {
     name: 'ours, memory store (Bun)',
     cmd: server,

@@ -3,6 +3,9 @@
 // a WAL-mode file. The inserts made in one turn of the event loop share one `BEGIN IMMEDIATE … COMMIT` (group
 // commit, as ours with groupCommit), and each delivery is acked only after that commit returned.
 //   BENCH_DB=path  BENCH_SYNCHRONOUS=NORMAL|FULL (as ours' LAVA_WEBHOOK_DURABILITY normal|full)
+//   BENCH_RUNS=1   also the least a receiver that runs each event must add (target tr): once an insert is acked its
+//                  (no-op) run is recorded, `UPDATE … SET done = 1`, in the next group commit, so a restart runs again
+//                  only what had not finished. Without it nothing is ever run or marked.
 // Like ours: wal_autocheckpoint 4000 pages, so both copy the WAL back into the file equally often (ours does it on a
 // Worker thread of the same pinned core; this one inline); no other tuning.
 import { Database } from 'bun:sqlite';
@@ -14,8 +17,14 @@ const db = new Database(process.env.BENCH_DB ?? 'bench-minimal.sqlite', { create
 db.exec('PRAGMA journal_mode = WAL');
 db.exec(`PRAGMA synchronous = ${synchronous}`);
 db.exec('PRAGMA wal_autocheckpoint = 4000');
-db.exec('CREATE TABLE IF NOT EXISTS events (key TEXT PRIMARY KEY, body BLOB NOT NULL)');
+const runs = process.env.BENCH_RUNS === '1';
+db.exec(
+  `CREATE TABLE IF NOT EXISTS events (key TEXT PRIMARY KEY, body BLOB NOT NULL${runs ? ', done INTEGER NOT NULL DEFAULT 0' : ''})`,
+);
 const insert = db.prepare('INSERT OR IGNORE INTO events (key, body) VALUES (?, ?)');
+const markDone = runs ? db.prepare('UPDATE events SET done = 1 WHERE key = ?') : null;
+/** Keys whose run finished since the last commit: recorded in the next one (BENCH_RUNS). */
+let ran: string[] = [];
 const begin = db.prepare('BEGIN IMMEDIATE');
 const commit = db.prepare('COMMIT');
 const rollback = db.prepare('ROLLBACK');
@@ -29,10 +38,13 @@ function flush(): void {
   scheduled = false;
   const batch = queue;
   queue = [];
+  const done = ran;
+  ran = [];
   const inserted: boolean[] = [];
   try {
     begin.run();
     try {
+      if (markDone) for (const key of done) markDone.run(key);
       for (const q of batch) inserted.push(insert.run(q.key, q.body).changes === 1);
       commit.run();
     } catch (error) {
@@ -40,10 +52,18 @@ function flush(): void {
       throw error;
     }
   } catch (error) {
+    ran = done.concat(ran);
     for (const q of batch) q.reject(error);
     return;
   }
   for (let i = 0; i < batch.length; i++) batch[i]?.resolve(inserted[i] as boolean);
+  if (!markDone) return;
+  // Each new event runs (a no-op) once acked; its run is recorded by the next commit.
+  for (let i = 0; i < batch.length; i++) if (inserted[i]) ran.push((batch[i] as Queued).key);
+  if (ran.length > 0 && !scheduled) {
+    scheduled = true;
+    setImmediate(flush);
+  }
 }
 
 function record(key: string, body: Uint8Array): Promise<boolean> {
@@ -84,4 +104,6 @@ const server = Bun.serve({
     }
   },
 });
-console.log(`minimal sqlite receiver (synchronous=${synchronous}) listening on ${server.port}`);
+console.log(
+  `minimal sqlite receiver (synchronous=${synchronous}${runs ? ', records runs' : ''}) listening on ${server.port}`,
+);
