@@ -340,6 +340,38 @@ if (skip) {
       raw.close();
     });
 
+    test('completions that share a commit add up their counts: one sum per counter, exact counts', async () => {
+      const raw = await openRaw();
+      const { kv, commits } = watchCommits(raw);
+      const s = denoKvStore({ kv: kv as never });
+      await Promise.all(Array.from({ length: 30 }, (_, i) => s.insert(newEvent(`k${i}`, `c${i}`, T0 + i))));
+      const claimed = await s.claim({ owner: 'w', limit: 30, leaseMs: 60_000, now: T0 + 100 });
+      assert.equal(claimed.length, 30);
+      const before = commits.length;
+      // Two thirds done, one third back to retrying, one dead: pending goes down by 30, done, retrying and dead up.
+      const results = await Promise.all(
+        claimed.map((r, i) =>
+          i === 0
+            ? s.deadLetter(r.key, 'w', 'boom', T0 + 200)
+            : i % 3 === 0
+              ? s.retry(r.key, 'w', T0 + 10_000, 'later')
+              : s.complete(r.key, 'w', T0 + 200),
+        ),
+      );
+      assert.ok(results.every(Boolean));
+      const mine = commits.slice(before);
+      assert.ok(mine.length < 30, `${mine.length} commits for 30 changes`);
+      // Each shared commit sums each of the four counters it touches once: pending, done, retrying, dead.
+      for (const c of mine) assert.ok(c.sums <= 4, `a commit with ${c.sums} sums`);
+      assert.ok(
+        mine.some((c) => c.sums > 0 && c.outcome === 'ok'),
+        'counters were written',
+      );
+      assert.deepEqual(await s.counts(), { pending: 0, retrying: 9, done: 20, dead: 1 });
+      await s.close();
+      raw.close();
+    });
+
     test('insert() while the worker completes events of the same customers: group commits never lose the race', async () => {
       const raw = await openRaw();
       const { kv, commits } = watchCommits(raw);

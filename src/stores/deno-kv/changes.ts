@@ -10,8 +10,9 @@ import {
   type Recorded,
   recorded,
   type WriteTurns,
+  writeRecorded,
 } from './commits.ts';
-import { type KvAtomic, type KvCommitResult, type KvEntryMaybe, replay } from './kv.ts';
+import type { KvAtomic, KvCommitResult, KvEntryMaybe } from './kv.ts';
 import { groupOf, keyId, type Part, part, sameKey } from './keys.ts';
 import { type GroupValue, isFinished, isOpen, type Meta } from './record.ts';
 import { register } from './signals.ts';
@@ -94,7 +95,7 @@ export async function fenced(
     tries++ === 0
       ? fencedOnce(c, kp, owner, next, (op) => commitShared(c.kv, op), held)
       : // Inside the turn the commit goes out directly: a shared commit would wait for a turn behind this one.
-        turns.run(() => fencedOnce(c, kp, owner, next, (op) => replay(c.kv.atomic(), op.steps).commit())),
+        turns.run(() => fencedOnce(c, kp, owner, next, (op) => writeRecorded(c.kv.atomic(), [op]).commit())),
   );
 }
 

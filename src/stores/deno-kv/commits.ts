@@ -1,6 +1,6 @@
 // Commits: optimistic read-check-commit with retries, and shared commits that let many changes of one process go
 // out together (a local KV file has one writer, so a commit each queued them up behind one another).
-import { type DenoKvLike, type KvAtomic, type KvCommitResult, replay, type Step, sleep } from './kv.ts';
+import { type DenoKvLike, type KvAtomic, type KvCommitResult, type KvKey, replay, type Step, sleep } from './kv.ts';
 import { keyId, keySize } from './keys.ts';
 import type { Meta } from './record.ts';
 
@@ -32,6 +32,8 @@ export async function optimistic<T>(what: string, attempt: () => Promise<T | Con
 /** An atomic change written down rather than sent, so several can go out in one commit. */
 export interface Recorded extends KvAtomic {
   steps: Step[];
+  /** Its `sum`s by key, added up: written after the steps, merged with those of the changes it shares a commit with. */
+  sums: Map<string, { key: KvKey; n: bigint }>;
   /** Keys it checks, sets or deletes. */
   keys: Set<string>;
   checks: number;
@@ -43,6 +45,7 @@ export interface Recorded extends KvAtomic {
 export function recorded(): Recorded {
   const r: Recorded = {
     steps: [],
+    sums: new Map(),
     keys: new Set(),
     checks: 0,
     keyBytes: 0,
@@ -71,8 +74,13 @@ export function recorded(): Recorded {
       return r;
     },
     sum(key, n) {
-      r.keyBytes += keySize(key);
-      r.steps.push((op) => op.sum(key, n));
+      const id = keyId(key);
+      const had = r.sums.get(id);
+      if (had) had.n = (had.n + n) % U64;
+      else {
+        r.keyBytes += keySize(key);
+        r.sums.set(id, { key, n });
+      }
       return r;
     },
     commit() {
@@ -80,6 +88,28 @@ export function recorded(): Recorded {
     },
   };
   return r;
+}
+
+/** KV's counters are unsigned 64-bit and wrap: sums add up modulo this. */
+const U64 = 1n << 64n;
+
+/**
+ * Writes recorded changes into one atomic operation: their steps in order, then one `sum` per counter for all of
+ * them. The worker's completions each move one count down and one up, and the 30 changes of a shared commit made
+ * 60 sums on the same four counters, each a read and a write of the counter's row.
+ */
+export function writeRecorded(op: KvAtomic, changes: readonly Recorded[]): KvAtomic {
+  const sums = new Map<string, { key: KvKey; n: bigint }>();
+  for (const r of changes) {
+    replay(op, r.steps);
+    for (const [id, s] of r.sums) {
+      const had = sums.get(id);
+      if (had) had.n = (had.n + s.n) % U64;
+      else sums.set(id, { ...s });
+    }
+  }
+  for (const { key, n } of sums.values()) if (n !== 0n) op.sum(key, n);
+  return op;
 }
 
 export type CommitShared = (kv: DenoKvLike, op: Recorded) => Promise<KvCommitResult>;
@@ -124,13 +154,15 @@ export function sharedCommits(turns: WriteTurns = writeTurns()): CommitShared {
     try {
       while (queue.length > 0) {
         const batch = takeShared(queue);
-        const alone = (q: Waiting) => turns.run(() => replay(kv.atomic(), q.op.steps).commit()).then(q.done, q.fail);
+        const alone = (q: Waiting) => turns.run(() => writeRecorded(kv.atomic(), [q.op]).commit()).then(q.done, q.fail);
         if (batch.length === 1) {
           await alone(batch[0] as Waiting);
           continue;
         }
-        const op = kv.atomic();
-        for (const q of batch) replay(op, q.op.steps);
+        const op = writeRecorded(
+          kv.atomic(),
+          batch.map((q) => q.op),
+        );
         const r = await turns.run(() => op.commit()).catch(() => ({ ok: false }) as const);
         if (r.ok) for (const q of batch) q.done(r);
         else await Promise.all(batch.map(alone));
