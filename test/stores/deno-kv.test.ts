@@ -340,6 +340,73 @@ if (skip) {
       raw.close();
     });
 
+    test('group counters this process wrote are not read back, and one another handle changed is read again', async () => {
+      const raw = await openRaw();
+      const r = raw as unknown as LooseKv;
+      const read: string[] = [];
+      const note = (keys: unknown[][]) => {
+        for (const k of keys) read.push(k.map(String).join('/'));
+      };
+      const kv = wrapKv(raw, {
+        get: (k) => {
+          note([k as unknown[]]);
+          return r.get(k);
+        },
+        getMany: (keys) => {
+          note(keys as unknown[][]);
+          return r.getMany(keys);
+        },
+      });
+      const a = denoKvStore({ kv: kv as never });
+      const b = denoKvStore({ kv: kv as never });
+      await Promise.all([a.ping(), b.ping()]);
+      // Inserted at once: the first goes alone (nothing to share a commit with yet) and reads whether it exists; the
+      // others share a group commit, which takes its records to be new and reads none of them.
+      read.length = 0;
+      await Promise.all(
+        ['a1', 'a2', 'z1', 'z2'].map((k, i) => a.insert(newEvent(k, k.startsWith('a') ? 'A' : 'Z', T0 + i))),
+      );
+      assert.equal(read.filter((k) => k.includes('/ev/')).length, 1, `read: ${read}`);
+      const [a1] = await a.claim({ owner: 'a', limit: 1, leaseMs: 60_000, now: T0 + 10 });
+      assert.equal(a1?.key, 'a1');
+      read.length = 0;
+      assert.equal(await a.complete('a1', 'a', T0 + 20), true);
+      assert.ok(!read.includes('lava-webhooks/g/c/A'), `read: ${read}`);
+
+      // b adds to A behind a's back: what a remembers of A's counter is now stale, and a's commits find out.
+      await b.insert(newEvent('a3', 'A', T0 + 30));
+      const [a2] = await a.claim({ owner: 'a', limit: 1, leaseMs: 60_000, now: T0 + 40 });
+      assert.equal(a2?.key, 'a2');
+      assert.equal(await a.complete('a2', 'a', T0 + 50), true);
+      // a3 is A's head now, though a never saw it arrive.
+      assert.deepEqual(
+        (await b.claim({ owner: 'b', limit: 10, leaseMs: 60_000, now: T0 + 60 })).map((e) => e.key),
+        ['z1', 'a3'],
+      );
+      // a inserts behind a3 while b runs it: a4 must wait for a3, whatever a remembered.
+      await Promise.all([a.insert(newEvent('a4', 'A', T0 + 70)), a.insert(newEvent('x1', 'X', T0 + 71))]);
+      assert.deepEqual(
+        (await a.claim({ owner: 'a', limit: 10, leaseMs: 60_000, now: T0 + 80 })).map((e) => e.key),
+        ['x1'],
+      );
+      assert.equal(await b.complete('a3', 'b', T0 + 90), true);
+      assert.deepEqual(
+        (await a.claim({ owner: 'a', limit: 10, leaseMs: 60_000, now: T0 + 100 })).map((e) => e.key),
+        ['a4'],
+      );
+      assert.deepEqual(await a.counts(), { pending: 4, retrying: 0, done: 3, dead: 0 });
+      // A duplicate in a group commit that took its records to be new: the retry reads and finds it.
+      const again = await Promise.all([
+        a.insert(newEvent('a1', 'A', T0 + 110)),
+        a.insert(newEvent('y1', 'Y', T0 + 111)),
+      ]);
+      assert.deepEqual(again, [{ inserted: false }, { inserted: true }]);
+      assert.equal((await a.get('a1'))?.status, 'done');
+      await a.close();
+      await b.close();
+      raw.close();
+    });
+
     test('completions that share a commit add up their counts: one sum per counter, exact counts', async () => {
       const raw = await openRaw();
       const { kv, commits } = watchCommits(raw);

@@ -1,7 +1,7 @@
 // The state changes of a stored record: the writes every change shares, the fenced changes of a lease holder
 // (complete/retry/deadLetter/renew), and requeue, which puts a record back into its ordering group.
 import type { Ctx } from './context.ts';
-import { getMeta, hold, takeHeld } from './context.ts';
+import { forgetGroup, getMeta, hold, knownGroup, rememberGroup, takeHeld } from './context.ts';
 import {
   type CommitShared,
   CONFLICT,
@@ -10,7 +10,7 @@ import {
   type Recorded,
   recorded,
   type WriteTurns,
-  writeRecorded,
+  commitRecorded,
 } from './commits.ts';
 import type { KvAtomic, KvCommitResult, KvEntryMaybe } from './kv.ts';
 import { groupOf, keyId, type Part, part, sameKey } from './keys.ts';
@@ -95,7 +95,7 @@ export async function fenced(
     tries++ === 0
       ? fencedOnce(c, kp, owner, next, (op) => commitShared(c.kv, op), held)
       : // Inside the turn the commit goes out directly: a shared commit would wait for a turn behind this one.
-        turns.run(() => fencedOnce(c, kp, owner, next, (op) => writeRecorded(c.kv.atomic(), [op]).commit())),
+        turns.run(() => fencedOnce(c, kp, owner, next, (op) => commitRecorded(c.kv, [op]))),
   );
 }
 
@@ -122,13 +122,19 @@ async function fencedOnce(
     // Leaving the group: drop out of its queue and, when it was the head, promote the next open record, which
     // then waits for the same leases its predecessor waited for.
     // The queue is listed only when the group holds another open record: a list costs a local KV file about as much
-    // as two reads, and a customer's events seldom wait behind one another.
-    const gEntry = await kv.get<GroupValue>(K.group(g));
+    // as two reads, and a customer's events seldom wait behind one another. The counter is read only when this
+    // process does not know it as its own last commit left it (see knownGroup).
+    const gid = keyId(g);
+    const gEntry = knownGroup(c, gid) ?? (await kv.get<GroupValue>(K.group(g)));
     const n = (gEntry.value?.n ?? 1) - 1;
     const nextHead = m.head && n > 0 ? await nextInQueue(c, g, m.seq) : null;
     op.check({ key: K.group(g), versionstamp: gEntry.versionstamp });
-    if (n > 0) op.set(K.group(g), { ...gEntry.value, n });
+    const left = n > 0 ? { ...(gEntry.value as GroupValue), n } : null;
+    if (left) op.set(K.group(g), left);
     else op.delete(K.group(g));
+    op.onCommit.push((versionstamp) =>
+      rememberGroup(c, gid, { value: left, versionstamp: left ? versionstamp : null }),
+    );
     op.delete(K.queue(g, m.seq));
     if (nextHead) {
       const h = await getMeta(c, nextHead);
@@ -145,7 +151,11 @@ async function fencedOnce(
   }
   if (!m.head && after.leaseOwner === null && !(await release(c, op, g, m.seq, kp))) return CONFLICT;
   const r = await commit(op);
-  if (!r.ok) return CONFLICT;
+  if (!r.ok) {
+    // What this process remembered of the group may be what went stale: the next try reads it.
+    forgetGroup(c, keyId(g));
+    return CONFLICT;
+  }
   // A renewed lease is remembered as renewed; one given up is not remembered at all.
   if (after.leaseOwner === owner) hold(c, kp, after, r.versionstamp);
   return true;
@@ -208,6 +218,9 @@ export async function requeueOne(c: Ctx, kp: Part, now: number): Promise<boolean
       }
       change(c, op, kp, m, joined);
     }
-    return (await op.commit()).ok ? true : CONFLICT;
+    const ok = (await op.commit()).ok;
+    // A requeue is rare: rather than remember the counter it wrote, the next writer of the group reads it.
+    forgetGroup(c, keyId(g));
+    return ok ? true : CONFLICT;
   });
 }

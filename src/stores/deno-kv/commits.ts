@@ -34,6 +34,11 @@ export interface Recorded extends KvAtomic {
   steps: Step[];
   /** Its `sum`s by key, added up: written after the steps, merged with those of the changes it shares a commit with. */
   sums: Map<string, { key: KvKey; n: bigint }>;
+  /**
+   * Called with the commit's versionstamp once the commit holding it went through, before any other write of the
+   * store's takes its turn (what it remembers of the keys it wrote is then true when the next writer looks).
+   */
+  onCommit: ((versionstamp: string) => void)[];
   /** Keys it checks, sets or deletes. */
   keys: Set<string>;
   checks: number;
@@ -46,6 +51,7 @@ export function recorded(): Recorded {
   const r: Recorded = {
     steps: [],
     sums: new Map(),
+    onCommit: [],
     keys: new Set(),
     checks: 0,
     keyBytes: 0,
@@ -112,6 +118,13 @@ export function writeRecorded(op: KvAtomic, changes: readonly Recorded[]): KvAto
   return op;
 }
 
+/** Commits changes together in one atomic operation, then tells each of them (`onCommit`) when it went through. */
+export async function commitRecorded(kv: DenoKvLike, changes: readonly Recorded[]): Promise<KvCommitResult> {
+  const r = await writeRecorded(kv.atomic(), changes).commit();
+  if (r.ok) for (const op of changes) for (const fn of op.onCommit) fn(r.versionstamp);
+  return r;
+}
+
 export type CommitShared = (kv: DenoKvLike, op: Recorded) => Promise<KvCommitResult>;
 
 /**
@@ -154,16 +167,19 @@ export function sharedCommits(turns: WriteTurns = writeTurns()): CommitShared {
     try {
       while (queue.length > 0) {
         const batch = takeShared(queue);
-        const alone = (q: Waiting) => turns.run(() => writeRecorded(kv.atomic(), [q.op]).commit()).then(q.done, q.fail);
+        const alone = (q: Waiting) => turns.run(() => commitRecorded(kv, [q.op])).then(q.done, q.fail);
         if (batch.length === 1) {
           await alone(batch[0] as Waiting);
           continue;
         }
-        const op = writeRecorded(
-          kv.atomic(),
-          batch.map((q) => q.op),
-        );
-        const r = await turns.run(() => op.commit()).catch(() => ({ ok: false }) as const);
+        const r = await turns
+          .run(() =>
+            commitRecorded(
+              kv,
+              batch.map((q) => q.op),
+            ),
+          )
+          .catch(() => ({ ok: false }) as const);
         if (r.ok) for (const q of batch) q.done(r);
         else await Promise.all(batch.map(alone));
       }

@@ -1,13 +1,41 @@
 // What the parts of one open store share: the database, its key layout, and the reads of records everything uses.
 import type { DenoKvLike, KvEntry, KvEntryMaybe } from './kv.ts';
 import type { Keys, Part } from './keys.ts';
-import { type Meta, normalize } from './record.ts';
+import { type GroupValue, type Meta, normalize } from './record.ts';
 
 export interface Ctx {
   kv: DenoKvLike;
   K: Keys;
   /** Records this process holds a lease on, by event key, as its last commit wrote them (see `held`). */
   held: Map<string, KvEntry<Meta>>;
+  /** Ordering groups' counters as this process's last commit of each left them, by group id (see `knownGroup`). */
+  groups: Map<string, KnownGroup>;
+}
+
+/** A group counter as a commit of this process wrote it: its value (null: deleted) and that commit's versionstamp. */
+export interface KnownGroup {
+  value: GroupValue | null;
+  versionstamp: string | null;
+}
+
+/** Group counters remembered at most; past this the oldest are forgotten (and read again when next needed). */
+const MAX_GROUPS = 10_000;
+
+/**
+ * A group counter as this process last committed it, so an insert or a completion of the group need not read it: every
+ * write of a counter checks the versionstamp it was read at, so when another isolate (or a path that forgets to
+ * tell) changed it since, the commit fails its check and the change is retried from a fresh read.
+ */
+export const knownGroup = (c: Ctx, gid: string): KnownGroup | undefined => c.groups.get(gid);
+
+export function rememberGroup(c: Ctx, gid: string, g: KnownGroup): void {
+  c.groups.delete(gid);
+  if (c.groups.size >= MAX_GROUPS) c.groups.delete(c.groups.keys().next().value as string);
+  c.groups.set(gid, g);
+}
+
+export function forgetGroup(c: Ctx, gid: string): void {
+  c.groups.delete(gid);
 }
 
 /** Leases remembered at most; past this the oldest are forgotten (their change reads the record, as before). */

@@ -5,7 +5,7 @@
 import type { EventStatus, InsertResult, NewEvent } from '../store.ts';
 import { CHUNKS_PER_COMMIT, deleteChunks, INLINE_BODY_BYTES, splitBody, stageChunks } from './bodies.ts';
 import { BATCH_BYTES, CONFLICT, optimistic, type WriteTurns, writeTurns } from './commits.ts';
-import type { Ctx } from './context.ts';
+import { type Ctx, forgetGroup, knownGroup, rememberGroup } from './context.ts';
 import type { KvAtomic, KvEntryMaybe, KvKey } from './kv.ts';
 import { groupOf, keyId, keySize, MAX_PART_CHARS, type Part, part } from './keys.ts';
 import { type GroupValue, isOpen, type Meta, newMeta } from './record.ts';
@@ -115,10 +115,14 @@ async function insertOne(c: Ctx, nextSeq: NextSeq, item: InsertItem): Promise<In
   let staged: { bodyId: string; marker: KvKey } | null = null;
   try {
     return await optimistic('insert', async () => {
-      const reads: KvKey[] = open ? [K.meta(kp), K.group(g)] : [K.meta(kp)];
+      // The group counter as this process last committed it, when it knows (see knownGroup); else read.
+      const known = open ? knownGroup(c, keyId(g)) : undefined;
+      const readGroup = open && !known;
+      const reads: KvKey[] = readGroup ? [K.meta(kp), K.group(g)] : [K.meta(kp)];
       if (ckp !== null) reads.push(K.waiting(ckp));
       const got = await kv.getMany<unknown[]>(reads);
-      const [existing, group] = open ? got : [got[0], undefined];
+      const existing = got[0];
+      const group = known ?? (readGroup ? got[1] : undefined);
       if (existing?.versionstamp) return { inserted: false };
       const w = ckp === null ? null : (got[got.length - 1] as KvEntryMaybe<WaitList>);
       const waiters = w === null ? null : await liveWaiters(c, w.value, event.coalesceKey as string);
@@ -161,7 +165,11 @@ async function insertOne(c: Ctx, nextSeq: NextSeq, item: InsertItem): Promise<In
       if (s) op.delete(s.marker);
       else if (bodyId !== null) for (let i = 0; i < chunks.length; i++) op.set(K.chunk(bodyId, i), chunks[i]);
       const r = await op.commit();
-      if (!r.ok) return CONFLICT;
+      if (!r.ok) {
+        forgetGroup(c, keyId(g));
+        return CONFLICT;
+      }
+      if (open) rememberGroup(c, keyId(g), { value: { n: groupN + 1, last: seq }, versionstamp: r.versionstamp });
       staged = null;
       return { inserted: true };
     });
@@ -224,15 +232,30 @@ function recordBytes(e: NewEvent): number {
   return e.body.length + 3 * chars + 1024;
 }
 
-/** Writes a batch in one commit, or returns null when a check failed (nothing was written). */
-async function commitBatch(c: Ctx, nextSeq: NextSeq, batch: Queued[]): Promise<InsertResult[] | null> {
+/**
+ * Writes a batch in one commit, or returns null when a check failed (nothing was written). `assumeNew`: the records
+ * are taken to be absent without reading them (the commit still checks it, and a batch that held a duplicate fails
+ * and is tried again with reads): Lava delivers each event once, so nearly every insert is new.
+ */
+async function commitBatch(
+  c: Ctx,
+  nextSeq: NextSeq,
+  batch: Queued[],
+  assumeNew: boolean,
+): Promise<InsertResult[] | null> {
   const { kv, K } = c;
-  const groups = new Map<string, { key: KvKey; value: GroupValue | null; versionstamp: string | null }>();
+  // Counters this process committed last are taken as it left them (see knownGroup); the others are read.
+  const groups = new Map<
+    string,
+    { key: KvKey; value: GroupValue | null; versionstamp: string | null; read: boolean }
+  >();
   for (const q of batch) {
     if (q.event.status === 'pending' && !groups.has(q.gid)) {
-      groups.set(q.gid, { key: K.group(q.g), value: null, versionstamp: null });
+      const known = knownGroup(c, q.gid);
+      groups.set(q.gid, { key: K.group(q.g), value: null, versionstamp: null, ...known, read: !known });
     }
   }
+  const unread = [...groups.values()].filter((e) => e.read);
   // Signals only: each coalesceKey's waiting entry, the record it points to while that still waits, and the copies
   // counted into it (or into the record of this batch that takes the entry over).
   const signals = new Map<string, Signal>();
@@ -243,27 +266,28 @@ async function commitBatch(c: Ctx, nextSeq: NextSeq, batch: Queued[]): Promise<I
       signals.set(q.ckid, { ck: q.event.coalesceKey as string, entry, waiters, into: null, copies: 0, m: null });
     }
   }
+  const metas = assumeNew ? 0 : batch.length;
   const reads: KvKey[] = [
-    ...batch.map((q) => K.meta(q.kp)),
-    ...[...groups.values()].map((e) => e.key),
+    ...(assumeNew ? [] : batch.map((q) => K.meta(q.kp))),
+    ...unread.map((e) => e.key),
     ...[...signals.values()].map((s) => s.entry.key),
   ];
   const got: KvEntryMaybe<unknown>[] = [];
   const parts: Promise<KvEntryMaybe<unknown>[]>[] = [];
   for (let i = 0; i < reads.length; i += 10) parts.push(kv.getMany<unknown[]>(reads.slice(i, i + 10)));
   for (const p of await Promise.all(parts)) got.push(...p);
-  [...groups.values()].forEach((e, i) => {
-    const entry = got[batch.length + i] as KvEntryMaybe<GroupValue>;
+  unread.forEach((e, i) => {
+    const entry = got[metas + i] as KvEntryMaybe<GroupValue>;
     e.value = entry.value;
     e.versionstamp = entry.versionstamp;
   });
-  if (signals.size > 0) await readSignals(c, [...signals.values()], got.slice(batch.length + groups.size));
+  if (signals.size > 0) await readSignals(c, [...signals.values()], got.slice(metas + unread.length));
   const op = kv.atomic();
   const counts = new Map<EventStatus, bigint>();
   const results: InsertResult[] = [];
   const touched = new Map<string, GroupValue>();
   batch.forEach((q, i) => {
-    if (got[i]?.versionstamp) {
+    if (!assumeNew && got[i]?.versionstamp) {
       results.push({ inserted: false });
       return;
     }
@@ -310,7 +334,14 @@ async function commitBatch(c: Ctx, nextSeq: NextSeq, batch: Queued[]): Promise<I
     const e = groups.get(gid) as { key: KvKey; versionstamp: string | null };
     op.check({ key: e.key, versionstamp: e.versionstamp }).set(e.key, value);
   }
-  return (await op.commit()).ok ? results : null;
+  const r = await op.commit();
+  if (!r.ok) {
+    // One of them may be stale: the next try reads them all.
+    for (const gid of groups.keys()) forgetGroup(c, gid);
+    return null;
+  }
+  for (const [gid, value] of touched) rememberGroup(c, gid, { value, versionstamp: r.versionstamp });
+  return results;
 }
 
 /** Fills in, for each signal of a batch, its waiting list and the first record on it that still waits. */
@@ -349,8 +380,9 @@ export function inserts(turns: WriteTurns = writeTurns()): Inserts {
           let results: InsertResult[] | null = null;
           for (let i = 0; batch.length > 1 && i < BATCH_TRIES && !results; i++) {
             // In a turn of its own, so no completion of the worker's lands between its reads and its commit.
+            // The first try takes the records to be new; a try after a failed check reads them.
             const r = await turns
-              .run(() => commitBatch(c, nextSeq, batch))
+              .run(() => commitBatch(c, nextSeq, batch, i === 0))
               .then(
                 (got) => got ?? CONFLICT,
                 () => null,

@@ -98,7 +98,7 @@ export function denoKvStore(options: DenoKvStoreOptions = {}): Store {
       kv = await openKv(options.path);
       opened = kv;
     }
-    const c: Ctx = { kv: batchedReads(patient(kv)), K, held: new Map() };
+    const c: Ctx = { kv: batchedReads(patient(kv)), K, held: new Map(), groups: new Map() };
     await checkSchema(c);
     return c;
   }
