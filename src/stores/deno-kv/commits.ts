@@ -80,13 +80,7 @@ export function recorded(): Recorded {
       return r;
     },
     sum(key, n) {
-      const id = keyId(key);
-      const had = r.sums.get(id);
-      if (had) had.n = (had.n + n) % U64;
-      else {
-        r.keyBytes += keySize(key);
-        r.sums.set(id, { key, n });
-      }
+      if (addSum(r.sums, keyId(key), key, n)) r.keyBytes += keySize(key);
       return r;
     },
     commit() {
@@ -99,6 +93,14 @@ export function recorded(): Recorded {
 /** KV's counters are unsigned 64-bit and wrap: sums add up modulo this. */
 const U64 = 1n << 64n;
 
+/** Adds `n` to the sum kept for counter `id` in `sums`; true when the counter had none yet. */
+function addSum(sums: Map<string, { key: KvKey; n: bigint }>, id: string, key: KvKey, n: bigint): boolean {
+  const had = sums.get(id);
+  if (had) had.n = (had.n + n) % U64;
+  else sums.set(id, { key, n });
+  return !had;
+}
+
 /**
  * Writes recorded changes into one atomic operation: their steps in order, then one `sum` per counter for all of
  * them. The worker's completions each move one count down and one up, and the 30 changes of a shared commit made
@@ -108,11 +110,7 @@ export function writeRecorded(op: KvAtomic, changes: readonly Recorded[]): KvAto
   const sums = new Map<string, { key: KvKey; n: bigint }>();
   for (const r of changes) {
     replay(op, r.steps);
-    for (const [id, s] of r.sums) {
-      const had = sums.get(id);
-      if (had) had.n = (had.n + s.n) % U64;
-      else sums.set(id, { ...s });
-    }
+    for (const [id, s] of r.sums) addSum(sums, id, s.key, s.n);
   }
   for (const { key, n } of sums.values()) if (n !== 0n) op.sum(key, n);
   return op;

@@ -1,5 +1,5 @@
 // What the parts of one open store share: the database, its key layout, and the reads of records everything uses.
-import type { DenoKvLike, KvEntry, KvEntryMaybe } from './kv.ts';
+import { type DenoKvLike, type KvEntry, type KvEntryMaybe, MAX_READ_KEYS } from './kv.ts';
 import type { Keys, Part } from './keys.ts';
 import { type GroupValue, type Meta, normalize } from './record.ts';
 
@@ -28,10 +28,15 @@ const MAX_GROUPS = 10_000;
  */
 export const knownGroup = (c: Ctx, gid: string): KnownGroup | undefined => c.groups.get(gid);
 
+/** Sets `key` as the newest entry of `map`, forgetting the oldest once it holds `max`. */
+function remember<V>(map: Map<string, V>, key: string, value: V, max: number): void {
+  map.delete(key);
+  if (map.size >= max) map.delete(map.keys().next().value as string);
+  map.set(key, value);
+}
+
 export function rememberGroup(c: Ctx, gid: string, g: KnownGroup): void {
-  c.groups.delete(gid);
-  if (c.groups.size >= MAX_GROUPS) c.groups.delete(c.groups.keys().next().value as string);
-  c.groups.set(gid, g);
+  remember(c.groups, gid, g, MAX_GROUPS);
 }
 
 export function forgetGroup(c: Ctx, gid: string): void {
@@ -47,10 +52,13 @@ const MAX_HELD = 10_000;
  * the record in between, it fails the check and is retried from a fresh read.
  */
 export function hold(c: Ctx, kp: Part, m: Meta, versionstamp: string): void {
-  c.held.delete(m.key);
-  if (c.held.size >= MAX_HELD) c.held.delete(c.held.keys().next().value as string);
   // The body is copied: the caller's record shares its bytes with the handler, which could change them.
-  c.held.set(m.key, { key: c.K.meta(kp), value: { ...m, body: m.body?.slice() ?? null }, versionstamp });
+  remember(
+    c.held,
+    m.key,
+    { key: c.K.meta(kp), value: { ...m, body: m.body?.slice() ?? null }, versionstamp },
+    MAX_HELD,
+  );
 }
 
 /** The record remembered for `key` while this process holds its lease, taken out of the cache. */
@@ -62,8 +70,8 @@ export function takeHeld(c: Ctx, key: string): KvEntry<Meta> | undefined {
 
 export async function getMetas(c: Ctx, kps: Part[]): Promise<KvEntryMaybe<Meta>[]> {
   const batches: Promise<KvEntryMaybe<Meta>[]>[] = [];
-  for (let i = 0; i < kps.length; i += 10) {
-    batches.push(c.kv.getMany<Meta[]>(kps.slice(i, i + 10).map((kp) => c.K.meta(kp))));
+  for (let i = 0; i < kps.length; i += MAX_READ_KEYS) {
+    batches.push(c.kv.getMany<Meta[]>(kps.slice(i, i + MAX_READ_KEYS).map((kp) => c.K.meta(kp))));
   }
   return (await Promise.all(batches)).flat().map((e) => (e.value ? { ...e, value: normalize(e.value) } : e));
 }

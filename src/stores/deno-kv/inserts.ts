@@ -6,7 +6,7 @@ import type { EventStatus, InsertResult, NewEvent } from '../store.ts';
 import { CHUNKS_PER_COMMIT, deleteChunks, INLINE_BODY_BYTES, splitBody, stageChunks } from './bodies.ts';
 import { BATCH_BYTES, CONFLICT, optimistic, type WriteTurns, writeTurns } from './commits.ts';
 import { type Ctx, forgetGroup, knownGroup, rememberGroup } from './context.ts';
-import type { KvAtomic, KvEntryMaybe, KvKey } from './kv.ts';
+import { type KvAtomic, type KvEntryMaybe, type KvKey, MAX_READ_KEYS } from './kv.ts';
 import { groupOf, keyId, keySize, MAX_PART_CHARS, type Part, part } from './keys.ts';
 import { type GroupValue, isOpen, type Meta, newMeta } from './record.ts';
 import { type LiveWaiters, liveWaiters, type WaitList, withWaiter, writeWaiters } from './signals.ts';
@@ -116,7 +116,8 @@ async function insertOne(c: Ctx, nextSeq: NextSeq, item: InsertItem): Promise<In
   try {
     return await optimistic('insert', async () => {
       // The group counter as this process last committed it, when it knows (see knownGroup); else read.
-      const known = open ? knownGroup(c, keyId(g)) : undefined;
+      const gid = keyId(g);
+      const known = open ? knownGroup(c, gid) : undefined;
       const readGroup = open && !known;
       const reads: KvKey[] = readGroup ? [K.meta(kp), K.group(g)] : [K.meta(kp)];
       if (ckp !== null) reads.push(K.waiting(ckp));
@@ -166,10 +167,10 @@ async function insertOne(c: Ctx, nextSeq: NextSeq, item: InsertItem): Promise<In
       else if (bodyId !== null) for (let i = 0; i < chunks.length; i++) op.set(K.chunk(bodyId, i), chunks[i]);
       const r = await op.commit();
       if (!r.ok) {
-        forgetGroup(c, keyId(g));
+        forgetGroup(c, gid);
         return CONFLICT;
       }
-      if (open) rememberGroup(c, keyId(g), { value: { n: groupN + 1, last: seq }, versionstamp: r.versionstamp });
+      if (open) rememberGroup(c, gid, { value: { n: groupN + 1, last: seq }, versionstamp: r.versionstamp });
       staged = null;
       return { inserted: true };
     });
@@ -274,7 +275,9 @@ async function commitBatch(
   ];
   const got: KvEntryMaybe<unknown>[] = [];
   const parts: Promise<KvEntryMaybe<unknown>[]>[] = [];
-  for (let i = 0; i < reads.length; i += 10) parts.push(kv.getMany<unknown[]>(reads.slice(i, i + 10)));
+  for (let i = 0; i < reads.length; i += MAX_READ_KEYS) {
+    parts.push(kv.getMany<unknown[]>(reads.slice(i, i + MAX_READ_KEYS)));
+  }
   for (const p of await Promise.all(parts)) got.push(...p);
   unread.forEach((e, i) => {
     const entry = got[metas + i] as KvEntryMaybe<GroupValue>;
