@@ -100,6 +100,30 @@ function watchExpiry(raw: RawKv): { kv: LooseKv; expiring: Set<string> } {
   });
   return { kv, expiring };
 }
+/** Wraps a KV to note every key it is asked to read (`a/b/c`) and every selector it is asked to list. */
+function watchReads(raw: RawKv): { kv: LooseKv; read: string[]; lists: string[] } {
+  const r = raw as unknown as LooseKv;
+  const read: string[] = [];
+  const lists: string[] = [];
+  const note = (keys: unknown[][]) => {
+    for (const k of keys) read.push(k.map(String).join('/'));
+  };
+  const kv = wrapKv(raw, {
+    get: (k) => {
+      note([k as unknown[]]);
+      return r.get(k);
+    },
+    getMany: (keys) => {
+      note(keys as unknown[][]);
+      return r.getMany(keys);
+    },
+    list: (sel, o) => {
+      lists.push(JSON.stringify(sel));
+      return r.list(sel, o);
+    },
+  });
+  return { kv, read, lists };
+}
 /** One atomic commit as a wrapped KV saw it: its checks, `sum`s, whether it inserts a record, and how it ended. */
 interface SeenCommit {
   checks: number;
@@ -342,21 +366,7 @@ if (skip) {
 
     test('group counters this process wrote are not read back, and one another handle changed is read again', async () => {
       const raw = await openRaw();
-      const r = raw as unknown as LooseKv;
-      const read: string[] = [];
-      const note = (keys: unknown[][]) => {
-        for (const k of keys) read.push(k.map(String).join('/'));
-      };
-      const kv = wrapKv(raw, {
-        get: (k) => {
-          note([k as unknown[]]);
-          return r.get(k);
-        },
-        getMany: (keys) => {
-          note(keys as unknown[][]);
-          return r.getMany(keys);
-        },
-      });
+      const { kv, read } = watchReads(raw);
       const a = denoKvStore({ kv: kv as never });
       const b = denoKvStore({ kv: kv as never });
       await Promise.all([a.ping(), b.ping()]);
@@ -996,26 +1006,7 @@ if (skip) {
 
     test('a completion after this process claimed the record does not read it back, but still honours a takeover', async () => {
       const raw = await openRaw();
-      const r = raw as unknown as LooseKv;
-      const read: string[] = [];
-      const lists: string[] = [];
-      const note = (keys: unknown[][]) => {
-        for (const k of keys) read.push(k.map(String).join('/'));
-      };
-      const kv = wrapKv(raw, {
-        get: (k) => {
-          note([k as unknown[]]);
-          return r.get(k);
-        },
-        getMany: (keys) => {
-          note(keys as unknown[][]);
-          return r.getMany(keys);
-        },
-        list: (sel, o) => {
-          lists.push(JSON.stringify(sel));
-          return r.list(sel, o);
-        },
-      });
+      const { kv, read, lists } = watchReads(raw);
       const a = denoKvStore({ kv: kv as never });
       const b = denoKvStore({ kv: kv as never });
       await a.insert(newEvent('lone', 'A', T0));
