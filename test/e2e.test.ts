@@ -85,11 +85,12 @@ describe('server process', { skip }, () => {
         'every acknowledged event processed after the restart',
       );
       const runs = readRuns(runsFile);
-      // At-least-once: only a run interrupted by the kill may have run twice (at most one per worker slot).
+      // At-least-once: only runs in flight at the kill may run twice: those running and those whose outcome was
+      // still being written, at most five times LAVA_WEBHOOK_CONCURRENCY (8 here), as docs/operations.md says.
       const counts = new Map<string, number>();
       for (const r of runs) counts.set(r.key, (counts.get(r.key) ?? 0) + 1);
       const twice = [...counts.values()].filter((n) => n > 1).length;
-      assert.ok(twice <= 8, `runs repeated only for events in flight at the kill (${twice})`);
+      assert.ok(twice <= 5 * 8, `runs repeated only for events in flight at the kill (${twice})`);
       // Per-customer order: each customer's acknowledged balances first ran in the order they were sent.
       for (const [c, list] of acked) {
         const firstRuns: string[] = [];
