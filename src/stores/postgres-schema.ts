@@ -4,10 +4,7 @@ import { StoreSchemaError } from '../errors.ts';
 import type { PostgresTransaction } from './postgres.ts';
 
 /** The schema version this code creates and understands. */
-export const SCHEMA_VERSION = 6;
-
-/** Percent of each heap page that inserts fill (schema 6). */
-export const FILLFACTOR = 70;
+export const SCHEMA_VERSION = 5;
 
 const OPEN = `('pending', 'retrying')`;
 
@@ -173,19 +170,6 @@ function migrationV5(s: string): string[] {
   ];
 }
 
-// Version 6: room on each page for the new versions of its rows. Every event is written three times: inserted,
-// leased by a claim, finished by its completion. With full pages (the default fillfactor of 100) each update put its
-// new row version on another page, found through the free space map or by extending the table, and logged the
-// whole row (body included) to the WAL. With 30 % of each page left free at insert, both updates usually stay on
-// the row's page: Postgres logs only the changed middle of the row and extends the table far less. Measured (ours on
-// Postgres, 12 s paced at 3,400 events/s after a CHECKPOINT, pg_stat_statements): statement time 22.4 s at 100
-// against 11.7 s at 70, WAL 3.7 against 3.1 kB an event, and at 100 the worker fell 3,600 events behind where at 70
-// it kept up; 50 and 30 measured the same as 70 and leave more of the table empty. It applies to pages filled
-// from now on: an upgraded table needs no rewrite.
-function migrationV6(s: string): string[] {
-  return [`ALTER TABLE ${s}.events SET (fillfactor = ${FILLFACTOR})`];
-}
-
 /** Each schema version's statements, run in one transaction per upgrade (exported for the upgrade tests). */
 export const MIGRATIONS: Record<number, (schema: string) => string[]> = {
   1: migrationV1,
@@ -193,7 +177,6 @@ export const MIGRATIONS: Record<number, (schema: string) => string[]> = {
   3: migrationV3,
   4: migrationV4,
   5: migrationV5,
-  6: migrationV6,
 };
 
 type Row = Record<string, unknown>;

@@ -2,7 +2,7 @@
 // several instances claiming at once, connection loss). Each run works in schemas of its own.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { FILLFACTOR, MIGRATIONS, SCHEMA_VERSION } from '../../src/stores/postgres-schema.ts';
+import { MIGRATIONS, SCHEMA_VERSION } from '../../src/stores/postgres-schema.ts';
 import { type PostgresTransaction, postgresStore } from '../../src/stores/postgres.ts';
 import {
   type EventRecord,
@@ -700,37 +700,6 @@ describe(`${label} store`, { skip }, () => {
     assert.ok((await s.requeueWhere({ status: ['dead'] }, T0 + 1001)) > 0);
     assert.deepEqual(await s.counts(), await counted(schema), 'status changes after the upgrade are counted');
     await s.close();
-  });
-
-  test('a version-5 schema is upgraded to leave room on each page, its rows and counts kept; a new one has it too', async () => {
-    const fillfactor = async (S: string) =>
-      scalar(`SELECT array_to_string(reloptions, ',') FROM pg_class WHERE oid = '${S}.events'::regclass`);
-    const schema = pg!.schema();
-    const S = `"${schema}"`;
-    await schemaAtVersion(S, 5);
-    await pg!.sql.unsafe(
-      `INSERT INTO ${S}.events (key, event, customer_id, body, headers, received_at, status, next_attempt_at)
-       SELECT 'k' || g, 'customer.created', 'c' || (g % 5), '\\x7b7d'::bytea, '{}'::jsonb, ${T0} + g,
-         (ARRAY['pending', 'done'])[1 + g % 2], ${T0} + g
-       FROM generate_series(1, 20) g`,
-    );
-    assert.equal(await fillfactor(S), null, 'version 5 left the default');
-    const before = await counted(schema);
-    const s = postgresStore({ sql: pg!.sql, schema });
-    assert.deepEqual(await s.counts(), before);
-    assert.equal(Number(await scalar(`SELECT max(version) FROM ${S}.schema_version`)), SCHEMA_VERSION);
-    assert.equal(await fillfactor(S), `fillfactor=${FILLFACTOR}`);
-    // The stored rows are as they were, and the store goes on with them in order.
-    assert.equal((await s.get('k7'))?.status, 'done');
-    const [first] = await s.claim({ owner: 'w', limit: 1, leaseMs: 60_000, now: T0 + 1000 });
-    assert.equal(first?.key, 'k2');
-    await s.close();
-
-    const fresh = `"${pg!.schema()}"`;
-    const created = postgresStore({ sql: pg!.sql, schema: fresh.slice(1, -1) });
-    await created.ping();
-    assert.equal(await fillfactor(fresh), `fillfactor=${FILLFACTOR}`);
-    await created.close();
   });
 
   test('a version-2 schema is upgraded to policies: signatures leave the stored headers, old keys get a policy', async () => {
