@@ -55,8 +55,9 @@ export async function unavailable(id) {
 
 /**
  * Starts one target on a fresh store (its own directory, or its own Postgres schema), waits for its first 200, runs
- * `fn(proc, mode, readyMs)`, then stops it and drops what it made. readyMs: spawn to that first 200. `cmd` replaces
- * the target's command line (bench/profile.mjs adds a profiler's flags). Call unavailable(id) first.
+ * `fn(proc, mode, readyMs, ctx)`, then stops it and drops what it made. readyMs: spawn to that first 200; ctx.schema:
+ * the target's Postgres schema, if it has one. `cmd` replaces the target's command line (bench/profile.mjs adds a
+ * profiler's flags). Call unavailable(id) first.
  */
 export async function onFreshServer(id, label, fn, cmd = TARGETS[id].cmd) {
   const t = TARGETS[id];
@@ -65,7 +66,7 @@ export async function onFreshServer(id, label, fn, cmd = TARGETS[id].cmd) {
   const sub = mkdtempSync(join(dir, `${id}-${label}`));
   const proc = startProcess(cmd, t.env?.(sub, ctx) ?? {});
   try {
-    return await fn(proc, mode, await firstOk(proc, mode));
+    return await fn(proc, mode, await firstOk(proc, mode), ctx);
   } finally {
     await stop(proc);
     if (t.postgres) await pg.unsafe(`DROP SCHEMA IF EXISTS "${ctx.schema}" CASCADE`);
