@@ -64,6 +64,11 @@ const totals = () =>
          (SELECT buffers_backend::text FROM pg_stat_bgwriter) AS backend,
          (SELECT (checkpoints_req + checkpoints_timed)::text FROM pg_stat_bgwriter) AS checkpoints,
          (SELECT xact_commit::text FROM pg_stat_database WHERE datname = current_database()) AS xacts`);
+const updates = (schema) =>
+  one(
+    `SELECT coalesce(sum(n_tup_upd), 0)::float8 AS updates, coalesce(sum(n_tup_hot_upd), 0)::float8 AS hot
+     FROM pg_stat_user_tables WHERE schemaname = '${schema.replaceAll("'", "''")}'`,
+  );
 const indexes = (schema) =>
   pg.unsafe(
     `SELECT indexrelname AS name, idx_scan::float8 AS scans, idx_tup_read::float8 AS reads,
@@ -78,7 +83,12 @@ try {
     if (process.env.BENCH_PG_CHECKPOINT === '1') await pg.unsafe('CHECKPOINT');
     if (hasStatements) await pg.unsafe('SELECT pg_stat_statements_reset()');
     const serverCpu = () => cpuSeconds((pid) => pid === String(proc.child.pid));
-    const before = { metrics: await metricsOf(proc.port), totals: await totals(), indexes: await indexes(ctx.schema) };
+    const before = {
+      metrics: await metricsOf(proc.port),
+      totals: await totals(),
+      indexes: await indexes(ctx.schema),
+      updates: await updates(ctx.schema),
+    };
     const cpu0 = { pg: postgresCpu(), server: serverCpu() };
     const r = await runWrk(proc.port, mode, seconds, 0, rate);
     const cpu1 = { pg: postgresCpu(), server: serverCpu() };
@@ -86,6 +96,7 @@ try {
     // Index counters reach the statistics views when each backend reports them (within a second or so).
     await sleep(1500);
     after.indexes = await indexes(ctx.schema);
+    after.updates = await updates(ctx.schema);
 
     const elapsed = r.duration_us / 1e6;
     const ours = typeof after.metrics?.accepted === 'number';
@@ -107,6 +118,11 @@ try {
     );
     console.log(
       `  an event: ${per(t1.xacts, t0.xacts).toFixed(2)} transactions (whole database ${database}), ${per(t1.wal, t0.wal).toFixed(0)} WAL bytes, ${per(t1.fpi, t0.fpi).toFixed(3)} full-page images, ${per(t1.backend, t0.backend).toFixed(2)} buffers written by backends; ${Number(t1.checkpoints) - Number(t0.checkpoints)} checkpoint(s) during the load`,
+    );
+    const updated = after.updates.updates - before.updates.updates;
+    const hot = after.updates.hot - before.updates.hot;
+    console.log(
+      `  row updates: ${per(after.updates.updates, before.updates.updates).toFixed(2)} an event, ${updated > 0 ? Math.round((100 * hot) / updated) : 0} % of them HOT (no index entry written)`,
     );
     console.log('  index reads an event (scans, entries read, rows fetched):');
     for (const ix of after.indexes) {
