@@ -24,7 +24,7 @@ if (!target?.postgres) {
 }
 if (!(rate >= 0) || !(seconds > 0)) throw new Error('usage: bench/pg-costs.mjs [target] [rate ≥ 0] [seconds > 0]');
 
-/** CPU seconds (user + system) of the processes whose command line starts with `prefix`, from /proc. */
+/** CPU seconds (user + system) of the processes `match(pid, commandLine)` picks, from /proc. */
 function cpuSeconds(match) {
   let ticks = 0;
   for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
@@ -59,16 +59,34 @@ async function statementsLoaded() {
 }
 const hasStatements = await statementsLoaded();
 const database = (await one('SELECT current_database() AS d')).d;
-const totals = () =>
-  one(`SELECT (SELECT wal_bytes::text FROM pg_stat_wal) AS wal, (SELECT wal_fpi::text FROM pg_stat_wal) AS fpi,
-         (SELECT buffers_backend::text FROM pg_stat_bgwriter) AS backend,
-         (SELECT (checkpoints_req + checkpoints_timed)::text FROM pg_stat_bgwriter) AS checkpoints,
-         (SELECT xact_commit::text FROM pg_stat_database WHERE datname = current_database()) AS xacts`);
-const updates = (schema) =>
-  one(
-    `SELECT coalesce(sum(n_tup_upd), 0)::float8 AS updates, coalesce(sum(n_tup_hot_upd), 0)::float8 AS hot
-     FROM pg_stat_user_tables WHERE schemaname = '${schema.replaceAll("'", "''")}'`,
-  );
+// Cluster-wide counters, each read on its own: pg_stat_wal is there from Postgres 14, and Postgres 17 moved backend
+// writes and checkpoints out of pg_stat_bgwriter. A figure this server does not have reads null and prints as n/a.
+const COUNTERS = {
+  wal: 'SELECT wal_bytes::text AS v FROM pg_stat_wal',
+  fpi: 'SELECT wal_fpi::text AS v FROM pg_stat_wal',
+  backend: 'SELECT buffers_backend::text AS v FROM pg_stat_bgwriter',
+  checkpoints: 'SELECT (checkpoints_req + checkpoints_timed)::text AS v FROM pg_stat_bgwriter',
+  xacts: 'SELECT xact_commit::text AS v FROM pg_stat_database WHERE datname = current_database()',
+};
+async function totals() {
+  const out = {};
+  for (const [name, text] of Object.entries(COUNTERS)) {
+    try {
+      out[name] = (await one(text))?.v ?? null;
+    } catch {
+      out[name] = null;
+    }
+  }
+  return out;
+}
+const updates = async (schema) =>
+  (
+    await pg.unsafe(
+      `SELECT coalesce(sum(n_tup_upd), 0)::float8 AS updates, coalesce(sum(n_tup_hot_upd), 0)::float8 AS hot
+       FROM pg_stat_user_tables WHERE schemaname = $1`,
+      [schema],
+    )
+  )[0];
 const indexes = (schema) =>
   pg.unsafe(
     `SELECT indexrelname AS name, idx_scan::float8 AS scans, idx_tup_read::float8 AS reads,
@@ -104,8 +122,11 @@ try {
       ? after.metrics.accepted + after.metrics.coalesced - (before.metrics.accepted + before.metrics.coalesced)
       : r.requests;
     const per = (a, b) => (Number(a) - Number(b)) / Math.max(1, acked);
-    const t0 = before.totals;
-    const t1 = after.totals;
+    // A cluster counter an event, or n/a where this server does not keep it.
+    const perTotal = (name, digits) =>
+      after.totals[name] === null || before.totals[name] === null
+        ? 'n/a'
+        : per(after.totals[name], before.totals[name]).toFixed(digits);
     console.log(`(${id}) ${target.name}, ${rate > 0 ? `paced at ${rate}` : 'unpaced'}, ${elapsed.toFixed(1)} s`);
     console.log(
       `  acked ${Math.round(acked / elapsed)}/s` +
@@ -117,7 +138,7 @@ try {
       `  CPU: database ${((cpu1.pg - cpu0.pg) / elapsed).toFixed(2)} cores (${((1e6 * (cpu1.pg - cpu0.pg)) / Math.max(1, acked)).toFixed(0)} µs an event), server ${((cpu1.server - cpu0.server) / elapsed).toFixed(2)} cores`,
     );
     console.log(
-      `  an event: ${per(t1.xacts, t0.xacts).toFixed(2)} transactions (whole database ${database}), ${per(t1.wal, t0.wal).toFixed(0)} WAL bytes, ${per(t1.fpi, t0.fpi).toFixed(3)} full-page images, ${per(t1.backend, t0.backend).toFixed(2)} buffers written by backends; ${Number(t1.checkpoints) - Number(t0.checkpoints)} checkpoint(s) during the load`,
+      `  an event: ${perTotal('xacts', 2)} transactions (whole database ${database}), ${perTotal('wal', 0)} WAL bytes, ${perTotal('fpi', 3)} full-page images, ${perTotal('backend', 2)} buffers written by backends; ${after.totals.checkpoints === null ? 'n/a' : Number(after.totals.checkpoints) - Number(before.totals.checkpoints)} checkpoint(s) during the load`,
     );
     const updated = after.updates.updates - before.updates.updates;
     const hot = after.updates.hot - before.updates.hot;
