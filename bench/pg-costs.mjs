@@ -161,8 +161,10 @@ try {
     }
     // Statements grouped by their first words, with the schema's name and parameter numbers taken out (each batch
     // size is a statement text of its own).
-    const rows = await pg.unsafe(
-      `WITH s AS (
+    // plans and total_plan_time are there from Postgres 13.
+    const rows = await pg
+      .unsafe(
+        `WITH s AS (
          SELECT left(regexp_replace(regexp_replace(regexp_replace(query, '\\s+', ' ', 'g'), '"?' || $1 || '"?', 'S', 'g'),
            '\\$[0-9]+', '$', 'g'), 64) AS kind, calls, plans, rows, total_plan_time, total_exec_time
          FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
@@ -172,8 +174,13 @@ try {
          sum(total_plan_time)::float8 AS plan_ms, sum(total_exec_time)::float8 AS exec_ms,
          (SELECT sum(total_plan_time + total_exec_time) FROM s)::float8 AS all_ms
        FROM s GROUP BY kind ORDER BY sum(total_plan_time + total_exec_time) DESC LIMIT 10`,
-      [ctx.schema],
-    );
+        [ctx.schema],
+      )
+      .catch((error) => {
+        console.log(`  statements: pg_stat_statements could not be read (${error.message})`);
+        return null;
+      });
+    if (rows === null) return;
     const all = rows[0]?.all_ms ?? 0;
     console.log(
       `  statements by database time (${Math.round(all)} ms in all, ${((1000 * all) / Math.max(1, acked)).toFixed(0)} µs an event; the top ${rows.length}):`,
