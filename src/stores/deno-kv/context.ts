@@ -1,5 +1,5 @@
 // What the parts of one open store share: the database, its key layout, and the reads of records everything uses.
-import { type DenoKvLike, type KvEntry, type KvEntryMaybe, MAX_READ_KEYS } from './kv.ts';
+import { type DenoKvLike, getAll, type KvEntry, type KvEntryMaybe } from './kv.ts';
 import type { Keys, Part } from './keys.ts';
 import { type GroupValue, type Meta, normalize } from './record.ts';
 
@@ -69,11 +69,11 @@ export function takeHeld(c: Ctx, key: string): KvEntry<Meta> | undefined {
 }
 
 export async function getMetas(c: Ctx, kps: Part[]): Promise<KvEntryMaybe<Meta>[]> {
-  const batches: Promise<KvEntryMaybe<Meta>[]>[] = [];
-  for (let i = 0; i < kps.length; i += MAX_READ_KEYS) {
-    batches.push(c.kv.getMany<Meta[]>(kps.slice(i, i + MAX_READ_KEYS).map((kp) => c.K.meta(kp))));
-  }
-  return (await Promise.all(batches)).flat().map((e) => (e.value ? { ...e, value: normalize(e.value) } : e));
+  const got = await getAll<Meta>(
+    c.kv,
+    kps.map((kp) => c.K.meta(kp)),
+  );
+  return got.map((e) => (e.value ? { ...e, value: normalize(e.value) } : e));
 }
 
 export async function getMeta(c: Ctx, kp: Part): Promise<KvEntryMaybe<Meta>> {

@@ -6,7 +6,7 @@ import type { EventStatus, InsertResult, NewEvent } from '../store.ts';
 import { CHUNKS_PER_COMMIT, deleteChunks, INLINE_BODY_BYTES, splitBody, stageChunks } from './bodies.ts';
 import { BATCH_BYTES, CONFLICT, optimistic, type WriteTurns, writeTurns } from './commits.ts';
 import { type Ctx, forgetGroup, knownGroup, rememberGroup } from './context.ts';
-import { type KvAtomic, type KvEntryMaybe, type KvKey, MAX_READ_KEYS } from './kv.ts';
+import { getAll, type KvAtomic, type KvEntryMaybe, type KvKey } from './kv.ts';
 import { groupOf, keyId, keySize, MAX_PART_CHARS, type Part, part } from './keys.ts';
 import { type GroupValue, isOpen, type Meta, newMeta } from './record.ts';
 import { type LiveWaiters, liveWaiters, type WaitList, withWaiter, writeWaiters } from './signals.ts';
@@ -273,12 +273,7 @@ async function commitBatch(
     ...unread.map((e) => e.key),
     ...[...signals.values()].map((s) => s.entry.key),
   ];
-  const got: KvEntryMaybe<unknown>[] = [];
-  const parts: Promise<KvEntryMaybe<unknown>[]>[] = [];
-  for (let i = 0; i < reads.length; i += MAX_READ_KEYS) {
-    parts.push(kv.getMany<unknown[]>(reads.slice(i, i + MAX_READ_KEYS)));
-  }
-  for (const p of await Promise.all(parts)) got.push(...p);
+  const got = await getAll<unknown>(kv, reads);
   unread.forEach((e, i) => {
     const entry = got[metas + i] as KvEntryMaybe<GroupValue>;
     e.value = entry.value;
