@@ -24,23 +24,32 @@ if (!target?.postgres) {
 }
 if (!(rate >= 0) || !(seconds > 0)) throw new Error('usage: bench/pg-costs.mjs [target] [rate ≥ 0] [seconds > 0]');
 
-/** CPU seconds (user + system) of the processes `match(pid, commandLine)` picks, from /proc. */
-function cpuSeconds(match) {
-  let ticks = 0;
-  for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
-    try {
-      if (!match(pid, readFileSync(`/proc/${pid}/cmdline`, 'utf8'))) continue;
-      // Fields after the command name, which is in parentheses and may hold spaces: utime and stime are 14 and 15.
-      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      ticks += Number(fields[11]) + Number(fields[12]);
-    } catch {
-      // It ended meanwhile.
-    }
+/** CPU seconds (user + system) process `pid` has used, from /proc; 0 once it has ended. */
+function cpuSeconds(pid) {
+  try {
+    // Fields after the command name, which is in parentheses and may hold spaces: utime and stime are 14 and 15.
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100; // USER_HZ, 100 on Linux
+  } catch {
+    return 0;
   }
-  return ticks / 100; // USER_HZ, 100 on Linux
 }
-const postgresCpu = () => cpuSeconds((_pid, cmd) => /^postgres[: ]|\/postgres\0/.test(cmd));
+
+/** CPU seconds of every Postgres process (the server and each backend, as their command lines name them). */
+function postgresCpu() {
+  let seconds = 0;
+  for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
+    let cmd;
+    try {
+      cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+    } catch {
+      continue; // It ended meanwhile.
+    }
+    if (/^postgres[: ]|\/postgres\0/.test(cmd)) seconds += cpuSeconds(pid);
+  }
+  return seconds;
+}
 
 const pg = await pgAdmin();
 if (pg.reason) throw new Error(pg.reason);
@@ -100,7 +109,7 @@ try {
   await onFreshServer(id, 'pg-', async (proc, mode, _readyMs, ctx) => {
     if (process.env.BENCH_PG_CHECKPOINT === '1') await pg.unsafe('CHECKPOINT');
     if (hasStatements) await pg.unsafe('SELECT pg_stat_statements_reset()');
-    const serverCpu = () => cpuSeconds((pid) => pid === String(proc.child.pid));
+    const serverCpu = () => cpuSeconds(proc.child.pid);
     const before = {
       metrics: await metricsOf(proc.port),
       totals: await totals(),
