@@ -588,7 +588,7 @@ describe('sqliteStore()', () => {
   }, async () => {
     const body = new Uint8Array(2000).fill(7);
     const fill = (s: ReturnType<typeof sqliteStore>, prefix: string) => {
-      // About 300 WAL pages: well under the writer's own autocheckpoint of 4000.
+      // About 300 WAL pages: well under the writer's own autocheckpoint (4000 pages, 16384 beside the thread).
       for (let i = 0; i < 300; i++) s.insert(newEvent(`${prefix}${i}`, `c${i % 50}`, T0, { body }));
     };
     const sizes = async (path: string) => {
@@ -605,6 +605,8 @@ describe('sqliteStore()', () => {
       'the database file to receive the checkpointed pages',
     );
     assert.equal(on.get('on299')?.status, 'pending');
+    // The writer's own checkpoint, which lets the WAL start over, comes a quarter as often beside the thread.
+    assert.equal(on.pragma('wal_autocheckpoint'), 16384);
     on.close();
 
     const offPath = tempPath();
@@ -613,6 +615,7 @@ describe('sqliteStore()', () => {
     fill(off, 'off');
     await new Promise((r) => setTimeout(r, 300));
     assert.equal(statSync(offPath).size, offBefore, 'without the checkpointer the pages wait in the WAL');
+    assert.equal(off.pragma('wal_autocheckpoint'), 4000);
     off.close();
     // Closing checkpoints what is left; reopened, everything is there either way.
     for (const [path, prefix] of [
