@@ -28,6 +28,8 @@ import {
   stop,
   wrkArgs,
 } from './processes.mjs';
+import { P99_LIMIT_MS } from './goals.mjs';
+import { ownLatency } from './stats.mjs';
 import { oursEnv, server, TARGETS } from './targets.mjs';
 
 const dir = mkdtempSync(join(tmpdir(), 'lava-bench-'));
@@ -139,7 +141,14 @@ export function measure(id) {
 export function measurePaced(id, rate) {
   return onFreshServer(id, 'paced-', async (proc, mode) => {
     if (WARMUP > 0) await runWrk(proc.port, mode, WARMUP, WARM_OFFSET, rate);
-    return { rate, ...figures(await runWrk(proc.port, mode, DURATION, 0, rate)) };
+    const before = TARGETS[id].ours ? await metricsOf(proc.port) : null;
+    const r = await runWrk(proc.port, mode, DURATION, 0, rate);
+    const after = before ? await metricsOf(proc.port) : null;
+    return {
+      rate,
+      ...figures(r),
+      own: before && after ? ownLatency(before.ackBuckets, after.ackBuckets, P99_LIMIT_MS) : null,
+    };
   });
 }
 

@@ -169,6 +169,11 @@ export async function metricsOf(port) {
         (n, m) => n + Number(m[1]),
         0,
       ),
+      // Ours' own ack latency (request in to 200 out, its clock): the histogram's cumulative buckets, by bound in ms.
+      ackBuckets: [...text.matchAll(/^lava_webhooks_ack_latency_ms_bucket\{le="([^"]+)"\} (\d+)/gm)].map((m) => ({
+        le: m[1] === '+Inf' ? Number.POSITIVE_INFINITY : Number(m[1]),
+        n: Number(m[2]),
+      })),
     };
   } catch {
     return null;

@@ -19,7 +19,7 @@ import {
   THREADS,
   WARMUP,
 } from './config.mjs';
-import { goals, goalsTable } from './goals.mjs';
+import { goals, goalsTable, P99_LIMIT_MS } from './goals.mjs';
 import { perRound, ratioOf } from './stats.mjs';
 import { bun, deno, TARGETS } from './targets.mjs';
 
@@ -86,15 +86,23 @@ export function table(rows) {
 /** A paced section's rows: offered (the pace asked of wrk) against served, and latency. */
 export function pacedTable(rows) {
   const lines = [
-    '| | target | offered req/s | served req/s | p50 ms | p99 ms | max ms | errors |',
-    '|---|---|---:|---:|---:|---:|---:|---:|',
+    `| | target | offered req/s | served req/s | p50 ms | p99 ms | max ms | errors | ours' own clock: acks within ${P99_LIMIT_MS} ms | its p99 between |`,
+    '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|',
   ];
   for (const r of rows) {
     const name = TARGETS[r.id]?.name ?? r.id;
-    if (r.failed) lines.push(`| ${r.id} | ${name} | ${int(r.rate)} | — | — | — | — | failed: ${r.failed} |`);
+    if (r.failed) lines.push(`| ${r.id} | ${name} | ${int(r.rate)} | — | — | — | — | failed: ${r.failed} | — | — |`);
     else {
+      const own = r.own;
+      const within = typeof own?.shareWithin === 'number' ? `${(own.shareWithin * 100).toFixed(1)} %` : '—';
+      const between =
+        own && own.p99To !== null
+          ? own.p99To === Number.POSITIVE_INFINITY
+            ? `over ${own.p99From} ms`
+            : `${own.p99From}–${own.p99To} ms`
+          : '—';
       lines.push(
-        `| ${r.id} | ${name} | ${int(r.rate)} | ${int(r.rps)} | ${f2(r.p50)} | ${f2(r.p99)} | ${f2(r.max)} | ${r.errors} |`,
+        `| ${r.id} | ${name} | ${int(r.rate)} | ${int(r.rps)} | ${f2(r.p50)} | ${f2(r.p99)} | ${f2(r.max)} | ${r.errors} | ${within} | ${between} |`,
       );
     }
   }
@@ -183,6 +191,11 @@ const PACING =
   'wrk sends on a Poisson schedule at that rate, whichever connection is free taking the next departure, and catches ' +
   'up at once when it fell behind (bench/wrk/lava.lua), so a served rate below the offered one means the server (or ' +
   `its ${CONNECTIONS} connections) could not keep up; wrk times each request from when it is written`;
+const OWN_CLOCK =
+  'For ours, the last two columns are its own clock over the same measured seconds: its ack-latency histogram ' +
+  '(`lava_webhooks_ack_latency_ms`, from the request handed to it to its 200) read before and after. What wrk ' +
+  'measures beyond that is spent before ours reads the request (the connection, the event loop busy with other ' +
+  'work) or after it answers.';
 
 /** The paced sections: latency below saturation (a common rate), at half of each one's capacity, end to end. */
 function pacedSections({ paced, half, e2e }) {
@@ -194,7 +207,7 @@ function pacedSections({ paced, half, e2e }) {
       `The table above is taken at saturation: wrk sends as fast as each server answers, so its latencies are mostly ` +
         `queueing. Here each target gets a fresh server and about ${int(paced.rate)} requests/s (${paced.basis}) over ` +
         `the same ${CONNECTIONS} connections, ${DURATION}s after ${WARMUP}s of warm-up at that pace; ${PACING}. Ours ` +
-        'also runs its handlers meanwhile.',
+        `also runs its handlers meanwhile. ${OWN_CLOCK}`,
       '',
       pacedTable(paced.rows),
       '',
@@ -205,7 +218,7 @@ function pacedSections({ paced, half, e2e }) {
       `## Latency at ${Math.round(HALF * 100)} % of capacity`,
       '',
       `Each target on a fresh server, offered ${HALF} × its own requests/s from the rounds above, ${DURATION}s after ` +
-        `${WARMUP}s of warm-up at that pace; ${PACING}.`,
+        `${WARMUP}s of warm-up at that pace; ${PACING}. ${OWN_CLOCK}`,
       '',
       pacedTable(half.rows),
       '',

@@ -40,3 +40,23 @@ export function summarize(row) {
   });
   return row;
 }
+
+/**
+ * What ours' own clock says of the acks between two readings of its histogram: their number, the share within
+ * `limitMs` (exact when it is a bucket's bound, else null), and the bucket the 99th percentile falls in. wrk's latency adds what happens
+ * before ours reads a request (the connection's queue, the event loop busy elsewhere) and after it answers.
+ */
+export function ownLatency(before, after, limitMs) {
+  if (!before?.length || !after?.length) return null;
+  const delta = after.map((b, i) => ({ le: b.le, n: b.n - (before[i]?.n ?? 0) }));
+  const count = delta.at(-1)?.n ?? 0;
+  if (count <= 0) return null;
+  const within = delta.find((b) => b.le === limitMs);
+  const at99 = delta.findIndex((b) => b.n >= 0.99 * count);
+  return {
+    count,
+    shareWithin: within ? within.n / count : null,
+    p99From: at99 > 0 ? delta[at99 - 1].le : 0,
+    p99To: at99 >= 0 ? delta[at99].le : null,
+  };
+}
