@@ -43,8 +43,9 @@ export function summarize(row) {
 
 /**
  * What ours' own clock says of the acks between two readings of its histogram: their number, the share within
- * `limitMs` (exact when it is a bucket's bound, else null), and the bucket the 99th percentile falls in. wrk's latency adds what happens
- * before ours reads a request (the connection's queue, the event loop busy elsewhere) and after it answers.
+ * `limitMs` (exact when it is a bucket's bound, else null), and the bucket the 99th percentile falls in. wrk's
+ * latency adds what happens before ours reads a request (the connection's queue, the event loop busy elsewhere) and
+ * after it answers.
  */
 export function ownLatency(before, after, limitMs) {
   if (!before?.length || !after?.length) return null;
