@@ -135,11 +135,17 @@ export function driverUnavailable(runtime: 'bun' | 'node', err: unknown): string
  * (npm run bench, same-run A/B of builds).
  */
 const BACKSTOP_PAGES = 16384;
-/** A Worker thread checkpointing the WAL of `path` (see `backgroundCheckpoint`), or undefined where there is none. */
+/** The writer's own autocheckpoint with no checkpointer thread running (see openConnection). */
+const WRITER_PAGES = 4000;
+/**
+ * A Worker thread checkpointing the WAL of `path` (see `backgroundCheckpoint`), or undefined where there is none.
+ * `running` hears when the thread has the file open and checkpoints it (true), and when it stopped or failed (false).
+ */
 function startCheckpointer(
   driver: SqliteDriver,
   path: string,
   option: SqliteStoreOptions['backgroundCheckpoint'],
+  running: (yes: boolean) => void,
 ): { stop(): void } | undefined {
   if (option === false || driver.DRIVER !== 'bun:sqlite') return undefined;
   if (path === '' || path === ':memory:' || path.startsWith('file:')) return undefined;
@@ -155,6 +161,9 @@ function startCheckpointer(
   }
   // Never keeps the process alive on its own; a stopped store stops it.
   worker.unref?.();
+  worker.onmessage = (e) => running(e.data?.type === 'running');
+  // The thread's module failed to load or threw: the writer checkpoints alone again.
+  worker.onerror = () => running(false);
   worker.postMessage({ type: 'start', path, everyMs });
   return {
     stop() {
@@ -169,6 +178,8 @@ const CHECKPOINTER = `./sqlite-checkpointer.${import.meta.url.endsWith('.ts') ? 
 
 interface CheckpointWorker {
   postMessage(message: unknown): void;
+  onmessage: ((e: { data?: { type?: string } }) => void) | null;
+  onerror: ((e: unknown) => void) | null;
   unref?(): void;
 }
 
@@ -210,9 +221,9 @@ function openConnection(
     db.exec(`PRAGMA synchronous = ${durability === 'full' ? 'FULL' : 'NORMAL'}`);
     // Checkpoints copy the WAL back into the file (with its fsyncs). At SQLite's default of every 1000 pages they
     // came every few group commits under load and took two thirds of the insert time; every 4000 pages, a page
-    // that many commits wrote in between is copied once. With a background checkpointer (below) this becomes
+    // that many commits wrote in between is copied once. While a background checkpointer runs (below) this is
     // BACKSTOP_PAGES. After a checkpoint the WAL file is cut back to 64 MiB.
-    db.exec('PRAGMA wal_autocheckpoint = 4000');
+    db.exec(`PRAGMA wal_autocheckpoint = ${WRITER_PAGES}`);
     db.exec('PRAGMA journal_size_limit = 67108864');
     // The connection's own secure_delete (SQLite's build default), put back after each purge.
     return { db, secureDelete: secureDeleteSetting(db.prepare('PRAGMA secure_delete').get()?.secure_delete) };
@@ -262,8 +273,15 @@ export function openSqliteStore(
   const { db, secureDelete } = openConnection(driver, options);
   const path = options.path;
   const s = prepareStatements(db);
-  const checkpointer = startCheckpointer(driver, path, options.backgroundCheckpoint);
-  if (checkpointer) db.exec(`PRAGMA wal_autocheckpoint = ${BACKSTOP_PAGES}`);
+  // The writer's own checkpoints wait for BACKSTOP_PAGES only while the thread is known to run: one that failed to
+  // start, or stopped, leaves the writer doing every checkpoint again, and then smaller ones stall it less.
+  const checkpointer = startCheckpointer(driver, path, options.backgroundCheckpoint, (yes) => {
+    try {
+      db.exec(`PRAGMA wal_autocheckpoint = ${yes ? BACKSTOP_PAGES : WRITER_PAGES}`);
+    } catch {
+      // The store closed meanwhile: nothing to set.
+    }
+  });
   const guard = new StoreGuard(DRIVER_NAME, path);
   /** Runs one method: refused once closed, and any failure of SQLite's as StoreUnavailableError naming it. */
   const run = <T>(operation: string, fn: () => T): T => {
