@@ -11,7 +11,6 @@ interface Start {
 
 const scope = globalThis as unknown as {
   onmessage: ((e: { data: Start | { type: 'stop' } }) => void) | null;
-  postMessage(message: { type: 'running' | 'stopped' }): void;
   close(): void;
 };
 
@@ -29,10 +28,9 @@ function stop() {
   scope.close();
 }
 
-// Started only on Bun (see startCheckpointer in sqlite-store.ts), so it opens the file with bun:sqlite. It tells the
-// store when it runs (the writer then leaves it most checkpoints) and when it could not start. A checkpoint that
-// fails (busy, I/O) is simply tried again next tick, and the writer's own autocheckpoint is the backstop if this
-// thread never manages one.
+// Started only on Bun (see startCheckpointer in sqlite-store.ts), so it opens the file with bun:sqlite. Nothing listens
+// for its news: a checkpoint that fails (busy, I/O) is simply tried again next tick, and the writer's own
+// autocheckpoint is the backstop if this thread never manages one.
 scope.onmessage = async (e) => {
   const msg = e.data;
   if (msg.type === 'stop') return stop();
@@ -47,9 +45,7 @@ scope.onmessage = async (e) => {
         // Busy or I/O trouble: try again next tick.
       }
     }, msg.everyMs);
-    scope.postMessage({ type: 'running' });
   } catch {
-    scope.postMessage({ type: 'stopped' });
     stop();
   }
 };

@@ -218,11 +218,11 @@ export function groupCommitStore(store: SqliteStore, parts: GroupParts): SqliteG
   };
   /**
    * After a write failed for want of disk space, each batch first tries to checkpoint the WAL in full and cut it to
-   * nothing, until one such checkpoint succeeds. The WAL file keeps the size it grew to (up to the 64 MiB of commits
-   * between the writer's own checkpoints under load), and a checkpoint needs room to grow the database file: on a
-   * disk that filled up, the WAL took back whatever space was freed before a checkpoint could use it, and every write
-   * after failed for good (the fault suite's 3 MiB disk: one run in three). Cutting the WAL as soon as there is room
-   * for the checkpoint hands its space back.
+   * nothing, until one such checkpoint succeeds. The WAL file keeps the size it grew to (up to the 16 MiB of commits
+   * between checkpoints under load), and a checkpoint needs room to grow the database file: on a disk that filled
+   * up, the WAL took back whatever space was freed before a checkpoint could use it, and every write after failed
+   * for good (the fault suite's 3 MiB disk: one run in three). Cutting the WAL as soon as there is room for the
+   * checkpoint hands its space back.
    */
   const checkpointTruncate = db.prepare('PRAGMA wal_checkpoint(TRUNCATE)');
   const reclaimWal = () => {

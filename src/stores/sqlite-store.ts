@@ -65,10 +65,9 @@ export interface SqliteStoreOptions {
   groupCommit?: boolean;
   /**
    * Checkpoint the WAL from a Worker thread (its own connection, PASSIVE checkpoints every `everyMs`), so the
-   * thread answering deliveries seldom stalls copying pages back into the file: under steady load only the
-   * checkpoint that lets the WAL start over is the writer's own, once the WAL holds 64 MiB (16384 pages; 4000
-   * without this thread). Bun only, file databases only; elsewhere SQLite checkpoints on the writing connection as
-   * usual. Default true where available.
+   * thread answering deliveries seldom stalls copying pages back into the file: under steady load the checkpoint
+   * that lets the WAL start over is still the writer's own, every 4000 pages (docs/benchmarks.md). Bun only, file
+   * databases only; elsewhere SQLite checkpoints on the writing connection as usual. Default true where available.
    */
   backgroundCheckpoint?: boolean | { everyMs?: number };
 }
@@ -81,9 +80,7 @@ export type SyncStore = {
 /** The SQLite store: synchronous, plus a read-only look at its connection for tests and diagnostics. */
 export interface SqliteStore extends SyncStore {
   /** Reads a PRAGMA on this store's own connection (e.g. `synchronous` is per connection, so only it can tell). */
-  pragma(
-    name: 'synchronous' | 'journal_mode' | 'user_version' | 'busy_timeout' | 'wal_autocheckpoint',
-  ): string | number | null;
+  pragma(name: 'synchronous' | 'journal_mode' | 'user_version' | 'busy_timeout'): string | number | null;
 }
 
 /** The methods that write, which `groupCommit` queues for the end of the turn. */
@@ -125,27 +122,11 @@ export function driverUnavailable(runtime: 'bun' | 'node', err: unknown): string
   );
 }
 
-/**
- * The writer's own autocheckpoint beside a background checkpointer, in WAL pages: 64 MiB of 4 KiB pages, the size
- * journal_size_limit cuts the WAL back to. The background thread copies pages back into the file, but under steady
- * load a commit always comes in while it works, so it never finishes the WAL; SQLite starts the WAL over only after
- * a checkpoint that did, and that one is the writer's. Each is a stall of the thread answering deliveries (the last
- * pages copied, then the database file's fsync: 5 to 20 ms here under load); every 4000 pages, about three a second
- * at half capacity. Four times as many pages between them: 3 to 7 % more deliveries a second at saturation
- * (npm run bench, same-run A/B of builds).
- */
-const BACKSTOP_PAGES = 16384;
-/** The writer's own autocheckpoint with no checkpointer thread running (see openConnection). */
-const WRITER_PAGES = 4000;
-/**
- * A Worker thread checkpointing the WAL of `path` (see `backgroundCheckpoint`), or undefined where there is none.
- * `running` hears when the thread has the file open and checkpoints it (true), and when it stopped or failed (false).
- */
+/** A Worker thread checkpointing the WAL of `path` (see `backgroundCheckpoint`), or undefined where there is none. */
 function startCheckpointer(
   driver: SqliteDriver,
   path: string,
   option: SqliteStoreOptions['backgroundCheckpoint'],
-  running: (yes: boolean) => void,
 ): { stop(): void } | undefined {
   if (option === false || driver.DRIVER !== 'bun:sqlite') return undefined;
   if (path === '' || path === ':memory:' || path.startsWith('file:')) return undefined;
@@ -161,9 +142,6 @@ function startCheckpointer(
   }
   // Never keeps the process alive on its own; a stopped store stops it.
   worker.unref?.();
-  worker.onmessage = (e) => running(e.data?.type === 'running');
-  // The thread's module failed to load or threw: the writer checkpoints alone again.
-  worker.onerror = () => running(false);
   worker.postMessage({ type: 'start', path, everyMs });
   return {
     stop() {
@@ -178,8 +156,6 @@ const CHECKPOINTER = `./sqlite-checkpointer.${import.meta.url.endsWith('.ts') ? 
 
 interface CheckpointWorker {
   postMessage(message: unknown): void;
-  onmessage: ((e: { data?: { type?: string } }) => void) | null;
-  onerror: ((e: unknown) => void) | null;
   unref?(): void;
 }
 
@@ -221,9 +197,9 @@ function openConnection(
     db.exec(`PRAGMA synchronous = ${durability === 'full' ? 'FULL' : 'NORMAL'}`);
     // Checkpoints copy the WAL back into the file (with its fsyncs). At SQLite's default of every 1000 pages they
     // came every few group commits under load and took two thirds of the insert time; every 4000 pages, a page
-    // that many commits wrote in between is copied once. While a background checkpointer runs (below) this is
-    // BACKSTOP_PAGES. After a checkpoint the WAL file is cut back to 64 MiB.
-    db.exec(`PRAGMA wal_autocheckpoint = ${WRITER_PAGES}`);
+    // that many commits wrote in between is copied once. With a background checkpointer (below) this is only the
+    // backstop. After a checkpoint the WAL file is cut back to 64 MiB.
+    db.exec('PRAGMA wal_autocheckpoint = 4000');
     db.exec('PRAGMA journal_size_limit = 67108864');
     // The connection's own secure_delete (SQLite's build default), put back after each purge.
     return { db, secureDelete: secureDeleteSetting(db.prepare('PRAGMA secure_delete').get()?.secure_delete) };
@@ -273,15 +249,7 @@ export function openSqliteStore(
   const { db, secureDelete } = openConnection(driver, options);
   const path = options.path;
   const s = prepareStatements(db);
-  // The writer's own checkpoints wait for BACKSTOP_PAGES only while the thread is known to run: one that failed to
-  // start, or stopped, leaves the writer doing every checkpoint again, and then smaller ones stall it less.
-  const checkpointer = startCheckpointer(driver, path, options.backgroundCheckpoint, (yes) => {
-    try {
-      db.exec(`PRAGMA wal_autocheckpoint = ${yes ? BACKSTOP_PAGES : WRITER_PAGES}`);
-    } catch {
-      // The store closed meanwhile: nothing to set.
-    }
-  });
+  const checkpointer = startCheckpointer(driver, path, options.backgroundCheckpoint);
   const guard = new StoreGuard(DRIVER_NAME, path);
   /** Runs one method: refused once closed, and any failure of SQLite's as StoreUnavailableError naming it. */
   const run = <T>(operation: string, fn: () => T): T => {
@@ -549,7 +517,7 @@ export function openSqliteStore(
       run('ping', () => s.ping.get());
     },
     pragma(name) {
-      if (!['synchronous', 'journal_mode', 'user_version', 'busy_timeout', 'wal_autocheckpoint'].includes(name)) {
+      if (!['synchronous', 'journal_mode', 'user_version', 'busy_timeout'].includes(name)) {
         throw new TypeError(`sqlite store: pragma ${JSON.stringify(name)} is not readable here`);
       }
       return run('pragma', () => {
