@@ -6,7 +6,8 @@ import { ratioOf } from './stats.mjs';
 
 const f1 = (x) => (typeof x === 'number' ? x.toFixed(1) : '—');
 const f2 = (x) => (typeof x === 'number' ? x.toFixed(2) : '—');
-const pct1 = (x) => `${(x * 100).toFixed(1)} %`;
+/** A share as a percentage with one decimal (the report's own-clock column uses it too). */
+export const pct1 = (x) => (typeof x === 'number' ? `${(x * 100).toFixed(1)} %` : '—');
 const int = (x) => (typeof x === 'number' ? Math.round(x).toLocaleString('en') : '—');
 
 /** Ratios of ours to a reference, from the rounds: [id of ours, id of the reference, least ratio, what it is]. */

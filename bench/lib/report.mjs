@@ -19,7 +19,7 @@ import {
   THREADS,
   WARMUP,
 } from './config.mjs';
-import { goals, goalsTable, P99_LIMIT_MS } from './goals.mjs';
+import { goals, goalsTable, P99_LIMIT_MS, pct1 } from './goals.mjs';
 import { perRound, ratioOf } from './stats.mjs';
 import { bun, deno, TARGETS } from './targets.mjs';
 
@@ -94,7 +94,7 @@ export function pacedTable(rows) {
     if (r.failed) lines.push(`| ${r.id} | ${name} | ${int(r.rate)} | — | — | — | — | failed: ${r.failed} | — | — |`);
     else {
       const own = r.own;
-      const within = typeof own?.shareWithin === 'number' ? `${(own.shareWithin * 100).toFixed(1)} %` : '—';
+      const within = pct1(own?.shareWithin);
       const between =
         own && own.p99To !== null
           ? own.p99To === Number.POSITIVE_INFINITY
