@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { SECRET, lavaSign, waitFor } from './helpers/lava.ts';
 import { ROOT, type ServerProcess, binAvailable, freePort, startServer } from './helpers/server-process.ts';
-import { fixtureEnv } from './fixtures/runs.ts';
+import { fixtureEnv, readRuns } from './fixtures/runs.ts';
 
 const skip = binAvailable('bun') ? false : 'node_modules/.bin/bun is missing (run npm ci)';
 if (skip) console.log(`[skip] CLI tests: ${skip}`);
@@ -363,8 +363,10 @@ describe('cli: a dead letter replayed after its handler is fixed', { skip }, () 
       10_000,
       'the requeued event to be processed',
     );
-    const runs = readFileSync(join(dir, 'runs.tsv'), 'utf8');
-    assert.match(runs, new RegExp(`^${key}\tcus_gone\t`, 'm'));
+    assert.ok(
+      readRuns(join(dir, 'runs.tsv')).some((r) => r.key === key && r.customer === 'cus_gone'),
+      'the requeued event ran',
+    );
     const again = await cli(['events', 'requeue', '--all-dead'], env);
     assert.match(again.stdout, /no dead letters to requeue/);
     fixed.kill('SIGTERM');
@@ -543,7 +545,7 @@ describe('cli: short ids, tail, resend and a confirmed purge, against a running 
     ).events;
     assert.equal(balance.length, 1);
     const { seq, key } = balance[0] as { seq: number; key: string };
-    assert.match(key, /^customer\.wallet\.balance\.updated:sha256:[0-9a-f]{64}@/);
+    assert.match(key, /^customer\.wallet\.balance\.updated@[0-9a-z]+\.[0-9a-f]{8}[0-9a-z]+$/);
 
     // The line of the event in the table starts with its seq: what a user copies.
     const table = await cli(['events', 'list'], env);

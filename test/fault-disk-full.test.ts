@@ -12,7 +12,7 @@ import { after, describe, test } from 'node:test';
 import { samplePayload } from '../src/samples.ts';
 import { signedRequest, sleep, waitFor } from './helpers/lava.ts';
 import { binAvailable, startServer } from './helpers/server-process.ts';
-import { fixtureEnv, identityOf, readRuns, waitForRuns } from './fixtures/runs.ts';
+import { fixtureEnv, readRuns, waitForRuns } from './fixtures/runs.ts';
 
 const isBun = typeof (globalThis as { Bun?: unknown }).Bun !== 'undefined';
 const proc = globalThis as unknown as { process?: { getuid?: () => number; platform?: string } };
@@ -194,12 +194,11 @@ describe('store fault: the SQLite disk fills up', { skip }, () => {
     const db = new Database(dbPath, { readonly: true });
     try {
       assert.deepEqual(db.query('PRAGMA integrity_check').all(), [{ integrity_check: 'ok' }]);
-      // A balance update is a signal: its record's key is its body-hash identity plus a suffix of its own.
-      const rows = db.query("SELECT key, status FROM events WHERE event = 'customer.wallet.balance.updated'").all() as {
-        key: string;
-        status: string;
-      }[];
-      const byKey = new Map(rows.map((r) => [identityOf(r.key), r.status]));
+      // A balance update is a signal: its body-hash identity is its coalesce key (its own key is `<event>@<suffix>`).
+      const rows = db
+        .query("SELECT coalesce_key AS key, status FROM events WHERE event = 'customer.wallet.balance.updated'")
+        .all() as { key: string; status: string }[];
+      const byKey = new Map(rows.map((r) => [r.key, r.status]));
       for (const k of acked) assert.equal(byKey.get(k), 'done', `acknowledged event ${k} is kept as done`);
       for (const k of refused) assert.equal(byKey.has(k), false, `an event answered 503 was kept: ${k}`);
     } finally {

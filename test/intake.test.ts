@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { connect } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import {
+  type EventRecord,
   type HandlerMap,
   type LavaWebhooksOptions,
   type Logger,
@@ -313,6 +314,11 @@ describe('intake over HTTP', () => {
     );
     assert.equal(recs[0]?.coalesceKey, recs[1]?.coalesceKey);
     assert.notEqual(recs[0]?.key, recs[1]?.key);
+    // A signal's own key is the event, then its arrival time: keys sort in arrival order, so a store's index of keys
+    // grows at its end instead of taking each insert on a random page.
+    assert.ok(recs.every((r) => /^customer\.wallet\.balance\.updated@[0-9a-z]+\.[0-9a-f]{8}[0-9a-z]+$/.test(r.key)));
+    const [first, second] = recs as [EventRecord, EventRecord];
+    assert.ok(first.seq < second.seq && first.key < second.key, `${first.key} sorts before ${second.key}`);
   });
 
   test('identity rules: a per-event policy and key function replace the declared ones, typed by event', async () => {

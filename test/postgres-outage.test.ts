@@ -1,7 +1,7 @@
 // Postgres going away and coming back, through a TCP proxy the test cuts: intake answers 503 (never 200 without a
 // committed insert), /healthz 503, and processing resumes by itself when the database returns — no restart.
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -13,6 +13,7 @@ import { SECRET, signedRequest, sleep, waitFor } from './helpers/lava.ts';
 import { FAULT_TEST_OPTIONS, countingCompletions, eventStatuses, openPg } from './helpers/pg.ts';
 import { ROOT, binAvailable, startServer } from './helpers/server-process.ts';
 import { tcpProxy } from './helpers/tcp-proxy.ts';
+import { readRuns } from './fixtures/runs.ts';
 
 // A specifier in a variable keeps tsc and Deno from type-checking postgres.js's own module graph.
 const POSTGRES_MODULE = 'postgres';
@@ -197,7 +198,7 @@ describe('postgres outage', { skip }, () => {
       await res.body?.cancel();
       return res.status;
     };
-    const runs = () => (existsSync(runsFile) ? readFileSync(runsFile, 'utf8').split('\n').filter(Boolean) : []);
+    const runs = () => readRuns(runsFile);
     try {
       for (let i = 0; i < 3; i++) assert.equal(await deliver('cus_srv', i), 200);
       // Done in the database, not only run: a completion lost in the cut would run that event again (at least once).
@@ -219,7 +220,7 @@ describe('postgres outage', { skip }, () => {
       await waitFor(() => runs().length === 6, 15_000, 'events after the outage to run');
       // Per-customer order survived the outage.
       assert.deepEqual(
-        runs().map((l) => l.split('\t')[2]),
+        runs().map((r) => r.balance),
         ['0', '1', '2', '3', '4', '5'],
       );
       assert.equal(server.child.exitCode, null, 'the server kept running');

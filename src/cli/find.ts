@@ -1,5 +1,6 @@
 // Short ids for events: every command that takes a key also takes the event's seq (`42`, `#42`) or the start of its
-// key, because a balance update's key (`…:sha256:<64 hex>@<time>.<tag>`) is not something anyone types.
+// key, because a balance update's key (`customer.wallet.balance.updated@<time>.<tag><n>`) is not something anyone
+// types.
 import type { EventRecord, Store } from '../stores/store.ts';
 import { CliError, EXIT_USAGE } from './output.ts';
 

@@ -54,6 +54,11 @@ export const onceKey = (event: string, customerId: string): string => `${event}:
 // Signal records need a key of their own each: the arrival time, this process's random tag and a counter make it
 // unique across instances without asking the store for a number. The tag is made at first use: Cloudflare Workers
 // refuse random values at a module's top level.
+// The key is `<event>@<suffix>`, the arrival time first after the event name, so each store's unique index of keys
+// grows at its end, as a log does. The body hash (what copies share) is the record's coalesce key, not part of its key:
+// a key that began with it put each insert on a random page of an index that holds every kept event, one page written
+// an event (`npx bun bench/sqlite-frames.ts`: 1.35 frames of the key index an event, 2.77 of all; time first, about
+// 0.5 and 1.9 of them, the rest from customer.created keys there).
 let tag = '';
 let counter = 0;
 function uniqueSuffix(receivedAt: number): string {
@@ -88,14 +93,15 @@ export function identify(input: KeyInput, options: IdentifyOptions): Identity | 
   const policy = rule?.policy ?? policyOf(input.event);
   if (rule?.key) {
     return Promise.resolve(rule.key(input)).then((custom) =>
-      custom ? ofKey(`custom:${custom}`, policy, options.receivedAt) : fallback(input, policy, options),
+      custom ? ofKey(`custom:${custom}`, policy, input.event, options.receivedAt) : fallback(input, policy, options),
     );
   }
   return fallback(input, policy, options);
 }
 
-function ofKey(key: string, policy: IdentityPolicy, receivedAt: number): Identity {
-  if (policy === 'signal') return { key: `${key}@${uniqueSuffix(receivedAt)}`, policy, coalesceKey: key };
+/** `key` is the identity: of the record itself, or for a signal, what its copies share (see uniqueSuffix). */
+function ofKey(key: string, policy: IdentityPolicy, event: string, receivedAt: number): Identity {
+  if (policy === 'signal') return { key: `${event}@${uniqueSuffix(receivedAt)}`, policy, coalesceKey: key };
   return { key, policy, coalesceKey: null };
 }
 
@@ -115,8 +121,8 @@ function fallback(input: KeyInput, policy: IdentityPolicy, options: IdentifyOpti
   const hex = (options.digest ?? sha256Hex)(input.body);
   const prefix = `${input.event}:sha256:`;
   return typeof hex === 'string'
-    ? ofKey(prefix + hex, hashed, options.receivedAt)
-    : hex.then((h) => ofKey(prefix + h, hashed, options.receivedAt));
+    ? ofKey(prefix + hex, hashed, input.event, options.receivedAt)
+    : hex.then((h) => ofKey(prefix + h, hashed, input.event, options.receivedAt));
 }
 
 /** Key for a delivery that failed validation: the same bad bytes are one dead letter, not many. */
