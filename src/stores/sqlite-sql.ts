@@ -60,14 +60,26 @@ export const statusList = (statuses: readonly string[]) => `,${statuses.join(','
 const NEXT_SEQ = `max(coalesce((SELECT max(seq) FROM events), 0),
   coalesce((SELECT value FROM meta WHERE name = 'seq_floor'), 0)) + 1`;
 
-/** The insert-if-absent of one event, numbered `seq`. (`WHERE 1`: an INSERT … SELECT takes ON CONFLICT only after one.) */
-function insertSql(seq: string): string {
+// A copy of signal ?1 that waits: pending, never claimed since it was inserted or requeued (attempts 0, no lease),
+// found through events_waiting. `+?1`, not `?1`: coalesce_key is in that partial index's WHERE, so a bare parameter
+// made SQLite re-prepare the statement at every new binding (see the note above COLUMNS): 6.4 us a lookup inside a
+// transaction against 1.7 (4.6 against 0.4 when no copy waits, the usual answer). The plan is the same search of
+// events_waiting.
+const waitingCopy = (ck: string) =>
+  `coalesce_key = +${ck} AND status = 'pending' AND attempts = 0 AND lease_owner IS NULL`;
+
+/**
+ * The insert-if-absent of one event, numbered `seq`; with `unlessWaiting`, also only when no copy of the signal waits
+ * (then it inserts nothing, as for a key already there). (`WHERE 1`: an INSERT … SELECT takes ON CONFLICT only after
+ * a WHERE.)
+ */
+function insertSql(seq: string, unlessWaiting = false): string {
   return `INSERT INTO events (seq, key, grp, status, head, next_attempt_at, event, customer_id, received_at,
       finished_at, last_error, headers, body, policy, coalesce_key)
     SELECT ${seq}, ?1, ?2, ?3,
       CASE WHEN ?3 = 'pending' THEN NOT EXISTS (SELECT 1 FROM events WHERE grp = +?2 AND ${OPEN}) ELSE 0 END,
       ?4, ?5, ?6, ?4, CASE WHEN ?3 = 'dead' THEN ?4 END, ?7, ?8, ?9, ?10, ?11
-    WHERE 1
+    WHERE ${unlessWaiting ? `NOT EXISTS (SELECT 1 FROM events WHERE ${waitingCopy('?11')})` : '1'}
     ON CONFLICT (key) DO NOTHING`;
 }
 
@@ -90,17 +102,14 @@ export function prepareStatements(db: SqliteConnection) {
     // itself, which spares each of them two lookups.
     insert: db.prepare(insertSql('?12')),
     insertNext: db.prepare(insertSql(NEXT_SEQ)),
+    // A pending signal: the same insert, made only when no copy of it waits (the usual case: one statement). When it
+    // inserts nothing, either its key is there or a copy waits; `oldestWaiting` then tells which, in the same
+    // transaction.
+    insertSignal: db.prepare(insertSql('?12', true)),
+    insertSignalNext: db.prepare(insertSql(NEXT_SEQ, true)),
     nextSeq: db.prepare(`SELECT ${NEXT_SEQ} AS seq`),
-    // A signal's oldest waiting copy: pending, never claimed since it was inserted or requeued (attempts 0, no
-    // lease), found through events_waiting. `+?1`, not `?1`: coalesce_key is in that partial index's WHERE, so a bare
-    // parameter made SQLite re-prepare the statement at every new binding (see the note above COLUMNS): 6.4 us a
-    // lookup inside a transaction against 1.7 (4.6 against 0.4 when no copy waits, the usual answer), on every
-    // signal the ack path inserts. The plan is the same search of events_waiting.
-    oldestWaiting: db.prepare(
-      `SELECT seq, key FROM events
-       WHERE coalesce_key = +?1 AND status = 'pending' AND attempts = 0 AND lease_owner IS NULL
-       ORDER BY seq LIMIT 1`,
-    ),
+    // A signal's oldest waiting copy (see waitingCopy).
+    oldestWaiting: db.prepare(`SELECT seq, key FROM events WHERE ${waitingCopy('?1')} ORDER BY seq LIMIT 1`),
     // A signal counts itself into the waiting copy ?1 (see oldestWaiting), unless its own key is already there: a
     // redelivery of a record is a duplicate, as for any other policy.
     coalesce: db.prepare(

@@ -301,7 +301,8 @@ export function openSqliteStore(
   // Inside a group commit: the seq the next insert gets, read once per batch (0: not read yet, or no batch open).
   let nextSeq = 0;
   // The one-statement insert (see s.insert): whether it inserted (false: the key is there already, nothing changes).
-  const add = (event: NewEvent, coalesceKey: string | null): boolean => {
+  // `signal`: a pending signal, inserted only when no copy of it waits (see s.insertSignal).
+  const add = (event: NewEvent, coalesceKey: string | null, signal = false): boolean => {
     const grp = event.customerId === null ? `k:${event.key}` : `c:${event.customerId}`;
     const headers = JSON.stringify(event.headers);
     const policy = event.policy ?? 'dedupe';
@@ -310,7 +311,7 @@ export function openSqliteStore(
     const { key, status, receivedAt, customerId, body } = event;
     const error = event.lastError ?? null;
     const changes = inBatch
-      ? s.insert.run(
+      ? (signal ? s.insertSignal : s.insert).run(
           key,
           grp,
           status,
@@ -324,7 +325,7 @@ export function openSqliteStore(
           coalesceKey,
           nextSeq,
         )
-      : s.insertNext.run(
+      : (signal ? s.insertSignalNext : s.insertNext).run(
           key,
           grp,
           status,
@@ -342,11 +343,14 @@ export function openSqliteStore(
     moved(null, event.status);
     return true;
   };
-  // A pending signal (in a transaction): counted into its oldest waiting copy if one waits, else inserted and
-  // waiting itself. A redelivery of a record's own key is a duplicate either way.
+  // A pending signal (in a transaction): inserted, and waiting itself, unless a copy waits; then counted into the
+  // oldest copy. A redelivery of a record's own key is a duplicate either way. The usual case (no copy waits, a new
+  // key) is the one statement.
   const addSignal = (event: NewEvent, coalesceKey: string): InsertResult => {
+    if (add(event, coalesceKey, true)) return { inserted: true };
     const into = s.oldestWaiting.get(coalesceKey);
-    if (into === undefined) return { inserted: add(event, coalesceKey) };
+    // None waits: it was the key that was there already.
+    if (into === undefined) return { inserted: false };
     const row = s.coalesce.get(into.seq as number, event.key);
     return row ? { inserted: false, coalescedInto: row.key as string } : { inserted: false };
   };

@@ -463,6 +463,27 @@ export function storeContract(name: string, target: ContractTarget): void {
       await s.close();
     });
 
+    test('insert() of a signal whose own key is stored is a duplicate, whether or not a copy waits', async () => {
+      const s = await fresh();
+      const sig = (key: string, at: number) =>
+        newEvent(key, 'A', at, { event: 'customer.wallet.balance.updated', policy: 'signal', coalesceKey: 'ck:A' });
+      assert.deepEqual(await s.insert(sig('s1', T0)), { inserted: true });
+      // Waiting, its own key again: a duplicate, not a copy to count.
+      assert.deepEqual(await s.insert(sig('s1', T0 + 1)), { inserted: false });
+      assert.equal((await s.get('s1'))?.deliveries, 1);
+      // Running (no copy waits), its own key again: still a duplicate, no record of its own.
+      assert.equal((await s.claim({ owner: 'w', limit: 1, leaseMs: 60_000, now: T0 + 2 })).length, 1);
+      assert.deepEqual(await s.insert(sig('s1', T0 + 3)), { inserted: false });
+      // A new copy waits behind the run; the first key again is neither inserted nor counted into it.
+      assert.deepEqual(await s.insert(sig('s2', T0 + 4)), { inserted: true });
+      assert.deepEqual(await s.insert(sig('s1', T0 + 5)), { inserted: false });
+      assert.equal((await s.get('s2'))?.deliveries, 1);
+      assert.equal((await s.get('s1'))?.deliveries, 1);
+      const c = await s.counts();
+      assert.equal(c.pending + c.retrying, 2, 's1 (running) and s2');
+      await s.close();
+    });
+
     test('purge() keeps a tombstone of a finished once event, whose key stays a duplicate until its own horizon', async () => {
       const s = await fresh();
       await s.insert(newEvent('customer.created:A', 'A', T0, { policy: 'once', headers: { 'user-agent': 'lava' } }));
