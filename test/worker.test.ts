@@ -13,7 +13,7 @@ import {
 } from '../src/mod.ts';
 import { ParsedCache } from '../src/processing/dispatch.ts';
 import { validateEvent } from '../src/intake/events.ts';
-import { atMost, clear, deadline, expireNow, within } from '../src/intake/deadlines.ts';
+import { type Deadline, atMost, clear, deadline, expireNow, within } from '../src/intake/deadlines.ts';
 import { nextAttemptDelay } from '../src/processing/retry.ts';
 import { createWorker } from '../src/processing/worker.ts';
 import { Metrics } from '../src/observability/metrics.ts';
@@ -122,6 +122,37 @@ describe('deadlines (every timer the worker uses)', () => {
     clear(watched);
     await sleep(120);
     assert.equal(cleared, 0);
+  });
+  test('watched deadlines fire once each, unless cleared, however they are added, cleared and fired', async () => {
+    const fired: number[] = [];
+    const ds = Array.from({ length: 6 }, (_, i) => deadline(10 + (i % 3) * 10, () => fired.push(i)));
+    // The oldest, the newest and one between leave the list.
+    clear(ds[0] as Deadline);
+    clear(ds[5] as Deadline);
+    clear(ds[3] as Deadline);
+    // An expiry that clears another due deadline and adds one of its own, in the same tick.
+    let added = 0;
+    const clearer = deadline(5, () => {
+      clear(ds[4] as Deadline);
+      deadline(5, () => added++);
+    });
+    const later = deadline(400, () => fired.push(99));
+    await sleep(250);
+    assert.equal(clearer.expired, true);
+    assert.equal(added, 1);
+    assert.deepEqual(
+      fired.filter((i) => i !== 4).sort(),
+      [1, 2],
+      'the uncleared ones fired, once each, the cleared ones never',
+    );
+    assert.ok(fired.filter((i) => i === 4).length <= 1, 'a deadline cleared by another expiry fires at most once');
+    // Clearing one that fired, or twice, changes nothing; the one still due later is still watched.
+    clear(ds[1] as Deadline);
+    clear(ds[0] as Deadline);
+    assert.equal(later.expired, false);
+    await sleep(250);
+    assert.equal(later.expired, true);
+    assert.equal(fired.filter((i) => i === 99).length, 1);
   });
 });
 
