@@ -61,11 +61,19 @@ export const onceKey = (event: string, customerId: string): string => `${event}:
 // 0.5 and 1.9 of them, the rest from customer.created keys there).
 let tag = '';
 let counter = 0;
+// The last arrival time and its base-36 form: deliveries of the same millisecond reuse it (a number's conversion to
+// base 36 showed on the request path's profile).
+let lastAt = Number.NaN;
+let lastAt36 = '';
 function uniqueSuffix(receivedAt: number): string {
   if (tag === '') {
     tag = Array.from(crypto.getRandomValues(new Uint8Array(4)), (b) => b.toString(16).padStart(2, '0')).join('');
   }
-  return `${receivedAt.toString(36)}.${tag}${(counter++).toString(36)}`;
+  if (receivedAt !== lastAt) {
+    lastAt = receivedAt;
+    lastAt36 = receivedAt.toString(36);
+  }
+  return `${lastAt36}.${tag}${(counter++).toString(36)}`;
 }
 
 export interface IdentifyOptions {
