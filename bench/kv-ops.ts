@@ -5,6 +5,7 @@
 // one set an event.
 import process from 'node:process';
 import { identify } from '../src/intake/identity.ts';
+import { body } from './events.mjs';
 import { denoKvStore } from '../src/stores/deno-kv/mod.ts';
 import type { DenoKvLike, KvAtomic } from '../src/stores/deno-kv/kv.ts';
 
@@ -81,10 +82,6 @@ const kv: DenoKvLike = {
 const store = denoKvStore({ kv });
 await store.ping();
 const enc = new TextEncoder();
-const body = (i: number) =>
-  enc.encode(
-    JSON.stringify({ event: 'customer.wallet.balance.updated', data: { customer_id: `cus_${i % 997}`, n: i } }),
-  );
 const report = (phase: string, time: { cpu: number; wall: number }) => {
   const per = (n: number) => (n / events).toFixed(2);
   const mut = t.set + t.delete + t.sum;
@@ -101,8 +98,9 @@ const report = (phase: string, time: { cpu: number; wall: number }) => {
 const event = 'customer.wallet.balance.updated';
 const deliveries = await Promise.all(
   Array.from({ length: events }, async (_, i) => {
-    const customerId = `cus_${i % 997}`;
-    const bytes = body(i);
+    // The body wrk sends as event i (bench/events.mjs): customer i % 997, balance i, so no two are copies.
+    const customerId = `cus_bench_${i % 997}`;
+    const bytes = enc.encode(body(i));
     const receivedAt = Date.now();
     const id = await identify({ event, customerId, payload: {}, body: bytes, headers: new Headers() }, { receivedAt });
     return { customerId, bytes, receivedAt, id };
