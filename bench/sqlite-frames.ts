@@ -4,7 +4,8 @@
 // the minimal receiver's insert (bench/targets/sqlite-bun.ts: INSERT OR IGNORE (key, body), one transaction per
 // batch). Checkpoints are off for the run, so every page a commit wrote stays in the WAL as one frame: frames per
 // event is what the disk is asked to write, and the frames' page numbers, mapped to their b-trees (dbstat), say
-// which table or index wrote them.
+// which table or index wrote them. It also times each statement (wall clock, in process), the one figure here that
+// moves with the machine: where the store's CPU goes, statement by statement, against the minimal receiver's insert.
 //   npx bun bench/sqlite-frames.ts [events=20000] [deliveries per turn=16]
 // The worker runs on timers and the turns of the event loop, so two runs may differ by a few frames in a thousand.
 import { createHash } from 'node:crypto';
@@ -24,11 +25,22 @@ const N = Number(process.argv[2] ?? 20_000);
 const PER_TURN = Number(process.argv[3] ?? 16);
 const CUSTOMERS = 997;
 
-/** Statements run on a connection: every run/get/all, and the transactions among them. */
+/**
+ * Statements run on a connection: every run/get/all, and the transactions among them; once `timing` is set, also
+ * the calls and the time spent in each statement (by its SQL's first words).
+ */
 interface Tally {
   statements: number;
   commits: number;
+  timing?: boolean;
+  time?: Map<string, { calls: number; ms: number }>;
 }
+
+/** A statement's label in the timing table: its SQL's first words, whitespace folded. */
+const labelOf = (sql: string) => {
+  const words = sql.replace(/\s+/g, ' ').trim();
+  return words.length > 64 ? `${words.slice(0, 63)}…` : words;
+};
 
 /** Bun's driver, counting statements, with automatic checkpoints off (so the WAL keeps every frame written). */
 function countingDriver(tally: Tally): SqliteDriver {
@@ -42,22 +54,37 @@ function countingDriver(tally: Tally): SqliteDriver {
         prepare(sql) {
           const st = db.prepare(sql);
           const commit = /^\s*COMMIT/i.test(sql);
+          const label = labelOf(sql);
           const count = () => {
             tally.statements++;
             if (commit) tally.commits++;
           };
+          // Wall time in the statement (the driver's call included): its CPU, and for COMMIT the WAL's write.
+          const timed = <T>(call: () => T): T => {
+            if (!tally.timing) return call();
+            const t0 = performance.now();
+            try {
+              return call();
+            } finally {
+              tally.time ??= new Map();
+              const t = tally.time.get(label) ?? { calls: 0, ms: 0 };
+              t.calls++;
+              t.ms += performance.now() - t0;
+              tally.time.set(label, t);
+            }
+          };
           return {
             run(...p) {
               count();
-              return st.run(...p);
+              return timed(() => st.run(...p));
             },
             get(...p) {
               count();
-              return st.get(...p);
+              return timed(() => st.get(...p));
             },
             all(...p) {
               count();
-              return st.all(...p);
+              return timed(() => st.all(...p));
             },
           };
         },
@@ -163,6 +190,8 @@ interface Result {
   commits: number;
   statements: number;
   trees: Map<string, number>;
+  /** Calls and time by statement, over the run (the harness's own reads left out). */
+  time: Map<string, { calls: number; ms: number }>;
   /** The most events recorded and not yet done, sampled every 16 turns. */
   backlog?: number;
 }
@@ -177,6 +206,7 @@ async function ours(dir: string, events: NewEvent[]): Promise<Result> {
   const start = walPages(`${path}-wal`).frames;
   const trees = treeCounter(path, start);
   const before = { ...tally };
+  tally.timing = true;
   const worker = createWorker({
     store,
     process: () => {},
@@ -196,17 +226,22 @@ async function ours(dir: string, events: NewEvent[]): Promise<Result> {
     await turn();
     if ((i / PER_TURN) % 16 === 15) {
       trees.take();
+      tally.timing = false;
       const c = await store.counts();
+      tally.timing = true;
       backlog = Math.max(backlog, c.pending + c.retrying);
     }
   }
   await Promise.all(acks);
   for (;;) {
+    tally.timing = false;
     const c = await store.counts();
+    tally.timing = true;
     if (c.pending + c.retrying === 0) break;
     await new Promise((resolve) => setTimeout(resolve, 5));
   }
   await worker.stop(1000);
+  tally.timing = false;
   const c = await store.counts();
   if (c.dead !== 0) throw new Error(`dead letters: ${JSON.stringify(c)}`);
   trees.take();
@@ -216,6 +251,7 @@ async function ours(dir: string, events: NewEvent[]): Promise<Result> {
     commits: tally.commits - before.commits,
     statements: tally.statements - before.statements,
     trees: trees.out,
+    time: tally.time ?? new Map(),
     backlog,
   };
   await store.close();
@@ -237,6 +273,7 @@ function minimal(dir: string, events: NewEvent[]): Result {
   const start = walPages(`${path}-wal`).frames;
   const trees = treeCounter(path, start);
   const before = { ...tally };
+  tally.timing = true;
   for (let i = 0; i < events.length; i += PER_TURN) {
     begin.run();
     for (const e of events.slice(i, i + PER_TURN)) insert.run(sha256(e.body), e.body);
@@ -250,6 +287,7 @@ function minimal(dir: string, events: NewEvent[]): Result {
     commits: tally.commits - before.commits,
     statements: tally.statements - before.statements,
     trees: trees.out,
+    time: tally.time ?? new Map(),
   };
   db.close();
   return result;
@@ -275,6 +313,20 @@ try {
   for (const [name, n] of [...o.trees].sort((a, b) => b[1] - a[1])) console.log(`  ${name.padEnd(30)}${per(n)}`);
   console.log('frames/event by b-tree (minimal):');
   for (const [name, n] of [...m.trees].sort((a, b) => b[1] - a[1])) console.log(`  ${name.padEnd(30)}${per(n)}`);
+  const timeTable = (title: string, r: Result) => {
+    let total = 0;
+    for (const t of r.time.values()) total += t.ms;
+    console.log(`${title}: ${((total * 1000) / N).toFixed(1)} us an event in statements`);
+    console.log('  us/event  calls/event  us/call  statement');
+    for (const [label, t] of [...r.time].sort((a, b) => b[1].ms - a[1].ms)) {
+      const usPerEvent = ((t.ms * 1000) / N).toFixed(2).padStart(8);
+      const calls = (t.calls / N).toFixed(3).padStart(11);
+      console.log(`  ${usPerEvent}  ${calls}  ${((t.ms * 1000) / t.calls).toFixed(2).padStart(7)}  ${label}`);
+    }
+  };
+  console.log('\ntime in statements (wall clock, in process: moves with the machine, unlike the counts above)');
+  timeTable('ours (its COMMIT writes the WAL; the fsync runs on the thread pool)', o);
+  timeTable('minimal (its COMMIT writes the WAL and waits for the fsync, synchronous=FULL)', m);
 } finally {
   rmSync(dir, { recursive: true, force: true });
 }
