@@ -2,7 +2,6 @@
 // Store modules are imported lazily, so a runtime never loads a driver it does not use.
 import type { ServerConfig } from '../config.ts';
 import type { Store } from '../stores/store.ts';
-import { pgUnreachable } from './pg-reach.ts';
 
 export type StoreKind = 'sqlite' | 'memory' | 'kv' | 'postgres';
 
@@ -76,6 +75,8 @@ export async function openStore(config: StoreSettings): Promise<OpenedStore> {
       } catch (error) {
         // The client's pool would keep retrying (and the process alive): close it before saying why.
         await Promise.race([Promise.resolve(store.close()).catch(() => {}), new Promise((r) => setTimeout(r, 2000))]);
+        // Only on this path: it loads node:dns, a few ms of every start that does not need it.
+        const { pgUnreachable } = await import('./pg-reach.ts');
         const message = await pgUnreachable(url, error);
         if (message === null) throw error;
         throw new Error(message, { cause: error });
