@@ -222,7 +222,18 @@ async function ours(dir: string, events: NewEvent[]): Promise<Result> {
   const acks: Promise<unknown>[] = [];
   let backlog = 0;
   for (let i = 0; i < events.length; i += PER_TURN) {
-    for (const e of events.slice(i, i + PER_TURN)) acks.push(store.insert(e));
+    // As the receiver inserts: with the lease the worker offers when it has room (see Store.insert), and the record
+    // the insert leased handed back to it.
+    for (const e of events.slice(i, i + PER_TURN)) {
+      const lease = worker.leaseForInsert();
+      const inserting = store.insert(e, lease);
+      if (lease)
+        inserting.then(
+          (r) => worker.adopt(r.leased),
+          () => worker.adopt(undefined),
+        );
+      acks.push(inserting);
+    }
     await turn();
     if ((i / PER_TURN) % 16 === 15) {
       trees.take();

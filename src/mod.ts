@@ -69,6 +69,7 @@ export type {
   EventRecord,
   EventStatus,
   IdentityPolicy,
+  InsertLease,
   InsertResult,
   ListOptions,
   MaybePromise,

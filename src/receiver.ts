@@ -307,6 +307,12 @@ export function createLavaWebhooks(options: LavaWebhooksOptions): LavaWebhooks {
     onAccepted: parsedCache
       ? (key, receivedAt, bytes, parsed) => parsedCache.set(key, receivedAt, bytes, parsed)
       : undefined,
+    // The insert of a delivery may take the lease a claim would (see Store.insert): the worker offers one while it
+    // polls and has room, and runs what the store leased to it. (`worker` is made below; these run per delivery.)
+    leases: {
+      offer: () => worker.leaseForInsert(),
+      adopt: (record) => worker.adopt(record),
+    },
   });
   const intake = createIntake(steps);
 

@@ -2,6 +2,9 @@
 // after a run began gets a run, copies that wait coalesce), customer.created/deleted run once per customer ever
 // (tombstones outlive retention), and a customer.created after the customer's deletion is never run.
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { type HandlerContext, type Store, createLavaWebhooks, memoryStore, silentLogger } from '../src/mod.ts';
 import { samplePayload } from '../src/samples.ts';
@@ -11,6 +14,11 @@ import { openPg } from './helpers/pg.ts';
 import { serveReceiver } from './helpers/serve.ts';
 
 const DAY = 86_400_000;
+let tempDir: string | undefined;
+let tempFiles = 0;
+after(() => {
+  if (tempDir) rmSync(tempDir, { recursive: true, force: true });
+});
 const isDeno = 'Deno' in globalThis;
 
 interface Target {
@@ -26,6 +34,15 @@ const targets: Target[] = [
     name: 'sqlite',
     skip: isSqliteAvailable() ? false : 'node:sqlite is not available on this runtime',
     make: async () => sqliteStore({ path: ':memory:' }),
+  },
+  {
+    // As the server opens it: group commit, where an insert may take the lease a claim would (insert-lease.test.ts).
+    name: 'sqlite (group commit)',
+    skip: isSqliteAvailable() ? false : 'node:sqlite is not available on this runtime',
+    make: async () => {
+      tempDir ??= mkdtempSync(join(tmpdir(), 'lava-identity-'));
+      return sqliteStore({ path: join(tempDir, `gc${++tempFiles}.db`), groupCommit: true });
+    },
   },
   {
     name: 'deno-kv',

@@ -2,7 +2,14 @@
 // It ends when the event is committed; nothing a handler does can slow the ack or lose the event.
 import { DEFAULT_REJECTION_LOG_RATE, type Logger, rateLimited } from '../observability/log.ts';
 import type { DeliveryOutcome, Metrics } from '../observability/metrics.ts';
-import { type InsertResult, type NewEvent, type Store, StoreUnavailableError } from '../stores/store.ts';
+import {
+  type EventRecord,
+  type InsertLease,
+  type InsertResult,
+  type NewEvent,
+  type Store,
+  StoreUnavailableError,
+} from '../stores/store.ts';
 import { BodyMemoryError, BodyTimeoutError, PayloadTooLargeError, type ReadBodyOptions, readBody } from './body.ts';
 import type { BodyBudget } from './budget.ts';
 import { within } from './deadlines.ts';
@@ -37,6 +44,11 @@ export interface IntakeConfig {
   now: () => number;
   /** Called when a new valid event was recorded, with what intake parsed (the worker can skip parsing it again). */
   onAccepted?: (key: string, receivedAt: number, bytes: number, parsed: Extract<ParsedEvent, { ok: true }>) => void;
+  /**
+   * The worker's side of leases taken by inserts (a store with `capabilities.leaseOnInsert`): a lease for the insert
+   * of a valid delivery, when the worker has room, and where its answer goes once the insert settled.
+   */
+  leases?: { offer(): InsertLease | undefined; adopt(record: EventRecord | undefined): void };
 }
 
 export interface IntakeResult {
@@ -140,15 +152,27 @@ export function createIntakeSteps(config: IntakeConfig): IntakeSteps {
     return null;
   }
 
-  /** The store's answer, or null when it failed or timed out; synchronous stores answer without a promise. */
-  function insert(event: NewEvent): InsertResult | null | Promise<InsertResult | null> {
+  const leases = store.capabilities.leaseOnInsert ? config.leases : undefined;
+  const adopt = leases ? (r: InsertResult) => leases.adopt(r.leased) : undefined;
+  const adoptNone = leases ? () => leases.adopt(undefined) : undefined;
+
+  /**
+   * The store's answer, or null when it failed or timed out; synchronous stores answer without a promise. With a
+   * lease, the worker hears how the insert settled (the store's own answer, whenever it comes, not the timeout's).
+   */
+  function insert(event: NewEvent, lease?: InsertLease): InsertResult | null | Promise<InsertResult | null> {
     let work: ReturnType<Store['insert']>;
     try {
-      work = store.insert(event);
+      work = store.insert(event, lease);
     } catch (error) {
+      if (lease) adoptNone?.();
       return insertFailed(event, error);
     }
-    if (!(work instanceof Promise)) return work;
+    if (!(work instanceof Promise)) {
+      if (lease) adopt?.(work);
+      return work;
+    }
+    if (lease) work.then(adopt, adoptNone);
     const ms = config.storeTimeoutMs;
     return within(
       work,
@@ -237,17 +261,20 @@ export function createIntakeSteps(config: IntakeConfig): IntakeSteps {
     received: number,
     matched: number,
   ): IntakeResult | Promise<IntakeResult> {
-    const inserting = insert({
-      key: identity.key,
-      policy: identity.policy,
-      coalesceKey: identity.coalesceKey,
-      event: parsed.name,
-      customerId: parsed.customerId,
-      body,
-      headers: pickHeaders(headers),
-      receivedAt: received,
-      status: 'pending',
-    });
+    const inserting = insert(
+      {
+        key: identity.key,
+        policy: identity.policy,
+        coalesceKey: identity.coalesceKey,
+        event: parsed.name,
+        customerId: parsed.customerId,
+        body,
+        headers: pickHeaders(headers),
+        receivedAt: received,
+        status: 'pending',
+      },
+      leases?.offer(),
+    );
     return inserting instanceof Promise
       ? inserting.then((stored) => answer(stored, parsed, identity, body, received, matched))
       : answer(inserting, parsed, identity, body, received, matched);

@@ -1,7 +1,7 @@
 // The claim loop: leases due events from the store in batches, keeps them in a ready queue, and starts each in a
 // handler slot as one frees up. Its modes and how much it claims at once are described below, before the code.
 import { within } from '../intake/deadlines.ts';
-import { type EventRecord, afterThisTurn } from '../stores/store.ts';
+import { type EventRecord, type InsertLease, afterThisTurn } from '../stores/store.ts';
 import type { Leases } from './leases.ts';
 import { createOutcomes } from './outcomes.ts';
 import { type Run, type Shared, signalOf } from './run.ts';
@@ -50,6 +50,22 @@ import type { LazySignalProcess } from './worker.ts';
  */
 export type Mode = 'on-demand' | 'polling' | 'stopping';
 
+/*
+ * ## Leases taken by inserts
+ *
+ * On a store that can (`capabilities.leaseOnInsert`: SQLite with group commit), the receiver asks for a lease as it
+ * inserts a delivery (`offer`), and the store writes the event already leased to this worker when it is its group's
+ * head, in the same atomic write as the insert: what a claim would have written a turn later, without the claim's
+ * statements. The insert's answer hands the record over (`adopt`) and it joins `ready` as a claimed event does. A
+ * lease is offered only while polling and while the runs here and those being inserted leave room within the same
+ * bound a claim fills (`concurrency × prefetch`); claims count the leases offered and not yet answered as taken.
+ *
+ * Claims keep their turn: arrivals do not wait for their acks, so offers alone could keep the room full for good, and
+ * older events (those inserted when there was no room, retries come due, a customer's next event) would wait behind
+ * every new one. So once an insert found no room for a lease, or a claim was put off for lack of room, no lease is
+ * offered until a claim ran; each claim takes the oldest claimable events first, as always.
+ */
+
 const PREFETCH = 8;
 const ASYNC_PREFETCH = 4;
 const MAX_ASYNC_PREFETCH = 32;
@@ -73,6 +89,10 @@ export interface ClaimLoop {
   passSoon(): void;
   /** Enters `stopping`: waits for a claim under way, then releases the runs still waiting. */
   stop(): Promise<void>;
+  /** A lease for an event being inserted now, when there is room for it (see "Leases taken by inserts"). */
+  offer(): InsertLease | undefined;
+  /** The insert given `offer()`'s lease settled: the record when it took the lease, to run here. */
+  adopt(record: EventRecord | undefined): void;
 }
 
 /** `finished` is called once per run as it leaves the worker's books. */
@@ -92,6 +112,14 @@ export function createClaimLoop(shared: Shared, leases: Leases, finished: () => 
   const ready: Run[] = [];
   let prefetch = 1;
   let storeDown = false;
+  // Leases offered to inserts whose answer has not come yet (see "Leases taken by inserts").
+  let adopting = 0;
+  // Claims go first: set when an event may wait for one while offers fill the room (an insert found no room for a
+  // lease, or a claim was put off for lack of room); cleared once a claim ran.
+  let claimFirst = false;
+  // Records inserts leased to this worker, launched together at the end of the turn.
+  const adopted: EventRecord[] = [];
+  let adoptSoon = false;
 
   /** A claim was answered: say so once if the store had been failing. */
   function reachable() {
@@ -101,8 +129,12 @@ export function createClaimLoop(shared: Shared, leases: Leases, finished: () => 
 
   async function fill(): Promise<number> {
     const room = options.concurrency * prefetch;
-    const capacity = room - (running + ready.length);
-    if (capacity <= 0 || mode === 'stopping') return 0;
+    const capacity = room - (running + ready.length + adopting);
+    if (mode === 'stopping') return 0;
+    if (capacity <= 0) {
+      claimFirst = true;
+      return 0;
+    }
     // After the first claim, only once fewer runs wait than there are slots, or than half of a grown prefetch (see
     // "How much a pass claims").
     if (prefetch > 1 && ready.length >= Math.max(options.concurrency, room >> 1)) return 0;
@@ -118,6 +150,7 @@ export function createClaimLoop(shared: Shared, leases: Leases, finished: () => 
       // A synchronous store answered at once: no timeout to race.
       prefetch = PREFETCH;
       reachable();
+      claimFirst = false;
       for (const record of claim) launch(record);
       return claim.length;
     }
@@ -143,6 +176,7 @@ export function createClaimLoop(shared: Shared, leases: Leases, finished: () => 
       prefetch = ASYNC_PREFETCH;
       return 0;
     }
+    claimFirst = false;
     if (batch.length >= capacity) prefetch = Math.min(MAX_ASYNC_PREFETCH, prefetch * 2);
     else if (batch.length * 2 < capacity) prefetch = Math.max(ASYNC_PREFETCH, prefetch >> 1);
     for (const record of batch) launch(record);
@@ -303,6 +337,37 @@ export function createClaimLoop(shared: Shared, leases: Leases, finished: () => 
       poller = undefined;
       await chain.catch(() => {});
       releaseReady();
+    },
+    offer() {
+      if (mode !== 'polling' || storeDown || claimFirst) return undefined;
+      if (running + ready.length + adopting >= options.concurrency * prefetch) {
+        // This event, inserted without a lease, waits for a claim: until one ran, new events do not pass it. More
+        // arrive than the room holds: room grows as after a full claim.
+        claimFirst = true;
+        prefetch = Math.min(MAX_ASYNC_PREFETCH, Math.max(ASYNC_PREFETCH, prefetch * 2));
+        return undefined;
+      }
+      adopting++;
+      return { owner, leaseUntil: now() + options.leaseMs };
+    },
+    adopt(record) {
+      if (record === undefined) {
+        adopting--;
+        return;
+      }
+      // Started once this turn's answers are out, as a claim's runs are: the insert settles just before its 200 is
+      // written, and a handler's synchronous start must not come first.
+      adopted.push(record);
+      if (adoptSoon) return;
+      adoptSoon = true;
+      afterThisTurn(() => {
+        adoptSoon = false;
+        const records = adopted.splice(0);
+        adopting -= records.length;
+        for (const r of records) launch(r);
+        // Stopped meanwhile: handed back at once, as the runs that waited.
+        if (mode === 'stopping') releaseReady();
+      });
     },
   };
 }

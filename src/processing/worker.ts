@@ -5,7 +5,7 @@
 import { type Deadline, atMost, deadline, expireNow } from '../intake/deadlines.ts';
 import type { Logger } from '../observability/log.ts';
 import type { Metrics } from '../observability/metrics.ts';
-import type { EventRecord, Store } from '../stores/store.ts';
+import type { EventRecord, InsertLease, Store } from '../stores/store.ts';
 import { createClaimLoop } from './claim-loop.ts';
 import { createLeases } from './leases.ts';
 import type { RetryPolicy } from './retry.ts';
@@ -56,6 +56,13 @@ export interface Worker {
   stop(deadlineMs?: number): Promise<{ unfinished: number }>;
   /** Handlers running now. */
   readonly running: number;
+  /**
+   * A lease for an event about to be inserted (`store.insert(event, lease)`), when the loop polls and has room to
+   * run it; undefined otherwise. Each lease given must be answered with `adopt` once that insert settled.
+   */
+  leaseForInsert(): InsertLease | undefined;
+  /** The insert given `leaseForInsert()`'s lease settled: its `leased` record, which then runs here, or undefined. */
+  adopt(record: EventRecord | undefined): void;
 }
 
 /** A process function that can take its signal lazily (the built-in dispatcher): saves an AbortController per run. */
@@ -127,6 +134,8 @@ export function createWorker(options: WorkerOptions): Worker {
     start() {
       loop.start();
     },
+    leaseForInsert: () => loop.offer(),
+    adopt: (record) => loop.adopt(record),
     async notify() {
       if (loop.mode === 'stopping') return;
       if (loop.mode === 'polling') {

@@ -9,7 +9,15 @@ import type { SqliteConnection, SqliteDriver, WalSyncer } from './sqlite-driver.
 import { isBusy, isFull } from './sqlite-schema.ts';
 import { PURGE_BATCH, type Statements } from './sqlite-sql.ts';
 import type { SqliteGroupCommitStore, SqliteStore, WritingMethod } from './sqlite-store.ts';
-import type { ClaimOptions, EventRecord, InsertResult, NewEvent, PurgeOptions, RequeueFilter } from './store.ts';
+import type {
+  ClaimOptions,
+  EventRecord,
+  InsertLease,
+  InsertResult,
+  NewEvent,
+  PurgeOptions,
+  RequeueFilter,
+} from './store.ts';
 
 const DRIVER_NAME = 'sqlite';
 
@@ -63,7 +71,17 @@ class QueuedWrite {
   }
 }
 
-type QueuedItem = NewEvent | QueuedWrite;
+/** An insert given a lease (see `Store.insert`): queued with it, where a plain insert is queued as its NewEvent. */
+class LeasedInsert {
+  readonly event: NewEvent;
+  readonly lease: InsertLease;
+  constructor(event: NewEvent, lease: InsertLease) {
+    this.event = event;
+    this.lease = lease;
+  }
+}
+
+type QueuedItem = NewEvent | LeasedInsert | QueuedWrite;
 
 const operationOf = (item: QueuedItem): WritingMethod => (item instanceof QueuedWrite ? item.operation : 'insert');
 
@@ -264,7 +282,8 @@ export function groupCommitStore(store: SqliteStore, parts: GroupParts): SqliteG
       let last = false;
       for (let i = 0; i < batch.length; i++) {
         const item = (batch[i] as Queued<QueuedItem, unknown>).item;
-        if (!(item instanceof QueuedWrite)) results[i] = store.insert(item);
+        if (item instanceof LeasedInsert) results[i] = store.insert(item.event, item.lease);
+        else if (!(item instanceof QueuedWrite)) results[i] = store.insert(item);
         else if (item.last) last = true;
         else results[i] = item.fn();
       }
@@ -409,14 +428,14 @@ export function groupCommitStore(store: SqliteStore, parts: GroupParts): SqliteG
 
   const grouped: SqliteGroupCommitStore = {
     name: store.name,
-    capabilities: { sync: false, batching: true },
+    capabilities: { sync: false, batching: true, leaseOnInsert: true },
     get: (key) => answer(() => store.get(key)),
     list: (options) => answer(() => store.list(options)),
     counts: () => answer(() => store.counts()),
     pragma: (name) => store.pragma(name),
-    insert(event: NewEvent) {
+    insert(event: NewEvent, lease?: InsertLease) {
       if (guard.closed) return Promise.reject(guard.closedError('insert'));
-      return queue.add(event) as Promise<InsertResult>;
+      return queue.add(lease === undefined ? event : new LeasedInsert(event, lease)) as Promise<InsertResult>;
     },
     claim(options: ClaimOptions) {
       return checked(

@@ -68,6 +68,9 @@ const NEXT_SEQ = `max(coalesce((SELECT max(seq) FROM events), 0),
 const waitingCopy = (ck: string) =>
   `coalesce_key = +${ck} AND status = 'pending' AND attempts = 0 AND lease_owner IS NULL`;
 
+// A pending event is its group's head when the group has no other open event (the subquery reads events_open only).
+const HEAD = `CASE WHEN ?3 = 'pending' THEN NOT EXISTS (SELECT 1 FROM events WHERE grp = +?2 AND ${OPEN}) ELSE 0 END`;
+
 /**
  * The insert-if-absent of one event, numbered `seq`; with `unlessWaiting`, also only when no copy of the signal waits
  * (then it inserts nothing, as for a key already there). (`WHERE 1`: an INSERT … SELECT takes ON CONFLICT only after
@@ -76,11 +79,25 @@ const waitingCopy = (ck: string) =>
 function insertSql(seq: string, unlessWaiting = false): string {
   return `INSERT INTO events (seq, key, grp, status, head, next_attempt_at, event, customer_id, received_at,
       finished_at, last_error, headers, body, policy, coalesce_key)
-    SELECT ${seq}, ?1, ?2, ?3,
-      CASE WHEN ?3 = 'pending' THEN NOT EXISTS (SELECT 1 FROM events WHERE grp = +?2 AND ${OPEN}) ELSE 0 END,
-      ?4, ?5, ?6, ?4, CASE WHEN ?3 = 'dead' THEN ?4 END, ?7, ?8, ?9, ?10, ?11
+    SELECT ${seq}, ?1, ?2, ?3, ${HEAD}, ?4, ?5, ?6, ?4, CASE WHEN ?3 = 'dead' THEN ?4 END, ?7, ?8, ?9, ?10, ?11
     WHERE ${unlessWaiting ? `NOT EXISTS (SELECT 1 FROM events WHERE ${waitingCopy('?11')})` : '1'}
     ON CONFLICT (key) DO NOTHING`;
+}
+
+/**
+ * The same insert, given a lease (owner ?13, until ?14): when the event is its group's head it is written leased, as
+ * a claim leases it (attempts 1; and so, a signal, never waiting for copies). Answers the row's `head` when it
+ * inserted (the lease taken when 1), no row when it did not. Only inside a group commit (`seq` numbered by the batch).
+ */
+function leasedInsertSql(unlessWaiting: boolean): string {
+  return `INSERT INTO events (seq, key, grp, status, head, next_attempt_at, event, customer_id, received_at,
+      finished_at, last_error, headers, body, policy, coalesce_key, lease_owner, lease_until, attempts)
+    SELECT ?12, ?1, ?2, ?3, h.head, ?4, ?5, ?6, ?4, CASE WHEN ?3 = 'dead' THEN ?4 END, ?7, ?8, ?9, ?10, ?11,
+      CASE WHEN h.head THEN ?13 END, CASE WHEN h.head THEN ?14 END, h.head
+    FROM (SELECT ${HEAD} AS head) h
+    WHERE ${unlessWaiting ? `NOT EXISTS (SELECT 1 FROM events WHERE ${waitingCopy('?11')})` : '1'}
+    ON CONFLICT (key) DO NOTHING
+    RETURNING head`;
 }
 
 function listStatements(db: SqliteConnection, where: string) {
@@ -107,6 +124,9 @@ export function prepareStatements(db: SqliteConnection) {
     // transaction.
     insertSignal: db.prepare(insertSql('?12', true)),
     insertSignalNext: db.prepare(insertSql(NEXT_SEQ, true)),
+    // Given a lease (see leasedInsertSql): a group commit's insert that may start its run at once.
+    insertLeased: db.prepare(leasedInsertSql(false)),
+    insertSignalLeased: db.prepare(leasedInsertSql(true)),
     nextSeq: db.prepare(`SELECT ${NEXT_SEQ} AS seq`),
     // A signal's oldest waiting copy (see waitingCopy).
     oldestWaiting: db.prepare(`SELECT seq, key FROM events WHERE ${waitingCopy('?1')} ORDER BY seq LIMIT 1`),

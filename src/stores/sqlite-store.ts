@@ -15,6 +15,7 @@ import {
   type ClaimOptions,
   type EventRecord,
   type EventStatus,
+  type InsertLease,
   type InsertResult,
   type ListOptions,
   type NewEvent,
@@ -107,6 +108,39 @@ export type SqliteGroupCommitStore = {
     /** fsyncs of the WAL made after group commits under `full` (tests and diagnostics; 0 under `normal`). */
     readonly walSyncs: number;
   };
+
+/** What one insert statement did (see `add` in openSqliteStore). */
+const NOT_INSERTED = 0;
+const INSERTED = 1;
+const LEASED = 2;
+type Added = typeof NOT_INSERTED | typeof INSERTED | typeof LEASED;
+
+/**
+ * The record an insert leased (see `Store.insert`), as a claim reads it back: built from what was inserted, with no
+ * read of the row.
+ */
+function leasedRecord(event: NewEvent, seq: number, lease: InsertLease): EventRecord {
+  return {
+    key: event.key,
+    policy: event.policy ?? 'dedupe',
+    coalesceKey: event.coalesceKey ?? null,
+    deliveries: 1,
+    tombstone: false,
+    event: event.event,
+    customerId: event.customerId,
+    body: event.body,
+    headers: event.headers,
+    receivedAt: event.receivedAt,
+    status: 'pending',
+    seq,
+    attempts: 1,
+    nextAttemptAt: event.receivedAt,
+    leaseOwner: lease.owner,
+    leaseUntil: lease.leaseUntil,
+    lastError: null,
+    finishedAt: null,
+  };
+}
 
 function messageOf(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
@@ -300,9 +334,12 @@ export function openSqliteStore(
   const transaction = <T>(fn: () => T): T => inTransaction(s, inBatch, fn);
   // Inside a group commit: the seq the next insert gets, read once per batch (0: not read yet, or no batch open).
   let nextSeq = 0;
-  // The one-statement insert (see s.insert): whether it inserted (false: the key is there already, nothing changes).
-  // `signal`: a pending signal, inserted only when no copy of it waits (see s.insertSignal).
-  const add = (event: NewEvent, coalesceKey: string | null, signal = false): boolean => {
+  // The one-statement insert (see s.insert): NOT_INSERTED (the key is there already, nothing changes), INSERTED, or
+  // LEASED (inserted as its group's head, leased to `lease.owner`: see s.insertLeased; its seq is then `addedSeq`).
+  // `signal`: a pending signal, inserted only when no copy of it waits (see s.insertSignal). A lease is taken only
+  // inside a group commit (the server's path), and only by a pending event.
+  let addedSeq = 0;
+  const add = (event: NewEvent, coalesceKey: string | null, signal = false, lease?: InsertLease): Added => {
     const grp = event.customerId === null ? `k:${event.key}` : `c:${event.customerId}`;
     const headers = JSON.stringify(event.headers);
     const policy = event.policy ?? 'dedupe';
@@ -310,6 +347,30 @@ export function openSqliteStore(
     if (inBatch && nextSeq === 0) nextSeq = s.nextSeq.get()?.seq as number;
     const { key, status, receivedAt, customerId, body } = event;
     const error = event.lastError ?? null;
+    if (lease !== undefined && inBatch && status === 'pending') {
+      const row = (signal ? s.insertSignalLeased : s.insertLeased).get(
+        key,
+        grp,
+        status,
+        receivedAt,
+        event.event,
+        customerId,
+        error,
+        headers,
+        body,
+        policy,
+        coalesceKey,
+        nextSeq,
+        lease.owner,
+        lease.leaseUntil,
+      );
+      if (row === undefined) return NOT_INSERTED;
+      addedSeq = nextSeq++;
+      moved(null, status);
+      if (row.head !== 1) return INSERTED;
+      leased.set(key, { seq: addedSeq, status });
+      return LEASED;
+    }
     const changes = inBatch
       ? (signal ? s.insertSignal : s.insert).run(
           key,
@@ -338,16 +399,23 @@ export function openSqliteStore(
           policy,
           coalesceKey,
         );
-    if (changes === 0) return false;
+    if (changes === 0) return NOT_INSERTED;
     if (inBatch) nextSeq++;
     moved(null, event.status);
-    return true;
+    return INSERTED;
+  };
+  /** The answer to an insert that `add` made. */
+  const answerAdded = (added: Added, event: NewEvent, lease: InsertLease | undefined): InsertResult => {
+    if (added === NOT_INSERTED) return { inserted: false };
+    if (added === INSERTED || lease === undefined) return { inserted: true };
+    return { inserted: true, leased: leasedRecord(event, addedSeq, lease) };
   };
   // A pending signal (in a transaction): inserted, and waiting itself, unless a copy waits; then counted into the
   // oldest copy. A redelivery of a record's own key is a duplicate either way. The usual case (no copy waits, a new
   // key) is the one statement.
-  const addSignal = (event: NewEvent, coalesceKey: string): InsertResult => {
-    if (add(event, coalesceKey, true)) return { inserted: true };
+  const addSignal = (event: NewEvent, coalesceKey: string, lease: InsertLease | undefined): InsertResult => {
+    const added = add(event, coalesceKey, true, lease);
+    if (added !== NOT_INSERTED) return answerAdded(added, event, lease);
     const into = s.oldestWaiting.get(coalesceKey);
     // None waits: it was the key that was there already.
     if (into === undefined) return { inserted: false };
@@ -419,15 +487,17 @@ export function openSqliteStore(
     name: DRIVER_NAME,
     capabilities: { sync: true, batching: false },
     // Not through run(): a closure per call is an allocation the ack path does not need.
-    insert(event: NewEvent): InsertResult {
+    insert(event: NewEvent, lease?: InsertLease): InsertResult {
       guard.check('insert');
       try {
         const coalesceKey = event.coalesceKey ?? null;
         // The plain path stays one statement, committed on return. A pending signal is one statement too when no
         // copy of it waits; when it inserted nothing, the look for a waiting copy must be in the same transaction
         // (inside a group commit's, that one).
-        if (coalesceKey === null || event.status !== 'pending') return { inserted: add(event, coalesceKey) };
-        return transaction(() => addSignal(event, coalesceKey));
+        if (coalesceKey === null || event.status !== 'pending') {
+          return answerAdded(add(event, coalesceKey, false, lease), event, lease);
+        }
+        return transaction(() => addSignal(event, coalesceKey, lease));
       } catch (err) {
         throw guard.fail('insert', err);
       }

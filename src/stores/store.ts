@@ -97,6 +97,19 @@ export interface InsertResult {
   inserted: boolean;
   /** Set when a `signal` delivery was counted into the waiting record with this key. */
   coalescedInto?: string;
+  /**
+   * Set when the insert was given a lease and took it (see `Store.insert`): the record as `claim` would have returned
+   * it, leased to the lease's owner.
+   */
+  leased?: EventRecord;
+}
+
+/** A lease an insert may take at once, instead of a claim taking it later (see `Store.insert`). */
+export interface InsertLease {
+  /** The worker that will run the event (as `ClaimOptions.owner`). */
+  owner: string;
+  /** The lease's end, epoch ms. */
+  leaseUntil: number;
 }
 
 export interface ClaimOptions {
@@ -159,6 +172,11 @@ export type StatusCounts = Record<EventStatus, number>;
 export interface StoreCapabilities {
   readonly sync: boolean;
   readonly batching: boolean;
+  /**
+   * `insert` takes an `InsertLease` (see `Store.insert`). A store without it ignores the argument, and the worker
+   * claims the event as usual.
+   */
+  readonly leaseOnInsert?: boolean;
 }
 
 /**
@@ -211,7 +229,14 @@ export interface Store {
   readonly name: string;
   /** Whether it answers synchronously, and whether it batches writes (see `StoreCapabilities`). */
   readonly capabilities: StoreCapabilities;
-  insert(event: NewEvent): MaybePromise<InsertResult>;
+  /**
+   * With `lease`, on a store with `capabilities.leaseOnInsert`: a `pending` event that is inserted as its group's
+   * head (no other open event in its group) is written already leased to `lease.owner` (attempts 1), as a claim
+   * would lease it, in the same atomic write as the insert, and the answer carries it as `leased`. Anything else
+   * (a duplicate, a coalesced copy, an event behind another of its group, a dead letter) is inserted or answered as
+   * without a lease, and waits for a claim.
+   */
+  insert(event: NewEvent, lease?: InsertLease): MaybePromise<InsertResult>;
   claim(options: ClaimOptions): MaybePromise<EventRecord[]>;
   /** Extend a held lease to `leaseUntil`. */
   renew(key: string, owner: string, leaseUntil: number): MaybePromise<boolean>;

@@ -11,6 +11,7 @@ export type Public = [
   lava.HandlerMap,
   lava.Store,
   lava.StoreCapabilities,
+  lava.InsertLease,
   memory.MemoryStoreOptions,
   sqlite.SqliteStoreOptions,
   sqlite.SqliteStore,
