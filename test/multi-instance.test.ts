@@ -214,11 +214,16 @@ describe('several instances on one postgres', { skip }, () => {
     console.log(
       `[info] kill -9: ${expected} acknowledged, ${Number(taken?.n)} taken over after the lease, ${repeated.length} ran twice`,
     );
+    // Order is promised for acknowledged deliveries. One the kill cut off (no 200) may still have been written: its
+    // INSERT reached Postgres before the process died and commits there, possibly after the customer's next delivery,
+    // sent to the survivor once the first failed; it then runs after that one (seen once: 13 before an unacknowledged
+    // 12). Lava would send it again, so where it sits is not part of the promise.
     for (const [customer, order] of firstRunOrder(runs)) {
+      const ackedOrder = order.filter((n) => acked.get(customer)?.includes(n));
       assert.deepEqual(
-        order,
-        [...order].sort((x, y) => x - y),
-        `${customer} ran in order across the takeover`,
+        ackedOrder,
+        [...ackedOrder].sort((x, y) => x - y),
+        `${customer}'s acknowledged events ran in order across the takeover`,
       );
     }
   });
