@@ -2,23 +2,18 @@
 // after a run began gets a run, copies that wait coalesce), customer.created/deleted run once per customer ever
 // (tombstones outlive retention), and a customer.created after the customer's deletion is never run.
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { type HandlerContext, type Store, createLavaWebhooks, memoryStore, silentLogger } from '../src/mod.ts';
 import { samplePayload } from '../src/samples.ts';
 import { isSqliteAvailable, sqliteStore } from '../src/stores/sqlite.ts';
-import { SECRET, signedRequest, sleep, waitFor } from './helpers/lava.ts';
+import { SECRET, handlerGate, signedRequest, sleep, waitFor } from './helpers/lava.ts';
+import { tempDatabases } from './helpers/sqlite.ts';
 import { openPg } from './helpers/pg.ts';
 import { serveReceiver } from './helpers/serve.ts';
 
 const DAY = 86_400_000;
-let tempDir: string | undefined;
-let tempFiles = 0;
-after(() => {
-  if (tempDir) rmSync(tempDir, { recursive: true, force: true });
-});
+const temp = tempDatabases('lava-identity-');
+after(temp.remove);
 const isDeno = 'Deno' in globalThis;
 
 interface Target {
@@ -39,10 +34,7 @@ const targets: Target[] = [
     // As the server opens it: group commit, where an insert may take the lease a claim would (insert-lease.test.ts).
     name: 'sqlite (group commit)',
     skip: isSqliteAvailable() ? false : 'node:sqlite is not available on this runtime',
-    make: async () => {
-      tempDir ??= mkdtempSync(join(tmpdir(), 'lava-identity-'));
-      return sqliteStore({ path: join(tempDir, `gc${++tempFiles}.db`), groupCommit: true });
-    },
+    make: async () => sqliteStore({ path: temp.path(), groupCommit: true }),
   },
   {
     name: 'deno-kv',
@@ -79,7 +71,7 @@ interface Run {
 async function receiver(store: Store) {
   let offset = 0;
   const runs: Run[] = [];
-  let gate: Promise<void> | null = null;
+  const gate = handlerGate();
   const record = (e: { event: string; data: { customer_id: string } }, ctx: HandlerContext) => {
     runs.push({
       event: e.event,
@@ -88,7 +80,7 @@ async function receiver(store: Store) {
       deliveries: ctx.deliveries,
       policy: ctx.policy,
     });
-    return gate ?? undefined;
+    return gate.wait();
   };
   const lava = createLavaWebhooks({
     secret: SECRET,
@@ -111,16 +103,7 @@ async function receiver(store: Store) {
     advance(ms: number) {
       offset += ms;
     },
-    hold(): () => void {
-      let release = () => {};
-      gate = new Promise<void>((r) => {
-        release = () => {
-          gate = null;
-          r();
-        };
-      });
-      return release;
-    },
+    hold: gate.hold,
     close: async () => {
       await served.close();
       await lava.close(2000);

@@ -3,9 +3,6 @@
 // What a claim promises holds for such a lease too: it is in the file (another process sees it, a requeue takes it
 // over), it runs out as a claim's does, and only a group's head with nothing open before it gets one.
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { type HandlerContext, createLavaWebhooks, jsonLogger, silentLogger } from '../src/mod.ts';
 import { Metrics } from '../src/observability/metrics.ts';
@@ -13,24 +10,17 @@ import { createWorker } from '../src/processing/worker.ts';
 import { samplePayload } from '../src/samples.ts';
 import { sqliteStore, sqliteUnavailableReason } from '../src/stores/sqlite.ts';
 import type { EventRecord, InsertLease } from '../src/stores/store.ts';
-import { SECRET, signedRequest, waitFor } from './helpers/lava.ts';
-import { sqliteDriver } from './helpers/sqlite.ts';
+import { SECRET, handlerGate, signedRequest, waitFor } from './helpers/lava.ts';
+import { sqliteDriver, tempDatabases } from './helpers/sqlite.ts';
 import { newEvent } from './stores/contract.ts';
 
 const skip = sqliteUnavailableReason ?? false;
 const T0 = 1_700_000_000_000;
 const LEASE: InsertLease = { owner: 'w', leaseUntil: T0 + 60_000 };
 
-let dir = '';
-let n = 0;
-const tempPath = () => {
-  if (!dir) dir = mkdtempSync(join(tmpdir(), 'lava-insert-lease-'));
-  return join(dir, `t${++n}`, 'events.db');
-};
-const removeTemp = () => {
-  if (dir) rmSync(dir, { recursive: true, force: true });
-  dir = '';
-};
+const temp = tempDatabases('lava-insert-lease-');
+const tempPath = temp.path;
+const removeTemp = temp.remove;
 
 const signal = (key: string, customer: string, at: number) =>
   newEvent(key, customer, at, { event: 'customer.wallet.balance.updated', policy: 'signal', coalesceKey: 'ck' });
@@ -187,10 +177,10 @@ describe('the receiver on SQLite with group commit: deliveries leased by their i
       return got;
     };
     const runs: Array<{ key: string; attempt: number }> = [];
-    let gate: Promise<void> | null = null;
+    const gate = handlerGate();
     const handler = (_e: unknown, ctx: HandlerContext) => {
       runs.push({ key: ctx.key, attempt: ctx.attempt });
-      return gate ?? undefined;
+      return gate.wait();
     };
     const lava = createLavaWebhooks({
       secret: SECRET,
@@ -203,17 +193,7 @@ describe('the receiver on SQLite with group commit: deliveries leased by their i
       const res = await lava.fetch(signedRequest(URL_, body));
       assert.equal(res.status, 200, await res.clone().text());
     };
-    const hold = () => {
-      let release = () => {};
-      gate = new Promise<void>((r) => {
-        release = () => {
-          gate = null;
-          r();
-        };
-      });
-      return release;
-    };
-    return { store, lava, claimedKeys, runs, post, hold };
+    return { store, lava, claimedKeys, runs, post, hold: gate.hold };
   }
 
   test('a delivery the polling worker has room for runs without being claimed: its insert took the lease', async () => {

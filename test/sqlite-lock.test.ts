@@ -3,29 +3,20 @@
 // deliveries wait for the lock without blocking and answer 503 once the store's wait is over (200 when the lock is
 // released in time), and the worker's claims and completions wait the same way, then carry on.
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { createLavaWebhooks, jsonLogger } from '../src/mod.ts';
 import { samplePayload } from '../src/samples.ts';
 import type { SqliteConnection } from '../src/stores/sqlite-driver.ts';
 import { sqliteStore, sqliteUnavailableReason } from '../src/stores/sqlite.ts';
 import { SECRET, signedRequest, sleep, waitFor } from './helpers/lava.ts';
-import { sqliteDriver } from './helpers/sqlite.ts';
+import { sqliteDriver, tempDatabases } from './helpers/sqlite.ts';
 
 const skip = sqliteUnavailableReason ?? false;
 if (skip) console.log(`[skip] sqlite lock tests: ${skip}`);
 
-const dirs: string[] = [];
-after(() => {
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
-});
-const tempPath = () => {
-  const d = mkdtempSync(join(tmpdir(), 'lava-sqlite-lock-'));
-  dirs.push(d);
-  return join(d, 'events.db');
-};
+const temp = tempDatabases('lava-sqlite-lock-');
+after(temp.remove);
+const tempPath = temp.path;
 
 const URL_ = 'http://receiver/webhooks/lava';
 const balance = (customer: string, amount: string) =>

@@ -36,3 +36,24 @@ export async function waitFor<T>(
     await sleep(10);
   }
 }
+
+/**
+ * A gate handlers can wait at: `hold()` closes it and answers the function that opens it again; a handler returns
+ * `wait()`, which is undefined while the gate is open (the handler then finishes at once).
+ */
+export function handlerGate(): { wait(): Promise<void> | undefined; hold(): () => void } {
+  let gate: Promise<void> | null = null;
+  return {
+    wait: () => gate ?? undefined,
+    hold() {
+      let release = () => {};
+      gate = new Promise<void>((r) => {
+        release = () => {
+          gate = null;
+          r();
+        };
+      });
+      return release;
+    },
+  };
+}

@@ -1,29 +1,19 @@
 // SQLite group commit: the contract suite with groupCommit on, and what group commit itself promises — writes that
 // arrive together share one commit, each resolves only once committed, and a failed commit rejects all of them.
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { sqliteStore, sqliteUnavailableReason } from '../../src/stores/sqlite.ts';
 import { StoreUnavailableError } from '../../src/stores/store.ts';
 import { waitFor } from '../helpers/lava.ts';
-import { sqliteDriver } from '../helpers/sqlite.ts';
+import { sqliteDriver, tempDatabases } from '../helpers/sqlite.ts';
 import { newEvent, storeContract } from './contract.ts';
 
 const skip = sqliteUnavailableReason ?? false;
 const T0 = 1_700_000_000_000;
 
-let dir = '';
-let n = 0;
-const tempPath = () => {
-  if (!dir) dir = mkdtempSync(join(tmpdir(), 'lava-sqlite-gc-'));
-  return join(dir, `t${++n}`, 'events.db');
-};
-const removeTemp = () => {
-  if (dir) rmSync(dir, { recursive: true, force: true });
-  dir = '';
-};
+const temp = tempDatabases('lava-sqlite-gc-');
+const tempPath = temp.path;
+const removeTemp = temp.remove;
 
 storeContract('sqlite (group commit, full)', {
   skip,
