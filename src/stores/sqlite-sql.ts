@@ -71,31 +71,35 @@ const waitingCopy = (ck: string) =>
 // A pending event is its group's head when the group has no other open event (the subquery reads events_open only).
 const HEAD = `CASE WHEN ?3 = 'pending' THEN NOT EXISTS (SELECT 1 FROM events WHERE grp = +?2 AND ${OPEN}) ELSE 0 END`;
 
+const unlessWaitingSql = (unlessWaiting: boolean) =>
+  unlessWaiting ? `NOT EXISTS (SELECT 1 FROM events WHERE ${waitingCopy('?11')})` : '1';
+
 /**
- * The insert-if-absent of one event, numbered `seq`; with `unlessWaiting`, also only when no copy of the signal waits
- * (then it inserts nothing, as for a key already there). (`WHERE 1`: an INSERT … SELECT takes ON CONFLICT only after
- * a WHERE.)
+ * The insert-if-absent of one event, numbering itself; with `unlessWaiting`, also only when no copy of the signal
+ * waits (then it inserts nothing, as for a key already there). (`WHERE 1`: an INSERT … SELECT takes ON CONFLICT only
+ * after a WHERE.)
  */
-function insertSql(seq: string, unlessWaiting = false): string {
+function insertSql(unlessWaiting: boolean): string {
   return `INSERT INTO events (seq, key, grp, status, head, next_attempt_at, event, customer_id, received_at,
       finished_at, last_error, headers, body, policy, coalesce_key)
-    SELECT ${seq}, ?1, ?2, ?3, ${HEAD}, ?4, ?5, ?6, ?4, CASE WHEN ?3 = 'dead' THEN ?4 END, ?7, ?8, ?9, ?10, ?11
-    WHERE ${unlessWaiting ? `NOT EXISTS (SELECT 1 FROM events WHERE ${waitingCopy('?11')})` : '1'}
+    SELECT ${NEXT_SEQ}, ?1, ?2, ?3, ${HEAD}, ?4, ?5, ?6, ?4, CASE WHEN ?3 = 'dead' THEN ?4 END, ?7, ?8, ?9, ?10, ?11
+    WHERE ${unlessWaitingSql(unlessWaiting)}
     ON CONFLICT (key) DO NOTHING`;
 }
 
 /**
- * The same insert, given a lease (owner ?13, until ?14): when the event is its group's head it is written leased, as
- * a claim leases it (attempts 1; and so, a signal, never waiting for copies). Answers the row's `head` when it
- * inserted (the lease taken when 1), no row when it did not. Only inside a group commit (`seq` numbered by the batch).
+ * The same insert inside a group commit: numbered ?12 by the batch, and given a lease or none (owner ?13, until ?14,
+ * both NULL for none). With a lease, an event that is its group's head is written leased, as a claim leases it
+ * (attempts 1; and so, a signal, never waiting for copies). Answers the row's `head` when it inserted (a lease given
+ * was taken when 1), no row when it did not.
  */
-function leasedInsertSql(unlessWaiting: boolean): string {
+function batchInsertSql(unlessWaiting: boolean): string {
   return `INSERT INTO events (seq, key, grp, status, head, next_attempt_at, event, customer_id, received_at,
       finished_at, last_error, headers, body, policy, coalesce_key, lease_owner, lease_until, attempts)
     SELECT ?12, ?1, ?2, ?3, h.head, ?4, ?5, ?6, ?4, CASE WHEN ?3 = 'dead' THEN ?4 END, ?7, ?8, ?9, ?10, ?11,
-      CASE WHEN h.head THEN ?13 END, CASE WHEN h.head THEN ?14 END, h.head
+      CASE WHEN h.head THEN ?13 END, CASE WHEN h.head THEN ?14 END, h.head AND ?13 IS NOT NULL
     FROM (SELECT ${HEAD} AS head) h
-    WHERE ${unlessWaiting ? `NOT EXISTS (SELECT 1 FROM events WHERE ${waitingCopy('?11')})` : '1'}
+    WHERE ${unlessWaitingSql(unlessWaiting)}
     ON CONFLICT (key) DO NOTHING
     RETURNING head`;
 }
@@ -115,18 +119,15 @@ export function prepareStatements(db: SqliteConnection) {
     rollback: db.prepare('ROLLBACK'),
     // The hot path: one statement, committed on return (or in its group commit). A pending event is its group's
     // head when the group has no other open event; the subquery reads the open-events index only. Alone, it numbers
-    // itself (`insertNext`); a group commit reads the next seq once per batch (`nextSeq`) and numbers its inserts
-    // itself, which spares each of them two lookups.
-    insert: db.prepare(insertSql('?12')),
-    insertNext: db.prepare(insertSql(NEXT_SEQ)),
+    // itself (`insert`); a group commit reads the next seq once per batch (`nextSeq`) and numbers its inserts itself,
+    // which spares each of them two lookups, and may give each a lease (`batchInsert`, see batchInsertSql).
+    insert: db.prepare(insertSql(false)),
+    batchInsert: db.prepare(batchInsertSql(false)),
     // A pending signal: the same insert, made only when no copy of it waits (the usual case: one statement). When it
     // inserts nothing, either its key is there or a copy waits; `oldestWaiting` then tells which, in the same
     // transaction.
-    insertSignal: db.prepare(insertSql('?12', true)),
-    insertSignalNext: db.prepare(insertSql(NEXT_SEQ, true)),
-    // Given a lease (see leasedInsertSql): a group commit's insert that may start its run at once.
-    insertLeased: db.prepare(leasedInsertSql(false)),
-    insertSignalLeased: db.prepare(leasedInsertSql(true)),
+    insertSignal: db.prepare(insertSql(true)),
+    batchInsertSignal: db.prepare(batchInsertSql(true)),
     nextSeq: db.prepare(`SELECT ${NEXT_SEQ} AS seq`),
     // A signal's oldest waiting copy (see waitingCopy).
     oldestWaiting: db.prepare(`SELECT seq, key FROM events WHERE ${waitingCopy('?1')} ORDER BY seq LIMIT 1`),

@@ -321,20 +321,19 @@ export function openSqliteStore(
   // Inside a group commit: the seq the next insert gets, read once per batch (0: not read yet, or no batch open).
   let nextSeq = 0;
   // The one-statement insert (see s.insert): NOT_INSERTED (the key is there already, nothing changes), INSERTED, or
-  // LEASED (inserted as its group's head, leased to `lease.owner`: see s.insertLeased; its seq is then `addedSeq`).
-  // `signal`: a pending signal, inserted only when no copy of it waits (see s.insertSignal). A lease is taken only
-  // inside a group commit (the server's path), and only by a pending event.
+  // LEASED (inserted as its group's head, leased to `lease.owner`: see s.batchInsert). In a group commit the batch
+  // numbers its inserts (the seq the last one got is `addedSeq`) and may give them a lease; alone, the statement
+  // numbers itself and takes none. `signal`: a pending signal, inserted only when no copy of it waits (see
+  // s.insertSignal).
   let addedSeq = 0;
   const add = (event: NewEvent, coalesceKey: string | null, signal = false, lease?: InsertLease): Added => {
     const grp = event.customerId === null ? `k:${event.key}` : `c:${event.customerId}`;
     const headers = JSON.stringify(event.headers);
     const policy = event.policy ?? 'dedupe';
-    // In a group commit the batch numbers its inserts itself (see s.insert); alone, the statement numbers itself.
-    if (inBatch && nextSeq === 0) nextSeq = s.nextSeq.get()?.seq as number;
     const { key, status, receivedAt, customerId, body } = event;
     const error = event.lastError ?? null;
-    if (lease !== undefined && inBatch && status === 'pending') {
-      const row = (signal ? s.insertSignalLeased : s.insertLeased).get(
+    if (!inBatch) {
+      const changes = (signal ? s.insertSignal : s.insert).run(
         key,
         grp,
         status,
@@ -346,49 +345,34 @@ export function openSqliteStore(
         body,
         policy,
         coalesceKey,
-        nextSeq,
-        lease.owner,
-        lease.leaseUntil,
       );
-      if (row === undefined) return NOT_INSERTED;
-      addedSeq = nextSeq++;
+      if (changes === 0) return NOT_INSERTED;
       moved(null, status);
-      if (row.head !== 1) return INSERTED;
-      leased.set(key, { seq: addedSeq, status });
-      return LEASED;
+      return INSERTED;
     }
-    const changes = inBatch
-      ? (signal ? s.insertSignal : s.insert).run(
-          key,
-          grp,
-          status,
-          receivedAt,
-          event.event,
-          customerId,
-          error,
-          headers,
-          body,
-          policy,
-          coalesceKey,
-          nextSeq,
-        )
-      : (signal ? s.insertSignalNext : s.insertNext).run(
-          key,
-          grp,
-          status,
-          receivedAt,
-          event.event,
-          customerId,
-          error,
-          headers,
-          body,
-          policy,
-          coalesceKey,
-        );
-    if (changes === 0) return NOT_INSERTED;
-    if (inBatch) nextSeq++;
-    moved(null, event.status);
-    return INSERTED;
+    if (nextSeq === 0) nextSeq = s.nextSeq.get()?.seq as number;
+    const row = (signal ? s.batchInsertSignal : s.batchInsert).get(
+      key,
+      grp,
+      status,
+      receivedAt,
+      event.event,
+      customerId,
+      error,
+      headers,
+      body,
+      policy,
+      coalesceKey,
+      nextSeq,
+      lease?.owner ?? null,
+      lease?.leaseUntil ?? null,
+    );
+    if (row === undefined) return NOT_INSERTED;
+    addedSeq = nextSeq++;
+    moved(null, status);
+    if (lease === undefined || row.head !== 1) return INSERTED;
+    leased.set(key, { seq: addedSeq, status });
+    return LEASED;
   };
   /** The answer to an insert that `add` made. */
   const answerAdded = (added: Added, event: NewEvent, lease: InsertLease | undefined): InsertResult => {
