@@ -4,7 +4,7 @@
 // owns its objects) or `{ ...record, ...change }` (a store of values). Nothing here touches a group or an index:
 // claiming a group's head and fencing stay in each backend, where they are atomic.
 import type { PurgeQuery } from './options.ts';
-import type { EventRecord, NewEvent } from './store.ts';
+import type { EventRecord, InsertLease, NewEvent } from './store.ts';
 
 /** The fields a transition changes. */
 export type RecordChange = Partial<EventRecord>;
@@ -33,6 +33,19 @@ export function newRecord(event: NewEvent, seq: number): EventRecord {
     lastError: event.lastError ?? null,
     finishedAt: event.status === 'dead' ? event.receivedAt : null,
   };
+}
+
+/**
+ * The record an insert leased (see `Store.insert`), as a claim would read it back: the record the insert wrote, with
+ * the lease a claim would have set. The SQLite and Postgres stores build it from what they inserted, without reading
+ * the row.
+ */
+export function leasedRecord(event: NewEvent, seq: number, lease: InsertLease): EventRecord {
+  const record = newRecord(event, seq);
+  record.attempts = 1;
+  record.leaseOwner = lease.owner;
+  record.leaseUntil = lease.leaseUntil;
+  return record;
 }
 
 /** `pending` or `retrying`: it will run (again). */

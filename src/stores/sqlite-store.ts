@@ -7,7 +7,7 @@
 import { ConfigError, StoreSchemaError, StoreUnavailableError } from '../errors.ts';
 import { StoreGuard } from './guard.ts';
 import { type PurgeQuery, checkClaim, checkNow, listQuery, purgeQuery, requeueQuery } from './options.ts';
-import { newRecord } from './records.ts';
+import { leasedRecord } from './records.ts';
 import type { LoadedSqliteDriver, SqliteConnection, SqliteDriver, SqliteValue } from './sqlite-driver.ts';
 import { groupCommitStore } from './sqlite-group-commit.ts';
 import { COUNT_TRIGGERS, isNotADatabase, openSchema, secureDeleteSetting } from './sqlite-schema.ts';
@@ -115,18 +115,6 @@ const NOT_INSERTED = 0;
 const INSERTED = 1;
 const LEASED = 2;
 type Added = typeof NOT_INSERTED | typeof INSERTED | typeof LEASED;
-
-/**
- * The record an insert leased (see `Store.insert`), as a claim reads it back: the record the insert wrote
- * (`newRecord`, as the memory store keeps it), with the lease a claim would have set, built without reading the row.
- */
-function leasedRecord(event: NewEvent, seq: number, lease: InsertLease): EventRecord {
-  const record = newRecord(event, seq);
-  record.attempts = 1;
-  record.leaseOwner = lease.owner;
-  record.leaseUntil = lease.leaseUntil;
-  return record;
-}
 
 function messageOf(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
