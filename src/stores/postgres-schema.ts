@@ -2,9 +2,10 @@
 // an advisory lock, so instances starting together migrate it once).
 import { StoreSchemaError } from '../errors.ts';
 import type { PostgresTransaction } from './postgres.ts';
+import { insertEventsFunction } from './postgres-sql.ts';
 
 /** The schema version this code creates and understands. */
-export const SCHEMA_VERSION = 5;
+export const SCHEMA_VERSION = 6;
 
 const OPEN = `('pending', 'retrying')`;
 
@@ -170,6 +171,13 @@ function migrationV5(s: string): string[] {
   ];
 }
 
+// Version 6: the ack path's INSERT as a function (see insertEventsSql in postgres-sql.ts), so that it can try the
+// per-customer locks of the events it is asked to lease and then insert in a statement of its own, whose snapshot
+// sees what was committed before it got them, in one round trip.
+function migrationV6(s: string): string[] {
+  return [insertEventsFunction(s)];
+}
+
 /** Each schema version's statements, run in one transaction per upgrade (exported for the upgrade tests). */
 export const MIGRATIONS: Record<number, (schema: string) => string[]> = {
   1: migrationV1,
@@ -177,6 +185,7 @@ export const MIGRATIONS: Record<number, (schema: string) => string[]> = {
   3: migrationV3,
   4: migrationV4,
   5: migrationV5,
+  6: migrationV6,
 };
 
 type Row = Record<string, unknown>;

@@ -35,18 +35,22 @@ import {
   type Row,
   claimRows,
   coalesceSql,
+  INSERT_COLUMNS,
+  arrayLiteral,
   completeSql,
-  insertSql,
+  hexOf,
+  insertEventsSql,
   rows,
-  signalInsertSql,
   toNumber,
 } from './postgres-sql.ts';
+import { leasedRecord } from './records.ts';
 import { type StoredText, indexed, indexedOrNull, plainText, readOriginals, storedText } from './postgres-text.ts';
 import {
   type ClaimOptions,
   type EventRecord,
   type EventStatus,
   type IdentityPolicy,
+  type InsertLease,
   type InsertResult,
   type ListOptions,
   type NewEvent,
@@ -165,6 +169,9 @@ function toRecord(row: Row): EventRecord {
 interface Context {
   client: PostgresClient;
   T: string;
+  /** The schema's name, as claims key their per-customer locks with it, and the schema quoted. */
+  schemaName: string;
+  S: string;
   /** Runs `fn` once the schema is ready; any failure becomes StoreUnavailableError naming `operation`. */
   run<R>(operation: string, fn: () => Promise<R>): Promise<R>;
   /** Rows were inserted: the planner's statistics may want a refresh. */
@@ -176,13 +183,14 @@ interface Context {
 // (one WAL flush) for all of them, instead of one each. Under load that is most of the database's work per event;
 // alone, an insert is still one statement, sent at the end of the turn it was made in.
 
-/** An insert on its way: the event, and its text values as the columns hold them. */
+/** An insert on its way: the event, its text values as the columns hold them, and the lease it was given. */
 interface PendingInsert {
   event: NewEvent;
   text: StoredText;
+  lease: InsertLease | null;
 }
 
-function pendingInsert(event: NewEvent): PendingInsert {
+function pendingInsert(event: NewEvent, lease: InsertLease | null): PendingInsert {
   const text = storedText(
     event.key,
     event.customerId,
@@ -191,7 +199,7 @@ function pendingInsert(event: NewEvent): PendingInsert {
     event.headers,
     event.lastError ?? null,
   );
-  return { event, text };
+  return { event, text, lease };
 }
 
 const insertParams = ({ event, text }: PendingInsert): unknown[] => [
@@ -209,36 +217,74 @@ const insertParams = ({ event, text }: PendingInsert): unknown[] => [
 ];
 
 /**
- * Inserts a batch in one statement and resolves each insert: whether its row is new (a key twice: the first is),
- * or the key of the record its copy was counted into. A batch without copies of signals takes the plain INSERT.
+ * Inserts a batch in one statement (the schema's insert_events: insertEventsFunction) and resolves each insert:
+ * whether its row is new (a key twice: the first is), whether it was leased, or, through coalesceBatch, the key of
+ * the record its copy was counted into. A lease is offered to the first pending insert of each customer given one;
+ * the function takes it only with the customer's lock (see insertEventsFunction), so two inserts of a customer in
+ * two transactions, which would each find the other's row not yet committed, never both lease one.
  */
 async function insertBatch(ctx: Context, batch: Queued<PendingInsert, InsertResult>[]): Promise<void> {
-  if (!batch.some((q) => q.item.text.ck !== null)) {
-    const params: unknown[] = [];
-    for (const q of batch) params.push(...insertParams(q.item));
-    const out = await ctx.run('insert', () => rows(ctx.client, insertSql(ctx.T, batch.length), params));
-    const fresh = new Set(out.map((r) => String(r.key)));
-    ctx.grew(fresh.size);
-    for (const q of batch) q.resolve({ inserted: fresh.delete(q.item.text.key) });
-    return;
-  }
   if (repeatsCoalesceKey(batch)) return coalesceBatch(ctx, batch);
-  // The usual batch of signals: no copy of any of them waits, and none is a copy of another in the batch. One plain
-  // INSERT that leaves out each signal a copy of which waits (measured: the statement that counts copies took six
-  // times the database's CPU per delivery that a plain INSERT does, though it rarely counts any); only the signals
-  // it left out (a copy waits, or the key is stored already) then go through that statement.
-  const params: unknown[] = [];
-  for (const q of batch) params.push(...insertParams(q.item), q.item.text.ck);
-  const out = await ctx.run('insert', () => rows(ctx.client, signalInsertSql(ctx.T, batch.length), params));
-  const fresh = new Set(out.map((r) => String(r.key)));
+  const offers = leaseOffers(batch);
+  const columns = INSERT_COLUMNS.map(() => [] as (string | number | null)[]);
+  batch.forEach(({ item: { event, text } }, i) => {
+    const lease = offers[i] ?? null;
+    const row = [
+      text.key,
+      text.event,
+      text.customer,
+      hexOf(event.body),
+      text.headers,
+      event.receivedAt,
+      event.status,
+      text.lastError,
+      event.status === 'dead' ? event.receivedAt : null,
+      event.policy ?? 'dedupe',
+      text.originals,
+      text.ck,
+      lease?.owner ?? null,
+      lease?.leaseUntil ?? null,
+    ];
+    for (let c = 0; c < row.length; c++) columns[c]?.push(row[c] ?? null);
+  });
+  const params = [ctx.schemaName, ...columns.map(arrayLiteral)];
+  const out = await ctx.run('insert', () => rows(ctx.client, insertEventsSql(ctx.S), params));
+  const fresh = new Map(out.map((r) => [String(r.key), r]));
   ctx.grew(fresh.size);
   const left: Queued<PendingInsert, InsertResult>[] = [];
-  for (const q of batch) {
-    if (fresh.delete(q.item.text.key)) q.resolve({ inserted: true });
-    else if (q.item.text.ck !== null && q.item.event.status === 'pending') left.push(q);
-    else q.resolve({ inserted: false });
-  }
+  batch.forEach((q, i) => {
+    const { event, text } = q.item;
+    const row = fresh.get(text.key);
+    const lease = offers[i] ?? null;
+    if (row !== undefined) {
+      fresh.delete(text.key);
+      const leased = lease !== null && (row.leased === true || row.leased === 't');
+      q.resolve(
+        leased ? { inserted: true, leased: leasedRecord(event, toNumber(row.seq), lease) } : { inserted: true },
+      );
+    } else if (text.ck !== null && event.status === 'pending') {
+      // A copy of it waits, or its key is stored already: the statement that counts copies tells which.
+      left.push(q);
+    } else q.resolve({ inserted: false });
+  });
   if (left.length > 0) await coalesceBatch(ctx, left);
+}
+
+/**
+ * The lease each insert of a batch may take (see `Store.insert`): only the first pending insert of each customer
+ * can be its customer's head (a later one is behind it); each event without a customer is its own group.
+ */
+function leaseOffers(batch: Queued<PendingInsert, InsertResult>[]): (InsertLease | null)[] {
+  const seen = new Set<string>();
+  return batch.map(({ item }) => {
+    if (item.event.status !== 'pending') return null;
+    const customer = item.text.customer;
+    if (customer !== null) {
+      if (seen.has(customer)) return null;
+      seen.add(customer);
+    }
+    return item.lease;
+  });
 }
 
 /** Whether two pending signals of the batch are copies of each other (the statement that counts copies merges them). */
@@ -350,9 +396,12 @@ interface Completion {
 }
 
 async function completeBatch(ctx: Context, batch: Queued<Completion, boolean>[]): Promise<void> {
-  const params: unknown[] = [];
-  for (const { item } of batch) params.push(item.key, item.owner, item.now);
-  const out = await ctx.run('complete', () => rows(ctx.client, completeSql(ctx.T, batch.length), params));
+  const params = [
+    arrayLiteral(batch.map((q) => q.item.key)),
+    arrayLiteral(batch.map((q) => q.item.owner)),
+    arrayLiteral(batch.map((q) => q.item.now)),
+  ];
+  const out = await ctx.run('complete', () => rows(ctx.client, completeSql(ctx.T), params));
   const changed = new Set(out.map((r) => String(r.key)));
   // The same key twice in one batch changed its row once: the first caller completed it, as it would have alone.
   for (const q of batch) q.resolve(changed.delete(q.item.key));
@@ -466,7 +515,7 @@ export function postgresStore(options: PostgresStoreOptions): Store {
       throw guard.fail(operation, error);
     }
   }
-  const ctx: Context = { client, T, run, grew: analyzer(client, T) };
+  const ctx: Context = { client, T, schemaName, S, run, grew: analyzer(client, T) };
 
   /**
    * Batched writes. A batch Postgres refuses for a value in it (a number out of range, say), or rolls back (a
@@ -500,11 +549,11 @@ export function postgresStore(options: PostgresStoreOptions): Store {
 
   return {
     name: DRIVER_NAME,
-    capabilities: { sync: false, batching: true },
+    capabilities: { sync: false, batching: true, leaseOnInsert: true },
 
-    insert(event: NewEvent): Promise<InsertResult> {
+    insert(event: NewEvent, lease?: InsertLease): Promise<InsertResult> {
       if (guard.closed) return Promise.reject(guard.closedError('insert'));
-      const item = pendingInsert(event);
+      const item = pendingInsert(event, lease ?? null);
       return item.text.ck === null ? inserts.add(item) : insertSignal(item, item.text.ck);
     },
 

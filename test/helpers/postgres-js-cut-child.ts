@@ -19,8 +19,9 @@ import { cutProxy, loadPostgresJs } from './postgres-js.ts';
 const MARK = 'lava_cut_here';
 /** In the store's claim (its first statement, sent after BEGIN) and in no other statement of the store. */
 const CLAIM_MARK = 'pg_try_advisory_xact_lock';
-/** In the store's plain INSERT of new events. */
-const INSERT_MARK = 'ON CONFLICT (key) DO NOTHING RETURNING key';
+/** In the store's insert of new events (its call of the schema's function; the migration that creates it is sent
+ * before a cut is armed). */
+const INSERT_MARK = '.insert_events(';
 
 type Outcome =
   | { ok: true; value: unknown }
