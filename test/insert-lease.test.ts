@@ -1,8 +1,8 @@
-// Leases taken by inserts (Store.insert with a lease: SQLite with group commit, and Postgres): an event inserted as
-// its group's head is written already leased to the worker that will run it, in the insert's own write, and runs
-// without a claim. What a claim promises holds for such a lease too: it is stored (another process or instance sees
-// it, a requeue takes it over), it runs out as a claim's does, and only a group's head with nothing open before it
-// gets one; on Postgres, two instances inserting events of one customer at once never both lease one.
+// Leases taken by inserts (Store.insert with a lease: SQLite with group commit, Postgres, Deno KV): an event
+// inserted as its group's head is written already leased to the worker that will run it, in the insert's own write,
+// and runs without a claim. What a claim promises holds for such a lease too: it is stored (another process or
+// instance sees it, a requeue takes it over), it runs out as a claim's does, and only a group's head with nothing
+// open before it gets one; on Postgres, two instances inserting events of one customer at once never both lease one.
 import assert from 'node:assert/strict';
 import { after, describe, test } from 'node:test';
 import { type HandlerContext, type Store, createLavaWebhooks, jsonLogger, silentLogger } from '../src/mod.ts';
@@ -43,6 +43,14 @@ async function postgres(schema?: string): Promise<Store> {
 const targets: Array<{ name: string; skip: string | false; make: () => Promise<Store> }> = [
   { name: 'sqlite (group commit)', skip, make: async () => sqliteStore({ path: tempPath(), groupCommit: true }) },
   { name: 'postgres', skip: pgSkip, make: () => postgres() },
+  {
+    name: 'deno-kv',
+    skip: 'Deno' in globalThis ? false : 'Deno KV runs on Deno only',
+    make: async () => {
+      const { denoKvStore } = await import('../src/stores/deno-kv/mod.ts');
+      return denoKvStore({ path: ':memory:' });
+    },
+  },
 ];
 
 for (const target of targets) {

@@ -53,7 +53,7 @@ export type Mode = 'on-demand' | 'polling' | 'stopping';
 /*
  * ## Leases taken by inserts
  *
- * On a store that can (`capabilities.leaseOnInsert`: SQLite with group commit, Postgres), the receiver asks for a lease as it
+ * On a store that can (`capabilities.leaseOnInsert`: SQLite with group commit, Postgres, Deno KV), the receiver asks for a lease as it
  * inserts a delivery (`offer`), and the store writes the event already leased to this worker when it is its group's
  * head, in the same atomic write as the insert: what a claim would have written a turn later, without the claim's
  * statements. The insert's answer hands the record over (`adopt`) and it joins `ready` as a claimed event does. A

@@ -2,13 +2,13 @@
 // arrive while a commit is under way all in the next one (a local KV file does one commit at a time, so 64
 // concurrent inserts became 64 queued commits). Each caller's promise settles only once the commit holding its
 // record is done, so an ack stays durable.
-import type { EventStatus, InsertResult, NewEvent } from '../store.ts';
+import type { EventStatus, InsertLease, InsertResult, NewEvent } from '../store.ts';
 import { CHUNKS_PER_COMMIT, deleteChunks, INLINE_BODY_BYTES, splitBody, stageChunks } from './bodies.ts';
 import { BATCH_BYTES, CONFLICT, optimistic, type WriteTurns, writeTurns } from './commits.ts';
-import { type Ctx, forgetGroup, knownGroup, rememberGroup } from './context.ts';
+import { type Ctx, forgetGroup, hold, knownGroup, rememberGroup } from './context.ts';
 import { getAll, type KvAtomic, type KvEntryMaybe, type KvKey } from './kv.ts';
 import { groupOf, keyId, keySize, MAX_PART_CHARS, type Part, part } from './keys.ts';
-import { type GroupValue, isOpen, type Meta, newMeta } from './record.ts';
+import { type GroupValue, isOpen, type Meta, newMeta, toRecord } from './record.ts';
 import { type LiveWaiters, liveWaiters, type WaitList, withWaiter, writeWaiters } from './signals.ts';
 
 /**
@@ -37,6 +37,8 @@ interface InsertItem {
 /** An insert waiting for the next group commit; `id`/`gid`/`ckid` tell keys, groups and signals apart in a batch. */
 interface Queued extends InsertItem {
   ticket: number;
+  /** The lease it was given (see `Store.insert`): taken when it is inserted as its group's head. */
+  lease: InsertLease | null;
   id: string;
   gid: string;
   ckid: string;
@@ -104,8 +106,16 @@ function writeNew(c: Ctx, op: KvAtomic, item: InsertItem, m: Meta, counts?: Map<
   }
 }
 
-/** One insert in its own commit(s): used for large bodies, and when a group commit lost a race. */
-async function insertOne(c: Ctx, nextSeq: NextSeq, item: InsertItem): Promise<InsertResult> {
+/**
+ * One insert in its own commit(s): used for large bodies, a lone insert, and when a group commit lost a race. Given a
+ * lease, it writes its group's head leased, as commitBatch does.
+ */
+async function insertOne(
+  c: Ctx,
+  nextSeq: NextSeq,
+  item: InsertItem,
+  lease: InsertLease | null = null,
+): Promise<InsertResult> {
   const { kv, K } = c;
   const { event, kp, g, ckp } = item;
   const open = event.status === 'pending';
@@ -151,10 +161,17 @@ async function insertOne(c: Ctx, nextSeq: NextSeq, item: InsertItem): Promise<In
       m.body = inline ? body.slice() : null;
       m.bodyId = bodyId;
       m.chunks = chunks.length;
-      m.waits = w !== null;
+      const leased = m.head && lease !== null;
+      if (leased) {
+        // Leased as a claim would lease it; a signal's run begins, so it goes on no waiting list (see commitBatch).
+        m.leaseOwner = lease.owner;
+        m.leaseUntil = lease.leaseUntil;
+        m.attempts = 1;
+      }
+      m.waits = w !== null && !leased;
       const op = kv.atomic();
       writeNew(c, op, item, m);
-      if (w !== null && waiters !== null) {
+      if (w !== null && waiters !== null && !leased) {
         op.check({ key: w.key, versionstamp: w.versionstamp });
         writeWaiters(op, w.key, withWaiter(waiters.live, { seq, kp }));
       }
@@ -172,7 +189,9 @@ async function insertOne(c: Ctx, nextSeq: NextSeq, item: InsertItem): Promise<In
       }
       if (open) rememberGroup(c, gid, { value: { n: groupN + 1, last: seq }, versionstamp: r.versionstamp });
       staged = null;
-      return { inserted: true };
+      if (!leased) return { inserted: true };
+      hold(c, kp, m, r.versionstamp);
+      return { inserted: true, leased: toRecord(m, body) };
     });
   } finally {
     const s = staged as { bodyId: string; marker: KvKey } | null;
@@ -284,6 +303,8 @@ async function commitBatch(
   const counts = new Map<EventStatus, bigint>();
   const results: InsertResult[] = [];
   const touched = new Map<string, GroupValue>();
+  // The records this commit writes leased, with their key parts, by batch index.
+  const leased = new Map<number, { kp: Part; m: Meta }>();
   batch.forEach((q, i) => {
     if (!assumeNew && got[i]?.versionstamp) {
       results.push({ inserted: false });
@@ -303,7 +324,16 @@ async function commitBatch(
     const n = gv?.n ?? 0;
     const m = newMeta(q.event, nextSeq(n > 0 ? (gv?.last ?? 0) : 0), open && n === 0);
     m.body = q.event.body.slice();
-    if (sig && open) {
+    if (m.head && q.lease !== null) {
+      // Its group's head, written leased as a claim would lease it: its slot is `wait` until the lease's end. A
+      // signal's run begins with it, so it goes on no waiting list and takes no copies (a copy later in this batch
+      // gets a record of its own).
+      m.leaseOwner = q.lease.owner;
+      m.leaseUntil = q.lease.leaseUntil;
+      m.attempts = 1;
+      leased.set(i, { kp: q.kp, m });
+      writeNew(c, op, q, m, counts);
+    } else if (sig && open) {
       // Written once the copies behind it in this batch are counted in.
       m.waits = true;
       sig.m = m;
@@ -339,6 +369,11 @@ async function commitBatch(
     return null;
   }
   for (const [gid, value] of touched) rememberGroup(c, gid, { value, versionstamp: r.versionstamp });
+  for (const [i, { kp, m }] of leased) {
+    // The commit wrote it as `m`: a completion of it need not read it back (see hold).
+    hold(c, kp, m, r.versionstamp);
+    results[i] = { inserted: true, leased: toRecord(m, batch[i]?.event.body as Uint8Array) };
+  }
   return results;
 }
 
@@ -356,7 +391,8 @@ async function readSignals(c: Ctx, signals: Signal[], entries: KvEntryMaybe<unkn
 export interface Inserts {
   /** Taken before any await, so concurrent inserts keep the order they were called in. */
   ticket(): number;
-  insert(c: Ctx, event: NewEvent, ticket: number): Promise<InsertResult>;
+  /** With `lease`, a pending event inserted as its group's head is written leased (see `Store.insert`). */
+  insert(c: Ctx, event: NewEvent, ticket: number, lease?: InsertLease | null): Promise<InsertResult>;
 }
 
 /** The insert path of one store: its seq maker and its group-commit queue. */
@@ -391,7 +427,7 @@ export function inserts(turns: WriteTurns = writeTurns()): Inserts {
           }
           if (results) for (let i = 0; i < batch.length; i++) batch[i]?.done(results[i] as InsertResult);
           // A lone insert, or a batch that kept losing races: each one on its own, retried as usual.
-          else await Promise.all(batch.map((q) => insertOne(c, nextSeq, q).then(q.done, q.fail)));
+          else await Promise.all(batch.map((q) => insertOne(c, nextSeq, q, q.lease).then(q.done, q.fail)));
         } catch (err) {
           for (const q of batch) q.fail(err);
         }
@@ -403,7 +439,7 @@ export function inserts(turns: WriteTurns = writeTurns()): Inserts {
 
   return {
     ticket: () => ++tickets,
-    async insert(c, event, ticket) {
+    async insert(c, event, ticket, lease = null) {
       const kp = await part(event.key);
       const cp = event.customerId === null ? null : await part(event.customerId);
       const g = await groupOf(event);
@@ -411,12 +447,12 @@ export function inserts(turns: WriteTurns = writeTurns()): Inserts {
       const ck = event.status === 'pending' ? (event.coalesceKey ?? null) : null;
       const ckp = ck === null ? null : await part(ck);
       const item = { event, kp, cp, g, ckp };
-      if (event.body.length > INLINE_BODY_BYTES) return insertOne(c, nextSeq, item);
+      if (event.body.length > INLINE_BODY_BYTES) return insertOne(c, nextSeq, item, lease);
       return new Promise<InsertResult>((done, fail) => {
         let at = queued.length;
         while (at > 0 && (queued[at - 1] as Queued).ticket > ticket) at--;
         const ckid = ck === null ? '' : keyId([ck]);
-        queued.splice(at, 0, { ...item, ticket, id: keyId([event.key]), gid: keyId(g), ckid, done, fail });
+        queued.splice(at, 0, { ...item, ticket, lease, id: keyId([event.key]), gid: keyId(g), ckid, done, fail });
         if (!flushing) void flush(c);
       });
     },

@@ -140,11 +140,11 @@ export function denoKvStore(options: DenoKvStoreOptions = {}): Store {
   return {
     name: DRIVER_NAME,
     // Inserts that arrive while a commit is under way share the next one; complete/retry/deadLetter/renew share one too.
-    capabilities: { sync: false, batching: true },
+    capabilities: { sync: false, batching: true, leaseOnInsert: true },
 
-    insert(event) {
+    insert(event, lease) {
       const ticket = inserter.ticket();
-      return run('insert', (c) => inserter.insert(c, event, ticket));
+      return run('insert', (c) => inserter.insert(c, event, ticket, lease ?? null));
     },
 
     async claim(o) {
