@@ -827,6 +827,36 @@ describe(`${label} store`, { skip }, () => {
   const LONG_CUSTOMER = `cus_${'x'.repeat(4996)}`;
   const NUL_CUSTOMER = 'cus_\u0000_1';
 
+  test("a batch's values go as array literals: quotes, backslashes, braces, commas, NULL and empty text come back as sent", async () => {
+    const s = postgresStore({ sql: pg!.sql, schema: pg!.schema() });
+    const odd = ['a"b', 'c\\d', '{e,f}', 'NULL', '', ' g ', '\\"', 'h\nі'];
+    const events = odd.map((v, i) =>
+      newEvent(`k${v}`, v === '' ? null : `cus${v}`, T0 + i, {
+        event: `customer.${v}`,
+        headers: { 'x-odd': v, [`x-${i}`]: `{"quoted": "${v}"}` },
+        body: new TextEncoder().encode(`{"v":${JSON.stringify(v)}}\u0000${v}`),
+      }),
+    );
+    // All in one batch: one array literal a column.
+    const results = await Promise.all(events.map((e) => s.insert(e, { owner: 'w', leaseUntil: T0 + 60_000 })));
+    assert.deepEqual(
+      results.map((r) => [r.inserted, r.leased?.key]),
+      events.map((e) => [true, e.key]),
+      "each its customer's head (the one without a customer its own group), leased",
+    );
+    for (const e of events) {
+      const r = await s.get(e.key);
+      assert.ok(r, `get(${JSON.stringify(e.key)})`);
+      assert.equal(r.key, e.key);
+      assert.equal(r.customerId, e.customerId);
+      assert.equal(r.event, e.event);
+      assert.deepEqual(r.headers, e.headers);
+      assert.deepEqual([...r.body], [...e.body]);
+      assert.equal(r.leaseOwner, 'w');
+    }
+    await s.close();
+  });
+
   test('insert() takes what text columns cannot hold as it is (5,000 characters, NUL, lone surrogates), and get() returns it as sent', async () => {
     const schema = pg!.schema();
     const s = postgresStore({ sql: pg!.sql, schema });
