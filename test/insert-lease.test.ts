@@ -136,6 +136,32 @@ for (const target of targets) {
       assert.equal(await s.complete('a', 'x', T0 + 1001), true);
       await s.close();
     });
+
+    test('a worker that stopped while an insert took its lease hands the event back at once', async () => {
+      const s = await target.make();
+      const worker = createWorker({
+        store: s,
+        process: () => assert.fail('nothing runs after stop'),
+        concurrency: 2,
+        leaseMs: 60_000,
+        pollMs: 1000,
+        handlerTimeoutMs: 1000,
+        retry: { scheduleMs: [10], jitter: 0 },
+        logger: jsonLogger({ level: 'silent' }),
+        metrics: new Metrics(),
+      });
+      assert.equal(worker.leaseForInsert(), undefined, 'no lease before the loop polls');
+      worker.start();
+      const lease = worker.leaseForInsert() as InsertLease;
+      assert.equal(lease.owner, worker.owner);
+      const inserting = s.insert(newEvent('a', 'c', Date.now()), lease);
+      await worker.stop();
+      assert.equal(worker.leaseForInsert(), undefined, 'none once stopping');
+      worker.adopt((await inserting).leased);
+      await waitFor(async () => (await s.get('a'))?.leaseOwner === null, 5000, 'the lease handed back');
+      assert.equal((await s.get('a'))?.status, 'retrying');
+      await s.close();
+    });
   });
 }
 
@@ -283,32 +309,6 @@ describe('sqlite store: an insert given a lease, what is its own', { skip }, () 
     assert.equal(await s.get('a'), null);
     // The next insert of the same event leases it as usual.
     assert.ok((await s.insert(newEvent('a', 'c', T0), LEASE)).leased);
-    await s.close();
-  });
-
-  test('a worker that stopped while an insert took its lease hands the event back at once', async () => {
-    const s = sqliteStore({ path: tempPath(), groupCommit: true });
-    const worker = createWorker({
-      store: s,
-      process: () => assert.fail('nothing runs after stop'),
-      concurrency: 2,
-      leaseMs: 60_000,
-      pollMs: 1000,
-      handlerTimeoutMs: 1000,
-      retry: { scheduleMs: [10], jitter: 0 },
-      logger: jsonLogger({ level: 'silent' }),
-      metrics: new Metrics(),
-    });
-    assert.equal(worker.leaseForInsert(), undefined, 'no lease before the loop polls');
-    worker.start();
-    const lease = worker.leaseForInsert() as InsertLease;
-    assert.equal(lease.owner, worker.owner);
-    const inserting = s.insert(newEvent('a', 'c', Date.now()), lease);
-    await worker.stop();
-    assert.equal(worker.leaseForInsert(), undefined, 'none once stopping');
-    worker.adopt((await inserting).leased);
-    await waitFor(async () => (await s.get('a'))?.leaseOwner === null, 5000, 'the lease handed back');
-    assert.equal((await s.get('a'))?.status, 'retrying');
     await s.close();
   });
 
