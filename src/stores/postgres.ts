@@ -179,8 +179,8 @@ interface Context {
 }
 
 // ---- Inserts: the ack path ----
-// Inserts made in one turn of the event loop go to Postgres as one multi-row INSERT: one round trip and one commit
-// (one WAL flush) for all of them, instead of one each. Under load that is most of the database's work per event;
+// Inserts made in one turn of the event loop go to Postgres as one statement (a call of insert_events): one round
+// trip and one commit (one WAL flush) for all of them, instead of one each. Under load that is most of the database's work per event;
 // alone, an insert is still one statement, sent at the end of the turn it was made in.
 
 /** An insert on its way: the event, its text values as the columns hold them, and the lease it was given. */
@@ -202,11 +202,12 @@ function pendingInsert(event: NewEvent, lease: InsertLease | null): PendingInser
   return { event, text, lease };
 }
 
-const insertParams = ({ event, text }: PendingInsert): unknown[] => [
+/** An insert's column values in INSERT_COLUMNS order up to `originals`, its body as given (bytes or hex digits). */
+const insertParams = <B>({ event, text }: PendingInsert, body: B): (string | number | null | B)[] => [
   text.key,
   text.event,
   text.customer,
-  event.body,
+  body,
   text.headers,
   event.receivedAt,
   event.status,
@@ -227,21 +228,11 @@ async function insertBatch(ctx: Context, batch: Queued<PendingInsert, InsertResu
   if (repeatsCoalesceKey(batch)) return coalesceBatch(ctx, batch);
   const offers = leaseOffers(batch);
   const columns = INSERT_COLUMNS.map(() => [] as (string | number | null)[]);
-  batch.forEach(({ item: { event, text } }, i) => {
+  batch.forEach(({ item }, i) => {
     const lease = offers[i] ?? null;
     const row = [
-      text.key,
-      text.event,
-      text.customer,
-      hexOf(event.body),
-      text.headers,
-      event.receivedAt,
-      event.status,
-      text.lastError,
-      event.status === 'dead' ? event.receivedAt : null,
-      event.policy ?? 'dedupe',
-      text.originals,
-      text.ck,
+      ...insertParams(item, hexOf(item.event.body)),
+      item.text.ck,
       lease?.owner ?? null,
       lease?.leaseUntil ?? null,
     ];
@@ -302,7 +293,7 @@ function repeatsCoalesceKey(batch: Queued<PendingInsert, InsertResult>[]): boole
 /** The batch through the one statement that counts copies of signals into their waiting records (coalesceSql). */
 async function coalesceBatch(ctx: Context, batch: Queued<PendingInsert, InsertResult>[]): Promise<void> {
   const params: unknown[] = [];
-  for (const q of batch) params.push(...insertParams(q.item), q.item.text.ck);
+  for (const q of batch) params.push(...insertParams(q.item, q.item.event.body), q.item.text.ck);
   const out = await ctx.run('insert', () => rows(ctx.client, coalesceSql(ctx.T, batch.length), params));
   const fresh = new Set<string>();
   // Batch index of each coalescing copy -> the key of the waiting record it was counted into, or null.

@@ -318,39 +318,30 @@ export function openSqliteStore(
     const grp = event.customerId === null ? `k:${event.key}` : `c:${event.customerId}`;
     const headers = JSON.stringify(event.headers);
     const policy = event.policy ?? 'dedupe';
-    const { key, status, receivedAt, customerId, body } = event;
-    const error = event.lastError ?? null;
+    const { key, status } = event;
+    // The values both statements take first, in their order.
+    const values = [
+      key,
+      grp,
+      status,
+      event.receivedAt,
+      event.event,
+      event.customerId,
+      event.lastError ?? null,
+      headers,
+      event.body,
+      policy,
+      coalesceKey,
+    ];
     if (!inBatch) {
-      const changes = (signal ? s.insertSignal : s.insert).run(
-        key,
-        grp,
-        status,
-        receivedAt,
-        event.event,
-        customerId,
-        error,
-        headers,
-        body,
-        policy,
-        coalesceKey,
-      );
+      const changes = (signal ? s.insertSignal : s.insert).run(...values);
       if (changes === 0) return NOT_INSERTED;
       moved(null, status);
       return INSERTED;
     }
     if (nextSeq === 0) nextSeq = s.nextSeq.get()?.seq as number;
     const row = (signal ? s.batchInsertSignal : s.batchInsert).get(
-      key,
-      grp,
-      status,
-      receivedAt,
-      event.event,
-      customerId,
-      error,
-      headers,
-      body,
-      policy,
-      coalesceKey,
+      ...values,
       nextSeq,
       lease?.owner ?? null,
       lease?.leaseUntil ?? null,
