@@ -41,11 +41,18 @@ export function newRecord(event: NewEvent, seq: number): EventRecord {
  * the row.
  */
 export function leasedRecord(event: NewEvent, seq: number, lease: InsertLease): EventRecord {
-  const record = newRecord(event, seq);
-  record.attempts = 1;
-  record.leaseOwner = lease.owner;
-  record.leaseUntil = lease.leaseUntil;
-  return record;
+  return leaseAtInsert(newRecord(event, seq), lease);
+}
+
+/** Sets on `r`, a record just made for an insert, the lease a claim would have set (attempts 1); returns `r`. */
+export function leaseAtInsert<R extends Pick<EventRecord, 'attempts' | 'leaseOwner' | 'leaseUntil'>>(
+  r: R,
+  lease: InsertLease,
+): R {
+  r.attempts = 1;
+  r.leaseOwner = lease.owner;
+  r.leaseUntil = lease.leaseUntil;
+  return r;
 }
 
 /** `pending` or `retrying`: it will run (again). */

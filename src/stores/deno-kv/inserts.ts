@@ -8,6 +8,7 @@ import { BATCH_BYTES, CONFLICT, optimistic, type WriteTurns, writeTurns } from '
 import { type Ctx, forgetGroup, hold, knownGroup, rememberGroup } from './context.ts';
 import { getAll, type KvAtomic, type KvEntryMaybe, type KvKey } from './kv.ts';
 import { groupOf, keyId, keySize, MAX_PART_CHARS, type Part, part } from './keys.ts';
+import { leaseAtInsert } from '../records.ts';
 import { type GroupValue, isOpen, type Meta, newMeta, toRecord } from './record.ts';
 import { type LiveWaiters, liveWaiters, type WaitList, withWaiter, writeWaiters } from './signals.ts';
 
@@ -162,12 +163,8 @@ async function insertOne(
       m.bodyId = bodyId;
       m.chunks = chunks.length;
       const leased = m.head && lease !== null;
-      if (leased) {
-        // Leased as a claim would lease it; a signal's run begins, so it goes on no waiting list (see commitBatch).
-        m.leaseOwner = lease.owner;
-        m.leaseUntil = lease.leaseUntil;
-        m.attempts = 1;
-      }
+      // Leased as a claim would lease it; a signal's run begins, so it goes on no waiting list (see commitBatch).
+      if (leased) leaseAtInsert(m, lease);
       m.waits = w !== null && !leased;
       const op = kv.atomic();
       writeNew(c, op, item, m);
@@ -328,9 +325,7 @@ async function commitBatch(
       // Its group's head, written leased as a claim would lease it: its slot is `wait` until the lease's end. A
       // signal's run begins with it, so it goes on no waiting list and takes no copies (a copy later in this batch
       // gets a record of its own).
-      m.leaseOwner = q.lease.owner;
-      m.leaseUntil = q.lease.leaseUntil;
-      m.attempts = 1;
+      leaseAtInsert(m, q.lease);
       leased.set(i, { kp: q.kp, m });
       writeNew(c, op, q, m, counts);
     } else if (sig && open) {
