@@ -165,6 +165,11 @@ function fast<S extends z.ZodType>(schema: S): S {
   uses.delete(schema);
   return made;
 }
+// Until a schema is compiled, zod's own parse runs it, and by default that parse first generates code for each object
+// schema it meets (zod's "fastpass"): several milliseconds that only pay back over many parses, spent inside the
+// first delivery. Those early parses skip it. A compiled validator ignores the option; one that falls back to
+// zod's parse (a failing payload) then takes the path without generated code, with the same answer and issues.
+const NO_CODEGEN = { jitless: true } as const;
 const knownSchema = (name: string): z.ZodType | undefined =>
   Object.hasOwn(schemas, name) ? fast((schemas as Record<string, z.ZodType>)[name] as z.ZodType) : undefined;
 
@@ -189,14 +194,14 @@ export function validateEvent(json: unknown, text?: string): ParsedEvent {
       // thing: it leaves out "__proto__" keys. A body whose text cannot hold one (no "__proto__", no \u escape to
       // spell it) is only checked, and the parsed object itself becomes the payload: no copy to build and collect.
       if (text !== undefined && !text.includes('__proto__') && !text.includes('\\u')) {
-        if (schema.validate(json)) return known(name as string, json as Record<string, unknown>);
+        if (schema.validate(json, NO_CODEGEN)) return known(name as string, json as Record<string, unknown>);
       } else {
-        const parsed = schema.safeParse(json);
+        const parsed = schema.safeParse(json, NO_CODEGEN);
         if (parsed.success) return known(name as string, parsed.data as Record<string, unknown>);
       }
     }
   }
-  const env = fast(envelope).safeParse(json);
+  const env = fast(envelope).safeParse(json, NO_CODEGEN);
   if (!env.success) {
     const name =
       json && typeof json === 'object' && typeof (json as { event?: unknown }).event === 'string'
@@ -215,7 +220,7 @@ export function validateEvent(json: unknown, text?: string): ParsedEvent {
   let candidate: Record<string, unknown> = env.data;
   const legacy = Object.hasOwn(LEGACY_EVENTS, deliveredAs) ? LEGACY_EVENTS[deliveredAs] : undefined;
   if (legacy) {
-    const data = fast(legacyData).safeParse(env.data.data);
+    const data = fast(legacyData).safeParse(env.data.data, NO_CODEGEN);
     if (!data.success) {
       return {
         ok: false,
@@ -243,7 +248,7 @@ export function validateEvent(json: unknown, text?: string): ParsedEvent {
       payload: env.data,
     };
   }
-  const parsed = schema.safeParse(candidate);
+  const parsed = schema.safeParse(candidate, NO_CODEGEN);
   if (!parsed.success) {
     const cid = env.data.data.customer_id ?? null;
     return {
