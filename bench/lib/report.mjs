@@ -306,7 +306,11 @@ export function report(results) {
     '',
     goalsTable(goals(results)),
     '',
-    'Ratios are medians of per-round ratios: both targets of a pair measured in the same round, next to each other.',
+    'Ratios are medians of per-round ratios: both targets of a pair measured in the same round, next to each other. ' +
+      'The last column gives the same figure, from the same run, for the least receiver that does what ours must ' +
+      'there: record each run as well (tr, qr, kr), keep what it acked (m), the minimal receiver on the same storage ' +
+      'paced at half its own capacity (t, s), and a cold start that only imports what ours is built on (az). Where ' +
+      'that receiver misses the threshold too, what stands in the way is the storage or the runtime, not ours.',
     ...runsSection(runs),
     '',
     '## Throughput at saturation',
