@@ -1,7 +1,7 @@
 // loadConfig(): the server's environment, validated at start-up with messages that name the variable.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { loadConfig, parseBytes, parseDuration, relayUrls } from '../src/config.ts';
+import { loadConfig, loadStoreConfig, parseBytes, parseDuration, relayUrls } from '../src/config.ts';
 import { ConfigError } from '../src/receiver.ts';
 import { pgAddress, pgUnreachable } from '../src/runtime/pg-reach.ts';
 
@@ -151,6 +151,62 @@ describe('loadConfig()', () => {
     );
     // Values that may hold a secret are never repeated.
     assert.doesNotMatch(messageOf({ LAVA_RELAY_URL: 'not a url with token=abc' }), /token=abc/);
+  });
+
+  test('whole numbers: surrounding spaces are fine; fractions, exponents and unsafe integers are refused', () => {
+    const port = (v: string) => loadConfig({ LAVA_WEBHOOK_SECRET: 's', PORT: v }).PORT;
+    assert.equal(port(' 8080 '), 8080);
+    for (const bad of ['8080.5', '1e3', '-1', '0x50', '99999999999999999999']) {
+      assert.throws(() => port(bad), /PORT: expected a whole number from 0 to 65535/, bad);
+    }
+    assert.throws(
+      () => loadConfig({ LAVA_WEBHOOK_SECRET: 's', LAVA_WEBHOOK_CONCURRENCY: '99999999999999999999' }),
+      /LAVA_WEBHOOK_CONCURRENCY: expected a whole number from 1 to 10000/,
+    );
+  });
+
+  test('LAVA_RELAY_URL: an http(s) URL with its scheme spelled out, trimmed', () => {
+    const relay = (url: string) =>
+      loadConfig({
+        LAVA_WEBHOOK_SECRET: 's',
+        LAVA_RELAY_URL: url,
+        LAVA_RELAY_SECRET: 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2La',
+      }).LAVA_RELAY_URL;
+    assert.equal(relay('  https://app.example/hooks \n'), 'https://app.example/hooks');
+    for (const bad of [
+      'ftp://app.example/x',
+      'http:app.example',
+      'https:/app.example',
+      '//app.example/x',
+      'app.example',
+    ]) {
+      assert.throws(() => relay(bad), /LAVA_RELAY_URL: expected an http\(s\) URL/, bad);
+    }
+  });
+
+  test('loadStoreConfig() reads only the store variables: no secret needed, their problems named', () => {
+    const c = loadStoreConfig({ LAVA_WEBHOOK_STORE: 'postgres', DATABASE_URL: 'postgres://db/x', PORT: 'eighty' });
+    assert.equal(c.LAVA_WEBHOOK_STORE, 'postgres');
+    assert.equal(c.DATABASE_URL, 'postgres://db/x');
+    assert.equal(c.LAVA_WEBHOOK_PG_SCHEMA, 'lava_webhooks');
+    assert.equal(c.LAVA_WEBHOOK_RETENTION, 7 * 86_400_000);
+    assert.deepEqual(Object.keys(c).sort(), [
+      'DATABASE_URL',
+      'LAVA_WEBHOOK_DB',
+      'LAVA_WEBHOOK_DURABILITY',
+      'LAVA_WEBHOOK_KV',
+      'LAVA_WEBHOOK_PG_SCHEMA',
+      'LAVA_WEBHOOK_RETENTION',
+      'LAVA_WEBHOOK_STORE',
+    ]);
+    assert.throws(
+      () => loadStoreConfig({ LAVA_WEBHOOK_PG_SCHEMA: 'a-b', LAVA_WEBHOOK_STORE: 'mongo' }),
+      (e: Error) =>
+        e instanceof ConfigError &&
+        e.message ===
+          'invalid configuration:\n  LAVA_WEBHOOK_STORE: expected sqlite, memory, kv or postgres, got "mongo"\n' +
+            '  LAVA_WEBHOOK_PG_SCHEMA: expected a plain schema name (letters, digits and _, at most 63), got "a-b"',
+    );
   });
 
   test('pgAddress() and pgUnreachable() name host and port, never the user or password', async () => {

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 import { describe, test } from 'node:test';
-import { envSchema, relayUrls } from '../src/config.ts';
+import { ENV_VARIABLES, relayUrls } from '../src/config.ts';
 
 const ROOT = resolve(import.meta.dirname ?? new URL('.', import.meta.url).pathname, '..');
 const read = (path: string) => readFileSync(join(ROOT, path), 'utf8');
@@ -129,8 +129,8 @@ function envReads(path: string): string[] {
 describe('docs/configuration.md', () => {
   const documented = tableVariables(read('docs/configuration.md'));
 
-  test('documents, in a table, every variable of the server config schema (envSchema)', () => {
-    const keys = Object.keys(envSchema.shape);
+  test('documents, in a table, every variable the server config reads (ENV_VARIABLES)', () => {
+    const keys = Object.keys(ENV_VARIABLES);
     assert.ok(keys.length >= 20, `read the schema (${keys.length} keys)`);
     const missing = keys.filter((k) => !documented.has(k));
     assert.deepEqual(missing, [], `add a table row to docs/configuration.md for: ${missing.join(', ')}`);
