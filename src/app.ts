@@ -1,12 +1,12 @@
 // The Hono app: routes and the mapping of intake results to HTTP. Nothing runtime-specific lives here.
-import { Hono } from 'hono';
+import { type Context, Hono } from 'hono';
 import { bearerCheck } from './observability/bearer.ts';
 import type { Logger } from './observability/log.ts';
 import type { Metrics } from './observability/metrics.ts';
 import { type IntakeResult, type IntakeSteps, RECEIVED } from './intake/intake.ts';
 import { StoreUnavailableError } from './errors.ts';
 import type { Store } from './stores/store.ts';
-import { adminRoutes } from './admin/routes.ts';
+import { checkAdminToken } from './admin/token.ts';
 
 export interface AppDeps {
   path: string;
@@ -155,6 +155,39 @@ export function createMetricsHandler(deps: AppDeps): (request: Request) => Promi
  */
 export type DeliveryRoute = (app: Hono, deps: AppDeps) => void;
 
+/**
+ * The admin console under /admin, its modules loaded at its first request: they (and Hono's cookie, body-limit and
+ * secure-headers middleware) took 10-12 ms of every start on one core, paid by deployments that never open it. The
+ * token is checked now, so a bad one still stops the start.
+ */
+function mountAdmin(app: Hono, deps: AppDeps, token: string): void {
+  checkAdminToken(token);
+  let admin: Promise<Hono> | undefined;
+  const load = () =>
+    (admin ??= import('./admin/routes.ts').then(
+      ({ adminRoutes }) =>
+        new Hono().route(
+          '/admin',
+          adminRoutes({ store: deps.store, token, metrics: deps.metrics, logger: deps.logger, now: deps.now }),
+        ),
+      (error: unknown) => {
+        admin = undefined;
+        throw error;
+      },
+    ));
+  const forward = async (c: Context) => {
+    let ctx: Parameters<Hono['fetch']>[2];
+    try {
+      ctx = c.executionCtx;
+    } catch {
+      // No execution context on this runtime.
+    }
+    return (await load()).fetch(c.req.raw, c.env, ctx);
+  };
+  app.all('/admin', forward);
+  app.all('/admin/*', forward);
+}
+
 export function createApp(deps: AppDeps, deliver = createDeliveryHandler(deps), route?: DeliveryRoute): Hono {
   const app = new Hono();
   const { path, store, logger } = deps;
@@ -190,8 +223,7 @@ export function createApp(deps: AppDeps, deliver = createDeliveryHandler(deps), 
     app.get('/metrics', (c) => metricsHandler(c.req.raw));
   }
 
-  if (deps.adminToken !== undefined)
-    app.route('/admin', adminRoutes({ store, token: deps.adminToken, metrics: deps.metrics, logger, now: deps.now }));
+  if (deps.adminToken !== undefined) mountAdmin(app, deps, deps.adminToken);
 
   const allowed: Record<string, string> = { [path]: 'POST', '/healthz': 'GET, HEAD' };
   if (serveMetrics) allowed['/metrics'] = 'GET, HEAD';

@@ -26,6 +26,7 @@ import {
   filterParams,
 } from './data.ts';
 import { duration, plural } from './format.ts';
+import { checkAdminToken } from './token.ts';
 import { type LoginLimitOptions, connectionAddress, loginLimiter } from './login-limit.ts';
 import { FAVICON, STYLESHEET } from './style.ts';
 
@@ -71,11 +72,7 @@ const positiveInt = (v: string | undefined): number | undefined => {
 
 /** The admin console as a Hono app, to mount with `app.route(basePath, adminRoutes(deps))`. */
 export function adminRoutes(deps: AdminDeps): Hono<Env> {
-  if (typeof deps.token !== 'string' || deps.token.trim().length < 16) {
-    throw new ConfigError(
-      'adminToken must be at least 16 characters (a random token, e.g. openssl rand -hex 32), or leave it out to keep the admin console off',
-    );
-  }
+  checkAdminToken(deps.token);
   const base = deps.basePath ?? DEFAULT_ADMIN_PATH;
   if (!/^(\/[A-Za-z0-9._~-]+)+$/.test(base)) {
     throw new ConfigError(
