@@ -217,14 +217,6 @@ function head(T: string, e: string, nowParam: string): string {
       WHERE o.customer_id = ${e}.customer_id AND o.status IN ${OPEN} AND o.lease_until > ${nowParam})`;
 }
 
-// The claim's statements carry parameters, so Postgres plans a prepared one anew at each call while a plan for its
-// values looks cheaper than the generic one, which for these it always did: 1.0 ms a plan for step 2, 0.5-0.7 for
-// steps 1 and 3, 8 % of the database's statement time under load (bench/pg-costs.mjs with pg_stat_statements, on
-// Bun, whose SQL client prepares statements; postgres.js sends the store's unprepared, planned at every call
-// whatever this says). Their plans do not depend on the values (the open-events indexes, a fixed window), so the
-// claim's transaction takes the generic plan, made once per connection. Sent with step 1, in the same round trip.
-const GENERIC_PLANS = 'SET LOCAL plan_cache_mode = force_generic_plan';
-
 // Candidates go through a per-customer advisory lock (held to commit); try-lock never waits, so instances skip each
 // other's customers instead of blocking, and a look-ahead lets a claimer get past heads another holds.
 const lockPick = (candidates: string) => `
@@ -247,20 +239,17 @@ export async function claimRows(
   return (await client.begin(async (tx) => {
     // 1. Heads among the oldest open events: a window of WINDOW events in seq order, so a customer with a long
     //    backlog behind a running or retrying head costs at most the window, not its whole backlog.
-    const [, picked] = await Promise.all([
-      rows(tx, GENERIC_PLANS),
-      rows(
-        tx,
-        lockPick(`
+    const picked = await rows(
+      tx,
+      lockPick(`
         SELECT e.seq, e.customer_id FROM (
           SELECT seq, customer_id, status, next_attempt_at, lease_until FROM ${T}
           WHERE status IN ${OPEN} ORDER BY seq LIMIT ${WINDOW}
         ) e
         WHERE ${head(T, 'e', '$1')}
         ORDER BY e.seq LIMIT $2`),
-        [now, take * 4 + 64, schemaName, take],
-      ),
-    ]);
+      [now, take * 4 + 64, schemaName, take],
+    );
     // 2. Too few there (the window was taken by blocked customers' backlogs, or there is little work): each
     //    customer's oldest open event, found by skipping from customer to customer through the index, and
     //    events without a customer. It costs one index probe per customer with open events.

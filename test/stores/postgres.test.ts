@@ -565,43 +565,6 @@ describe(`${label} store`, { skip }, () => {
     await other.end({ timeout: 2 });
   });
 
-  test("the claim's statements are planned once per connection, not at every call", async (t) => {
-    if (pg!.library !== 'bun') {
-      // postgres.js sends unsafe() statements unprepared: Postgres plans each at every call, whatever the setting.
-      t.skip(`${pg!.library} does not prepare the store's statements`);
-      return;
-    }
-    // pg_prepared_statements counts generic and custom plans from PostgreSQL 14 on.
-    if (Number(await scalar('SHOW server_version_num')) < 140_000) {
-      t.skip('PostgreSQL before 14 does not count plans');
-      return;
-    }
-    const schema = pg!.schema();
-    // One connection, so the statements prepared by the claims are the ones this client reads back.
-    const one = await pg!.client({ max: 1 });
-    const s = postgresStore({ sql: one, schema });
-    // Each round inserts one event and claims ten: the window (step 1) comes back short, so the customer-by-customer
-    // search (step 2) runs too, then the lease (step 3).
-    for (let i = 0; i < 8; i++) {
-      await s.insert(newEvent(`e${i}`, `c${i}`, T0 + i));
-      const [got] = await s.claim({ owner: 'w', limit: 10, leaseMs: 60_000, now: T0 + i });
-      assert.equal(got?.key, `e${i}`);
-      assert.equal(await s.complete(`e${i}`, 'w', T0 + i), true);
-    }
-    const plans = (await one.unsafe(
-      `SELECT statement, generic_plans::int AS generic, custom_plans::int AS custom FROM pg_prepared_statements
-       WHERE statement LIKE '%pg_try_advisory_xact_lock%' OR statement LIKE 'UPDATE %SET lease_owner = $1%'`,
-    )) as Array<{ statement: string; generic: number; custom: number }>;
-    // Steps 1, 2 and 3.
-    assert.equal(plans.length, 3, JSON.stringify(plans.map((p) => p.statement.slice(0, 60))));
-    for (const p of plans) {
-      assert.equal(p.custom, 0, `planned for its values: ${p.statement.slice(0, 80)}`);
-      assert.ok(p.generic >= 8, `run with its generic plan: ${p.statement.slice(0, 80)}`);
-    }
-    await s.close();
-    await one.end({ timeout: 2 });
-  });
-
   test('claim() finds the heads behind one customer’s backlog longer than its look-ahead window, oldest first', async () => {
     const schema = pg!.schema();
     const s = postgresStore({ sql: pg!.sql, schema });
