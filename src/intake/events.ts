@@ -153,6 +153,7 @@ function summarize(issues: z.core.$ZodIssue[]): string {
 // answers its first delivery without it (cold start), and a process that never validates never compiles.
 const COMPILE_AFTER = 64;
 const compiled = new Map<z.ZodType, z.ZodType>();
+const compiledOutputs = new WeakSet<z.ZodType>();
 const uses = new Map<z.ZodType, number>();
 function fast<S extends z.ZodType>(schema: S): S {
   const c = compiled.get(schema);
@@ -162,14 +163,16 @@ function fast<S extends z.ZodType>(schema: S): S {
   if (n < COMPILE_AFTER) return schema;
   const made = z.compile(schema);
   compiled.set(schema, made);
+  compiledOutputs.add(made);
   uses.delete(schema);
   return made;
 }
 // Until a schema is compiled, zod's own parse runs it, and by default that parse first generates code for each object
 // schema it meets (zod's "fastpass"): several milliseconds that only pay back over many parses, spent inside the
-// first delivery. Those early parses skip it. A compiled validator ignores the option; one that falls back to
-// zod's parse (a failing payload) then takes the path without generated code, with the same answer and issues.
+// first delivery. Those early parses skip it. A compiled validator gets no options: with them, a payload it refuses
+// would be parsed again by zod before the answer.
 const NO_CODEGEN = { jitless: true } as const;
+const optionsFor = (schema: z.ZodType) => (compiledOutputs.has(schema) ? undefined : NO_CODEGEN);
 const knownSchema = (name: string): z.ZodType | undefined =>
   Object.hasOwn(schemas, name) ? fast((schemas as Record<string, z.ZodType>)[name] as z.ZodType) : undefined;
 
@@ -194,14 +197,15 @@ export function validateEvent(json: unknown, text?: string): ParsedEvent {
       // thing: it leaves out "__proto__" keys. A body whose text cannot hold one (no "__proto__", no \u escape to
       // spell it) is only checked, and the parsed object itself becomes the payload: no copy to build and collect.
       if (text !== undefined && !text.includes('__proto__') && !text.includes('\\u')) {
-        if (schema.validate(json, NO_CODEGEN)) return known(name as string, json as Record<string, unknown>);
+        if (schema.validate(json, optionsFor(schema))) return known(name as string, json as Record<string, unknown>);
       } else {
-        const parsed = schema.safeParse(json, NO_CODEGEN);
+        const parsed = schema.safeParse(json, optionsFor(schema));
         if (parsed.success) return known(name as string, parsed.data as Record<string, unknown>);
       }
     }
   }
-  const env = fast(envelope).safeParse(json, NO_CODEGEN);
+  const envelopeSchema = fast(envelope);
+  const env = envelopeSchema.safeParse(json, optionsFor(envelopeSchema));
   if (!env.success) {
     const name =
       json && typeof json === 'object' && typeof (json as { event?: unknown }).event === 'string'
@@ -220,7 +224,8 @@ export function validateEvent(json: unknown, text?: string): ParsedEvent {
   let candidate: Record<string, unknown> = env.data;
   const legacy = Object.hasOwn(LEGACY_EVENTS, deliveredAs) ? LEGACY_EVENTS[deliveredAs] : undefined;
   if (legacy) {
-    const data = fast(legacyData).safeParse(env.data.data, NO_CODEGEN);
+    const legacySchema = fast(legacyData);
+    const data = legacySchema.safeParse(env.data.data, optionsFor(legacySchema));
     if (!data.success) {
       return {
         ok: false,
@@ -248,7 +253,7 @@ export function validateEvent(json: unknown, text?: string): ParsedEvent {
       payload: env.data,
     };
   }
-  const parsed = schema.safeParse(candidate, NO_CODEGEN);
+  const parsed = schema.safeParse(candidate, optionsFor(schema));
   if (!parsed.success) {
     const cid = env.data.data.customer_id ?? null;
     return {
