@@ -166,10 +166,13 @@ function mountAdmin(app: Hono, deps: AppDeps, token: string): void {
   const load = () =>
     (admin ??= import('./admin/routes.ts').then(
       ({ adminRoutes }) =>
-        new Hono().route(
-          '/admin',
-          adminRoutes({ store: deps.store, token, metrics: deps.metrics, logger: deps.logger, now: deps.now }),
-        ),
+        new Hono()
+          .route(
+            '/admin',
+            adminRoutes({ store: deps.store, token, metrics: deps.metrics, logger: deps.logger, now: deps.now }),
+          )
+          // What the console does not route (a method it has no page for) gets the app's own 404, as before.
+          .notFound(() => json(404, { error: 'not found' })),
       (error: unknown) => {
         admin = undefined;
         throw error;

@@ -153,6 +153,27 @@ describe('admin console: off unless a token is set', () => {
     );
   });
 
+  test('with the console on, a method it has no page for: 401 without a session, 403 without its CSRF token, else the app’s JSON 404', async () => {
+    const s = setup();
+    for (const method of ['PUT', 'DELETE', 'PATCH']) {
+      assert.equal((await s.call('/admin/events', { method })).status, 401, method);
+    }
+    const cookie = await login(s);
+    const { res: events, html } = await page(s, cookie, '/admin/events');
+    assert.equal(events.status, 200);
+    for (const method of ['PUT', 'DELETE', 'PATCH']) {
+      // Without the session's CSRF token: refused before any routing.
+      assert.equal((await s.call('/admin/events', { method, headers: { cookie, origin: ORIGIN } })).status, 403);
+      const res = await s.call('/admin/events', {
+        method,
+        headers: { ...FORM, cookie, origin: ORIGIN },
+        body: form({ _csrf: csrfOf(html) }),
+      });
+      assert.equal(res.status, 404, method);
+      assert.deepEqual(await res.json(), { error: 'not found' });
+    }
+  });
+
   test('with the console on, deliveries are answered as before', async () => {
     const s = setup();
     await deliver(s, 'customer.created', 'cus_on');
