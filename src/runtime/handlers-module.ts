@@ -1,10 +1,11 @@
 // Loads the server's handlers module (LAVA_WEBHOOK_HANDLERS) and, when it cannot be loaded, says where and why: a
 // syntax error names the file, line and column on Bun and on Deno, whose own messages differ in shape.
+import type { HandlerMap, UnknownHandler } from '../processing/dispatch.ts';
+
 type UrlTools = { fileURLToPath(url: string): string; pathToFileURL(path: string): URL };
 // Bun has both as globals; node:url is imported only elsewhere (Deno, Node), which saves Bun 2 ms of every start.
 const { fileURLToPath, pathToFileURL }: UrlTools =
   (globalThis as { Bun?: UrlTools }).Bun ?? ((await import('node:url')) as UrlTools);
-import type { HandlerMap, UnknownHandler } from '../processing/dispatch.ts';
 
 export interface HandlersModule {
   handlers: HandlerMap;
