@@ -47,13 +47,18 @@ const RECEIVED_JSON = JSON.stringify(RECEIVED);
 const JSON_HEADERS = { 'content-type': 'application/json' };
 
 /** Hono's executionCtx getter throws where the runtime has none (Bun, Deno, Node): ask, don't assume. */
-export function waitUntilOf(c: { executionCtx: unknown }): ((p: Promise<unknown>) => void) | null {
+function executionCtxOf<C>(c: { executionCtx: C }): C | undefined {
   try {
-    const ctx = c.executionCtx as { waitUntil?: (p: Promise<unknown>) => void } | undefined;
-    if (ctx && typeof ctx.waitUntil === 'function') return (p) => ctx.waitUntil?.(p);
+    return c.executionCtx;
   } catch {
     // No execution context on this runtime.
+    return undefined;
   }
+}
+
+export function waitUntilOf(c: { executionCtx: unknown }): ((p: Promise<unknown>) => void) | null {
+  const ctx = executionCtxOf(c) as { waitUntil?: (p: Promise<unknown>) => void } | undefined;
+  if (ctx && typeof ctx.waitUntil === 'function') return (p) => ctx.waitUntil?.(p);
   return null;
 }
 
@@ -178,15 +183,7 @@ function mountAdmin(app: Hono, deps: AppDeps, token: string): void {
         throw error;
       },
     ));
-  const forward = async (c: Context) => {
-    let ctx: Parameters<Hono['fetch']>[2];
-    try {
-      ctx = c.executionCtx;
-    } catch {
-      // No execution context on this runtime.
-    }
-    return (await load()).fetch(c.req.raw, c.env, ctx);
-  };
+  const forward = async (c: Context) => (await load()).fetch(c.req.raw, c.env, executionCtxOf(c));
   app.all('/admin', forward);
   app.all('/admin/*', forward);
 }
