@@ -195,12 +195,16 @@ export function coalesceSql(T: string, rowsInBatch: number): string {
     UNION ALL SELECT NULL::int, NULL::text, NULL::text, ins.key FROM ins`;
 }
 
-/** The completions of a batch, as three array parameters (keys, owners, times: arrayLiteral). */
+/**
+ * The completions of a batch, as three array parameters (keys, owners, times: arrayLiteral), returning the key and
+ * owner of each that changed its row. The caller sends each (key, owner) once: a lease has one owner, so each row
+ * then matches at most one completion, and which one does not depend on the plan.
+ */
 export function completeSql(T: string): string {
   return `UPDATE ${T} e SET status = 'done', finished_at = v.now, lease_owner = NULL, lease_until = NULL
     FROM unnest($1::text::text[], $2::text::text[], $3::text::bigint[]) AS v(key, owner, now)
     WHERE e.key = v.key AND e.lease_owner = v.owner AND e.status IN ${OPEN}
-    RETURNING e.key AS key`;
+    RETURNING e.key AS key, v.owner AS owner`;
 }
 
 // A head is an open, due, unleased event with no earlier open event of its customer and no live lease in its

@@ -387,15 +387,23 @@ interface Completion {
 }
 
 async function completeBatch(ctx: Context, batch: Queued<Completion, boolean>[]): Promise<void> {
+  // Each (key, owner) once, in batch order: a later copy in the same batch hears false, as it would after the first.
+  const id = (key: string, owner: string) => `${owner.length}:${owner}${key}`;
+  const sent = new Map<string, Completion>();
+  for (const { item } of batch) {
+    const k = id(item.key, item.owner);
+    if (!sent.has(k)) sent.set(k, item);
+  }
+  const unique = [...sent.values()];
   const params = [
-    arrayLiteral(batch.map((q) => q.item.key)),
-    arrayLiteral(batch.map((q) => q.item.owner)),
-    arrayLiteral(batch.map((q) => q.item.now)),
+    arrayLiteral(unique.map((c) => c.key)),
+    arrayLiteral(unique.map((c) => c.owner)),
+    arrayLiteral(unique.map((c) => c.now)),
   ];
   const out = await ctx.run('complete', () => rows(ctx.client, completeSql(ctx.T), params));
-  const changed = new Set(out.map((r) => String(r.key)));
-  // The same key twice in one batch changed its row once: the first caller completed it, as it would have alone.
-  for (const q of batch) q.resolve(changed.delete(q.item.key));
+  const changed = new Set(out.map((r) => id(String(r.key), String(r.owner))));
+  // Each caller hears whether its own completion changed the row: the first of a (key, owner) twice in one batch did.
+  for (const q of batch) q.resolve(changed.delete(id(q.item.key, q.item.owner)));
 }
 
 /**

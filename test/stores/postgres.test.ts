@@ -173,13 +173,14 @@ describe(`${label} store`, { skip }, () => {
     assert.equal((await s.claim({ owner: 'w', limit: 30, leaseMs: 60_000, now: T0 + 100 })).length, 30);
     statements.length = 0;
     const results = await Promise.all([
+      s.complete('k9', 'intruder', T0 + 199), // not its lease, made before the one that holds it
       ...keys.map((k, i) => s.complete(k, 'w', T0 + 200 + i)),
       s.complete('k3', 'intruder', T0 + 300), // not its lease
       s.complete('k5', 'w', T0 + 301), // the same completion twice in one batch: the first one did it
       s.complete('missing', 'w', T0 + 302),
     ]);
-    assert.equal(statements.filter((t) => t.includes(`status = 'done'`)).length, 1, 'one statement for 33');
-    assert.deepEqual(results, [...keys.map(() => true), false, false, false]);
+    assert.equal(statements.filter((t) => t.includes(`status = 'done'`)).length, 1, 'one statement for 34');
+    assert.deepEqual(results, [false, ...keys.map(() => true), false, false, false]);
     const stored = await s.list({ limit: 100 });
     assert.deepEqual(
       stored.map((r) => [r.key, r.status, r.finishedAt, r.leaseOwner]),
