@@ -34,6 +34,7 @@ import {
   OPEN,
   type Row,
   claimRows,
+  claimableSql,
   coalesceSql,
   INSERT_COLUMNS,
   arrayLiteral,
@@ -562,10 +563,11 @@ export function postgresStore(options: PostgresStoreOptions): Store {
       const { owner, limit, leaseMs, now } = options;
       return run('claim', async () => {
         // After a claim that found less than it wanted (a quiet worker that just finished its event), first check
-        // whether anything is open at all: one indexed read instead of a transaction of four round trips. While
-        // claims come back full (a backlog) that read would only add a round trip, so it is skipped.
-        if (lastClaimShort && (await rows(client, `SELECT 1 FROM ${T} WHERE status IN ${OPEN} LIMIT 1`)).length === 0) {
-          return [];
+        // whether anything may be claimable (claimableSql): one read instead of a transaction of four round trips.
+        // While claims come back full (a backlog) that read would only add a round trip, so it is skipped.
+        if (lastClaimShort) {
+          const [check] = await rows(client, claimableSql(T), [now]);
+          if (check?.worth === false || check?.worth === 'f') return [];
         }
         const claimed = await claimRows(client, T, schemaName, { owner, take: limit, leaseUntil: now + leaseMs, now });
         lastClaimShort = claimed.length < limit;
