@@ -233,15 +233,16 @@ const lockPick = (candidates: string) => `
 
 /**
  * Whether a claim at `$1` (now) may find anything: some event of the claim's window (the WINDOW oldest open ones)
- * is due and not leased, or the window is full, so that step 2 of claimRows may find heads beyond it. One read of
- * at most the window, instead of the claim's transaction, for a worker that finished what it had while the events
- * still open are the ones running. `$1` only filters what was read, so the plan does not depend on it: a client
- * that prepares statements plans it once.
+ * is due and not leased, or the window is full, so that step 2 of claimRows may find heads beyond it. A read that
+ * stops at the first such event, and only when there is none counts the open events up to WINDOW, instead of the
+ * claim's transaction, for a worker that finished what it had while the events still open are the ones running.
+ * `$1` only filters what the window reads, so a client that prepares statements plans it once.
  */
 export const claimableSql = (T: string): string =>
-  `SELECT count(*) FILTER (WHERE next_attempt_at <= $1 AND (lease_until IS NULL OR lease_until <= $1)) > 0
-     OR count(*) >= ${WINDOW} AS worth
-   FROM (SELECT next_attempt_at, lease_until FROM ${T} WHERE status IN ${OPEN} ORDER BY seq LIMIT ${WINDOW}) w`;
+  `SELECT EXISTS (
+       SELECT 1 FROM (SELECT next_attempt_at, lease_until FROM ${T} WHERE status IN ${OPEN} ORDER BY seq LIMIT ${WINDOW}) w
+       WHERE next_attempt_at <= $1 AND (lease_until IS NULL OR lease_until <= $1)
+     ) OR EXISTS (SELECT 1 FROM ${T} WHERE status IN ${OPEN} ORDER BY seq OFFSET ${WINDOW - 1} LIMIT 1) AS worth`;
 
 /**
  * Claims up to `take` heads in one transaction of three statements, and returns the leased rows (COLUMNS).
