@@ -5,7 +5,7 @@ import type { PostgresTransaction } from './postgres.ts';
 import { insertEventsFunction } from './postgres-sql.ts';
 
 /** The schema version this code creates and understands. */
-export const SCHEMA_VERSION = 6;
+export const SCHEMA_VERSION = 7;
 
 const OPEN = `('pending', 'retrying')`;
 
@@ -178,6 +178,12 @@ function migrationV6(s: string): string[] {
   return [insertEventsFunction(s)];
 }
 
+// Version 7: insert_events planned once per connection (PLANNED_ONCE in postgres-sql.ts), where each call was
+// planned anew.
+function migrationV7(s: string): string[] {
+  return [insertEventsFunction(s)];
+}
+
 /** Each schema version's statements, run in one transaction per upgrade (exported for the upgrade tests). */
 export const MIGRATIONS: Record<number, (schema: string) => string[]> = {
   1: migrationV1,
@@ -186,6 +192,7 @@ export const MIGRATIONS: Record<number, (schema: string) => string[]> = {
   4: migrationV4,
   5: migrationV5,
   6: migrationV6,
+  7: migrationV7,
 };
 
 type Row = Record<string, unknown>;

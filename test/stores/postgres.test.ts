@@ -728,6 +728,36 @@ describe(`${label} store`, { skip }, () => {
   const signal = (key: string, at: number, ck = 'balance:A', extra: Partial<NewEvent> = {}) =>
     newEvent(key, 'A', at, { event: 'customer.wallet.balance.updated', policy: 'signal', coalesceKey: ck, ...extra });
 
+  test('a version-6 schema is upgraded: its insert function is planned once per connection', async () => {
+    const schema = pg!.schema();
+    const S = `"${schema}"`;
+    // What a version-6 receiver left: insert_events without the setting, and a leased event.
+    await schemaAtVersion(S, 6);
+    await pg!.sql.unsafe(`ALTER FUNCTION ${S}.insert_events RESET ALL`);
+    await pg!.sql.unsafe(
+      `INSERT INTO ${S}.events (key, event, customer_id, body, headers, received_at, status, next_attempt_at,
+         attempts, lease_owner, lease_until)
+       VALUES ('old', 'customer.created', 'c', '\\x7b7d'::bytea, '{}'::jsonb, ${T0}, 'pending', ${T0}, 1, 'w', ${T0 + 60_000})`,
+    );
+    const s = postgresStore({ sql: pg!.sql, schema });
+    assert.equal(await s.complete('old', 'w', T0 + 10), true, 'an event leased before the upgrade completes after it');
+    assert.equal(Number(await scalar(`SELECT max(version) FROM ${S}.schema_version`)), SCHEMA_VERSION);
+    assert.equal(
+      await scalar(
+        `SELECT array_to_string(proconfig, ',') FROM pg_proc
+         WHERE pronamespace = $1::regnamespace AND proname = 'insert_events'`,
+        [schema],
+      ),
+      'plan_cache_mode=force_generic_plan',
+    );
+    await s.insert(newEvent('new', 'c', T0 + 20));
+    const [r] = await s.claim({ owner: 'x', limit: 1, leaseMs: 60_000, now: T0 + 30 });
+    assert.equal(r?.key, 'new');
+    assert.equal(await s.complete('new', 'x', T0 + 40), true);
+    assert.deepEqual(await s.counts(), { pending: 0, retrying: 0, done: 2, dead: 0 });
+    await s.close();
+  });
+
   test('a version-4 schema is upgraded to counting status changes once per statement, its counts kept', async () => {
     const schema = pg!.schema();
     const S = `"${schema}"`;
