@@ -99,7 +99,11 @@ const PLANNED_ONCE = 'SET plan_cache_mode = force_generic_plan';
  *   another transaction holds (a claim, another insert) is left to a claim.
  * Both probes are scalar subqueries with LIMIT, not EXISTS: the planner turned EXISTS into one hashed subplan that
  * read every waiting record for each statement (6 ms a batch with 6,400 waiting, growing with the backlog), instead
- * of one index probe a row.
+ * of one index probe a row. The customer's probe asks for the first open event at or after the customer in
+ * (customer_id, seq) order, which only events_open_customer gives without a sort, and compares its customer: asked
+ * for an open event of the customer itself, where a few customers held most of the open events Postgres walked
+ * events_open_seq (or the table) in seq order until one of the customer's, and walked all of it for a customer with
+ * none (100,000 open events of three customers: 13 ms an insert for another customer, 0.5 for one of those three).
  */
 export function insertEventsFunction(S: string): string {
   const T = `${S}.events`;
@@ -122,7 +126,8 @@ export function insertEventsFunction(S: string): string {
       FROM unnest(${unnested}) WITH ORDINALITY AS v (${INSERT_COLUMNS.join(', ')}, i)
       CROSS JOIN LATERAL (
         SELECT v.owner IS NOT NULL AND v.status = 'pending' AND (v.customer_id IS NULL OR (v.customer_id = ANY(locked)
-          AND (SELECT 1 FROM ${T} o WHERE o.customer_id = v.customer_id AND o.status IN ${OPEN} LIMIT 1) IS NULL))
+          AND (SELECT o.customer_id FROM ${T} o WHERE o.status IN ${OPEN} AND (o.customer_id, o.seq) > (v.customer_id, 0)
+               ORDER BY o.customer_id, o.seq LIMIT 1) IS DISTINCT FROM v.customer_id))
           AS head
         OFFSET 0
       ) l

@@ -618,6 +618,43 @@ describe(`${label} store`, { skip }, () => {
     await s.close();
   });
 
+  test('an insert for a customer with nothing open reads no other customer’s open events, however many', async () => {
+    const schema = pg!.schema();
+    const S = `"${schema}"`;
+    const s = postgresStore({ sql: pg!.sql, schema });
+    await s.ping();
+    // A backlog held by three customers: 20,000 open events, analyzed, as after a handler outage.
+    await pg!.sql.unsafe(
+      `INSERT INTO ${S}.events (key, event, customer_id, body, headers, received_at, status, next_attempt_at)
+       SELECT 'b' || g, 'customer.created', 'big' || (g % 3), '\\x7b7d'::bytea, '{}'::jsonb, ${T0} + g, 'pending', ${T0} + g
+       FROM generate_series(1, 20000) g`,
+    );
+    await pg!.sql.unsafe(`ANALYZE ${S}.events`);
+    // What the events table and its seq-ordered index of open events have been read for so far, once the counters
+    // show `inserted` rows (they reach the statistics views a moment after each transaction).
+    const readsAfter = async (inserted: number) => {
+      for (let i = 0; i < 100; i++) {
+        const [t] = (await pg!.sql.unsafe(
+          `SELECT n_tup_ins::int AS ins, coalesce(seq_tup_read, 0)::int AS seq,
+             (SELECT idx_tup_read FROM pg_stat_user_indexes WHERE indexrelid = '${S}.events_open_seq'::regclass)::int AS idx
+           FROM pg_stat_user_tables WHERE relid = '${S}.events'::regclass`,
+        )) as Array<{ ins: number; seq: number; idx: number }>;
+        if (t && t.ins >= inserted) return t.seq + t.idx;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      throw new Error('the statistics never showed the inserts');
+    };
+    const before = await readsAfter(20_000);
+    const lease = { owner: 'w', leaseUntil: T0 + 60_000 };
+    const quiet = await s.insert(newEvent('quiet', 'small', T0 + 30_000), lease);
+    assert.ok(quiet.leased, 'nothing of its customer is open: leased at its insert');
+    assert.ok((await readsAfter(20_001)) - before < 100, 'the insert read the other customers’ open events');
+    const busy = await s.insert(newEvent('busy', 'big1', T0 + 30_001), lease);
+    assert.equal(busy.inserted, true);
+    assert.equal(busy.leased, undefined, 'its customer has open events: left to a claim');
+    await s.close();
+  });
+
   test('claim() finds the heads behind one customer’s backlog longer than its look-ahead window, oldest first', async () => {
     const schema = pg!.schema();
     const s = postgresStore({ sql: pg!.sql, schema });
