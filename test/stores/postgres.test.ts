@@ -621,20 +621,23 @@ describe(`${label} store`, { skip }, () => {
   test('an insert for a customer with nothing open reads no other customer’s open events, however many', async () => {
     const schema = pg!.schema();
     const S = `"${schema}"`;
-    const s = postgresStore({ sql: pg!.sql, schema });
+    // One connection for everything here: a backend reports its table statistics when a transaction of its own ends
+    // (at most once a second, else after 10 s idle), so the reads below must run where the inserts did.
+    const one = await pg!.client({ max: 1 });
+    const s = postgresStore({ sql: one, schema });
     await s.ping();
     // A backlog held by three customers: 20,000 open events, analyzed, as after a handler outage.
-    await pg!.sql.unsafe(
+    await one.unsafe(
       `INSERT INTO ${S}.events (key, event, customer_id, body, headers, received_at, status, next_attempt_at)
        SELECT 'b' || g, 'customer.created', 'big' || (g % 3), '\\x7b7d'::bytea, '{}'::jsonb, ${T0} + g, 'pending', ${T0} + g
        FROM generate_series(1, 20000) g`,
     );
-    await pg!.sql.unsafe(`ANALYZE ${S}.events`);
+    await one.unsafe(`ANALYZE ${S}.events`);
     // What the events table and its seq-ordered index of open events have been read for so far, once the counters
     // show `inserted` rows (they reach the statistics views a moment after each transaction).
     const readsAfter = async (inserted: number) => {
       for (let i = 0; i < 100; i++) {
-        const [t] = (await pg!.sql.unsafe(
+        const [t] = (await one.unsafe(
           `SELECT n_tup_ins::int AS ins, coalesce(seq_tup_read, 0)::int AS seq,
              (SELECT idx_tup_read FROM pg_stat_user_indexes WHERE indexrelid = '${S}.events_open_seq'::regclass)::int AS idx
            FROM pg_stat_user_tables WHERE relid = '${S}.events'::regclass`,
@@ -653,6 +656,7 @@ describe(`${label} store`, { skip }, () => {
     assert.equal(busy.inserted, true);
     assert.equal(busy.leased, undefined, 'its customer has open events: left to a claim');
     await s.close();
+    await one.end({ timeout: 2 });
   });
 
   test('claim() finds the heads behind one customer’s backlog longer than its look-ahead window, oldest first', async () => {
