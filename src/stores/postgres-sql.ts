@@ -247,18 +247,25 @@ const lockPick = (candidates: string) => `
   WITH candidates AS MATERIALIZED (${candidates})
   SELECT seq AS seq FROM (${lockFrom('candidates')}) l`;
 
+/** `columns` of the claim's window: the WINDOW oldest open events, in seq order (step 1 of claimRows). */
+const oldestOpen = (T: string, columns: string) =>
+  `SELECT ${columns} FROM ${T} WHERE status IN ${OPEN} ORDER BY seq LIMIT ${WINDOW}`;
+/** Whether the claim's window is full: step 2 of claimRows may then find heads beyond it. */
+const windowFull = (T: string) =>
+  `EXISTS (SELECT 1 FROM ${T} WHERE status IN ${OPEN} ORDER BY seq OFFSET ${WINDOW - 1} LIMIT 1)`;
+
 /**
  * Whether a claim at `$1` (now) may find anything: some event of the claim's window (the WINDOW oldest open ones)
  * is due and not leased, or the window is full, so that step 2 of claimRows may find heads beyond it. A read that
- * stops at the first such event, and only when there is none counts the open events up to WINDOW, instead of the
+ * stops at the first such event, and only when there is none skips to the window's last index entry, instead of the
  * claim's transaction, for a worker that finished what it had while the events still open are the ones running.
  * `$1` only filters what the window reads, so a client that prepares statements plans it once.
  */
 export const claimableSql = (T: string): string =>
   `SELECT EXISTS (
-       SELECT 1 FROM (SELECT next_attempt_at, lease_until FROM ${T} WHERE status IN ${OPEN} ORDER BY seq LIMIT ${WINDOW}) w
+       SELECT 1 FROM (${oldestOpen(T, 'next_attempt_at, lease_until')}) w
        WHERE next_attempt_at <= $1 AND (lease_until IS NULL OR lease_until <= $1)
-     ) OR EXISTS (SELECT 1 FROM ${T} WHERE status IN ${OPEN} ORDER BY seq OFFSET ${WINDOW - 1} LIMIT 1) AS worth`;
+     ) OR ${windowFull(T)} AS worth`;
 
 /**
  * Claims up to `take` heads in one transaction of three statements, and returns the leased rows (COLUMNS).
@@ -275,13 +282,12 @@ export async function claimRows(
     // 1. Heads among the oldest open events: a window of WINDOW events in seq order, so a customer with a long
     //    backlog behind a running or retrying head costs at most the window, not its whole backlog. A last row
     //    (seq NULL) says, when fewer than `take` were picked, whether that window held every open event and every
-    //    head in it was looked at (the counts are taken in that order, each only when the one before is short).
+    //    head in it was looked at (the tests are taken in that order, each only when the one before passes).
     const first = await rows(
       tx,
       `WITH candidates AS MATERIALIZED (
          SELECT e.seq, e.customer_id FROM (
-           SELECT seq, customer_id, status, next_attempt_at, lease_until FROM ${T}
-           WHERE status IN ${OPEN} ORDER BY seq LIMIT ${WINDOW}
+           ${oldestOpen(T, 'seq, customer_id, status, next_attempt_at, lease_until')}
          ) e
          WHERE ${head(T, 'e', '$1')}
          ORDER BY e.seq LIMIT $2
@@ -290,7 +296,7 @@ export async function claimRows(
        SELECT seq AS seq, NULL::boolean AS whole FROM picked
        UNION ALL
        SELECT NULL, (SELECT count(*) FROM picked) < $4 AND (SELECT count(*) FROM candidates) < $2
-         AND (SELECT count(*) FROM (SELECT 1 FROM ${T} WHERE status IN ${OPEN} ORDER BY seq LIMIT ${WINDOW}) n) < ${WINDOW}`,
+         AND NOT ${windowFull(T)}`,
       [now, take * 4 + 64, schemaName, take],
     );
     const whole = first.some((r) => r.seq === null && (r.whole === true || r.whole === 't'));
