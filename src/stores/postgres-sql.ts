@@ -225,16 +225,24 @@ export function completeSql(T: string): string {
 
 // A head is an open, due, unleased event with no earlier open event of its customer and no live lease in its
 // customer (a requeued older event must not start while a newer one runs). Null customer: its own group.
+// Each look at the customer is a scalar subquery whose row comparison only its own index can serve, so it is one
+// probe: the customer's first open event (events_open_customer) must be this one, and the first live lease at or
+// after (customer, now) (events_leased_customer) must be another customer's. Written as NOT EXISTS, they let the
+// planner, whenever the last statistics counted few open events (a queue's count swings between ANALYZEs), scan
+// events_open_seq whole for every row of the claim's window instead, with every index entry the updates left there:
+// under a sustained backlog 28,820 buffers and 18 ms for a claim of 32 (auto_explain).
 function head(T: string, e: string, nowParam: string): string {
   return `
     ${e}.status IN ${OPEN} AND ${e}.next_attempt_at <= ${nowParam}
     AND (${e}.lease_until IS NULL OR ${e}.lease_until <= ${nowParam})
-    AND NOT EXISTS (
-      SELECT 1 FROM ${T} o
-      WHERE o.customer_id = ${e}.customer_id AND o.status IN ${OPEN} AND o.seq < ${e}.seq)
-    AND NOT EXISTS (
-      SELECT 1 FROM ${T} o
-      WHERE o.customer_id = ${e}.customer_id AND o.status IN ${OPEN} AND o.lease_until > ${nowParam})`;
+    AND (${e}.customer_id IS NULL OR (
+      (SELECT o.seq FROM ${T} o
+       WHERE o.status IN ${OPEN} AND (o.customer_id, o.seq) >= (${e}.customer_id, 0)
+       ORDER BY o.customer_id, o.seq LIMIT 1) = ${e}.seq
+      AND (SELECT o.customer_id FROM ${T} o
+           WHERE o.status IN ${OPEN} AND o.lease_until IS NOT NULL
+             AND (o.customer_id, o.lease_until) > (${e}.customer_id, ${nowParam})
+           ORDER BY o.customer_id, o.lease_until LIMIT 1) IS DISTINCT FROM ${e}.customer_id))`;
 }
 
 // Candidates go through a per-customer advisory lock (held to commit); try-lock never waits, so instances skip each

@@ -659,6 +659,103 @@ describe(`${label} store`, { skip }, () => {
     await one.end({ timeout: 2 });
   });
 
+  test('a claim over a backlog the last statistics did not see reads its heads’ customers, not every open event', async () => {
+    const schema = pg!.schema();
+    const S = `"${schema}"`;
+    // One connection, so that the statistics views below show what this backend read (see the test above).
+    const one = await pg!.client({ max: 1 });
+    const s = postgresStore({ sql: one, schema });
+    await s.ping();
+    // A quiet spell analyzed: 2,000 events, every one done. Then a backlog the statistics never saw: 3,000 open
+    // events of 300 customers.
+    await one.unsafe(
+      `INSERT INTO ${S}.events (key, event, customer_id, body, headers, received_at, status, next_attempt_at, finished_at)
+       SELECT 'd' || g, 'customer.created', 'c' || (g % 300), '\\x7b7d'::bytea, '{}'::jsonb, ${T0} + g, 'done', ${T0} + g,
+         ${T0} + g
+       FROM generate_series(1, 2000) g`,
+    );
+    await one.unsafe(`ANALYZE ${S}.events`);
+    await one.unsafe(
+      `INSERT INTO ${S}.events (key, event, customer_id, body, headers, received_at, status, next_attempt_at)
+       SELECT 'b' || g, 'customer.created', 'c' || (g % 300), '\\x7b7d'::bytea, '{}'::jsonb, ${T0} + 3000 + g, 'pending',
+         ${T0} + 3000 + g
+       FROM generate_series(1, 3000) g`,
+    );
+    // Index entries and table rows read so far, once the counters show `updated` row updates.
+    const readsAfter = async (updated: number) => {
+      for (let i = 0; i < 100; i++) {
+        const [t] = (await one.unsafe(
+          `SELECT n_tup_upd::int AS upd, coalesce(seq_tup_read, 0)::int
+             + (SELECT sum(idx_tup_read) FROM pg_stat_user_indexes WHERE relid = '${S}.events'::regclass)::int AS reads
+           FROM pg_stat_user_tables WHERE relid = '${S}.events'::regclass`,
+        )) as Array<{ upd: number; reads: number }>;
+        if (t && t.upd >= updated) return t.reads;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      throw new Error('the statistics never showed the updates');
+    };
+    const before = await readsAfter(0);
+    const claimed = await s.claim({ owner: 'w', limit: 8, leaseMs: 60_000, now: T0 + 10_000 });
+    assert.deepEqual(
+      claimed.map((r) => r.key),
+      ['b1', 'b2', 'b3', 'b4', 'b5', 'b6', 'b7', 'b8'],
+    );
+    const read = (await readsAfter(8)) - before;
+    // Each head costs a few entries (its customer's first open event, its leases); every open event once per head
+    // would be tens of thousands.
+    assert.ok(read < 500, `the claim read ${read} index entries and rows`);
+    await s.close();
+    await one.end({ timeout: 2 });
+  });
+
+  test('a version-7 schema is upgraded: status and lease_until lose their statistics and gather none', async () => {
+    const schema = pg!.schema();
+    const S = `"${schema}"`;
+    await schemaAtVersion(S, 7);
+    await pg!.sql.unsafe(
+      `INSERT INTO ${S}.events (key, event, customer_id, body, headers, received_at, status, next_attempt_at, finished_at)
+       SELECT 'd' || g, 'customer.created', 'c' || (g % 7), '\\x7b7d'::bytea, '{}'::jsonb, ${T0} + g, 'done', ${T0} + g,
+         ${T0} + g
+       FROM generate_series(1, 500) g`,
+    );
+    await pg!.sql.unsafe(
+      `INSERT INTO ${S}.events (key, event, customer_id, body, headers, received_at, status, next_attempt_at,
+         lease_owner, lease_until, attempts)
+       VALUES ('held', 'customer.created', 'c1', '\\x7b7d'::bytea, '{}'::jsonb, ${T0}, 'pending', ${T0}, 'w', ${T0 + 60_000}, 1)`,
+    );
+    await pg!.sql.unsafe(`ANALYZE ${S}.events`);
+    const gathered = async () =>
+      (
+        (await pg!.sql.unsafe(
+          `SELECT attname FROM pg_stats WHERE schemaname = $1 AND tablename = 'events'
+             AND attname IN ('status', 'lease_until', 'customer_id') ORDER BY attname`,
+          [schema],
+        )) as Array<{ attname: string }>
+      ).map((r) => r.attname);
+    const indexes = async () =>
+      (
+        (await pg!.sql.unsafe(
+          `SELECT indexname FROM pg_indexes WHERE schemaname = $1 AND tablename = 'events' ORDER BY indexname`,
+          [schema],
+        )) as Array<{ indexname: string }>
+      ).map((r) => r.indexname);
+    assert.deepEqual(await gathered(), ['customer_id', 'lease_until', 'status']);
+    const before = await indexes();
+    const s = postgresStore({ sql: pg!.sql, schema });
+    assert.equal(await s.complete('held', 'w', T0 + 1000), true, 'a lease taken before the upgrade ends after it');
+    assert.equal(Number(await scalar(`SELECT max(version) FROM ${S}.schema_version`)), SCHEMA_VERSION);
+    assert.deepEqual(await gathered(), ['customer_id']);
+    assert.deepEqual(await indexes(), before, 'the indexes are rebuilt, all of them');
+    await pg!.sql.unsafe(`ANALYZE ${S}.events`);
+    assert.deepEqual(await gathered(), ['customer_id'], 'a later ANALYZE gathers none for them');
+    await s.insert(newEvent('after', 'c2', T0 + 2000));
+    const [r] = await s.claim({ owner: 'x', limit: 1, leaseMs: 60_000, now: T0 + 3000 });
+    assert.equal(r?.key, 'after');
+    assert.equal(await s.complete('after', 'x', T0 + 3000), true);
+    assert.deepEqual(await s.counts(), { pending: 0, retrying: 0, done: 502, dead: 0 });
+    await s.close();
+  });
+
   test('claim() finds the heads behind one customer’s backlog longer than its look-ahead window, oldest first', async () => {
     const schema = pg!.schema();
     const s = postgresStore({ sql: pg!.sql, schema });
