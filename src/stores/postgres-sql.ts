@@ -215,11 +215,14 @@ export function coalesceSql(T: string, rowsInBatch: number): string {
  * then matches at most one completion, and which one does not depend on the plan. Planned at each call: a plan
  * made once per connection (PLANNED_ONCE) chose, on a new table, a hash join over every open event, which a backlog
  * would then make read all of it at each completion until statistics came again.
+ * The open test is written as "neither done nor dead" (the same under the status CHECK), which no partial index's
+ * condition follows from, so each completion is a probe of the key's index: written as an open status, it let the
+ * planner hash every open event for a batch whenever the open ones looked few (3,000 read for 40 completions).
  */
 export function completeSql(T: string): string {
   return `UPDATE ${T} e SET status = 'done', finished_at = v.now, lease_owner = NULL, lease_until = NULL
     FROM unnest($1::text::text[], $2::text::text[], $3::text::bigint[]) AS v(key, owner, now)
-    WHERE e.key = v.key AND e.lease_owner = v.owner AND e.status IN ${OPEN}
+    WHERE e.key = v.key AND e.lease_owner = v.owner AND e.status NOT IN ('done', 'dead')
     RETURNING e.key AS key, v.owner AS owner`;
 }
 

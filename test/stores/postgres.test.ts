@@ -659,7 +659,7 @@ describe(`${label} store`, { skip }, () => {
     await one.end({ timeout: 2 });
   });
 
-  test('a claim over a backlog the last statistics did not see reads its heads’ customers, not every open event', async () => {
+  test('a claim and its completions over a backlog the last statistics did not see read their own rows, not every open event', async () => {
     const schema = pg!.schema();
     const S = `"${schema}"`;
     // One connection, so that the statistics views below show what this backend read (see the test above).
@@ -704,6 +704,15 @@ describe(`${label} store`, { skip }, () => {
     // Each head costs a few entries (its customer's first open event, its leases); every open event once per head
     // would be tens of thousands.
     assert.ok(read < 500, `the claim read ${read} index entries and rows`);
+    // Their completions, one batch: a probe of the key's index each, not every open event hashed.
+    const after = await readsAfter(8);
+    const done = await Promise.all(claimed.map((r) => s.complete(r.key, 'w', T0 + 10_001)));
+    assert.deepEqual(
+      done,
+      claimed.map(() => true),
+    );
+    const completing = (await readsAfter(16)) - after;
+    assert.ok(completing < 500, `the completions read ${completing} index entries and rows`);
     await s.close();
     await one.end({ timeout: 2 });
   });
