@@ -258,25 +258,38 @@ const lockPick = (candidates: string) => `
   WITH candidates AS MATERIALIZED (${candidates})
   SELECT seq AS seq FROM (${lockFrom('candidates')}) l`;
 
-/** `columns` of the claim's window: the WINDOW oldest open events, in seq order (step 1 of claimRows). */
-const oldestOpen = (T: string, columns: string) =>
-  `SELECT ${columns} FROM ${T} WHERE status IN ${OPEN} ORDER BY seq LIMIT ${WINDOW}`;
+/**
+ * `columns` of the claim's window: the WINDOW oldest open events from seq `floor` on, in seq order (step 1 of
+ * claimRows). `floor` (a parameter) is where the caller knows no open event to be below (see windowFloor in
+ * postgres.ts): every event that finished left its entries in events_open_seq until a VACUUM, and they all sort before
+ * the open ones, so a window read from the start walked them all, at every claim.
+ */
+const oldestOpen = (T: string, columns: string, floor: string) =>
+  `SELECT ${columns} FROM ${T} WHERE status IN ${OPEN} AND seq >= ${floor} ORDER BY seq LIMIT ${WINDOW}`;
 /** Whether the claim's window is full: step 2 of claimRows may then find heads beyond it. */
-const windowFull = (T: string) =>
-  `EXISTS (SELECT 1 FROM ${T} WHERE status IN ${OPEN} ORDER BY seq OFFSET ${WINDOW - 1} LIMIT 1)`;
+const windowFull = (T: string, floor: string) =>
+  `EXISTS (SELECT 1 FROM ${T} WHERE status IN ${OPEN} AND seq >= ${floor} ORDER BY seq OFFSET ${WINDOW - 1} LIMIT 1)`;
 
 /**
- * Whether a claim at `$1` (now) may find anything: some event of the claim's window (the WINDOW oldest open ones)
- * is due and not leased, or the window is full, so that step 2 of claimRows may find heads beyond it. A read that
- * stops at the first such event, and only when there is none skips to the window's last index entry, instead of the
- * claim's transaction, for a worker that finished what it had while the events still open are the ones running.
- * `$1` only filters what the window reads, so a client that prepares statements plans it once.
+ * Whether a claim at `$1` (now) may find anything: some event of the claim's window (the WINDOW oldest open ones
+ * from seq `$2` on) is due and not leased, or the window is full, so that step 2 of claimRows may find heads beyond
+ * it. A read that stops at the first such event, and only when there is none skips to the window's last index entry,
+ * instead of the claim's transaction, for a worker that finished what it had while the events still open are the
+ * ones running. `$1` only filters what the window reads, so a client that prepares statements plans it once.
  */
 export const claimableSql = (T: string): string =>
   `SELECT EXISTS (
-       SELECT 1 FROM (${oldestOpen(T, 'next_attempt_at, lease_until')}) w
+       SELECT 1 FROM (${oldestOpen(T, 'next_attempt_at, lease_until', '$2')}) w
        WHERE next_attempt_at <= $1 AND (lease_until IS NULL OR lease_until <= $1)
-     ) OR ${windowFull(T)} AS worth`;
+     ) OR ${windowFull(T, '$2')} AS worth`;
+
+/**
+ * The lowest open seq (the whole walk of events_open_seq that the window's floor spares the claims) and the highest
+ * seq handed out so far, for windowFloor in postgres.ts. `seq` is a bigserial: its sequence is events_seq_seq.
+ */
+export const floorSql = (S: string): string =>
+  `SELECT (SELECT seq FROM ${S}.events WHERE status IN ${OPEN} ORDER BY seq LIMIT 1) AS lowest,
+     (SELECT last_value FROM ${S}.events_seq_seq) AS assigned`;
 
 /**
  * Claims up to `take` heads in one transaction of three statements, and returns the leased rows (COLUMNS).
@@ -286,19 +299,20 @@ export async function claimRows(
   client: { begin(fn: (tx: PostgresTransaction) => Promise<unknown>): PromiseLike<unknown> },
   T: string,
   schemaName: string,
-  claim: { owner: string; take: number; leaseUntil: number; now: number },
+  claim: { owner: string; take: number; leaseUntil: number; now: number; floor: number },
 ): Promise<Row[]> {
-  const { owner, take, leaseUntil, now } = claim;
+  const { owner, take, leaseUntil, now, floor } = claim;
   return (await client.begin(async (tx) => {
-    // 1. Heads among the oldest open events: a window of WINDOW events in seq order, so a customer with a long
-    //    backlog behind a running or retrying head costs at most the window, not its whole backlog. A last row
-    //    (seq NULL) says, when fewer than `take` were picked, whether that window held every open event and every
-    //    head in it was looked at (the tests are taken in that order, each only when the one before passes).
+    // 1. Heads among the oldest open events (from `floor` on): a window of WINDOW events in seq order, so a
+    //    customer with a long backlog behind a running or retrying head costs at most the window, not its whole
+    //    backlog. A last row (seq NULL) says, when fewer than `take` were picked, whether that window held every
+    //    open event from `floor` on and every head in it was looked at (the tests are taken in that order, each
+    //    only when the one before passes).
     const first = await rows(
       tx,
       `WITH candidates AS MATERIALIZED (
          SELECT e.seq, e.customer_id FROM (
-           ${oldestOpen(T, 'seq, customer_id, status, next_attempt_at, lease_until')}
+           ${oldestOpen(T, 'seq, customer_id, status, next_attempt_at, lease_until', '$5')}
          ) e
          WHERE ${head(T, 'e', '$1')}
          ORDER BY e.seq LIMIT $2
@@ -307,8 +321,8 @@ export async function claimRows(
        SELECT seq AS seq, NULL::boolean AS whole FROM picked
        UNION ALL
        SELECT NULL, (SELECT count(*) FROM picked) < $4 AND (SELECT count(*) FROM candidates) < $2
-         AND NOT ${windowFull(T)}`,
-      [now, take * 4 + 64, schemaName, take],
+         AND NOT ${windowFull(T, '$5')}`,
+      [now, take * 4 + 64, schemaName, take, floor],
     );
     const whole = first.some((r) => r.seq === null && (r.whole === true || r.whole === 't'));
     const picked = first.filter((r) => r.seq !== null && r.seq !== undefined);

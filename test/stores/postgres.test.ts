@@ -717,6 +717,66 @@ describe(`${label} store`, { skip }, () => {
     await one.end({ timeout: 2 });
   });
 
+  test('claims read the window from the lowest open event, not through the entries finished events left', async () => {
+    const schema = pg!.schema();
+    const S = `"${schema}"`;
+    // One connection, so that the statistics views below show what this backend read (see the tests above).
+    const one = await pg!.client({ max: 1 });
+    const s = postgresStore({ sql: one, schema });
+    await s.ping();
+    // 20,000 events that ran: each left its entry in the seq-ordered index of open events, until a VACUUM (none here).
+    await one.unsafe(
+      `INSERT INTO ${S}.events (key, event, customer_id, body, headers, received_at, status, next_attempt_at)
+       SELECT 'd' || g, 'customer.created', 'c' || (g % 300), '\\x7b7d'::bytea, '{}'::jsonb, ${T0} + g, 'pending', ${T0} + g
+       FROM generate_series(1, 20000) g`,
+    );
+    await one.unsafe(`UPDATE ${S}.events SET status = 'done', finished_at = ${T0} + 30000`);
+    // The floor is read at the first claim; the highest seq handed out then bounds it once two seconds passed.
+    assert.deepEqual(await s.claim({ owner: 'w', limit: 1, leaseMs: 60_000, now: T0 + 40_000 }), []);
+    await sleep(2100);
+    assert.deepEqual(await s.claim({ owner: 'w', limit: 1, leaseMs: 60_000, now: T0 + 40_000 }), []);
+    await s.insert(newEvent('new', 'c1', T0 + 40_000));
+    const pages = async (updated: number) => {
+      for (let i = 0; i < 100; i++) {
+        const [t] = (await one.unsafe(
+          `SELECT n_tup_upd::int AS upd,
+             (SELECT idx_blks_hit + idx_blks_read FROM pg_statio_user_indexes
+              WHERE indexrelid = '${S}.events_open_seq'::regclass)::int AS pages
+           FROM pg_stat_user_tables WHERE relid = '${S}.events'::regclass`,
+        )) as Array<{ upd: number; pages: number }>;
+        if (t && t.upd >= updated) return t.pages;
+        await sleep(50);
+      }
+      throw new Error('the statistics never showed the updates');
+    };
+    const before = await pages(20_000);
+    const [claimed] = await s.claim({ owner: 'w', limit: 1, leaseMs: 60_000, now: T0 + 40_001 });
+    assert.equal(claimed?.key, 'new');
+    const read = (await pages(20_001)) - before;
+    assert.ok(read < 20, `the claim read ${read} pages of events_open_seq`);
+    // A requeue made here is claimable at once, though its seq is below the floor.
+    await s.complete('new', 'w', T0 + 40_002);
+    assert.equal(await s.requeue('d7', T0 + 40_003), true);
+    assert.deepEqual(
+      (await s.claim({ owner: 'w', limit: 5, leaseMs: 60_000, now: T0 + 40_004 })).map((r) => r.key),
+      ['d7'],
+    );
+    await s.complete('d7', 'w', T0 + 40_005);
+    // One made by another process (the CLI, another instance) is found at the next reading of the floor, within a
+    // second and a bit.
+    const other = postgresStore({ sql: pg!.sql, schema });
+    assert.equal(await other.requeue('d9', T0 + 40_006), true);
+    await other.close();
+    let found: string[] = [];
+    for (let i = 0; i < 30 && found.length === 0; i++) {
+      found = (await s.claim({ owner: 'w', limit: 5, leaseMs: 60_000, now: T0 + 40_007 })).map((r) => r.key);
+      if (found.length === 0) await sleep(100);
+    }
+    assert.deepEqual(found, ['d9']);
+    await s.close();
+    await one.end({ timeout: 2 });
+  });
+
   test('a version-7 schema is upgraded: status and lease_until lose their statistics and gather none', async () => {
     const schema = pg!.schema();
     const S = `"${schema}"`;
