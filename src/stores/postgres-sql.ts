@@ -285,11 +285,11 @@ export const claimableSql = (T: string): string =>
 
 /**
  * The lowest open seq (the whole walk of events_open_seq that the window's floor spares the claims) and the highest
- * seq handed out so far, for windowFloor in postgres.ts. `seq` is a bigserial: its sequence is events_seq_seq.
+ * seq stored (one step to the last entry of the primary key), for windowFloor in postgres.ts.
  */
-export const floorSql = (S: string): string =>
-  `SELECT (SELECT seq FROM ${S}.events WHERE status IN ${OPEN} ORDER BY seq LIMIT 1) AS lowest,
-     (SELECT last_value FROM ${S}.events_seq_seq) AS assigned`;
+export const floorSql = (T: string): string =>
+  `SELECT (SELECT seq FROM ${T} WHERE status IN ${OPEN} ORDER BY seq LIMIT 1) AS lowest,
+     (SELECT max(seq) FROM ${T}) AS highest`;
 
 /**
  * Claims up to `take` heads in one transaction of three statements, and returns the leased rows (COLUMNS).

@@ -420,43 +420,48 @@ async function completeBatch(ctx: Context, batch: Queued<Completion, boolean>[])
  * few are open, and growing with every event until autovacuum got to the table (on a table of millions of rows, once
  * every million events or so; never where it is off).
  * The floor is read again at most once a second (FLOOR_REFRESH_MS), in the claim that comes next, with one walk: the
- * lowest open seq, and the highest seq handed out. An event below it can only be one not yet committed when it was
- * read, or one made open again since (a requeue):
- * - an insert takes its seq when it starts, so one in flight has a seq above the highest handed out a moment before
- *   it: the floor is never above the highest seq handed out FLOOR_HORIZON_MS ago (an insert taking longer than that
- *   to commit, or a requeue by another process, is found at the next reading, or by step 2 of a claim, which walks
+ * lowest open seq, and the highest seq stored. An event below it can only be one not yet committed when it was read,
+ * or one made open again since (a requeue):
+ * - an insert takes its seq when it starts, above every seq handed out before, and so above every seq stored then:
+ *   the floor is never above the highest seq stored FLOOR_HORIZON_MS before (an insert taking longer than that to
+ *   commit, or a requeue by another process, is found at the next reading, or by step 2 of a claim, which walks
  *   customer by customer and knows no floor);
- * - a requeue by this store puts the floor back to 0 at once.
+ * - a requeue by this store puts the floor back to 0 at once (and a reading under way when it did is not used).
  * Order is kept either way: whether an event is its customer's head is asked of the customer's own index.
  */
-function windowFloor(client: PostgresClient, S: string) {
+function windowFloor(client: PostgresClient, T: string) {
   let floor = 0;
   let readAt = Number.NEGATIVE_INFINITY;
-  // The highest seq handed out at each reading, oldest first; the readings older than FLOOR_HORIZON_MS but the last
-  // of them are dropped.
-  const handedOut: { at: number; seq: number }[] = [];
+  let resets = 0;
+  // The highest seq stored at each reading (performance.now(), which no clock step moves), oldest first; the readings
+  // older than FLOOR_HORIZON_MS but the last of them are dropped.
+  const stored: { at: number; seq: number }[] = [];
   return {
     /** The floor for a claim now, read again first when it is due. */
     async get(): Promise<number> {
-      const at = Date.now();
+      const at = performance.now();
       if (at - readAt < FLOOR_REFRESH_MS) return floor;
       readAt = at;
+      const before = resets;
+      let r: Row | undefined;
       try {
-        const [r] = await rows(client, floorSql(S));
-        handedOut.push({ at, seq: toNumber(r?.assigned ?? 0) });
-        while (handedOut.length > 1 && (handedOut[1] as { at: number }).at <= at - FLOOR_HORIZON_MS) handedOut.shift();
-        const old = handedOut[0] as { at: number; seq: number };
-        const lowest = r?.lowest === null || r?.lowest === undefined ? Number.POSITIVE_INFINITY : toNumber(r.lowest);
-        floor = old.at <= at - FLOOR_HORIZON_MS ? Math.min(lowest, old.seq + 1) : 0;
+        [r] = await rows(client, floorSql(T));
       } catch (error) {
         readAt = Number.NEGATIVE_INFINITY;
         throw error;
       }
+      if (resets !== before) return 0;
+      stored.push({ at, seq: r?.highest === null || r?.highest === undefined ? 0 : toNumber(r.highest) });
+      while (stored.length > 1 && (stored[1] as { at: number }).at <= at - FLOOR_HORIZON_MS) stored.shift();
+      const old = stored[0] as { at: number; seq: number };
+      const lowest = r?.lowest === null || r?.lowest === undefined ? Number.POSITIVE_INFINITY : toNumber(r.lowest);
+      floor = old.at <= at - FLOOR_HORIZON_MS ? Math.min(lowest, old.seq + 1) : 0;
       return floor;
     },
     /** An event of this store was made open again (a requeue): the window starts from the beginning until the next
      * reading. */
     reset(): void {
+      resets++;
       floor = 0;
       readAt = Number.NEGATIVE_INFINITY;
     },
@@ -554,7 +559,7 @@ export function postgresStore(options: PostgresStoreOptions): Store {
   const guard = new StoreGuard(DRIVER_NAME, `schema ${schemaName}`);
   // Whether the last claim found fewer events than it asked for (see claim).
   let lastClaimShort = true;
-  const floor = windowFloor(client, S);
+  const floor = windowFloor(client, T);
   let ready: Promise<void> | null = null;
 
   // Migrates once; a failure (database down) is not remembered, so the next call tries again.
