@@ -13,7 +13,7 @@ import {
   StoreUnavailableError,
 } from '../../src/stores/store.ts';
 import { ConfigError } from '../../src/errors.ts';
-import { openPg } from '../helpers/pg.ts';
+import { type TestClient, openPg } from '../helpers/pg.ts';
 import { newEvent, storeContract } from './contract.ts';
 
 const opened = await openPg();
@@ -43,6 +43,29 @@ const scalar = async (text: string, params: unknown[] = []): Promise<unknown> =>
 
 if (!pg) {
   console.log(`[skip] ${label} store tests: ${skip}`);
+}
+
+/**
+ * `figure`, an SQL expression read beside pg_stat_user_tables' row of schema `S`'s events table, once that row's
+ * `counter` shows at least `atLeast`. A backend reports its statistics when a transaction of its own ends (at most once
+ * a second, else after 10 s idle), so they are read on the connection that did the work, and waited for.
+ */
+async function statOnceCounted(
+  one: TestClient,
+  S: string,
+  counter: 'n_tup_ins' | 'n_tup_upd',
+  atLeast: number,
+  figure: string,
+): Promise<number> {
+  for (let i = 0; i < 100; i++) {
+    const [t] = (await one.unsafe(
+      `SELECT ${counter}::int AS counted, (${figure})::int AS figure
+       FROM pg_stat_user_tables WHERE relid = '${S}.events'::regclass`,
+    )) as Array<{ counted: number; figure: number }>;
+    if (t && t.counted >= atLeast) return t.figure;
+    await sleep(50);
+  }
+  throw new Error(`the statistics never showed ${atLeast} in ${counter}`);
 }
 
 /** The run's client, recording the text of every statement sent outside a transaction. */
@@ -634,19 +657,16 @@ describe(`${label} store`, { skip }, () => {
     );
     await one.unsafe(`ANALYZE ${S}.events`);
     // What the events table and its seq-ordered index of open events have been read for so far, once the counters
-    // show `inserted` rows (they reach the statistics views a moment after each transaction).
-    const readsAfter = async (inserted: number) => {
-      for (let i = 0; i < 100; i++) {
-        const [t] = (await one.unsafe(
-          `SELECT n_tup_ins::int AS ins, coalesce(seq_tup_read, 0)::int AS seq,
-             (SELECT idx_tup_read FROM pg_stat_user_indexes WHERE indexrelid = '${S}.events_open_seq'::regclass)::int AS idx
-           FROM pg_stat_user_tables WHERE relid = '${S}.events'::regclass`,
-        )) as Array<{ ins: number; seq: number; idx: number }>;
-        if (t && t.ins >= inserted) return t.seq + t.idx;
-        await new Promise((r) => setTimeout(r, 50));
-      }
-      throw new Error('the statistics never showed the inserts');
-    };
+    // show `inserted` rows.
+    const readsAfter = (inserted: number) =>
+      statOnceCounted(
+        one,
+        S,
+        'n_tup_ins',
+        inserted,
+        `coalesce(seq_tup_read, 0)
+           + (SELECT idx_tup_read FROM pg_stat_user_indexes WHERE indexrelid = '${S}.events_open_seq'::regclass)`,
+      );
     const before = await readsAfter(20_000);
     const lease = { owner: 'w', leaseUntil: T0 + 60_000 };
     const quiet = await s.insert(newEvent('quiet', 'small', T0 + 30_000), lease);
@@ -682,18 +702,15 @@ describe(`${label} store`, { skip }, () => {
        FROM generate_series(1, 3000) g`,
     );
     // Index entries and table rows read so far, once the counters show `updated` row updates.
-    const readsAfter = async (updated: number) => {
-      for (let i = 0; i < 100; i++) {
-        const [t] = (await one.unsafe(
-          `SELECT n_tup_upd::int AS upd, coalesce(seq_tup_read, 0)::int
-             + (SELECT sum(idx_tup_read) FROM pg_stat_user_indexes WHERE relid = '${S}.events'::regclass)::int AS reads
-           FROM pg_stat_user_tables WHERE relid = '${S}.events'::regclass`,
-        )) as Array<{ upd: number; reads: number }>;
-        if (t && t.upd >= updated) return t.reads;
-        await new Promise((r) => setTimeout(r, 50));
-      }
-      throw new Error('the statistics never showed the updates');
-    };
+    const readsAfter = (updated: number) =>
+      statOnceCounted(
+        one,
+        S,
+        'n_tup_upd',
+        updated,
+        `coalesce(seq_tup_read, 0)
+           + (SELECT sum(idx_tup_read) FROM pg_stat_user_indexes WHERE relid = '${S}.events'::regclass)`,
+      );
     const before = await readsAfter(0);
     const claimed = await s.claim({ owner: 'w', limit: 8, leaseMs: 60_000, now: T0 + 10_000 });
     assert.deepEqual(
@@ -736,19 +753,16 @@ describe(`${label} store`, { skip }, () => {
     await sleep(2100);
     assert.deepEqual(await s.claim({ owner: 'w', limit: 1, leaseMs: 60_000, now: T0 + 40_000 }), []);
     await s.insert(newEvent('new', 'c1', T0 + 40_000));
-    const pages = async (updated: number) => {
-      for (let i = 0; i < 100; i++) {
-        const [t] = (await one.unsafe(
-          `SELECT n_tup_upd::int AS upd,
-             (SELECT idx_blks_hit + idx_blks_read FROM pg_statio_user_indexes
-              WHERE indexrelid = '${S}.events_open_seq'::regclass)::int AS pages
-           FROM pg_stat_user_tables WHERE relid = '${S}.events'::regclass`,
-        )) as Array<{ upd: number; pages: number }>;
-        if (t && t.upd >= updated) return t.pages;
-        await sleep(50);
-      }
-      throw new Error('the statistics never showed the updates');
-    };
+    // Pages of events_open_seq read so far, once the counters show `updated` row updates.
+    const pages = (updated: number) =>
+      statOnceCounted(
+        one,
+        S,
+        'n_tup_upd',
+        updated,
+        `(SELECT idx_blks_hit + idx_blks_read FROM pg_statio_user_indexes
+          WHERE indexrelid = '${S}.events_open_seq'::regclass)`,
+      );
     const before = await pages(20_000);
     const [claimed] = await s.claim({ owner: 'w', limit: 1, leaseMs: 60_000, now: T0 + 40_001 });
     assert.equal(claimed?.key, 'new');
