@@ -330,7 +330,7 @@ for (const target of targets) {
       JSON.stringify(samplePayload('customer.wallet.balance.updated', { customerId, data: { balance: String(n) } }));
 
     /** A receiver whose store reports every key a claim returned. */
-    async function setup() {
+    async function setup(options: { concurrency?: number; handler?: (key: string, body: string) => unknown } = {}) {
       const store = await target.make();
       const claimedKeys: string[] = [];
       const claim = store.claim.bind(store);
@@ -343,13 +343,14 @@ for (const target of targets) {
       const gate = handlerGate();
       const handler = (_e: unknown, ctx: HandlerContext) => {
         runs.push({ key: ctx.key, attempt: ctx.attempt });
-        return gate.wait();
+        return options.handler ? options.handler(ctx.key, new TextDecoder().decode(ctx.body)) : gate.wait();
       };
       const lava = createLavaWebhooks({
         secret: SECRET,
         store,
         logger: silentLogger,
         pollMs: 50,
+        ...(options.concurrency ? { concurrency: options.concurrency } : {}),
         handlers: { 'customer.wallet.balance.updated': handler },
       });
       const post = async (body: string) => {
@@ -386,6 +387,75 @@ for (const target of targets) {
         release();
         await waitFor(() => runs.length === 2, 5000, 'the second run');
         assert.deepEqual(claimedKeys, [runs[1]?.key], 'the second was claimed, the first was not');
+      } finally {
+        await lava.close();
+      }
+    });
+
+    test('deliveries arriving together beyond what the worker claims at once are each leased by their insert', async () => {
+      // The claims' own room starts at one slot's worth and shrinks when claims come back with little, as they do
+      // when the inserts took the leases: held to it, 56 of these 64 were refused a lease and had to be claimed.
+      const { lava, claimedKeys, runs, post } = await setup({ handler: () => {} });
+      lava.start();
+      try {
+        await Promise.all(Array.from({ length: 64 }, (_, i) => post(balance(`cus_${i}`, i))));
+        await waitFor(() => runs.length === 64, 10_000, 'every run');
+        assert.deepEqual(claimedKeys, [], 'none was claimed');
+        assert.ok(runs.every((r) => r.attempt === 1));
+      } finally {
+        await lava.close();
+      }
+    });
+
+    test("a claim still gets its turn while inserts keep taking leases: a customer's next event does not wait for the stream to end", async () => {
+      // One slot, and runs let through one at a time while arrivals (each leased by its insert) come twice as fast:
+      // runs wait beyond the claims' room throughout, so only the claim's turn (a slot's worth beyond the room once no
+      // claim ran for 50 ms) can start cus_a's second event, which only a claim can start, before the stream ends.
+      const order: string[] = [];
+      let releaseFirst: () => void = () => {};
+      const first = new Promise<void>((resolve) => {
+        releaseFirst = resolve;
+      });
+      const waiting: Array<() => void> = [];
+      let credit = 0;
+      const turn = () => {
+        if (credit > 0) {
+          credit--;
+          return Promise.resolve();
+        }
+        return new Promise<void>((resolve) => waiting.push(resolve));
+      };
+      const releaseOne = () => {
+        const next = waiting.shift();
+        if (next) next();
+        else credit++;
+      };
+      const { lava, post } = await setup({
+        concurrency: 1,
+        handler: (_key, body) => {
+          const data = (JSON.parse(body) as { data: { customer_id: string; balance: string } }).data;
+          order.push(`${data.customer_id}#${data.balance}`);
+          return data.customer_id === 'cus_a' && data.balance === '1' ? first : turn();
+        },
+      });
+      lava.start();
+      try {
+        await post(balance('cus_a', 1));
+        await waitFor(() => order.length === 1, 5000, "cus_a's first run");
+        await post(balance('cus_a', 2)); // behind a running event of its customer: only a claim can start it
+        await Promise.all([post(balance('cus_s', 0)), post(balance('cus_t', 0))]);
+        releaseFirst();
+        for (let i = 0; i < 20; i++) {
+          await Promise.all([post(balance(`cus_s${i}`, 0)), post(balance(`cus_t${i}`, 0))]);
+          releaseOne();
+          await new Promise((resolve) => setTimeout(resolve, 10));
+        }
+        credit = Number.POSITIVE_INFINITY;
+        for (const next of waiting.splice(0)) next();
+        await waitFor(() => order.length === 44, 20_000, 'every run');
+        const second = order.indexOf('cus_a#2');
+        assert.ok(second > 0, 'cus_a#2 ran');
+        assert.ok(second < 29, `cus_a#2 ran as run ${second + 1} of 44: behind most of the stream`);
       } finally {
         await lava.close();
       }

@@ -53,22 +53,29 @@ export type Mode = 'on-demand' | 'polling' | 'stopping';
 /*
  * ## Leases taken by inserts
  *
- * On a store that can (`capabilities.leaseOnInsert`: SQLite with group commit, Postgres, Deno KV), the receiver asks for a lease as it
- * inserts a delivery (`offer`), and the store writes the event already leased to this worker when it is its group's
- * head, in the same atomic write as the insert: what a claim would have written a turn later, without the claim's
- * statements. The insert's answer hands the record over (`adopt`) and it joins `ready` as a claimed event does. A
- * lease is offered only while polling and while the runs here and those being inserted leave room within the same
- * bound a claim fills (`concurrency × prefetch`); claims count the leases offered and not yet answered as taken.
+ * On a store that can (`capabilities.leaseOnInsert`: SQLite with group commit, Postgres, Deno KV), the receiver asks
+ * for a lease as it inserts a delivery (`offer`), and the store writes the event already leased to this worker when it
+ * is its group's head, in the same atomic write as the insert: what a claim would have written a turn later, without
+ * the claim's statements. The insert's answer hands the record over (`adopt`) and it joins `ready` as a claimed event
+ * does. A lease is offered only while polling and while the runs here and those being inserted number fewer than the
+ * largest room a claim may fill (`concurrency × MAX_ASYNC_PREFETCH`); claims count the leases offered and not yet
+ * answered as taken. Offers are not held to the claims' own room (`concurrency × prefetch`): that room shrinks when
+ * claims come back with little, which is what happens when the inserts took the leases, and arrivals refused a lease
+ * for it had each to be claimed after all (38 % of the events on SQLite at saturation).
  *
- * Claims keep their turn: arrivals do not wait for their acks, so offers alone could keep the room full for good, and
- * older events (those inserted when there was no room, retries come due, a customer's next event) would wait behind
- * every new one. So once an insert found no room for a lease, or a claim was put off for lack of room, no lease is
- * offered until a claim ran; each claim takes the oldest claimable events first, as always.
+ * Claims keep their turn: arrivals do not wait for their acks, so offers could keep the room full for good, and older
+ * events (those inserted when there was no room, retries come due, a customer's next event) would wait behind every
+ * new one. So a claim that the room puts off runs anyway once no claim has run for CLAIM_TURN_MS, taking a slot's
+ * worth beyond the room (never more than the largest room and a slot's worth held in all); when even that is full,
+ * and whenever an insert found no room for a lease, no lease is offered until a claim ran. Each claim takes the oldest
+ * claimable events first, as always.
  */
 
 const PREFETCH = 8;
 const ASYNC_PREFETCH = 4;
 const MAX_ASYNC_PREFETCH = 32;
+/** How long a claim may be put off for lack of room while inserts take leases (see "Leases taken by inserts"). */
+const CLAIM_TURN_MS = 50;
 /**
  * Runs whose handler is done and whose outcome is being written, per handler slot, beyond the slot's own run. Slots
  * held through the write capped the worker at `concurrency` events per store round trip: on Postgres at 80 % of the
@@ -115,8 +122,13 @@ export function createClaimLoop(shared: Shared, leases: Leases, finished: () => 
   // Leases offered to inserts whose answer has not come yet (see "Leases taken by inserts").
   let adopting = 0;
   // Claims go first: set when an event may wait for one while offers fill the room (an insert found no room for a
-  // lease, or a claim was put off for lack of room); cleared once a claim ran.
+  // lease, or a claim's turn came and found no room at all); cleared once a claim ran.
   let claimFirst = false;
+  // When a claim last answered (performance.now(): a test's clock may stand still), and whether inserts take leases.
+  let lastClaimAt = performance.now();
+  const offers = store.capabilities.leaseOnInsert === true;
+  // The most runs held here at once: the largest room a claim fills, which bounds offers too.
+  const maxRoom = options.concurrency * MAX_ASYNC_PREFETCH;
   // Records inserts leased to this worker, launched together at the end of the turn.
   const adopted: EventRecord[] = [];
   let adoptSoon = false;
@@ -129,15 +141,20 @@ export function createClaimLoop(shared: Shared, leases: Leases, finished: () => 
 
   async function fill(): Promise<number> {
     const room = options.concurrency * prefetch;
-    const capacity = room - (running + ready.length + adopting);
+    const held = running + ready.length + adopting;
+    let capacity = room - held;
     if (mode === 'stopping') return 0;
-    if (capacity <= 0) {
-      claimFirst = true;
-      return 0;
-    }
     // After the first claim, only once fewer runs wait than there are slots, or than half of a grown prefetch (see
-    // "How much a pass claims").
-    if (prefetch > 1 && ready.length >= Math.max(options.concurrency, room >> 1)) return 0;
+    // "How much a pass claims"); where inserts take leases, also once no claim ran for CLAIM_TURN_MS, a slot's worth
+    // beyond the room (see "Leases taken by inserts").
+    if (capacity <= 0 || (prefetch > 1 && ready.length >= Math.max(options.concurrency, room >> 1))) {
+      if (!offers || mode !== 'polling' || performance.now() - lastClaimAt < CLAIM_TURN_MS) return 0;
+      capacity = Math.min(Math.max(capacity, options.concurrency), maxRoom + options.concurrency - held);
+      if (capacity <= 0) {
+        claimFirst = true;
+        return 0;
+      }
+    }
     // A synchronous store that throws (SQLite busy) is turned into a rejection here instead of escaping fill() as an
     // unhandled rejection, which ends a Bun or Node process.
     let claim: EventRecord[] | Promise<EventRecord[]>;
@@ -151,6 +168,7 @@ export function createClaimLoop(shared: Shared, leases: Leases, finished: () => 
       prefetch = PREFETCH;
       reachable();
       claimFirst = false;
+      lastClaimAt = performance.now();
       for (const record of claim) launch(record);
       return claim.length;
     }
@@ -177,6 +195,7 @@ export function createClaimLoop(shared: Shared, leases: Leases, finished: () => 
       return 0;
     }
     claimFirst = false;
+    lastClaimAt = performance.now();
     if (batch.length >= capacity) prefetch = Math.min(MAX_ASYNC_PREFETCH, prefetch * 2);
     else if (batch.length * 2 < capacity) prefetch = Math.max(ASYNC_PREFETCH, prefetch >> 1);
     for (const record of batch) launch(record);
@@ -340,9 +359,9 @@ export function createClaimLoop(shared: Shared, leases: Leases, finished: () => 
     },
     offer() {
       if (mode !== 'polling' || storeDown || claimFirst) return undefined;
-      if (running + ready.length + adopting >= options.concurrency * prefetch) {
+      if (running + ready.length + adopting >= maxRoom) {
         // This event, inserted without a lease, waits for a claim: until one ran, new events do not pass it. More
-        // arrive than the room holds: room grows as after a full claim.
+        // arrive than the largest room holds: the claims' room grows as after a full claim.
         claimFirst = true;
         prefetch = Math.min(MAX_ASYNC_PREFETCH, Math.max(ASYNC_PREFETCH, prefetch * 2));
         return undefined;
