@@ -68,6 +68,46 @@ async function statOnceCounted(
   throw new Error(`the statistics never showed ${atLeast} in ${counter}`);
 }
 
+/**
+ * `count` events written into schema `S`'s table by one statement, outside the store (as a backlog, or an older
+ * build, would have left them): keys `prefix`1…`prefix``count`, customer `customerPrefix` + (g % `customers`), received
+ * and due at T0 + `from` + g, in `status` (a done one finished then).
+ */
+async function bulkEvents(
+  sql: TestClient,
+  S: string,
+  e: {
+    prefix: string;
+    count: number;
+    customers: number;
+    status: 'pending' | 'done';
+    customerPrefix?: string;
+    from?: number;
+  },
+): Promise<void> {
+  const at = `${T0 + (e.from ?? 0)} + g`;
+  const done = e.status === 'done';
+  await sql.unsafe(
+    `INSERT INTO ${S}.events (key, event, customer_id, body, headers, received_at, status, next_attempt_at
+       ${done ? ', finished_at' : ''})
+     SELECT '${e.prefix}' || g, 'customer.created', '${e.customerPrefix ?? 'c'}' || (g % ${e.customers}),
+       '\\x7b7d'::bytea, '{}'::jsonb, ${at}, '${e.status}', ${at} ${done ? `, ${at}` : ''}
+     FROM generate_series(1, ${e.count}) g`,
+  );
+}
+
+/**
+ * A store on a fresh schema over a connection of its own (`one`), so that the statistics views read on it show what
+ * this backend did (see statOnceCounted). The schema is made before it returns.
+ */
+async function storeOnOneConnection() {
+  const schema = pg!.schema();
+  const one = await pg!.client({ max: 1 });
+  const s = postgresStore({ sql: one, schema });
+  await s.ping();
+  return { S: `"${schema}"`, schema, one, s };
+}
+
 /** The run's client, recording the text of every statement sent outside a transaction. */
 function countingClient() {
   const statements: string[] = [];
@@ -642,19 +682,11 @@ describe(`${label} store`, { skip }, () => {
   });
 
   test('an insert for a customer with nothing open reads no other customer’s open events, however many', async () => {
-    const schema = pg!.schema();
-    const S = `"${schema}"`;
     // One connection for everything here: a backend reports its table statistics when a transaction of its own ends
     // (at most once a second, else after 10 s idle), so the reads below must run where the inserts did.
-    const one = await pg!.client({ max: 1 });
-    const s = postgresStore({ sql: one, schema });
-    await s.ping();
+    const { S, one, s } = await storeOnOneConnection();
     // A backlog held by three customers: 20,000 open events, analyzed, as after a handler outage.
-    await one.unsafe(
-      `INSERT INTO ${S}.events (key, event, customer_id, body, headers, received_at, status, next_attempt_at)
-       SELECT 'b' || g, 'customer.created', 'big' || (g % 3), '\\x7b7d'::bytea, '{}'::jsonb, ${T0} + g, 'pending', ${T0} + g
-       FROM generate_series(1, 20000) g`,
-    );
+    await bulkEvents(one, S, { prefix: 'b', count: 20_000, customers: 3, customerPrefix: 'big', status: 'pending' });
     await one.unsafe(`ANALYZE ${S}.events`);
     // What the events table and its seq-ordered index of open events have been read for so far, once the counters
     // show `inserted` rows.
@@ -680,27 +712,13 @@ describe(`${label} store`, { skip }, () => {
   });
 
   test('a claim and its completions over a backlog the last statistics did not see read their own rows, not every open event', async () => {
-    const schema = pg!.schema();
-    const S = `"${schema}"`;
     // One connection, so that the statistics views below show what this backend read (see the test above).
-    const one = await pg!.client({ max: 1 });
-    const s = postgresStore({ sql: one, schema });
-    await s.ping();
+    const { S, one, s } = await storeOnOneConnection();
     // A quiet spell analyzed: 2,000 events, every one done. Then a backlog the statistics never saw: 3,000 open
     // events of 300 customers.
-    await one.unsafe(
-      `INSERT INTO ${S}.events (key, event, customer_id, body, headers, received_at, status, next_attempt_at, finished_at)
-       SELECT 'd' || g, 'customer.created', 'c' || (g % 300), '\\x7b7d'::bytea, '{}'::jsonb, ${T0} + g, 'done', ${T0} + g,
-         ${T0} + g
-       FROM generate_series(1, 2000) g`,
-    );
+    await bulkEvents(one, S, { prefix: 'd', count: 2000, customers: 300, status: 'done' });
     await one.unsafe(`ANALYZE ${S}.events`);
-    await one.unsafe(
-      `INSERT INTO ${S}.events (key, event, customer_id, body, headers, received_at, status, next_attempt_at)
-       SELECT 'b' || g, 'customer.created', 'c' || (g % 300), '\\x7b7d'::bytea, '{}'::jsonb, ${T0} + 3000 + g, 'pending',
-         ${T0} + 3000 + g
-       FROM generate_series(1, 3000) g`,
-    );
+    await bulkEvents(one, S, { prefix: 'b', count: 3000, customers: 300, status: 'pending', from: 3000 });
     // Index entries and table rows read so far, once the counters show `updated` row updates.
     const readsAfter = (updated: number) =>
       statOnceCounted(
@@ -735,18 +753,10 @@ describe(`${label} store`, { skip }, () => {
   });
 
   test('claims read the window from the lowest open event, not through the entries finished events left', async () => {
-    const schema = pg!.schema();
-    const S = `"${schema}"`;
     // One connection, so that the statistics views below show what this backend read (see the tests above).
-    const one = await pg!.client({ max: 1 });
-    const s = postgresStore({ sql: one, schema });
-    await s.ping();
+    const { S, schema, one, s } = await storeOnOneConnection();
     // 20,000 events that ran: each left its entry in the seq-ordered index of open events, until a VACUUM (none here).
-    await one.unsafe(
-      `INSERT INTO ${S}.events (key, event, customer_id, body, headers, received_at, status, next_attempt_at)
-       SELECT 'd' || g, 'customer.created', 'c' || (g % 300), '\\x7b7d'::bytea, '{}'::jsonb, ${T0} + g, 'pending', ${T0} + g
-       FROM generate_series(1, 20000) g`,
-    );
+    await bulkEvents(one, S, { prefix: 'd', count: 20_000, customers: 300, status: 'pending' });
     await one.unsafe(`UPDATE ${S}.events SET status = 'done', finished_at = ${T0} + 30000`);
     // The floor is read at the first claim; the highest seq handed out then bounds it once two seconds passed.
     assert.deepEqual(await s.claim({ owner: 'w', limit: 1, leaseMs: 60_000, now: T0 + 40_000 }), []);
@@ -795,12 +805,7 @@ describe(`${label} store`, { skip }, () => {
     const schema = pg!.schema();
     const S = `"${schema}"`;
     await schemaAtVersion(S, 7);
-    await pg!.sql.unsafe(
-      `INSERT INTO ${S}.events (key, event, customer_id, body, headers, received_at, status, next_attempt_at, finished_at)
-       SELECT 'd' || g, 'customer.created', 'c' || (g % 7), '\\x7b7d'::bytea, '{}'::jsonb, ${T0} + g, 'done', ${T0} + g,
-         ${T0} + g
-       FROM generate_series(1, 500) g`,
-    );
+    await bulkEvents(pg!.sql, S, { prefix: 'd', count: 500, customers: 7, status: 'done' });
     await pg!.sql.unsafe(
       `INSERT INTO ${S}.events (key, event, customer_id, body, headers, received_at, status, next_attempt_at,
          lease_owner, lease_until, attempts)
