@@ -133,8 +133,13 @@ export function createClaimLoop(shared: Shared, leases: Leases, finished: () => 
   const adopted: EventRecord[] = [];
   let adoptSoon = false;
 
-  /** A claim was answered: say so once if the store had been failing. */
-  function reachable() {
+  /**
+   * A claim was answered: claims no longer go first, their turn starts over, and say so once if the store had been
+   * failing.
+   */
+  function answered() {
+    claimFirst = false;
+    lastClaimAt = performance.now();
     if (storeDown) logger.info('store reachable again; processing resumes', { store: store.name });
     storeDown = false;
   }
@@ -166,9 +171,7 @@ export function createClaimLoop(shared: Shared, leases: Leases, finished: () => 
     if (!(claim instanceof Promise)) {
       // A synchronous store answered at once: no timeout to race.
       prefetch = PREFETCH;
-      reachable();
-      claimFirst = false;
-      lastClaimAt = performance.now();
+      answered();
       for (const record of claim) launch(record);
       return claim.length;
     }
@@ -187,15 +190,13 @@ export function createClaimLoop(shared: Shared, leases: Leases, finished: () => 
         },
         true,
       );
-      reachable();
+      answered();
     } catch (error) {
       if (!storeDown) logger.warn('claim failed; will retry on the next poll', { store: store.name, error });
       storeDown = true;
       prefetch = ASYNC_PREFETCH;
       return 0;
     }
-    claimFirst = false;
-    lastClaimAt = performance.now();
     if (batch.length >= capacity) prefetch = Math.min(MAX_ASYNC_PREFETCH, prefetch * 2);
     else if (batch.length * 2 < capacity) prefetch = Math.max(ASYNC_PREFETCH, prefetch >> 1);
     for (const record of batch) launch(record);
