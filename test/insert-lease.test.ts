@@ -11,7 +11,7 @@ import { createWorker } from '../src/processing/worker.ts';
 import { samplePayload } from '../src/samples.ts';
 import { sqliteStore, sqliteUnavailableReason } from '../src/stores/sqlite.ts';
 import type { EventRecord, InsertLease } from '../src/stores/store.ts';
-import { SECRET, handlerGate, signedRequest, waitFor } from './helpers/lava.ts';
+import { SECRET, handlerGate, signedRequest, sleep, waitFor } from './helpers/lava.ts';
 import { openPg } from './helpers/pg.ts';
 import { sqliteDriver, tempDatabases } from './helpers/sqlite.ts';
 import { newEvent } from './stores/contract.ts';
@@ -448,7 +448,7 @@ for (const target of targets) {
         for (let i = 0; i < 20; i++) {
           await Promise.all([post(balance(`cus_s${i}`, 0)), post(balance(`cus_t${i}`, 0))]);
           releaseOne();
-          await new Promise((resolve) => setTimeout(resolve, 10));
+          await sleep(10);
         }
         credit = Number.POSITIVE_INFINITY;
         for (const next of waiting.splice(0)) next();
