@@ -133,9 +133,6 @@ export function createClaimLoop(shared: Shared, leases: Leases, finished: () => 
   const adopted: EventRecord[] = [];
   let adoptSoon = false;
 
-  /** The runs held here: running, waiting in `ready`, and being inserted with a lease offered to them. */
-  const held = () => running + ready.length + adopting;
-
   /**
    * A claim was answered: claims no longer go first, their turn starts over, and say so once if the store had been
    * failing.
@@ -149,15 +146,15 @@ export function createClaimLoop(shared: Shared, leases: Leases, finished: () => 
 
   async function fill(): Promise<number> {
     const room = options.concurrency * prefetch;
-    const holding = held();
-    let capacity = room - holding;
+    const held = running + ready.length + adopting;
+    let capacity = room - held;
     if (mode === 'stopping') return 0;
     // After the first claim, only once fewer runs wait than there are slots, or than half of a grown prefetch (see
     // "How much a pass claims"); where inserts take leases, also once no claim ran for CLAIM_TURN_MS, a slot's worth
     // beyond the room (see "Leases taken by inserts").
     if (capacity <= 0 || (prefetch > 1 && ready.length >= Math.max(options.concurrency, room >> 1))) {
       if (!offers || mode !== 'polling' || performance.now() - lastClaimAt < CLAIM_TURN_MS) return 0;
-      capacity = Math.min(Math.max(capacity, options.concurrency), maxRoom + options.concurrency - holding);
+      capacity = Math.min(Math.max(capacity, options.concurrency), maxRoom + options.concurrency - held);
       if (capacity <= 0) {
         claimFirst = true;
         return 0;
@@ -363,7 +360,7 @@ export function createClaimLoop(shared: Shared, leases: Leases, finished: () => 
     },
     offer() {
       if (mode !== 'polling' || storeDown || claimFirst) return undefined;
-      if (held() >= maxRoom) {
+      if (running + ready.length + adopting >= maxRoom) {
         // This event, inserted without a lease, waits for a claim: until one ran, new events do not pass it. More
         // arrive than the largest room holds: the claims' room grows as after a full claim.
         claimFirst = true;
