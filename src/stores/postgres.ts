@@ -451,10 +451,10 @@ function windowFloor(client: PostgresClient, T: string) {
         throw error;
       }
       if (resets !== before) return 0;
-      stored.push({ at, seq: r?.highest === null || r?.highest === undefined ? 0 : toNumber(r.highest) });
+      stored.push({ at, seq: toNullableNumber(r?.highest) ?? 0 });
       while (stored.length > 1 && (stored[1] as { at: number }).at <= at - FLOOR_HORIZON_MS) stored.shift();
       const old = stored[0] as { at: number; seq: number };
-      const lowest = r?.lowest === null || r?.lowest === undefined ? Number.POSITIVE_INFINITY : toNumber(r.lowest);
+      const lowest = toNullableNumber(r?.lowest) ?? Number.POSITIVE_INFINITY;
       floor = old.at <= at - FLOOR_HORIZON_MS ? Math.min(lowest, old.seq + 1) : 0;
       return floor;
     },
